@@ -1,0 +1,457 @@
+/* Chain discovery and top-down resolution.
+ *
+ * Discovery walks from the top image down: each layer's hints are resolved
+ * in the driver's order, the first existing candidate is opened read-only,
+ * and its (st_dev, st_ino) goes into a uthash set so a hint that leads back
+ * into the chain is a loop, not an endless walk. Identity (CID / UUID) is
+ * checked on every link.
+ *
+ * Resolution: a read at level L walks its range run by run. block_status of
+ * layer L says DATA (read it), ZERO (zero-fill) or UNALLOC (the same sub-range
+ * one level down). Below the base, and past the end of a shorter layer, the
+ * answer is zeros. Drivers keep their tables in memory, so a lookup that falls
+ * through 32 layers costs 32 in-memory lookups, not 32 disk reads. */
+#include "chain/chain.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uthash.h>
+
+struct seen_file {
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} key;
+	UT_hash_handle hh;
+};
+
+static int seen_add(struct seen_file **set, struct vd_image *img, bool *dup)
+{
+	struct seen_file *s, *f;
+	struct stat st;
+
+	if (fstat(img->fd, &st) < 0)
+		return -errno;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->key.dev = st.st_dev;
+	s->key.ino = st.st_ino;
+	HASH_FIND(hh, *set, &s->key, sizeof(s->key), f);
+	if (f) {
+		free(s);
+		*dup = true;
+		return 0;
+	}
+	*dup = false;
+	HASH_ADD(hh, *set, key, sizeof(s->key), s);
+	return 0;
+}
+
+static void seen_free(struct seen_file **set)
+{
+	struct seen_file *s, *t;
+
+	HASH_ITER(hh, *set, s, t)
+	{
+		HASH_DEL(*set, s);
+		free(s);
+	}
+}
+
+static void chain_warn(struct vd_chain *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void chain_warn(struct vd_chain *c, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	char **nw;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	vd_log_warn("%s", msg);
+	nw = realloc(c->warnings, (c->n_warnings + 1) * sizeof(*nw));
+	if (!nw)
+		return;
+	c->warnings = nw;
+	c->warnings[c->n_warnings] = strdup(msg);
+	if (c->warnings[c->n_warnings])
+		c->n_warnings++;
+}
+
+/* Finds and opens the parent of child. Returns 0 and *out, or -errno (logged). */
+static int parent_open(struct vd_image *child, struct vd_image **out, unsigned *hint_idx)
+{
+	struct vd_buf all = {0};
+	int r = -ENOENT;
+
+	for (unsigned i = 0; i < child->n_hints; i++) {
+		char *tried = NULL;
+		char *p = vd_chain_resolve_hint(child->path, child->hints[i].path, &tried);
+		if (p) {
+			free(tried);
+			r = vd_image_open(p, 0, out);
+			free(p);
+			if (r == 0)
+				*hint_idx = i;
+			vd_buf_free(&all);
+			return r;
+		}
+		vd_buf_printf(&all, "%s%s \"%s\" (tried %s)", all.len ? "; " : "",
+			      child->hints[i].kind, child->hints[i].path, tried ? tried : "-");
+		free(tried);
+	}
+	vd_log_err("%s: parent not found: %s", child->path, all.data ? all.data : "no hint");
+	vd_buf_free(&all);
+	return r;
+}
+
+static int link_check(struct vd_chain *c, struct vd_image *child, struct vd_image *parent,
+		      struct vd_chain_link *link)
+{
+	char a[37], b[37];
+
+	if (child->ops != parent->ops && !(c->flags & VD_CHAIN_ALLOW_MIXED)) {
+		vd_log_err("%s: parent %s is %s, not %s: mixed-format chains are not supported",
+			   child->path, parent->path, parent->ops->name, child->ops->name);
+		return -EINVAL;
+	}
+	link->id_match = child->parent_id.len == parent->id.len &&
+			 !memcmp(child->parent_id.bytes, parent->id.bytes, parent->id.len);
+	if (!link->id_match) {
+		const char *what = child->parent_id.len == 4 ? "CID" : "unique id";
+		if (!(c->flags & VD_CHAIN_FORCE)) {
+			vd_log_err("%s expects parent %s %s but %s has %s %s (parent changed "
+				   "since the snapshot; --force mounts anyway)",
+				   child->path, what, vd_id_format(&child->parent_id, a),
+				   parent->path, what, vd_id_format(&parent->id, b));
+			return -EINVAL;
+		}
+		chain_warn(c, "%s expects parent %s %s but %s has %s %s (mounted with --force)",
+			   child->path, what, vd_id_format(&child->parent_id, a), parent->path,
+			   what, vd_id_format(&parent->id, b));
+	}
+	link->stamp_match = true;
+	if (child->has_stamp && parent->has_stamp && child->parent_stamp != parent->stamp) {
+		link->stamp_match = false;
+		chain_warn(c, "%s records parent timestamp %" PRIu32 " but %s has %" PRIu32,
+			   child->path, child->parent_stamp, parent->path, parent->stamp);
+	}
+	if (parent->size < child->size)
+		vd_log_debug("%s: parent %s is shorter (%" PRIu64 " < %" PRIu64 "): zeros past it",
+			     child->path, parent->path, parent->size, child->size);
+	return 0;
+}
+
+int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
+{
+	struct seen_file *seen = NULL;
+	struct vd_chain *c;
+	struct vd_image *img = NULL;
+	/* Collected top first, reversed at the end. */
+	struct vd_image *stack[VD_CHAIN_MAX_DEPTH];
+	struct vd_chain_link links[VD_CHAIN_MAX_DEPTH];
+	unsigned n = 0;
+	bool dup;
+	int r;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->flags = flags;
+	pthread_mutex_init(&c->rmw_lock, NULL);
+	memset(links, 0, sizeof(links));
+
+	r = vd_image_open(top_path, 0, &img);
+	if (r < 0)
+		goto fail;
+	for (;;) {
+		r = seen_add(&seen, img, &dup);
+		if (r < 0) {
+			vd_log_err("%s: stat: %s", img->path, strerror(-r));
+			vd_image_close(img);
+			goto fail;
+		}
+		if (dup) {
+			vd_log_err("%s: loop in the chain: %s is already a layer above it",
+				   stack[n - 1]->path, img->path);
+			vd_image_close(img);
+			r = -ELOOP;
+			goto fail;
+		}
+		if (n == VD_CHAIN_MAX_DEPTH) {
+			vd_log_err("%s: chain deeper than %d layers", top_path, VD_CHAIN_MAX_DEPTH);
+			vd_image_close(img);
+			r = -ELOOP;
+			goto fail;
+		}
+		stack[n++] = img;
+		if (n > 1) {
+			r = link_check(c, stack[n - 2], img, &links[n - 2]);
+			if (r < 0)
+				goto fail;
+		}
+		if (!img->has_parent)
+			break;
+		unsigned hi = 0;
+		struct vd_image *parent = NULL;
+		r = parent_open(img, &parent, &hi);
+		if (r < 0)
+			goto fail;
+		links[n - 1].hint_kind = img->hints[hi].kind;
+		links[n - 1].hint = img->hints[hi].path;
+		img = parent;
+	}
+
+	c->layers = calloc(n, sizeof(*c->layers));
+	c->links = calloc(n, sizeof(*c->links));
+	if (!c->layers || !c->links) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	/* stack[0] is the top; layers[0] must be the base. links[k] describes how
+	 * stack[k+1] was found from stack[k]; store it with the child, which is the
+	 * layer whose hint was used. */
+	for (unsigned i = 0; i < n; i++) {
+		c->layers[i] = stack[n - 1 - i];
+		c->links[i] = links[n - 1 - i];
+	}
+	c->depth = n;
+	seen_free(&seen);
+	*out = c;
+	return 0;
+fail:
+	for (unsigned i = 0; i < n; i++)
+		vd_image_close(stack[i]);
+	seen_free(&seen);
+	free(c->layers);
+	c->layers = NULL;
+	c->depth = 0;
+	vd_chain_close(c);
+	return r;
+}
+
+void vd_chain_close(struct vd_chain *c)
+{
+	if (!c)
+		return;
+	for (unsigned i = 0; i < c->depth; i++)
+		vd_image_close(c->layers[i]);
+	for (unsigned i = 0; i < c->n_warnings; i++)
+		free(c->warnings[i]);
+	free(c->warnings);
+	free(c->layers);
+	free(c->links);
+	pthread_mutex_destroy(&c->rmw_lock);
+	free(c);
+}
+
+uint64_t vd_chain_size(const struct vd_chain *c, unsigned level)
+{
+	return level < c->depth ? c->layers[level]->size : 0;
+}
+
+/* One step of resolution: the run at off as seen from level. Returns the
+ * state (DATA means *owner holds it) or -errno. */
+static int chain_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
+			uint64_t *pnum, int *owner)
+{
+	for (int l = (int)level; l >= 0; l--) {
+		struct vd_image *img = c->layers[l];
+		uint64_t n;
+		int st;
+
+		if (off >= img->size) {
+			/* Past a shorter layer's end: zeros, whatever lies below. */
+			*pnum = len;
+			*owner = -1;
+			return VD_ZERO;
+		}
+		if (len > img->size - off)
+			len = img->size - off;
+		st = img->ops->block_status(img, off, len, &n);
+		if (st < 0)
+			return st;
+		if (n == 0 || n > len) {
+			vd_log_err("%s: driver returned a bad run length at offset %" PRIu64,
+				   img->path, off);
+			return -EIO;
+		}
+		len = n;
+		if (st == VD_DATA) {
+			*pnum = len;
+			*owner = l;
+			return VD_DATA;
+		}
+		if (st == VD_ZERO) {
+			*pnum = len;
+			*owner = l;
+			return VD_ZERO;
+		}
+	}
+	*pnum = len;
+	*owner = -1;
+	return VD_ZERO;
+}
+
+int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	uint64_t end;
+
+	if (level >= c->depth)
+		return -EINVAL;
+	end = c->layers[level]->size;
+	while (len) {
+		uint64_t n;
+		int owner, st;
+
+		if (off >= end) {
+			memset(p, 0, len);
+			return 0;
+		}
+		st = chain_status(c, level, off, vd_min_u64(len, end - off), &n, &owner);
+		if (st < 0)
+			return st;
+		if (st == VD_DATA) {
+			struct vd_image *img = c->layers[owner];
+			int r = img->ops->read(img, p, (size_t)n, off);
+			if (r < 0)
+				return r;
+		} else {
+			memset(p, 0, (size_t)n);
+		}
+		p += n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
+			  uint64_t *pnum, int *owner)
+{
+	int o;
+	int st;
+
+	if (level >= c->depth)
+		return -EINVAL;
+	if (off >= c->layers[level]->size) {
+		*pnum = len;
+		if (owner)
+			*owner = -1;
+		return VD_ZERO;
+	}
+	st = chain_status(c, level, off, vd_min_u64(len, c->layers[level]->size - off), pnum, &o);
+	if (owner)
+		*owner = o;
+	return st;
+}
+
+int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero)
+{
+	struct vd_image *img;
+	uint64_t off = 0;
+
+	if (level >= c->depth)
+		return -EINVAL;
+	img = c->layers[level];
+	*data = *zero = 0;
+	while (off < img->size) {
+		uint64_t n;
+		int st = img->ops->block_status(img, off, img->size - off, &n);
+		if (st < 0)
+			return st;
+		if (n == 0 || n > img->size - off)
+			return -EIO;
+		if (st == VD_DATA)
+			*data += n;
+		else if (st == VD_ZERO)
+			*zero += n;
+		off += n;
+	}
+	return 0;
+}
+
+int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
+{
+	char idb[37];
+
+	vd_json_obj_begin(j, NULL);
+	vd_json_u64(j, "depth", c->depth);
+	vd_json_u64(j, "virtual_size", vd_chain_size(c, c->depth - 1));
+	vd_json_arr_begin(j, "layers");
+	for (unsigned i = 0; i < c->depth; i++) {
+		struct vd_image *img = c->layers[i];
+		uint64_t data = 0, zero = 0;
+		int r = vd_chain_layer_usage(c, i, &data, &zero);
+
+		vd_json_obj_begin(j, NULL);
+		vd_json_u64(j, "index", i + 1);
+		vd_json_str(j, "path", img->path);
+		vd_json_str(j, "format", img->ops->name);
+		vd_json_str(j, "subformat", img->subformat);
+		vd_json_u64(j, "virtual_size", img->size);
+		vd_json_u64(j, "file_size", img->file_size);
+		vd_json_u64(j, "grain_size", img->alloc_unit);
+		vd_json_str(j, "id", img->id.len ? vd_id_format(&img->id, idb) : NULL);
+		vd_json_str(j, "parent_id",
+			    img->parent_id.len ? vd_id_format(&img->parent_id, idb) : NULL);
+		vd_json_arr_begin(j, "parent_hints");
+		for (unsigned h = 0; h < img->n_hints; h++) {
+			vd_json_obj_begin(j, NULL);
+			vd_json_str(j, "kind", img->hints[h].kind);
+			vd_json_str(j, "path", img->hints[h].path);
+			vd_json_obj_end(j);
+		}
+		vd_json_arr_end(j);
+		if (i > 0) {
+			vd_json_str(j, "parent_found_by", c->links[i].hint_kind);
+			vd_json_bool(j, "parent_id_match", c->links[i].id_match);
+			vd_json_bool(j, "parent_timestamp_match", c->links[i].stamp_match);
+		}
+		if (r == 0) {
+			vd_json_u64(j, "allocated_bytes", data);
+			vd_json_u64(j, "zeroed_bytes", zero);
+		} else {
+			vd_json_null(j, "allocated_bytes");
+			vd_json_null(j, "zeroed_bytes");
+		}
+		if (img->ops->describe)
+			img->ops->describe(img, j);
+		vd_json_obj_end(j);
+	}
+	vd_json_arr_end(j);
+	vd_json_obj_begin(j, "validation");
+	vd_json_str(j, "result", c->n_warnings ? "warnings" : "ok");
+	vd_json_bool(j, "forced", !!(c->flags & VD_CHAIN_FORCE));
+	vd_json_arr_begin(j, "warnings");
+	for (unsigned i = 0; i < c->n_warnings; i++)
+		vd_json_str(j, NULL, c->warnings[i]);
+	vd_json_arr_end(j);
+	vd_json_obj_end(j);
+	vd_json_obj_end(j);
+	return j->buf.oom ? -ENOMEM : 0;
+}
+
+int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off)
+{
+	(void)buf;
+	(void)len;
+	(void)off;
+	if (!c->writable)
+		return -EROFS;
+	return -ENOTSUP;
+}
+
+int vd_chain_flush(struct vd_chain *c)
+{
+	if (!c->writable || !c->writable->ops->flush)
+		return 0;
+	return c->writable->ops->flush(c->writable);
+}

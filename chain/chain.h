@@ -1,0 +1,99 @@
+/* Snapshot chains: discovery from the top layer down, identity checks, and
+ * top-down reads (STYLE.md section 3).
+ *
+ * Layer index 0 is the base; depth-1 is the top. Every layer can be read as
+ * "the disk as it was at that layer" with vd_chain_read(level).
+ *
+ * Lock order: chain (rmw_lock), then image locks from top to bottom, then
+ * driver caches. Reads take no chain lock: the layer array is immutable after
+ * vd_chain_open(), and drivers lock their own tables. */
+#ifndef VD_CHAIN_H
+#define VD_CHAIN_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "disk/disk.h"
+
+#define VD_CHAIN_MAX_DEPTH 255
+
+/* vd_chain_open() flags */
+#define VD_CHAIN_FORCE 0x1u	  /* open despite a CID/UUID mismatch (logged as a warning) */
+#define VD_CHAIN_ALLOW_MIXED 0x2u /* allow a parent of another format than its child */
+
+/* How a layer's parent was found, kept for chain.json and --info. */
+struct vd_chain_link {
+	const char *hint_kind; /* points into the child's vd_hint, NULL for the base */
+	const char *hint;      /* the hint as written */
+	bool id_match;	       /* child's parent id == parent's id */
+	bool stamp_match;      /* timestamps agree (or the format has none) */
+};
+
+struct vd_chain {
+	struct vd_image **layers; /* [0] base ... [depth-1] top; owned */
+	struct vd_chain_link *links; /* links[i]: how layers[i] found its parent layers[i-1] */
+	unsigned depth;
+	unsigned flags;
+	char **warnings; /* validation warnings, for chain.json */
+	unsigned n_warnings;
+	pthread_mutex_t rmw_lock; /* serializes read-modify-write COW (writable mounts) */
+	struct vd_image *writable; /* the delta writes go to, or NULL (read-only) */
+};
+
+/* Opens top_path and every parent below it. On failure logs one line naming
+ * the file(s) and the problem and returns -errno: -ENOENT (parent not found),
+ * -ELOOP (loop or depth > VD_CHAIN_MAX_DEPTH), -EINVAL (bad metadata, id
+ * mismatch without VD_CHAIN_FORCE, mixed formats), ... */
+int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out);
+
+/* Closes every layer and frees the chain; NULL is a no-op. */
+void vd_chain_close(struct vd_chain *c);
+
+static inline unsigned vd_chain_depth(const struct vd_chain *c)
+{
+	return c->depth;
+}
+
+static inline struct vd_image *vd_chain_layer(const struct vd_chain *c, unsigned i)
+{
+	return i < c->depth ? c->layers[i] : NULL;
+}
+
+/* Virtual size of the disk as seen from layer level (that layer's size). */
+uint64_t vd_chain_size(const struct vd_chain *c, unsigned level);
+
+/* Reads [off, off+len) of the disk as seen from layer level: the newest layer
+ * at or below level that holds a block wins; blocks held nowhere, and bytes
+ * past a layer's end, read as zeros. Bytes past vd_chain_size(level) are
+ * zero-filled too (callers clamp). Returns 0 or -errno. Thread-safe. */
+int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uint64_t off);
+
+/* State of the run starting at off as seen from level: VD_DATA if some layer
+ * at or below level holds it, VD_ZERO if it reads as zeros (explicit zero or
+ * held nowhere). *pnum gets the run length, *owner (if non-NULL) the layer
+ * that answered (-1 for nowhere). Returns the state or -errno. */
+int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
+			  uint64_t *pnum, int *owner);
+
+/* Counts the bytes layer level itself holds (DATA) and marks zero (ZERO).
+ * Walks the whole layer: not for hot paths. Returns 0 or -errno. */
+int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero);
+
+/* Writes the chain's metadata (layers base first, formats, sizes, ids, hints,
+ * validation) as one JSON object into j. Returns 0 or -errno. */
+int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
+
+/* Writes go to the writable delta only; -EROFS when the chain has none. */
+int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off);
+int vd_chain_flush(struct vd_chain *c);
+
+/* Resolves a parent hint written in child_path against the filesystem:
+ * relative hints against the child's directory; absolute paths as they are;
+ * Windows paths (backslashes, drive letters, UNC) and ESXi /vmfs/volumes paths
+ * fall back to the same base name in the child's directory. Returns a malloc'd
+ * path that exists, or NULL (and *tried gets a malloc'd ", "-joined list of
+ * the candidates, for the error message). */
+char *vd_chain_resolve_hint(const char *child_path, const char *hint, char **tried);
+
+#endif

@@ -1,0 +1,185 @@
+/* Format registry and the generic part of opening one layer: open the file
+ * read-only (or read-write when asked), probe every driver on the first 64 KiB,
+ * hand the image to the most confident driver. */
+#include "disk/disk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "disk/formats.h"
+
+const struct vd_format_ops *const vd_formats[] = {&vd_vmdk_ops, &vd_vhd_ops, NULL};
+
+#define PROBE_LEN 65536
+
+static int image_alloc(const char *path, unsigned flags, struct vd_image **out)
+{
+	struct vd_image *img = calloc(1, sizeof(*img));
+	int fd, r;
+
+	if (!img)
+		return -ENOMEM;
+	img->fd = -1;
+	img->path = strdup(path);
+	if (!img->path) {
+		free(img);
+		return -ENOMEM;
+	}
+	if (flags & VD_OPEN_RDWR)
+		fd = open(path, O_RDWR | O_CLOEXEC);
+	else
+		fd = vd_open_ro(path);
+	if (fd < 0) {
+		r = fd;
+		vd_log_err("%s: cannot open: %s", path, strerror(-r));
+		goto fail;
+	}
+	img->fd = fd;
+	r = vd_fd_size(fd, &img->file_size);
+	if (r < 0) {
+		vd_log_err("%s: not a regular file or block device", path);
+		goto fail;
+	}
+	img->flags = flags;
+	*out = img;
+	return 0;
+fail:
+	vd_image_close(img);
+	return r;
+}
+
+static int image_finish_open(struct vd_image *img, unsigned flags)
+{
+	char idbuf[37];
+	int r = img->ops->open(img, flags);
+
+	if (r < 0)
+		return r;
+	if (img->has_parent && img->n_hints == 0) {
+		vd_log_err("%s: %s delta (parent id %s) names no parent file", img->path,
+			   img->ops->name, vd_id_format(&img->parent_id, idbuf));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int vd_image_open_with(const struct vd_format_ops *ops, const char *path, unsigned flags,
+		       struct vd_image **out)
+{
+	struct vd_image *img;
+	int r = image_alloc(path, flags, &img);
+
+	if (r < 0)
+		return r;
+	img->ops = ops;
+	r = image_finish_open(img, flags);
+	if (r < 0) {
+		vd_image_close(img);
+		return r;
+	}
+	*out = img;
+	return 0;
+}
+
+int vd_image_open(const char *path, unsigned flags, struct vd_image **out)
+{
+	const struct vd_format_ops *best = NULL;
+	struct vd_image *img;
+	uint8_t *head = NULL;
+	size_t len;
+	int best_score = 0, r;
+
+	r = image_alloc(path, flags, &img);
+	if (r < 0)
+		return r;
+	len = img->file_size < PROBE_LEN ? (size_t)img->file_size : PROBE_LEN;
+	head = malloc(len ? len : 1);
+	if (!head) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = vd_pread_full(img->fd, head, len, 0);
+	if (r < 0) {
+		vd_log_err("%s: cannot read: %s", path, strerror(-r));
+		goto fail;
+	}
+	for (size_t i = 0; vd_formats[i]; i++) {
+		int s = vd_formats[i]->probe(head, len, img->file_size);
+		if (s > best_score) {
+			best_score = s;
+			best = vd_formats[i];
+		}
+	}
+	if (!best) {
+		vd_log_err("%s: not a VMDK or VHD image (unrecognised header)", path);
+		r = -EINVAL;
+		goto fail;
+	}
+	img->ops = best;
+	r = image_finish_open(img, flags);
+	if (r < 0)
+		goto fail;
+	free(head);
+	*out = img;
+	return 0;
+fail:
+	free(head);
+	vd_image_close(img);
+	return r;
+}
+
+void vd_image_close(struct vd_image *img)
+{
+	if (!img)
+		return;
+	if (img->ops && img->ops->close)
+		img->ops->close(img);
+	for (unsigned i = 0; i < img->n_hints; i++) {
+		free(img->hints[i].kind);
+		free(img->hints[i].path);
+	}
+	if (img->fd >= 0)
+		close(img->fd);
+	free(img->path);
+	free(img);
+}
+
+int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path)
+{
+	struct vd_hint *h;
+
+	if (img->n_hints >= VD_MAX_HINTS)
+		return -E2BIG;
+	h = &img->hints[img->n_hints];
+	h->kind = strdup(kind);
+	h->path = strdup(path);
+	if (!h->kind || !h->path) {
+		free(h->kind);
+		free(h->path);
+		h->kind = h->path = NULL;
+		return -ENOMEM;
+	}
+	img->n_hints++;
+	return 0;
+}
+
+const char *vd_id_format(const struct vd_id *id, char buf[37])
+{
+	const uint8_t *b = id->bytes;
+
+	if (id->len == 4) {
+		snprintf(buf, 37, "%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+	} else if (id->len == 16) {
+		snprintf(buf, 37,
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+			 b[12], b[13], b[14], b[15]);
+	} else {
+		snprintf(buf, 37, "none");
+	}
+	return buf;
+}

@@ -1,0 +1,135 @@
+/* The format-driver interface (STYLE.md section 2).
+ *
+ * A struct vd_image is one layer of a chain: one VMDK link (descriptor plus its
+ * extent files) or one VHD file. A driver answers only for its own layer:
+ * block_status() says whether a range is DATA here, explicitly ZERO here, or
+ * UNALLOC here (look below); chain/ does the top-down resolution. */
+#ifndef VD_DISK_H
+#define VD_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "disk/util.h"
+
+struct vd_image;
+
+/* block_status() results (>= 0). */
+enum vd_block_state {
+	VD_UNALLOC = 0, /* not held by this layer: read the layer below (zeros below the base) */
+	VD_DATA = 1,	/* held by this layer: call read() */
+	VD_ZERO = 2,	/* explicitly zero in this layer (zeroed grain, ZERO extent) */
+};
+
+#define VD_CAP_WRITE 0x1u	 /* write() allocates in this layer */
+#define VD_CAP_CREATE_CHILD 0x2u /* create_child() makes a new delta of this format */
+
+/* open() flags */
+#define VD_OPEN_RDWR 0x1u /* only ever set for a delta vdmount created or the user named */
+
+#define VD_MAX_HINTS 8
+#define VD_ID_MAX 16
+
+/* Identity of a layer and of the parent it expects: a VMDK CID (4 bytes, stored
+ * big-endian so it prints as the descriptor's hex) or a VHD/VHDX UUID (16 bytes).
+ * len == 0 means "none". Compared bytewise by chain/. */
+struct vd_id {
+	uint8_t len;
+	uint8_t bytes[VD_ID_MAX];
+};
+
+/* One way of finding the parent, in the order the driver wants them tried. */
+struct vd_hint {
+	char *kind; /* "parentFileNameHint", "W2ru", "W2ku", "MacX", "parentName" */
+	char *path; /* UTF-8, exactly as written (backslashes and drive letters kept) */
+};
+
+struct vd_image {
+	const struct vd_format_ops *ops;
+	char *path;	    /* path this layer was opened by (resolved), owned */
+	int fd;		    /* the file named by path; O_RDONLY unless VD_OPEN_RDWR */
+	uint64_t file_size; /* of fd at open */
+	unsigned flags;	    /* VD_OPEN_* */
+
+	/* Set by the driver's open(): */
+	uint64_t size;		/* virtual size in bytes */
+	uint32_t cow_unit;	/* smallest allocation-tracked unit in bytes (VHD sector, VMDK grain) */
+	uint64_t alloc_unit;	/* allocation granularity shown to users (grain, block), bytes */
+	const char *subformat;	/* static string: createType ("monolithicSparse"), "dynamic", ... */
+	struct vd_id id;	/* this layer's identity (CID / unique id) */
+	struct vd_id parent_id; /* identity the parent must have; len 0 for a base */
+	bool has_parent;	/* the format says this is a delta (parentCID != ffffffff, type 4) */
+	struct vd_hint hints[VD_MAX_HINTS]; /* parent locations, in trial order */
+	unsigned n_hints;
+	bool has_stamp;	       /* VHD: timestamps are meaningful */
+	uint32_t stamp;	       /* this layer's timestamp (VHD footer) */
+	uint32_t parent_stamp; /* timestamp the child recorded for its parent */
+
+	void *priv; /* driver state, allocated in open(), freed in close() */
+};
+
+struct vd_format_ops {
+	const char *name; /* "vmdk", "vhd" */
+	unsigned caps;	  /* VD_CAP_* */
+
+	/* Confidence 0..100 that the file whose first len bytes are head (len may be
+	 * shorter than the file) is of this format. No I/O, no allocation. */
+	int (*probe)(const uint8_t *head, size_t len, uint64_t file_size);
+
+	/* Parses metadata of img->fd / img->path and fills the "set by open" fields.
+	 * Returns 0 or -errno (-EINVAL for bad metadata, -ENOTSUP for a valid but
+	 * unsupported variant) after logging one line naming the file and the problem. */
+	int (*open)(struct vd_image *img, unsigned flags);
+
+	/* Frees everything the driver allocated; safe after a failed open(). */
+	void (*close)(struct vd_image *img);
+
+	/* State of [off, off+len) in this layer; off < img->size, len > 0 and
+	 * off + len <= img->size. Returns a vd_block_state and sets *pnum (> 0,
+	 * <= len) to the length of the run from off that shares it, or -errno.
+	 * Thread-safe. */
+	int (*block_status)(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum);
+
+	/* Reads a range block_status() reported as VD_DATA. Returns 0 or -errno.
+	 * Thread-safe. */
+	int (*read)(struct vd_image *img, void *buf, size_t len, uint64_t off);
+
+	/* Writes into this layer, allocating as needed; never reads a parent. Any
+	 * still-unallocated cow_unit touched arrives whole (chain/ guarantees it).
+	 * NULL when the driver cannot write. */
+	int (*write)(struct vd_image *img, const void *buf, size_t len, uint64_t off);
+
+	/* Makes earlier writes durable, in order. NULL for read-only drivers. */
+	int (*flush)(struct vd_image *img);
+
+	/* Creates an empty delta at path whose parent is parent. NULL if unsupported. */
+	int (*create_child)(struct vd_image *parent, const char *path);
+
+	/* Adds format-specific members (createType, extents, grain size, ...) to
+	 * the JSON object the caller has open. May be NULL. */
+	void (*describe)(struct vd_image *img, struct vd_json *j);
+};
+
+/* Opens path as a single layer: probes every known format and calls the best
+ * driver's open(). Errors are logged with the path. Returns 0 or -errno. */
+int vd_image_open(const char *path, unsigned flags, struct vd_image **out);
+
+/* Like vd_image_open() with a chosen driver (tests; fake drivers). */
+int vd_image_open_with(const struct vd_format_ops *ops, const char *path, unsigned flags,
+		       struct vd_image **out);
+
+/* Closes and frees; NULL is a no-op. */
+void vd_image_close(struct vd_image *img);
+
+/* Appends a parent hint (copies the strings). Returns 0 or -ENOMEM/-E2BIG. */
+int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path);
+
+/* Formats an id as lowercase hex: 8 digits for a 4-byte CID, canonical
+ * 8-4-4-4-12 for a 16-byte UUID. buf must hold 37 bytes. */
+const char *vd_id_format(const struct vd_id *id, char buf[37]);
+
+/* The registered drivers, NULL-terminated. */
+extern const struct vd_format_ops *const vd_formats[];
+
+#endif

@@ -1,0 +1,305 @@
+/* Positional I/O, logging and the JSON writer shared by every driver.
+ * All I/O is pread/pwrite at explicit offsets so descriptors can be shared
+ * between FUSE worker threads (STYLE.md section 7). */
+#include "disk/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+int vd_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	if (off > INT64_MAX || len > INT64_MAX - off)
+		return -EINVAL;
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0) {
+			int e = errno;
+			if (e == EINTR)
+				continue;
+			return -e;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	if (off > INT64_MAX || len > INT64_MAX - off)
+		return -EINVAL;
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			int e = errno;
+			if (e == EINTR)
+				continue;
+			return -e;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int vd_open_ro(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+
+	/* O_NOATIME is refused with EPERM on files we do not own (as non-root). */
+	if (fd < 0 && errno == EPERM)
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return fd;
+}
+
+int vd_fd_size(int fd, uint64_t *out)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t sz;
+		if (ioctl(fd, BLKGETSIZE64, &sz) < 0)
+			return -errno;
+		*out = sz;
+		return 0;
+	}
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	*out = (uint64_t)st.st_size;
+	return 0;
+}
+
+static enum vd_log_level log_max = VD_LOG_INFO;
+static bool log_syslog;
+static atomic_uint log_errors;
+
+void vd_log_set_level(enum vd_log_level max)
+{
+	log_max = max;
+}
+
+void vd_log_to_syslog(void)
+{
+	openlog("vdmount", LOG_PID, LOG_DAEMON);
+	log_syslog = true;
+}
+
+unsigned vd_log_error_count(void)
+{
+	return atomic_load(&log_errors);
+}
+
+void vd_log(enum vd_log_level lvl, const char *fmt, ...)
+{
+	static const char *const tag[] = {"error: ", "warning: ", "", "debug: "};
+	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+	char msg[2048];
+	va_list ap;
+
+	if (lvl == VD_LOG_ERR)
+		atomic_fetch_add(&log_errors, 1);
+	if (lvl > log_max)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (log_syslog)
+		syslog(prio[lvl], "%s%s", tag[lvl], msg);
+	else
+		fprintf(stderr, "vdmount: %s%s\n", tag[lvl], msg);
+}
+
+void vd_buf_printf(struct vd_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->oom)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+		va_start(ap, fmt);
+		n = vsnprintf(b->data ? b->data + b->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->oom = true;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t ncap = b->cap ? b->cap * 2 : 256;
+		while (ncap - b->len <= (size_t)n)
+			ncap *= 2;
+		char *nd = realloc(b->data, ncap);
+		if (!nd) {
+			b->oom = true;
+			return;
+		}
+		b->data = nd;
+		b->cap = ncap;
+	}
+}
+
+void vd_buf_free(struct vd_buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+static void json_escape(struct vd_buf *b, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	vd_buf_printf(b, "\"");
+	while (*p) {
+		unsigned c = *p;
+		size_t n = 0;
+		if (c == '"' || c == '\\') {
+			vd_buf_printf(b, "\\%c", c);
+			p++;
+			continue;
+		}
+		if (c < 0x20) {
+			vd_buf_printf(b, "\\u%04x", c);
+			p++;
+			continue;
+		}
+		if (c < 0x80)
+			n = 1;
+		else if ((c & 0xe0) == 0xc0 && c >= 0xc2)
+			n = 2;
+		else if ((c & 0xf0) == 0xe0)
+			n = 3;
+		else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
+			n = 4;
+		for (size_t i = 1; n && i < n; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				n = 0;
+		if (!n) {
+			vd_buf_printf(b, "\\u%04x", c);
+			p++;
+			continue;
+		}
+		vd_buf_printf(b, "%.*s", (int)n, (const char *)p);
+		p += n;
+	}
+	vd_buf_printf(b, "\"");
+}
+
+static void json_key(struct vd_json *j, const char *key)
+{
+	if (j->depth > 0 && j->need_comma[j->depth])
+		vd_buf_printf(&j->buf, ",");
+	if (j->depth > 0)
+		vd_buf_printf(&j->buf, "\n%*s", 2 * j->depth, "");
+	if (j->depth < (int)(sizeof(j->need_comma) / sizeof(j->need_comma[0])))
+		j->need_comma[j->depth] = true;
+	if (key) {
+		json_escape(&j->buf, key);
+		vd_buf_printf(&j->buf, ": ");
+	}
+}
+
+static void json_open(struct vd_json *j, const char *key, char c)
+{
+	json_key(j, key);
+	vd_buf_printf(&j->buf, "%c", c);
+	if (j->depth + 1 < (int)(sizeof(j->need_comma) / sizeof(j->need_comma[0]))) {
+		j->depth++;
+		j->need_comma[j->depth] = false;
+	} else {
+		j->buf.oom = true;
+	}
+}
+
+static void json_close(struct vd_json *j, char c)
+{
+	bool had = j->need_comma[j->depth];
+
+	if (j->depth > 0)
+		j->depth--;
+	if (had)
+		vd_buf_printf(&j->buf, "\n%*s", 2 * j->depth, "");
+	vd_buf_printf(&j->buf, "%c", c);
+	if (j->depth == 0)
+		vd_buf_printf(&j->buf, "\n");
+}
+
+void vd_json_obj_begin(struct vd_json *j, const char *key)
+{
+	json_open(j, key, '{');
+}
+
+void vd_json_obj_end(struct vd_json *j)
+{
+	json_close(j, '}');
+}
+
+void vd_json_arr_begin(struct vd_json *j, const char *key)
+{
+	json_open(j, key, '[');
+}
+
+void vd_json_arr_end(struct vd_json *j)
+{
+	json_close(j, ']');
+}
+
+void vd_json_str(struct vd_json *j, const char *key, const char *val)
+{
+	json_key(j, key);
+	if (val)
+		json_escape(&j->buf, val);
+	else
+		vd_buf_printf(&j->buf, "null");
+}
+
+void vd_json_u64(struct vd_json *j, const char *key, uint64_t val)
+{
+	json_key(j, key);
+	vd_buf_printf(&j->buf, "%" PRIu64, val);
+}
+
+void vd_json_i64(struct vd_json *j, const char *key, int64_t val)
+{
+	json_key(j, key);
+	vd_buf_printf(&j->buf, "%" PRId64, val);
+}
+
+void vd_json_bool(struct vd_json *j, const char *key, bool val)
+{
+	json_key(j, key);
+	vd_buf_printf(&j->buf, "%s", val ? "true" : "false");
+}
+
+void vd_json_null(struct vd_json *j, const char *key)
+{
+	json_key(j, key);
+	vd_buf_printf(&j->buf, "null");
+}

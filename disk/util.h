@@ -1,0 +1,88 @@
+/* Shared helpers for drivers: overflow-checked arithmetic, positional I/O,
+ * logging and a tiny JSON writer. Nothing here knows about any format. */
+#ifndef VD_UTIL_H
+#define VD_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+/* Overflow-checked u64 arithmetic: return true on overflow (like the builtins). */
+static inline bool vd_add_ovf(uint64_t a, uint64_t b, uint64_t *out)
+{
+	return __builtin_add_overflow(a, b, out);
+}
+
+static inline bool vd_mul_ovf(uint64_t a, uint64_t b, uint64_t *out)
+{
+	return __builtin_mul_overflow(a, b, out);
+}
+
+static inline bool vd_is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static inline uint64_t vd_min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* Reads exactly len bytes at off. Returns 0, -EIO on a short read (EOF), or -errno.
+ * Safe on a descriptor shared between threads (pread only). */
+int vd_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* Writes exactly len bytes at off. Returns 0 or -errno. */
+int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Opens path read-only (O_NOATIME where the kernel permits it, O_CLOEXEC).
+ * Returns the fd or -errno; logs nothing (the caller names the role of the file). */
+int vd_open_ro(const char *path);
+
+/* Size of the file behind fd in bytes (block devices included), or -errno. */
+int vd_fd_size(int fd, uint64_t *out);
+
+/* Logging. Messages go to stderr (or syslog once vd_log_to_syslog() was called),
+ * one line each, prefixed "vdmount: ". */
+enum vd_log_level { VD_LOG_ERR, VD_LOG_WARN, VD_LOG_INFO, VD_LOG_DEBUG };
+void vd_log(enum vd_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void vd_log_set_level(enum vd_log_level max);
+void vd_log_to_syslog(void);
+/* Number of errors logged so far (tests use it to check that a failure said something). */
+unsigned vd_log_error_count(void);
+#define vd_log_err(...) vd_log(VD_LOG_ERR, __VA_ARGS__)
+#define vd_log_warn(...) vd_log(VD_LOG_WARN, __VA_ARGS__)
+#define vd_log_info(...) vd_log(VD_LOG_INFO, __VA_ARGS__)
+#define vd_log_debug(...) vd_log(VD_LOG_DEBUG, __VA_ARGS__)
+
+/* Growable string buffer; on allocation failure it sets oom and stops growing. */
+struct vd_buf {
+	char *data;
+	size_t len, cap;
+	bool oom;
+};
+void vd_buf_printf(struct vd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void vd_buf_free(struct vd_buf *b);
+
+/* Minimal JSON writer over a vd_buf. Commas and nesting are tracked for the caller.
+ * Strings are escaped (control characters, quote, backslash); invalid UTF-8 bytes
+ * are written as \u00XX so the output is always valid JSON. */
+struct vd_json {
+	struct vd_buf buf;
+	int depth;
+	bool need_comma[32];
+	int indent;
+};
+void vd_json_obj_begin(struct vd_json *j, const char *key);
+void vd_json_obj_end(struct vd_json *j);
+void vd_json_arr_begin(struct vd_json *j, const char *key);
+void vd_json_arr_end(struct vd_json *j);
+void vd_json_str(struct vd_json *j, const char *key, const char *val); /* NULL val -> null */
+void vd_json_u64(struct vd_json *j, const char *key, uint64_t val);
+void vd_json_i64(struct vd_json *j, const char *key, int64_t val);
+void vd_json_bool(struct vd_json *j, const char *key, bool val);
+void vd_json_null(struct vd_json *j, const char *key);
+
+#endif

@@ -1,0 +1,15 @@
+/* Placeholder until the vmdk driver lands: recognises nothing. */
+#include "disk/formats.h"
+
+static int vmdk_probe(const uint8_t *head, size_t len, uint64_t file_size)
+{
+	(void)head;
+	(void)len;
+	(void)file_size;
+	return 0;
+}
+
+const struct vd_format_ops vd_vmdk_ops = {
+	.name = "vmdk",
+	.probe = vmdk_probe,
+};

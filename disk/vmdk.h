@@ -1,0 +1,101 @@
+/* VMDK driver internals shared by its files (not a public API).
+ *
+ * One vd_image = one VMDK link: a descriptor (separate text file, or embedded
+ * in a KDMV sparse file) and its extents in virtual-disk order. Each extent
+ * has its own backend (flat, hosted sparse, stream, COWD, seSparse, zero).
+ * vmdk.c maps a virtual offset to (extent, offset inside it) and calls the
+ * extent's backend; backends only see extent-relative byte offsets. */
+#ifndef VD_VMDK_H
+#define VD_VMDK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "disk/disk.h"
+
+enum vmdk_access { VMDK_ACCESS_RW, VMDK_ACCESS_RDONLY, VMDK_ACCESS_NOACCESS };
+
+/* Extent types as written in the descriptor. */
+enum vmdk_extent_type {
+	VMDK_EXT_FLAT,	     /* FLAT */
+	VMDK_EXT_SPARSE,     /* SPARSE: hosted KDMV (monolithic, split, or stream) */
+	VMDK_EXT_ZERO,	     /* ZERO: no file */
+	VMDK_EXT_VMFS,	     /* VMFS: flat file on ESXi */
+	VMDK_EXT_VMFSSPARSE, /* VMFSSPARSE: COWD */
+	VMDK_EXT_SESPARSE,   /* SESPARSE */
+	VMDK_EXT_VMFSRDM,    /* refused */
+	VMDK_EXT_VMFSRAW,    /* refused */
+};
+
+struct vmdk_extent;
+
+/* Per-extent backend. Offsets and lengths are bytes relative to the extent's
+ * start; the caller never crosses the extent's end. */
+struct vmdk_extent_ops {
+	const char *name;
+	/* Parses the extent file (e->fd is open, e->path, e->sectors set). Sets
+	 * e->grain_bytes. Logs one line naming e->path and the field on error. */
+	int (*open)(struct vmdk_extent *e);
+	void (*close)(struct vmdk_extent *e);
+	/* As vd_format_ops.block_status, for this extent only. */
+	int (*block_status)(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum);
+	int (*read)(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
+	/* Optional extra JSON members for this extent. */
+	void (*describe)(struct vmdk_extent *e, struct vd_json *j);
+};
+
+struct vmdk_extent {
+	const struct vmdk_extent_ops *ops;
+	enum vmdk_extent_type type;
+	enum vmdk_access access;
+	uint64_t start;	      /* byte offset of the extent in the virtual disk */
+	uint64_t sectors;     /* SECTORS from the descriptor line */
+	uint64_t flat_offset; /* FLAT/VMFS: byte offset of the data in the file */
+	char *name;	      /* file name as written in the descriptor (NULL for ZERO) */
+	char *path;	      /* resolved path */
+	int fd;		      /* -1 for ZERO */
+	bool own_fd;	      /* false when fd is the image's own (monolithic sparse) */
+	uint64_t file_size;
+	uint64_t grain_bytes; /* allocation unit of this extent (0 for flat/zero) */
+	const char *image_path; /* the vd_image path, for messages */
+	void *priv;	      /* backend state */
+};
+
+extern const struct vmdk_extent_ops vmdk_flat_ops;
+extern const struct vmdk_extent_ops vmdk_zero_ops;
+extern const struct vmdk_extent_ops vmdk_sparse_ops;
+extern const struct vmdk_extent_ops vmdk_stream_ops;
+extern const struct vmdk_extent_ops vmdk_cowd_ops;
+extern const struct vmdk_extent_ops vmdk_sesparse_ops;
+
+/* KDMV (hosted sparse) header, decoded. Shared by the sparse and stream backends. */
+#define VMDK_KDMV_MAGIC 0x564d444bu /* "KDMV" read as LE u32 */
+#define VMDK_GD_AT_END 0xffffffffffffffffull
+#define VMDK_FLAG_NL_TEST 0x1u
+#define VMDK_FLAG_RGD 0x2u
+#define VMDK_FLAG_ZERO_GTE 0x4u
+#define VMDK_FLAG_COMPRESSED 0x10000u
+#define VMDK_FLAG_MARKERS 0x20000u
+
+struct vmdk_kdmv_header {
+	uint32_t version;
+	uint32_t flags;
+	uint64_t capacity; /* sectors */
+	uint64_t grain_size; /* sectors */
+	uint64_t desc_offset, desc_size; /* sectors */
+	uint32_t num_gtes_per_gt;
+	uint64_t rgd_offset, gd_offset; /* sectors */
+	uint64_t overhead;		/* sectors */
+	uint8_t unclean_shutdown;
+	uint16_t compress_algorithm;
+};
+
+/* Decodes and validates the fixed fields of a 512-byte KDMV header (magic,
+ * version <= 3, known incompatible flags, newline test, grain size power of 2
+ * in [1, 2048] (allowing 1..), 512 GTEs per GT, capacity in (0, 2^32]).
+ * No I/O. Returns 0 or -EINVAL after logging "<path>: <field> ..." (path is
+ * only used for the message). */
+int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out);
+
+#endif

@@ -1,0 +1,16 @@
+/* Placeholder: the cowd extent backend is not implemented yet; opening such an
+ * extent fails with a clear message (never wrong data). */
+#include <errno.h>
+
+#include "disk/vmdk.h"
+
+static int cowd_open(struct vmdk_extent *e)
+{
+	vd_log_err("%s: %s extents are not supported yet", e->path, "cowd");
+	return -ENOTSUP;
+}
+
+const struct vmdk_extent_ops vmdk_cowd_ops = {
+	.name = "cowd",
+	.open = cowd_open,
+};
