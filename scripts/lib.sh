@@ -1,0 +1,254 @@
+# Shared shell helpers for scripts/*.sh and tests/e2e/*.sh (bash only; source it).
+#
+# Two groups:
+#  - setup: vd_say/vd_die, vd_install_deps (apt, only what is missing), vd_build;
+#  - e2e: vd_e2e_init (skip 77 without FUSE, temp dir, trap cleanup), vd_mount /
+#    vd_mount_fg / vd_umount with timeouts, sha256 snapshots of source files,
+#    and ASan log collection for daemonized vdmount processes.
+# Every mount made through these helpers is recorded and undone by the EXIT trap,
+# so a failing check never leaves a mount behind.
+
+# Packages the build and the tests need (Debian names).
+VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev"
+VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils gawk"
+
+vd_say()
+{
+	printf '==> %s\n' "$*"
+}
+
+vd_die()
+{
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# vd_install_deps PKG...: installs the packages that are not installed yet.
+# Does nothing when all are present; needs root (or sudo) and apt otherwise.
+vd_install_deps()
+{
+	local missing=() p st
+	command -v dpkg-query >/dev/null 2>&1 || {
+		vd_say "not a Debian system: not installing packages ($*)"
+		return 0
+	}
+	for p in "$@"; do
+		st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) || st=
+		case "$st" in
+		*" installed") ;;
+		*) missing+=("$p") ;;
+		esac
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	local sudo=
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null 2>&1 || vd_die "missing packages (${missing[*]}) and not root"
+		sudo="sudo -n"
+	fi
+	vd_say "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	$sudo apt-get update -q </dev/null || return 1
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"${missing[@]}" </dev/null
+}
+
+# vd_build SRC BUILDDIR [cmake args...]: configures (always, so new files are
+# picked up) and builds with two jobs.
+vd_build()
+{
+	local src=$1 dir=$2
+	shift 2
+	cmake -S "$src" -B "$dir" "$@" >/dev/null || return 1
+	cmake --build "$dir" -j2
+}
+
+# ---------------------------------------------------------------------------
+# End-to-end helpers
+
+VD_MOUNTS=()	  # mount points to undo at exit
+VD_FG_PIDS=()	  # foreground vdmount processes started by vd_mount_fg
+VD_TMP=
+VD_FAILS=0
+VD_MOUNT_TIMEOUT=${VD_MOUNT_TIMEOUT:-30}
+
+vd_cleanup()
+{
+	local m p i
+	for m in "${VD_MOUNTS[@]}"; do
+		mountpoint -q "$m" 2>/dev/null || continue
+		for i in 1 2 3 4 5; do
+			umount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null || true
+			mountpoint -q "$m" 2>/dev/null || break
+			sleep 0.5
+		done
+		mountpoint -q "$m" 2>/dev/null && { umount -l "$m" 2>/dev/null ||
+			fusermount3 -uz "$m" 2>/dev/null || true; }
+	done
+	for p in "${VD_FG_PIDS[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	[ -n "$VD_TMP" ] && [ -d "$VD_TMP" ] && [ -z "${VD_KEEP:-}" ] && rm -rf "$VD_TMP"
+	return 0
+}
+
+# vd_e2e_init NAME: checks the environment (exit 77 when FUSE is unusable),
+# makes $VD_TMP and installs the EXIT trap. Sets VD_ASAN=1 when vdmount was
+# built with ASan, and then sends the daemon's sanitizer reports to files in
+# $VD_TMP/asan (a daemon has no stderr) that vd_asan_check inspects.
+vd_e2e_init()
+{
+	VD_NAME=$1
+	if [ ! -c /dev/fuse ] || ! command -v fusermount3 >/dev/null 2>&1; then
+		echo "SKIP $VD_NAME: /dev/fuse or fusermount3 missing"
+		exit 77
+	fi
+	[ -n "${VDMOUNT:-}" ] && [ -x "$VDMOUNT" ] || {
+		echo "FAIL $VD_NAME: VDMOUNT (path of the vdmount binary) is not set or not executable"
+		exit 1
+	}
+	VD_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vd-$VD_NAME.XXXXXX")
+	trap vd_cleanup EXIT
+	trap 'exit 130' INT TERM
+	VD_ASAN=0
+	if nm -a "$VDMOUNT" 2>/dev/null | grep -q __asan_init ||
+		grep -q __asan_init "$VDMOUNT" 2>/dev/null; then
+		VD_ASAN=1
+		mkdir -p "$VD_TMP/asan"
+		export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}:log_path=$VD_TMP/asan/vdmount"
+		export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}:log_path=$VD_TMP/asan/vdmount"
+	fi
+}
+
+vd_pass()
+{
+	printf 'PASS %s\n' "$*"
+}
+
+vd_fail()
+{
+	printf 'FAIL %s\n' "$*"
+	VD_FAILS=$((VD_FAILS + 1))
+}
+
+# vd_check DESC CMD...: runs CMD, prints PASS/FAIL DESC.
+vd_check()
+{
+	local desc=$1
+	shift
+	if "$@"; then
+		vd_pass "$desc"
+	else
+		vd_fail "$desc"
+	fi
+}
+
+# vd_mount MNT [vdmount args...] : runs vdmount (daemonizing) with a timeout;
+# returns its exit status. stderr is kept in $VD_TMP/mount.err and echoed.
+# Success also requires MNT to be a mount point on return.
+vd_mount()
+{
+	local mnt=${!#} rc=0
+	mkdir -p "$mnt"
+	VD_MOUNTS+=("$mnt")
+	timeout -k 5 "$VD_MOUNT_TIMEOUT" "$VDMOUNT" "$@" 2>"$VD_TMP/mount.err" || rc=$?
+	[ -s "$VD_TMP/mount.err" ] && sed 's/^/    vdmount: /' "$VD_TMP/mount.err" >&2
+	if [ $rc -eq 0 ] && ! mountpoint -q "$mnt"; then
+		echo "    vdmount returned 0 but $mnt is not mounted" >&2
+		rc=1
+	fi
+	return $rc
+}
+
+# vd_mount_fg MNT [vdmount args...]: starts vdmount -f in the background and
+# polls with mountpoint -q until mounted (VD_MOUNT_TIMEOUT seconds).
+vd_mount_fg()
+{
+	local mnt=${!#} pid i
+	mkdir -p "$mnt"
+	VD_MOUNTS+=("$mnt")
+	"$VDMOUNT" -f "$@" 2>"$VD_TMP/mount-fg.err" &
+	pid=$!
+	VD_FG_PIDS+=("$pid")
+	for ((i = 0; i < VD_MOUNT_TIMEOUT * 10; i++)); do
+		mountpoint -q "$mnt" && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	sed 's/^/    vdmount -f: /' "$VD_TMP/mount-fg.err" >&2
+	return 1
+}
+
+# vd_umount MNT: fusermount3 -u with retries (a reader may still hold a file).
+vd_umount()
+{
+	local mnt=$1 i
+	for ((i = 0; i < 50; i++)); do
+		mountpoint -q "$mnt" || return 0
+		fusermount3 -u "$mnt" 2>/dev/null && return 0
+		sleep 0.2
+	done
+	echo "    could not unmount $mnt" >&2
+	return 1
+}
+
+# vd_sums_save OUT FILE...: records sha256 of each file; vd_sums_check OUT
+# verifies them (the "no write to an input file" rule).
+vd_sums_save()
+{
+	local out=$1
+	shift
+	sha256sum -- "$@" >"$out"
+}
+
+vd_sums_check()
+{
+	sha256sum --quiet -c -- "$1"
+}
+
+# vd_expect_erofs FILE: opening FILE for writing must fail with EROFS.
+vd_expect_erofs()
+{
+	local err
+	err=$( (exec 3>>"$1") 2>&1) && return 1
+	case "$err" in
+	*"Read-only file system"*) return 0 ;;
+	esac
+	echo "    open for write of $1: $err (expected EROFS)" >&2
+	return 1
+}
+
+# vd_asan_check: after all unmounts, fails on any sanitizer error reported by a
+# daemonized vdmount; leaks are printed but do not fail (the daemon's exit
+# path is not the product's hot path).
+vd_asan_check()
+{
+	[ "${VD_ASAN:-0}" = 1 ] || return 0
+	sleep 1
+	local f bad=0
+	for f in "$VD_TMP"/asan/vdmount*; do
+		[ -e "$f" ] || continue
+		if grep -qE 'ERROR: AddressSanitizer|runtime error:|ERROR: UndefinedBehavior' "$f"; then
+			echo "    sanitizer error in $f:" >&2
+			head -40 "$f" >&2
+			bad=1
+		elif grep -q 'LeakSanitizer' "$f"; then
+			echo "    (leak report from vdmount at exit: $(grep -c 'Direct leak\|Indirect leak' "$f") leaks)" >&2
+			head -20 "$f" >&2
+		fi
+	done
+	return $bad
+}
+
+# vd_finish: prints the summary line and exits non-zero when a check failed.
+vd_finish()
+{
+	if ! vd_asan_check; then
+		vd_fail "$VD_NAME: sanitizer reports"
+	fi
+	if [ "$VD_FAILS" -ne 0 ]; then
+		echo "$VD_NAME: $VD_FAILS check(s) FAILED"
+		exit 1
+	fi
+	echo "$VD_NAME: all checks passed"
+	exit 0
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): installs what is missing, builds a
+# release tree (build/) and an ASan+UBSan tree (build-asan/), runs every ctest
+# (unit + e2e) in build/, then the unit tests and the main e2e mount tests under
+# the sanitizers. Exits non-zero on any failure and ends with one summary line.
+#
+# Env: VD_SKIP_ASAN=1 skips the sanitizer tree; VD_JOBS (default 2);
+# VD_BUILD_DIR (default build/; the sanitizer tree is VD_BUILD_DIR-asan).
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+jobs=${VD_JOBS:-2}
+bdir=${VD_BUILD_DIR:-$root/build}
+adir=$bdir-asan
+start=$(date +%s)
+results=()
+failed=0
+
+step()
+{
+	local name=$1 t0 rc
+	shift
+	vd_say "$name"
+	t0=$(date +%s)
+	"$@"
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		results+=("ok   $name ($(($(date +%s) - t0))s)")
+	else
+		results+=("FAIL $name (exit $rc)")
+		failed=1
+	fi
+	return $rc
+}
+
+summary()
+{
+	local r
+	echo
+	echo "---- summary ----"
+	for r in "${results[@]}"; do
+		echo "$r"
+	done
+	if [ $failed -eq 0 ]; then
+		echo "TEST SUMMARY: PASS (${#results[@]} steps, $(($(date +%s) - start))s)"
+	else
+		echo "TEST SUMMARY: FAIL (see above; $(($(date +%s) - start))s)"
+	fi
+}
+
+step "install dependencies" vd_install_deps $VD_PKGS_BUILD $VD_PKGS_TEST || { summary; exit 1; }
+
+if step "build (RelWithDebInfo, -Werror)" vd_build "$root" "$bdir" \
+	-DCMAKE_BUILD_TYPE=RelWithDebInfo -DVD_WERROR=ON; then
+	step "ctest $(basename "$bdir")/ (unit + e2e)" \
+		ctest --test-dir "$bdir" --output-on-failure -j"$jobs"
+fi
+
+if [ "${VD_SKIP_ASAN:-0}" != 1 ]; then
+	if step "build-asan (ASan+UBSan, -Werror)" vd_build "$root" "$adir" \
+		-DCMAKE_BUILD_TYPE=Debug -DVD_SANITIZE=ON -DVD_WERROR=ON; then
+		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+		step "ctest $(basename "$adir")/ (unit)" \
+			ctest --test-dir "$adir" -L unit --output-on-failure -j"$jobs"
+		# The main mount test and the hostile-input test; the daemon's
+		# sanitizer reports are collected by scripts/lib.sh (vd_asan_check).
+		step "ctest $(basename "$adir")/ (e2e mount_vmdk, bad_inputs)" \
+			ctest --test-dir "$adir" -R 'e2e_(mount_vmdk|bad_inputs)$' \
+			--output-on-failure
+	fi
+fi
+
+summary
+exit $failed
