@@ -116,9 +116,10 @@ out:
 	for (unsigned i = 0; i < n; i++)
 		free(cand[i]);
 	free(dir);
-	if (!found && tried && !list.oom)
-		*tried = list.data;
-	else
-		vd_buf_free(&list);
+	if (!found && tried && !list.oom) {
+		*tried = list.data ? list.data : strdup("nothing (empty hint)");
+		list.data = NULL;
+	}
+	vd_buf_free(&list);
 	return found;
 }

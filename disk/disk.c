@@ -14,6 +14,14 @@
 
 const struct vd_format_ops *const vd_formats[] = {&vd_vmdk_ops, &vd_vhd_ops, NULL};
 
+/* Probe list in use; tests swap in fake drivers through vd_formats_set(). */
+static const struct vd_format_ops *const *formats = vd_formats;
+
+void vd_formats_set(const struct vd_format_ops *const *list)
+{
+	formats = list ? list : vd_formats;
+}
+
 #define PROBE_LEN 65536
 
 static int image_alloc(const char *path, unsigned flags, struct vd_image **out)
@@ -107,11 +115,11 @@ int vd_image_open(const char *path, unsigned flags, struct vd_image **out)
 		vd_log_err("%s: cannot read: %s", path, strerror(-r));
 		goto fail;
 	}
-	for (size_t i = 0; vd_formats[i]; i++) {
-		int s = vd_formats[i]->probe(head, len, img->file_size);
+	for (size_t i = 0; formats[i]; i++) {
+		int s = formats[i]->probe(head, len, img->file_size);
 		if (s > best_score) {
 			best_score = s;
-			best = vd_formats[i];
+			best = formats[i];
 		}
 	}
 	if (!best) {

@@ -132,4 +132,8 @@ const char *vd_id_format(const struct vd_id *id, char buf[37]);
 /* The registered drivers, NULL-terminated. */
 extern const struct vd_format_ops *const vd_formats[];
 
+/* Replaces the list vd_image_open() probes (NULL restores vd_formats).
+ * A test seam for fake drivers; not thread-safe against concurrent opens. */
+void vd_formats_set(const struct vd_format_ops *const *list);
+
 #endif

@@ -1,1 +1,203 @@
-int main(void) { return 0; }
+/* vdmount: option parsing, chain opening, mount, daemonize, serve.
+ *
+ * Order matters for "never return before the mount is usable": every chain
+ * is opened and validated in the foreground (errors reach the terminal), the
+ * kernel mount is made with fuse_mount() (so a bad mountpoint fails here),
+ * and only then does the process daemonize. No thread exists before the fork. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/fs.h"
+
+struct opts {
+	bool foreground, debug, single, force;
+	struct vd_buf fuse_o; /* comma-joined -o options */
+	char **images;
+	unsigned n_images;
+	const char *mountpoint;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vdmount [options] IMAGE... MOUNTPOINT\n"
+		"\n"
+		"Mounts VMDK and VHD snapshot chains read-only. Each disk appears as\n"
+		"  disk              the merged view of the whole chain\n"
+		"  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
+		"  chain.json        chain metadata and validation result\n"
+		"With several images, each gets a directory named after its file.\n"
+		"\n"
+		"options:\n"
+		"  -f            stay in the foreground\n"
+		"  -d            debug output (implies -f)\n"
+		"  -s            single-threaded\n"
+		"  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
+		"  --force       mount even if a parent's CID/unique id does not match\n"
+		"  -h, --help    this help\n"
+		"  -V, --version print the version\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{"force", no_argument, NULL, 'F'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "+fdso:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			o->foreground = true;
+			break;
+		case 'd':
+			o->debug = o->foreground = true;
+			break;
+		case 's':
+			o->single = true;
+			break;
+		case 'o':
+			vd_buf_printf(&o->fuse_o, ",%s", optarg);
+			break;
+		case 'F':
+			o->force = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("vdmount %s (libfuse %d)\n", VD_VERSION, fuse_version());
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (argc - optind < 2) {
+		fprintf(stderr, "vdmount: error: need at least one IMAGE and a MOUNTPOINT\n");
+		usage(stderr);
+		return -EINVAL;
+	}
+	o->images = argv + optind;
+	o->n_images = (unsigned)(argc - optind - 1);
+	o->mountpoint = argv[argc - 1];
+	return 0;
+}
+
+/* Directory names for several images: their stems, made unique with -2, -3... */
+static int name_disks(struct fs_disk *d, unsigned n)
+{
+	if (n == 1)
+		return 0;
+	for (unsigned i = 0; i < n; i++) {
+		char *stem = fs_stem(d[i].chain->layers[d[i].chain->depth - 1]->path);
+		if (!stem)
+			return -ENOMEM;
+		char *name = strdup(stem);
+		for (unsigned k = 2; name; k++) {
+			bool clash = !strcmp(name, "") || !strcmp(name, ".") || !strcmp(name, "..");
+			for (unsigned j = 0; j < i && !clash; j++)
+				clash = !strcmp(d[j].dir, name);
+			if (!clash)
+				break;
+			free(name);
+			if (asprintf(&name, "%s-%u", stem, k) < 0)
+				name = NULL;
+		}
+		free(stem);
+		if (!name)
+			return -ENOMEM;
+		d[i].dir = name;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {0};
+	struct fs_disk *disks = NULL;
+	struct fs_tree *tree = NULL;
+	struct fuse *f = NULL;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct stat st;
+	bool mounted = false;
+	int r, ret = 1;
+
+	if (parse_args(argc, argv, &o) < 0)
+		return 2;
+	if (o.debug)
+		vd_log_set_level(VD_LOG_DEBUG);
+	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "vdmount: error: %s: mount point is not a directory\n",
+			o.mountpoint);
+		return 1;
+	}
+	disks = calloc(o.n_images, sizeof(*disks));
+	if (!disks)
+		goto out;
+	for (unsigned i = 0; i < o.n_images; i++) {
+		r = vd_chain_open(o.images[i], o.force ? VD_CHAIN_FORCE : 0, &disks[i].chain);
+		if (r < 0)
+			goto out;
+	}
+	if (name_disks(disks, o.n_images) < 0 || fs_tree_build(disks, o.n_images, &tree) < 0) {
+		fprintf(stderr, "vdmount: error: out of memory\n");
+		goto out;
+	}
+
+	vd_buf_printf(&o.fuse_o, ",ro,fsname=vdmount,subtype=vdmount,default_permissions");
+	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, o.fuse_o.data + 1) ||
+	    (o.debug && fuse_opt_add_arg(&args, "-d"))) {
+		fprintf(stderr, "vdmount: error: out of memory\n");
+		goto out;
+	}
+	f = fuse_new(&args, &fs_ops, sizeof(fs_ops), tree);
+	if (!f) {
+		fprintf(stderr, "vdmount: error: bad FUSE options: %s\n", o.fuse_o.data + 1);
+		goto out;
+	}
+	if (fuse_mount(f, o.mountpoint) != 0) {
+		fprintf(stderr, "vdmount: error: %s: mount failed\n", o.mountpoint);
+		goto out;
+	}
+	mounted = true;
+	if (fuse_daemonize(o.foreground) != 0) {
+		fprintf(stderr, "vdmount: error: cannot daemonize\n");
+		goto out;
+	}
+	if (!o.foreground)
+		vd_log_to_syslog();
+	if (fuse_set_signal_handlers(fuse_get_session(f)) != 0)
+		goto out;
+	if (o.single) {
+		r = fuse_loop(f);
+	} else {
+		struct fuse_loop_config cfg = {.clone_fd = 0, .max_idle_threads = 16};
+		r = fuse_loop_mt(f, &cfg);
+	}
+	fuse_remove_signal_handlers(fuse_get_session(f));
+	ret = r == 0 ? 0 : 1;
+out:
+	if (mounted)
+		fuse_unmount(f);
+	if (f)
+		fuse_destroy(f);
+	fuse_opt_free_args(&args);
+	fs_tree_free(tree);
+	for (unsigned i = 0; disks && i < o.n_images; i++) {
+		vd_chain_close(disks[i].chain);
+		free(disks[i].dir);
+	}
+	free(disks);
+	vd_buf_free(&o.fuse_o);
+	return ret;
+}

@@ -1,0 +1,375 @@
+/* The namespace and the FUSE callbacks.
+ *
+ * The tree is built once at mount time and never changes: a uthash table maps
+ * each absolute path ("/", "/disk", "/layers/01-base", "/chain.json") to a
+ * node. Disk and layer files are read-only windows onto vd_chain_read() at a
+ * level; chain.json is rendered on first use (it walks every layer's tables to
+ * count allocated bytes, which a mount must not wait for) and then cached.
+ * Content never changes while mounted, so the kernel may keep its page cache
+ * across opens (keep_cache) and attributes are cached for a long time. */
+#include "fs/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uthash.h>
+
+enum fs_kind { FS_DIR, FS_LAYER, FS_JSON };
+
+struct fs_node {
+	char *path; /* hash key */
+	const char *name;
+	enum fs_kind kind;
+	struct vd_chain *chain; /* FS_LAYER, FS_JSON */
+	unsigned level;		/* FS_LAYER */
+	struct fs_node **kids;	/* FS_DIR, in listing order */
+	unsigned n_kids;
+	char *json; /* FS_JSON: rendered text, protected by tree->json_lock */
+	size_t json_len;
+	UT_hash_handle hh;
+};
+
+struct fs_tree {
+	struct fs_node *nodes; /* uthash by path */
+	pthread_mutex_t json_lock;
+	struct timespec mtime; /* mount time, shown on every node */
+	uid_t uid;
+	gid_t gid;
+};
+
+static const char *const image_exts[] = {".vmdk", ".vhd", ".vhdx", ".avhd", ".avhdx", NULL};
+
+char *fs_stem(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	size_t n;
+
+	b = b ? b + 1 : path;
+	n = strlen(b);
+	for (unsigned i = 0; image_exts[i]; i++) {
+		size_t e = strlen(image_exts[i]);
+		if (n > e && !strcasecmp(b + n - e, image_exts[i])) {
+			n -= e;
+			break;
+		}
+	}
+	return strndup(b, n);
+}
+
+static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const char *name,
+				enum fs_kind kind)
+{
+	struct fs_node *n = calloc(1, sizeof(*n));
+	size_t dl, nl;
+
+	if (!n)
+		return NULL;
+	if (!dir) {
+		n->path = strdup("/");
+	} else {
+		dl = strlen(dir->path);
+		nl = strlen(name);
+		n->path = malloc(dl + nl + 2);
+		if (n->path) {
+			memcpy(n->path, dir->path, dl);
+			if (dl > 1)
+				n->path[dl++] = '/';
+			memcpy(n->path + dl, name, nl + 1);
+		}
+	}
+	if (!n->path) {
+		free(n);
+		return NULL;
+	}
+	n->name = dir ? strrchr(n->path, '/') + 1 : n->path;
+	n->kind = kind;
+	if (dir) {
+		struct fs_node **k = realloc(dir->kids, (dir->n_kids + 1) * sizeof(*k));
+		if (!k) {
+			free(n->path);
+			free(n);
+			return NULL;
+		}
+		dir->kids = k;
+		dir->kids[dir->n_kids++] = n;
+	}
+	HASH_ADD_KEYPTR(hh, t->nodes, n->path, strlen(n->path), n);
+	return n;
+}
+
+static unsigned digits(unsigned v)
+{
+	unsigned d = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		d++;
+	}
+	return d;
+}
+
+static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
+{
+	struct fs_node *n, *layers;
+	unsigned width = digits(c->depth);
+
+	if (width < 2)
+		width = 2;
+	n = node_add(t, dir, "disk", FS_LAYER);
+	if (!n)
+		return -ENOMEM;
+	n->chain = c;
+	n->level = c->depth - 1;
+	layers = node_add(t, dir, "layers", FS_DIR);
+	if (!layers)
+		return -ENOMEM;
+	for (unsigned i = 0; i < c->depth; i++) {
+		char *stem = fs_stem(c->layers[i]->path);
+		char name[512];
+		if (!stem)
+			return -ENOMEM;
+		snprintf(name, sizeof(name), "%0*u-%s", (int)width, i + 1, stem);
+		free(stem);
+		n = node_add(t, layers, name, FS_LAYER);
+		if (!n)
+			return -ENOMEM;
+		n->chain = c;
+		n->level = i;
+	}
+	n = node_add(t, dir, "chain.json", FS_JSON);
+	if (!n)
+		return -ENOMEM;
+	n->chain = c;
+	return 0;
+}
+
+int fs_tree_build(struct fs_disk *disks, unsigned n, struct fs_tree **out)
+{
+	struct fs_tree *t = calloc(1, sizeof(*t));
+	struct fs_node *root;
+	int r = -ENOMEM;
+
+	if (!t)
+		return -ENOMEM;
+	pthread_mutex_init(&t->json_lock, NULL);
+	clock_gettime(CLOCK_REALTIME, &t->mtime);
+	t->uid = getuid();
+	t->gid = getgid();
+	root = node_add(t, NULL, "/", FS_DIR);
+	if (!root)
+		goto fail;
+	for (unsigned i = 0; i < n; i++) {
+		struct fs_node *dir = root;
+		if (disks[i].dir) {
+			dir = node_add(t, root, disks[i].dir, FS_DIR);
+			if (!dir)
+				goto fail;
+		}
+		r = disk_add(t, dir, disks[i].chain);
+		if (r < 0)
+			goto fail;
+	}
+	*out = t;
+	return 0;
+fail:
+	fs_tree_free(t);
+	return r;
+}
+
+void fs_tree_free(struct fs_tree *t)
+{
+	struct fs_node *n, *tmp;
+
+	if (!t)
+		return;
+	HASH_ITER(hh, t->nodes, n, tmp)
+	{
+		HASH_DEL(t->nodes, n);
+		free(n->kids);
+		free(n->json);
+		free(n->path);
+		free(n);
+	}
+	pthread_mutex_destroy(&t->json_lock);
+	free(t);
+}
+
+static struct fs_tree *tree_get(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static struct fs_node *node_find(struct fs_tree *t, const char *path)
+{
+	struct fs_node *n;
+
+	HASH_FIND_STR(t->nodes, path, n);
+	return n;
+}
+
+/* Renders chain.json once; later calls return the cached text. */
+static int json_get(struct fs_tree *t, struct fs_node *n)
+{
+	struct vd_json j = {0};
+	int r = 0;
+
+	pthread_mutex_lock(&t->json_lock);
+	if (n->json)
+		goto out;
+	r = vd_chain_describe(n->chain, &j);
+	if (r < 0) {
+		vd_buf_free(&j.buf);
+		goto out;
+	}
+	n->json = j.buf.data;
+	n->json_len = j.buf.len;
+out:
+	pthread_mutex_unlock(&t->json_lock);
+	return r;
+}
+
+static uint64_t node_size(struct fs_tree *t, struct fs_node *n, int *err)
+{
+	*err = 0;
+	switch (n->kind) {
+	case FS_LAYER:
+		return vd_chain_size(n->chain, n->level);
+	case FS_JSON:
+		*err = json_get(t, n);
+		return n->json_len;
+	default:
+		return 0;
+	}
+}
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct fs_tree *t = tree_get();
+	struct fs_node *n = fi && fi->fh ? (struct fs_node *)(uintptr_t)fi->fh : node_find(t, path);
+	int err;
+
+	if (!n)
+		return -ENOENT;
+	memset(st, 0, sizeof(*st));
+	st->st_uid = t->uid;
+	st->st_gid = t->gid;
+	st->st_mtim = st->st_ctim = st->st_atim = t->mtime;
+	if (n->kind == FS_DIR) {
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		return 0;
+	}
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_size = (off_t)node_size(t, n, &err);
+	if (err < 0)
+		return err;
+	st->st_blksize = 65536;
+	st->st_blocks = (st->st_size + 511) / 512;
+	return 0;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct fs_node *n = node_find(tree_get(), path);
+
+	(void)off;
+	(void)fi;
+	(void)flags;
+	if (!n)
+		return -ENOENT;
+	if (n->kind != FS_DIR)
+		return -ENOTDIR;
+	fill(buf, ".", NULL, 0, 0);
+	fill(buf, "..", NULL, 0, 0);
+	for (unsigned i = 0; i < n->n_kids; i++)
+		if (fill(buf, n->kids[i]->name, NULL, 0, 0))
+			break;
+	return 0;
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_tree *t = tree_get();
+	struct fs_node *n = node_find(t, path);
+
+	if (!n)
+		return -ENOENT;
+	if (n->kind == FS_DIR)
+		return -EISDIR;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	if (n->kind == FS_JSON) {
+		int r = json_get(t, n);
+		if (r < 0)
+			return r;
+	}
+	fi->fh = (uintptr_t)n;
+	/* Read-only content never changes while mounted. */
+	fi->keep_cache = 1;
+	return 0;
+}
+
+static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
+{
+	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	uint64_t size;
+	int r;
+
+	(void)path;
+	if (off < 0)
+		return -EINVAL;
+	if (n->kind == FS_JSON) {
+		if ((uint64_t)off >= n->json_len)
+			return 0;
+		if (len > n->json_len - (uint64_t)off)
+			len = n->json_len - (uint64_t)off;
+		memcpy(buf, n->json + off, len);
+		return (int)len;
+	}
+	size = vd_chain_size(n->chain, n->level);
+	if ((uint64_t)off >= size)
+		return 0;
+	if (len > size - (uint64_t)off)
+		len = (size_t)(size - (uint64_t)off);
+	r = vd_chain_read(n->chain, n->level, buf, len, (uint64_t)off);
+	return r < 0 ? r : (int)len;
+}
+
+static int fs_statfs(const char *path, struct statvfs *sv)
+{
+	(void)path;
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = 4096;
+	sv->f_frsize = 4096;
+	sv->f_namemax = 255;
+	sv->f_flag = ST_RDONLY;
+	return 0;
+}
+
+static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	/* The namespace and the content are fixed for the life of the mount. */
+	cfg->kernel_cache = 1;
+	cfg->entry_timeout = 3600;
+	cfg->attr_timeout = 3600;
+	cfg->negative_timeout = 3600;
+	cfg->nullpath_ok = 1;
+	conn->max_readahead = 1 << 20;
+	return tree_get();
+}
+
+const struct fuse_operations fs_ops = {
+	.getattr = fs_getattr,
+	.readdir = fs_readdir,
+	.open = fs_open,
+	.read = fs_read,
+	.statfs = fs_statfs,
+	.init = fs_init,
+};
