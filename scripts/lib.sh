@@ -151,7 +151,7 @@ vd_mount()
 	mkdir -p "$mnt"
 	VD_MOUNTS+=("$mnt")
 	timeout -k 5 "$VD_MOUNT_TIMEOUT" "$VDMOUNT" "$@" 2>"$VD_TMP/mount.err" || rc=$?
-	[ -s "$VD_TMP/mount.err" ] && sed 's/^/    vdmount: /' "$VD_TMP/mount.err" >&2
+	[ -s "$VD_TMP/mount.err" ] && sed 's/^/    | /' "$VD_TMP/mount.err" >&2
 	if [ $rc -eq 0 ] && ! mountpoint -q "$mnt"; then
 		echo "    vdmount returned 0 but $mnt is not mounted" >&2
 		rc=1
@@ -174,8 +174,21 @@ vd_mount_fg()
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	sed 's/^/    vdmount -f: /' "$VD_TMP/mount-fg.err" >&2
+	sed 's/^/    | /' "$VD_TMP/mount-fg.err" >&2
 	return 1
+}
+
+# vd_fg_wait: waits (10 s at most) for the last vd_mount_fg process to exit
+# and returns its exit status (1 if it is still running).
+vd_fg_wait()
+{
+	local pid=${VD_FG_PIDS[${#VD_FG_PIDS[@]} - 1]} i
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$pid" 2>/dev/null && { echo "    vdmount -f still running after unmount" >&2; return 1; }
+	wait "$pid"
 }
 
 # vd_umount MNT: fusermount3 -u with retries (a reader may still hold a file).
