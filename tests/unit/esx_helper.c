@@ -1,0 +1,174 @@
+/* Helpers shared by the VMDK ESXi/stream backend unit tests; see esx_helper.h. */
+#include "esx_helper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "disk/endian.h"
+
+static char esx_dir[PATH_MAX];
+static char esx_pathbuf[PATH_MAX + 256];
+
+const char *esx_tmpdir(void)
+{
+	if (!esx_dir[0]) {
+		snprintf(esx_dir, sizeof(esx_dir), "/tmp/vd_esx_XXXXXX");
+		if (!mkdtemp(esx_dir))
+			abort();
+	}
+	return esx_dir;
+}
+
+const char *esx_path(const char *name)
+{
+	if (snprintf(esx_pathbuf, sizeof(esx_pathbuf), "%s/%s", esx_tmpdir(), name) >=
+	    (int)sizeof(esx_pathbuf))
+		abort();
+	return esx_pathbuf;
+}
+
+int esx_run(const char *fmt, ...)
+{
+	char exe[PATH_MAX], user[6144], *cmd;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	va_list ap;
+	int st;
+
+	if (n <= 0)
+		return -1;
+	exe[n] = 0;
+	va_start(ap, fmt);
+	vsnprintf(user, sizeof(user), fmt, ap);
+	va_end(ap);
+	if (asprintf(&cmd, "cd '%s' && T='%s' && %s", esx_tmpdir(), dirname(exe), user) < 0)
+		return -1;
+	st = system(cmd);
+	free(cmd);
+	return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+uint8_t *esx_slurp(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t size;
+	uint8_t *buf;
+
+	if (fd < 0)
+		return NULL;
+	if (vd_fd_size(fd, &size) < 0 || !(buf = malloc(size ? size : 1)) ||
+	    vd_pread_full(fd, buf, size, 0) < 0) {
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	*len = size;
+	return buf;
+}
+
+int esx_poke(const char *path, uint64_t off, const void *bytes, size_t len)
+{
+	int fd = open(path, O_WRONLY);
+	int ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = vd_pwrite_full(fd, bytes, len, off);
+	close(fd);
+	return ret;
+}
+
+int esx_poke_le32(const char *path, uint64_t off, uint32_t v)
+{
+	uint8_t b[4];
+
+	vd_put_le32(b, v);
+	return esx_poke(path, off, b, 4);
+}
+
+int esx_poke_le64(const char *path, uint64_t off, uint64_t v)
+{
+	uint8_t b[8];
+
+	vd_put_le64(b, v);
+	return esx_poke(path, off, b, 8);
+}
+
+int esx_extent_open(const struct vmdk_extent_ops *ops, const char *path, uint64_t sectors,
+		    struct vmdk_extent *e)
+{
+	int ret;
+
+	memset(e, 0, sizeof(*e));
+	e->ops = ops;
+	e->sectors = sectors;
+	e->path = strdup(path);
+	e->image_path = e->path;
+	e->own_fd = true;
+	e->fd = vd_open_ro(path);
+	if (e->fd < 0 || !e->path) {
+		ret = e->fd < 0 ? e->fd : -ENOMEM;
+		goto fail;
+	}
+	if (vd_fd_size(e->fd, &e->file_size) < 0) {
+		ret = -EIO;
+		goto fail;
+	}
+	ret = ops->open(e);
+	if (ret == 0)
+		return 0;
+fail:
+	if (e->fd >= 0)
+		close(e->fd);
+	free(e->path);
+	memset(e, 0, sizeof(*e));
+	e->fd = -1;
+	return ret;
+}
+
+void esx_extent_close(struct vmdk_extent *e)
+{
+	if (e->ops && e->ops->close)
+		e->ops->close(e);
+	if (e->fd >= 0)
+		close(e->fd);
+	free(e->path);
+	memset(e, 0, sizeof(*e));
+	e->fd = -1;
+}
+
+int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint8_t *mask)
+{
+	uint64_t size = e->sectors * 512, off = 0;
+	uint8_t *buf = calloc(size ? size : 1, 1);
+
+	*out = buf;
+	if (!buf)
+		return -ENOMEM;
+	while (off < size) {
+		uint64_t want = size - off < chunk ? size - off : chunk, pnum = 0;
+		int st = e->ops->block_status(e, off, want, &pnum);
+
+		if (st < 0)
+			return st;
+		if (pnum == 0 || pnum > want || st > VD_ZERO)
+			return -ERANGE;
+		if (st == VD_DATA) {
+			int ret = e->ops->read(e, buf + off, pnum, off);
+			if (ret < 0)
+				return ret;
+		}
+		if (mask)
+			for (uint64_t s = off / 512; s < (off + pnum + 511) / 512; s++)
+				mask[s] = (uint8_t)st;
+		off += pnum;
+	}
+	return 0;
+}

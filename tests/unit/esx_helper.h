@@ -1,0 +1,46 @@
+/* Helpers for the VMDK ESXi/stream backend unit tests (test_vmdk_cowd,
+ * test_vmdk_sesparse, test_vmdk_stream): run the generators built next to
+ * the test, open one extent directly through its backend, read it whole, and
+ * poke bytes into a generated file. */
+#ifndef ESX_HELPER_H
+#define ESX_HELPER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "disk/vmdk.h"
+
+/* Creates a fresh temporary directory for this test process; returns its path
+ * (static storage). */
+const char *esx_tmpdir(void);
+
+/* Path of file name inside esx_tmpdir() (static storage, overwritten by the
+ * next call). */
+const char *esx_path(const char *name);
+
+/* Runs a shell command (printf-style) in esx_tmpdir() with $T set to the
+ * directory of the test executable, where the generators are built.
+ * Returns the exit status (0 = success). */
+int esx_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reads a whole file into a malloc'd buffer; *len gets its size. NULL on error. */
+uint8_t *esx_slurp(const char *path, size_t *len);
+
+/* Overwrites len bytes at off in path. Returns 0 or -errno. */
+int esx_poke(const char *path, uint64_t off, const void *bytes, size_t len);
+int esx_poke_le32(const char *path, uint64_t off, uint32_t v);
+int esx_poke_le64(const char *path, uint64_t off, uint64_t v);
+
+/* Opens path with ops as an extent of sectors sectors (fd, path, sectors set
+ * like vmdk.c does). Returns ops->open()'s result; on failure e is cleaned up. */
+int esx_extent_open(const struct vmdk_extent_ops *ops, const char *path, uint64_t sectors,
+		    struct vmdk_extent *e);
+void esx_extent_close(struct vmdk_extent *e);
+
+/* Reads the whole extent through block_status/read like chain/ does
+ * (UNALLOC and ZERO give zeros) into a malloc'd buffer of sectors*512 bytes,
+ * and fills mask (one byte per sector, may be NULL) with the sector's state.
+ * Returns 0 or the first -errno. chunk is the request size in bytes. */
+int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint8_t *mask);
+
+#endif
