@@ -1,15 +1,534 @@
-/* Placeholder until the vmdk driver lands: recognises nothing. */
+/* VMDK driver: probe, open (descriptor -> extents), offset map, describe.
+ *
+ * One image = one descriptor and its extents in virtual-disk order. The
+ * descriptor is either a text file whose extents are files next to it, or
+ * embedded in a KDMV file that was opened directly; then that file is its
+ * own single extent and the name written in the descriptor is not re-opened
+ * (stream exports from OVAs name another file there). Extents keep their
+ * place whatever their access or type, so extent i covers
+ * [ext[i].start, ext[i].start + sectors*512) and the disk size is the sum.
+ * Requests are split at extent boundaries here; backends see extent-relative
+ * offsets only. NOACCESS extents are handled here (no backend, no file
+ * opened): block_status says DATA, read says -EIO. All state is immutable
+ * after open(); backends lock their own caches. Read-only for now. */
+#include "disk/vmdk.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "disk/endian.h"
 #include "disk/formats.h"
+#include "disk/vmdk_desc.h"
+
+#define COWD_MAGIC 0x44574f43u		     /* "COWD" as LE u32 */
+#define SESPARSE_MAGIC 0x00000000cafebabeull /* seSparse const header, LE u64 */
+
+struct vmdk_state {
+	struct vmdk_desc desc;
+	struct vmdk_extent *ext; /* [n_ext], immutable after open */
+	unsigned n_ext;
+	bool no_identity; /* KDMV opened directly without an embedded descriptor */
+};
 
 static int vmdk_probe(const uint8_t *head, size_t len, uint64_t file_size)
 {
-	(void)head;
-	(void)len;
 	(void)file_size;
+	if (len >= 4 && vd_get_le32(head) == VMDK_KDMV_MAGIC)
+		return 100;
+	if (len >= 4 && vd_get_le32(head) == COWD_MAGIC)
+		return 50;
+	if (len >= 8 && vd_get_le64(head) == SESPARSE_MAGIC)
+		return 50;
+	if (vmdk_desc_sniff(head, len))
+		return 90;
 	return 0;
+}
+
+static char *extent_path(const char *desc_path, const char *name)
+{
+	const char *slash = strrchr(desc_path, '/');
+	char *p;
+
+	if (name[0] == '/' || !slash)
+		return strdup(name);
+	if (asprintf(&p, "%.*s/%s", (int)(slash - desc_path), desc_path, name) < 0)
+		return NULL;
+	return p;
+}
+
+/* Chooses the backend of a SPARSE extent: compressed KDMV files are streams. */
+static const struct vmdk_extent_ops *sparse_backend(struct vmdk_extent *e)
+{
+	uint8_t hdr[12];
+
+	if (e->file_size >= sizeof(hdr) && vd_pread_full(e->fd, hdr, sizeof(hdr), 0) == 0 &&
+	    vd_get_le32(hdr) == VMDK_KDMV_MAGIC && (vd_get_le32(hdr + 8) & VMDK_FLAG_COMPRESSED))
+		return &vmdk_stream_ops;
+	return &vmdk_sparse_ops;
+}
+
+static const struct vmdk_extent_ops *extent_backend(struct vmdk_extent *e)
+{
+	switch (e->type) {
+	case VMDK_EXT_FLAT:
+	case VMDK_EXT_VMFS:
+		return &vmdk_flat_ops;
+	case VMDK_EXT_ZERO:
+		return &vmdk_zero_ops;
+	case VMDK_EXT_SPARSE:
+		return sparse_backend(e);
+	case VMDK_EXT_VMFSSPARSE:
+		return &vmdk_cowd_ops;
+	case VMDK_EXT_SESPARSE:
+		return &vmdk_sesparse_ops;
+	default:
+		return NULL; /* RDM/RAW: the parser refuses them */
+	}
+}
+
+/* Opens the file of extent e (text-descriptor case) and checks it is neither
+ * the descriptor itself nor a directory. */
+static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
+{
+	struct stat ds, es;
+	int fd, r;
+
+	e->path = extent_path(img->path, e->name);
+	if (!e->path)
+		return -ENOMEM;
+	fd = vd_open_ro(e->path);
+	if (fd < 0) {
+		vd_log_err("vmdk: %s: cannot open extent file %s: %s", img->path, e->path,
+			   strerror(-fd));
+		return fd;
+	}
+	e->fd = fd;
+	e->own_fd = true;
+	if (fstat(fd, &es) < 0 || fstat(img->fd, &ds) < 0) {
+		r = -errno;
+		vd_log_err("vmdk: %s: cannot stat extent file %s: %s", img->path, e->path,
+			   strerror(-r));
+		return r;
+	}
+	if (es.st_dev == ds.st_dev && es.st_ino == ds.st_ino) {
+		vd_log_err("vmdk: %s: extent \"%s\" is the descriptor file itself", img->path,
+			   e->name);
+		return -EINVAL;
+	}
+	r = vd_fd_size(fd, &e->file_size);
+	if (r < 0) {
+		vd_log_err("vmdk: %s: extent file %s is not a regular file or block device",
+			   img->path, e->path);
+		return r;
+	}
+	return 0;
+}
+
+struct file_key {
+	dev_t dev;
+	ino_t ino;
+	unsigned idx;
+};
+
+static int file_key_cmp(const void *a, const void *b)
+{
+	const struct file_key *x = a, *y = b;
+
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	if (x->ino != y->ino)
+		return x->ino < y->ino ? -1 : 1;
+	return 0;
+}
+
+/* Refuses a descriptor that lists the same file twice (hazard checklist, section 9). */
+static int extents_check_unique(struct vd_image *img, struct vmdk_state *st)
+{
+	struct file_key *k = calloc(st->n_ext ? st->n_ext : 1, sizeof(*k));
+	unsigned n = 0;
+	int r = 0;
+
+	if (!k)
+		return -ENOMEM;
+	for (unsigned i = 0; i < st->n_ext; i++) {
+		struct stat s;
+
+		if (st->ext[i].fd < 0 || fstat(st->ext[i].fd, &s) < 0)
+			continue;
+		k[n++] = (struct file_key){s.st_dev, s.st_ino, i};
+	}
+	qsort(k, n, sizeof(*k), file_key_cmp);
+	for (unsigned i = 1; i < n; i++) {
+		if (file_key_cmp(&k[i - 1], &k[i]) == 0) {
+			vd_log_err("vmdk: %s: extent file %s is listed twice", img->path,
+				   st->ext[k[i].idx].path);
+			r = -EINVAL;
+			break;
+		}
+	}
+	free(k);
+	return r;
+}
+
+/* Creates the extent table from the parsed descriptor. When self_sectors is
+ * non-zero the descriptor was embedded in img's own KDMV file: that file is
+ * the single extent. */
+static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t self_sectors)
+{
+	uint64_t start = 0;
+	int r;
+
+	st->ext = calloc(st->desc.n_extents, sizeof(*st->ext));
+	if (!st->ext)
+		return -ENOMEM;
+	for (unsigned i = 0; i < st->desc.n_extents; i++) {
+		const struct vmdk_desc_extent *d = &st->desc.extents[i];
+		struct vmdk_extent *e = &st->ext[i];
+
+		e->fd = -1;
+		e->type = d->type;
+		e->access = d->access;
+		e->start = start;
+		e->sectors = d->sectors;
+		e->flat_offset = d->offset * 512; /* parser caps offset at 2^54 sectors */
+		e->name = d->name;
+		e->image_path = img->path;
+		st->n_ext = i + 1;
+		start += d->sectors * 512; /* parser caps the sum at 2^63 bytes */
+		if (e->access == VMDK_ACCESS_NOACCESS)
+			continue;
+		if (self_sectors) {
+			e->path = strdup(img->path);
+			if (!e->path)
+				return -ENOMEM;
+			e->fd = img->fd;
+			e->file_size = img->file_size;
+			e->sectors = self_sectors;
+		} else if (e->type != VMDK_EXT_ZERO) {
+			r = extent_open_file(img, e);
+			if (r < 0)
+				return r;
+		}
+		e->ops = extent_backend(e);
+		r = e->ops->open(e);
+		if (r < 0) {
+			e->ops = NULL; /* open() cleaned up after itself */
+			return r;
+		}
+	}
+	return extents_check_unique(img, st);
+}
+
+/* Reads the descriptor embedded in img's KDMV file into a NUL-terminated
+ * buffer. *out is NULL when there is none (desc_size 0 or an all-zero area,
+ * as in QEMU's split extents). */
+static int embedded_desc_read(struct vd_image *img, const struct vmdk_kdmv_header *h, char **out)
+{
+	uint64_t bytes, off, end;
+	char *text;
+	int r;
+
+	*out = NULL;
+	if (h->desc_offset == 0 || h->desc_size == 0)
+		return 0;
+	if (h->desc_size > VMDK_DESC_MAX / 512) {
+		vd_log_err("vmdk: %s: embedded descriptor of %" PRIu64 " sectors exceeds %u bytes",
+			   img->path, h->desc_size, VMDK_DESC_MAX);
+		return -EINVAL;
+	}
+	bytes = h->desc_size * 512;
+	if (vd_mul_ovf(h->desc_offset, 512, &off) || vd_add_ovf(off, bytes, &end) ||
+	    end > img->file_size) {
+		vd_log_err("vmdk: %s: embedded descriptor (sector %" PRIu64 ", %" PRIu64
+			   " sectors) is outside the file",
+			   img->path, h->desc_offset, h->desc_size);
+		return -EINVAL;
+	}
+	text = calloc(1, bytes + 1);
+	if (!text)
+		return -ENOMEM;
+	r = vd_pread_full(img->fd, text, bytes, off);
+	if (r < 0) {
+		vd_log_err("vmdk: %s: cannot read the embedded descriptor: %s", img->path,
+			   strerror(-r));
+		free(text);
+		return r;
+	}
+	if (text[0] == '\0') {
+		free(text);
+		return 0;
+	}
+	*out = text;
+	return 0;
+}
+
+/* A KDMV file opened directly: it is the single extent of its own descriptor. */
+static int open_kdmv(struct vd_image *img, struct vmdk_state *st, const uint8_t hdr[512])
+{
+	struct vmdk_kdmv_header h;
+	char *text = NULL;
+	int r;
+
+	r = vmdk_kdmv_decode(hdr, img->path, &h);
+	if (r < 0)
+		return r;
+	r = embedded_desc_read(img, &h, &text);
+	if (r < 0)
+		return r;
+	if (!text) {
+		vd_log_warn("vmdk: %s: sparse file without an embedded descriptor (one piece of a "
+			    "split disk?): opening it alone, with no identity",
+			    img->path);
+		st->no_identity = true;
+		if (asprintf(&text, "CID=ffffffff\ncreateType=\"%s\"\nRW %" PRIu64 " SPARSE \"-\"\n",
+			     (h.flags & VMDK_FLAG_COMPRESSED) ? "streamOptimized"
+							       : "monolithicSparse",
+			     h.capacity) < 0)
+			return -ENOMEM;
+	}
+	r = vmdk_desc_parse(text, strlen(text), img->path, &st->desc);
+	free(text);
+	if (r < 0)
+		return r;
+	if (st->desc.n_extents != 1 || st->desc.extents[0].type != VMDK_EXT_SPARSE) {
+		vd_log_err("vmdk: %s: embedded descriptor lists %u extents (or not one SPARSE "
+			   "extent): open the disk's descriptor file instead",
+			   img->path, st->desc.n_extents);
+		return -EINVAL;
+	}
+	if (st->desc.total_sectors != h.capacity) {
+		vd_log_err("vmdk: %s: embedded descriptor gives %" PRIu64
+			   " sectors but the header capacity is %" PRIu64,
+			   img->path, st->desc.total_sectors, h.capacity);
+		return -EINVAL;
+	}
+	return extents_build(img, st, h.capacity);
+}
+
+static int open_text(struct vd_image *img, struct vmdk_state *st)
+{
+	char *text;
+	int r;
+
+	if (img->file_size > VMDK_DESC_MAX) {
+		vd_log_err("vmdk: %s: descriptor file is larger than %u bytes", img->path,
+			   VMDK_DESC_MAX);
+		return -EINVAL;
+	}
+	text = malloc(img->file_size + 1);
+	if (!text)
+		return -ENOMEM;
+	r = vd_pread_full(img->fd, text, img->file_size, 0);
+	if (r < 0) {
+		vd_log_err("vmdk: %s: cannot read the descriptor: %s", img->path, strerror(-r));
+		free(text);
+		return r;
+	}
+	text[img->file_size] = '\0';
+	r = vmdk_desc_parse(text, img->file_size, img->path, &st->desc);
+	free(text);
+	if (r < 0)
+		return r;
+	return extents_build(img, st, 0);
+}
+
+static void vmdk_close(struct vd_image *img)
+{
+	struct vmdk_state *st = img->priv;
+
+	if (!st)
+		return;
+	for (unsigned i = 0; i < st->n_ext; i++) {
+		struct vmdk_extent *e = &st->ext[i];
+
+		if (e->ops && e->ops->close)
+			e->ops->close(e);
+		if (e->own_fd && e->fd >= 0)
+			close(e->fd);
+		free(e->path);
+	}
+	free(st->ext);
+	vmdk_desc_free(&st->desc);
+	free(st);
+	img->priv = NULL;
+}
+
+static void vmdk_set_identity(struct vd_image *img, struct vmdk_state *st)
+{
+	const struct vmdk_desc *d = &st->desc;
+
+	img->subformat = d->create_type;
+	img->size = d->total_sectors * 512;
+	img->cow_unit = 512;
+	img->alloc_unit = 0;
+	for (unsigned i = 0; i < st->n_ext; i++) {
+		if (st->ext[i].grain_bytes) {
+			img->cow_unit = (uint32_t)st->ext[i].grain_bytes;
+			img->alloc_unit = st->ext[i].grain_bytes;
+			break;
+		}
+	}
+	if (st->no_identity)
+		return;
+	img->id.len = 4;
+	vd_put_be32(img->id.bytes, d->cid);
+	if (d->parent_cid != VMDK_CID_NONE) {
+		img->has_parent = true;
+		img->parent_id.len = 4;
+		vd_put_be32(img->parent_id.bytes, d->parent_cid);
+	}
+}
+
+static int vmdk_open(struct vd_image *img, unsigned flags)
+{
+	struct vmdk_state *st;
+	uint8_t hdr[512] = {0};
+	int r;
+
+	if (flags & VD_OPEN_RDWR) {
+		vd_log_err("vmdk: %s: writing VMDK images is not supported yet", img->path);
+		return -EROFS;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	img->priv = st;
+	if (img->file_size >= sizeof(hdr)) {
+		r = vd_pread_full(img->fd, hdr, sizeof(hdr), 0);
+		if (r < 0) {
+			vd_log_err("vmdk: %s: cannot read: %s", img->path, strerror(-r));
+			return r;
+		}
+	}
+	if (vd_get_le32(hdr) == COWD_MAGIC || vd_get_le64(hdr) == SESPARSE_MAGIC) {
+		vd_log_err("vmdk: %s: this is a %s extent file, not a disk: open its descriptor "
+			   "(.vmdk text file) instead",
+			   img->path, vd_get_le32(hdr) == COWD_MAGIC ? "vmfsSparse (COWD)" : "seSparse");
+		return -EINVAL;
+	}
+	if (vd_get_le32(hdr) == VMDK_KDMV_MAGIC)
+		r = open_kdmv(img, st, hdr);
+	else
+		r = open_text(img, st);
+	if (r < 0)
+		return r;
+	vmdk_set_identity(img, st);
+	if (img->has_parent) {
+		r = vd_image_add_hint(img, "parentFileNameHint", st->desc.parent_hint);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Index of the extent holding byte off (off < img->size). */
+static struct vmdk_extent *extent_find(struct vmdk_state *st, uint64_t off)
+{
+	unsigned lo = 0, hi = st->n_ext;
+
+	while (hi - lo > 1) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (st->ext[mid].start <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return &st->ext[lo];
+}
+
+static int vmdk_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum)
+{
+	struct vmdk_state *st = img->priv;
+	struct vmdk_extent *e = extent_find(st, off);
+	uint64_t rel = off - e->start;
+	uint64_t n = vd_min_u64(len, e->sectors * 512 - rel);
+
+	if (e->access == VMDK_ACCESS_NOACCESS) {
+		*pnum = n;
+		return VD_DATA;
+	}
+	return e->ops->block_status(e, rel, n, pnum);
+}
+
+static int vmdk_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
+{
+	struct vmdk_state *st = img->priv;
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		struct vmdk_extent *e;
+		uint64_t rel;
+		size_t n;
+		int r;
+
+		if (off >= img->size) {
+			memset(p, 0, len);
+			return 0;
+		}
+		e = extent_find(st, off);
+		rel = off - e->start;
+		n = (size_t)vd_min_u64(len, e->sectors * 512 - rel);
+		if (e->access == VMDK_ACCESS_NOACCESS) {
+			vd_log_err("vmdk: %s: read at offset %" PRIu64
+				   " falls in a NOACCESS extent (descriptor line %u)",
+				   img->path, off, st->desc.extents[e - st->ext].line);
+			return -EIO;
+		}
+		r = e->ops->read(e, p, n, rel);
+		if (r < 0)
+			return r;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static void vmdk_describe(struct vd_image *img, struct vd_json *j)
+{
+	struct vmdk_state *st = img->priv;
+	const struct vmdk_desc *d = &st->desc;
+
+	vd_json_str(j, "createType", d->create_type);
+	vd_json_str(j, "cid", st->no_identity ? NULL : d->cid_text);
+	vd_json_str(j, "parentCID", st->no_identity ? NULL : d->parent_cid_text);
+	vd_json_str(j, "parentFileNameHint", d->parent_hint);
+	vd_json_str(j, "encoding", d->encoding);
+	vd_json_u64(j, "grain_size", img->alloc_unit);
+	vd_json_arr_begin(j, "extents");
+	for (unsigned i = 0; i < st->n_ext; i++) {
+		struct vmdk_extent *e = &st->ext[i];
+
+		vd_json_obj_begin(j, NULL);
+		vd_json_str(j, "access", vmdk_access_name(e->access));
+		vd_json_u64(j, "sectors", d->extents[i].sectors);
+		vd_json_str(j, "type", vmdk_extent_type_name(e->type));
+		vd_json_str(j, "file", e->name);
+		vd_json_u64(j, "offset", d->extents[i].offset);
+		vd_json_str(j, "backend", e->ops ? e->ops->name : NULL);
+		if (e->ops && e->ops->describe)
+			e->ops->describe(e, j);
+		vd_json_obj_end(j);
+	}
+	vd_json_arr_end(j);
+	vd_json_obj_begin(j, "ddb");
+	for (unsigned i = 0; i < d->n_ddb; i++)
+		vd_json_str(j, d->ddb[i].key, d->ddb[i].value);
+	vd_json_obj_end(j);
 }
 
 const struct vd_format_ops vd_vmdk_ops = {
 	.name = "vmdk",
+	.caps = 0,
 	.probe = vmdk_probe,
+	.open = vmdk_open,
+	.close = vmdk_close,
+	.block_status = vmdk_block_status,
+	.read = vmdk_read,
+	.describe = vmdk_describe,
 };
