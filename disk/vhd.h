@@ -1,0 +1,235 @@
+/* VHD (Virtual PC / Hyper-V v1) driver internals, shared by vhd_meta.c
+ * (pure decoders), vhd.c (reader) and vhd_write.c (writer), and by the unit
+ * tests and the mkvhd generator. Not a public API: formats.md section 6 is
+ * the reference for every field named here. */
+#ifndef VD_VHD_H
+#define VD_VHD_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "disk/disk.h"
+
+#define VHD_SECTOR 512u
+#define VHD_FOOTER_SIZE 512u
+#define VHD_HEADER_SIZE 1024u
+#define VHD_NUM_LOCATORS 8
+
+/* Footer field offsets (formats.md 6.1). */
+#define VHD_FTR_COOKIE 0
+#define VHD_FTR_FEATURES 8
+#define VHD_FTR_VERSION 12
+#define VHD_FTR_DATA_OFFSET 16
+#define VHD_FTR_TIMESTAMP 24
+#define VHD_FTR_CREATOR_APP 28
+#define VHD_FTR_CREATOR_VER 32
+#define VHD_FTR_CREATOR_OS 36
+#define VHD_FTR_ORIG_SIZE 40
+#define VHD_FTR_CUR_SIZE 48
+#define VHD_FTR_GEOMETRY 56
+#define VHD_FTR_TYPE 60
+#define VHD_FTR_CHECKSUM 64
+#define VHD_FTR_UUID 68
+#define VHD_FTR_SAVED 84
+
+/* Dynamic header field offsets (formats.md 6.2). */
+#define VHD_HDR_COOKIE 0
+#define VHD_HDR_DATA_OFFSET 8
+#define VHD_HDR_TABLE_OFFSET 16
+#define VHD_HDR_VERSION 24
+#define VHD_HDR_MAX_ENTRIES 28
+#define VHD_HDR_BLOCK_SIZE 32
+#define VHD_HDR_CHECKSUM 36
+#define VHD_HDR_PARENT_UUID 40
+#define VHD_HDR_PARENT_STAMP 56
+#define VHD_HDR_PARENT_NAME 64
+#define VHD_HDR_PARENT_NAME_LEN 512
+#define VHD_HDR_LOCATORS 576
+#define VHD_LOC_SIZE 24
+
+#define VHD_TYPE_FIXED 2
+#define VHD_TYPE_DYNAMIC 3
+#define VHD_TYPE_DIFF 4
+
+#define VHD_VERSION 0x00010000u
+#define VHD_BAT_UNUSED 0xFFFFFFFFu
+#define VHD_MAX_SIZE (2040ull << 30)
+#define VHD_MIN_BLOCK 512u
+#define VHD_MAX_BLOCK (256u << 20)
+#define VHD_MAX_BAT (1u << 24)	     /* entries kept in memory (64 MiB of BAT) */
+#define VHD_MAX_LOCATOR (32u << 10) /* payload bytes */
+#define VHD_EPOCH 946684800	     /* 2000-01-01 00:00:00 UTC in Unix time */
+
+/* Platform codes of parent locators (formats.md 6.2). */
+#define VHD_PLAT_NONE 0u
+#define VHD_PLAT_WI2R 0x57693272u
+#define VHD_PLAT_WI2K 0x5769326Bu
+#define VHD_PLAT_W2RU 0x57327275u
+#define VHD_PLAT_W2KU 0x57326B75u
+#define VHD_PLAT_MAC 0x4D616320u
+#define VHD_PLAT_MACX 0x4D616358u
+
+struct vhd_footer {
+	uint32_t features;
+	uint32_t version;
+	uint64_t data_offset;
+	uint32_t timestamp;
+	char creator_app[5]; /* 4 raw bytes, NUL-terminated */
+	uint32_t creator_ver;
+	uint32_t creator_os;
+	uint64_t orig_size;
+	uint64_t cur_size;
+	uint16_t cyls;
+	uint8_t heads;
+	uint8_t spt;
+	uint32_t type;
+	uint32_t checksum;
+	bool checksum_ok;
+	uint8_t uuid[16];
+	uint8_t saved_state;
+};
+
+struct vhd_locator {
+	uint32_t code;
+	uint32_t space; /* as stored (sectors or bytes, see vhd_locator_span) */
+	uint32_t length;
+	uint64_t offset;
+};
+
+struct vhd_header {
+	uint64_t table_offset;
+	uint32_t version;
+	uint32_t max_entries;
+	uint32_t block_size;
+	uint32_t checksum;
+	bool checksum_ok;
+	uint8_t parent_uuid[16];
+	uint32_t parent_stamp;
+	uint8_t parent_name[VHD_HDR_PARENT_NAME_LEN]; /* raw UTF-16BE */
+	struct vhd_locator loc[VHD_NUM_LOCATORS];
+};
+
+/* Direct-mapped cache of differencing sector bitmaps (a slot per block % n). */
+struct vhd_bm_slot {
+	uint32_t block; /* VHD_BAT_UNUSED when empty */
+	uint8_t *bits;	/* bitmap_bytes */
+};
+
+/* Decoded locator kept for describe(). */
+struct vhd_loc_info {
+	uint32_t code;
+	char *path; /* UTF-8, NULL when undecodable */
+};
+
+struct vhd_state {
+	struct vhd_footer ftr;
+	struct vhd_header hdr;
+	uint64_t ftr_off;   /* where the footer used was read */
+	bool ftr_from_copy; /* EOF footer bad: using the copy at offset 0 */
+	bool eof_ftr_ok;    /* the footer at EOF was valid */
+	char *parent_name;  /* decoded header parent name or NULL */
+	struct vhd_loc_info locs[VHD_NUM_LOCATORS];
+
+	uint32_t block_size, spb, bitmap_bytes;
+	uint32_t n_blocks; /* ceil(size / block_size): BAT entries in use */
+
+	pthread_rwlock_t lock; /* protects bat, data_end, dirty */
+	bool lock_init;
+	uint32_t *bat;	   /* protected by lock: sector of each block or VHD_BAT_UNUSED */
+	uint64_t data_end; /* protected by lock: where the next block goes (footer position) */
+	bool dirty;	   /* protected by lock: written since open, footer needs a refresh */
+
+	pthread_rwlock_t cache_lock; /* protects slots; taken after lock, never before */
+	bool cache_init;
+	struct vhd_bm_slot *slots;
+	uint32_t n_slots;
+};
+
+/* --- vhd_meta.c: pure decoders and encoders (no I/O) ------------------- */
+
+#define VHD_WHY_NO_COOKIE "no \"conectix\" cookie"
+
+/* One's complement of the byte sum of buf[0..len) with the 4 bytes at
+ * csum_off taken as zero. */
+uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off);
+
+/* Decodes a 512-byte footer. Returns 0 (checksum_ok tells whether the checksum
+ * matched) or -EINVAL with *why set when the cookie is not "conectix". */
+int vhd_footer_decode(const uint8_t *buf, struct vhd_footer *out, const char **why);
+
+/* Checks a decoded footer's fields (version, type, size, data offset) for a
+ * footer found at file offset ftr_off (fixed data and the dynamic header must
+ * lie before it). Returns 0 or -EINVAL with *why set. */
+int vhd_footer_check(const struct vhd_footer *f, uint64_t ftr_off, const char **why);
+
+/* Encodes f into buf[512] with a fresh checksum (f->checksum is ignored). */
+void vhd_footer_encode(const struct vhd_footer *f, uint8_t *buf);
+
+/* Decodes a 1024-byte dynamic header; cookie "cxsparse" required. Returns 0
+ * (checksum_ok set) or -EINVAL with *why. Field ranges are vhd_header_check's. */
+int vhd_header_decode(const uint8_t *buf, struct vhd_header *out, const char **why);
+
+/* Checks version, block size and table size against virtual size and file.
+ * Returns 0 or -EINVAL with *why. */
+int vhd_header_check(const struct vhd_header *h, uint64_t size, const char **why);
+
+/* Encodes h into buf[1024] with a fresh checksum. */
+void vhd_header_encode(const struct vhd_header *h, uint8_t *buf);
+
+/* Bytes a locator's data space covers: < 512 means sectors, else a multiple of
+ * 512 means bytes (as blktap reads it). Returns 0 or -EINVAL. */
+int vhd_locator_span(uint32_t space, uint64_t *bytes);
+
+/* Converts UTF-16 (big- or little-endian) to a malloc'd UTF-8 string. Trailing
+ * NUL code units end the string; an inner NUL, an odd length or an unpaired
+ * surrogate is -EINVAL. Returns 0, -EINVAL or -ENOMEM. */
+int vhd_utf16_to_utf8(const uint8_t *in, size_t len, bool big_endian, char **out);
+
+/* Converts UTF-8 to UTF-16 into out (capacity cap bytes). Returns the byte
+ * length written or -EINVAL (bad UTF-8) / -E2BIG. */
+long vhd_utf8_to_utf16(const char *in, bool big_endian, uint8_t *out, size_t cap);
+
+/* Decodes a MacX payload (UTF-8 file URL): strips "file://" and an optional
+ * "localhost", percent-decodes. Returns 0 and a malloc'd path, or -EINVAL /
+ * -ENOMEM. */
+int vhd_macx_decode(const uint8_t *in, size_t len, char **out);
+
+/* Short name of a locator platform code ("W2ru"), or NULL if unknown. */
+const char *vhd_plat_name(uint32_t code);
+
+/* State (VD_DATA or VD_UNALLOC) of sector k of a bitmap and the number of
+ * sectors from k (< limit) sharing it. MSB-first bit order. */
+int vhd_bitmap_run(const uint8_t *bm, uint32_t k, uint32_t limit, uint32_t *count);
+
+/* CHS geometry of the spec's appendix for a disk of size bytes. */
+void vhd_chs(uint64_t size, uint16_t *cyls, uint8_t *heads, uint8_t *spt);
+
+/* --- vhd_write.c -------------------------------------------------------- */
+
+/* Driver ops (STYLE.md section 2). img must be opened with VD_OPEN_RDWR;
+ * off and len are multiples of 512. Thread-safe (allocation under st->lock). */
+int vhd_write(struct vd_image *img, const void *buf, size_t len, uint64_t off);
+int vhd_flush(struct vd_image *img);
+int vhd_create_child(struct vd_image *parent, const char *path);
+
+/* Rewrites both footer copies with a fresh timestamp if img was written.
+ * Called by close(); returns 0 or -errno (logged). */
+int vhd_close_update(struct vd_image *img);
+
+/* Creates an empty dynamic VHD of size bytes (a multiple of 512) with the
+ * given block size (power of 2 in [512 B, 256 MiB]). For tests and mkvhd.
+ * Returns 0 or -errno (logged). */
+int vhd_create_dynamic(const char *path, uint64_t size, uint32_t block_size);
+
+/* --- vhd.c --------------------------------------------------------------- */
+
+/* Installs a block's bitmap into the cache (after the writer changed it). */
+void vhd_cache_put(struct vhd_state *st, uint32_t block, const uint8_t *bits);
+
+/* Copies the current bitmap of an allocated block into bits (cache or disk).
+ * Caller holds st->lock. Returns 0 or -errno. */
+int vhd_bitmap_get(struct vd_image *img, uint32_t block, uint8_t *bits);
+
+#endif
