@@ -62,6 +62,38 @@ vd_build()
 	cmake --build "$dir" -j2
 }
 
+# vd_vmdk_delta OLD_RAW NEW_RAW PARENT SNAP: creates SNAP, a monolithicSparse
+# delta over PARENT (same directory, relative hint) holding exactly the 64 KiB
+# clusters in which NEW_RAW differs from OLD_RAW (qemu-img cannot rebase VMDK,
+# and convert -B copies every cluster).
+vd_vmdk_delta()
+{
+	local old=$1 new=$2 parent=$3 snap=$4 size start count off len
+	(cd "$(dirname "$snap")" &&
+		qemu-img create -q -f vmdk -b "$(basename "$parent")" -F vmdk "$(basename "$snap")") ||
+		return 1
+	size=$(stat -c %s "$new")
+	# cmp -l prints one line per differing byte (1-based offset); merge them
+	# into runs of whole clusters: "first_cluster count".
+	{ cmp -l "$old" "$new" || true; } |
+		awk -v c=65536 '{ k = int(($1 - 1) / c)
+			if (k == last) next
+			if (k == last + 1) { n++; last = k; next }
+			if (n) print first, n
+			first = k; last = k; n = 1 }
+			BEGIN { last = -2; n = 0 }
+			END { if (n) print first, n }' >"$snap.runs"
+	while read -r start count; do
+		off=$((start * 65536))
+		len=$((count * 65536))
+		[ $((off + len)) -gt "$size" ] && len=$((size - off))
+		dd if="$new" of="$snap.chunk" bs=64K skip="$off" count="$len" \
+			iflag=skip_bytes,count_bytes status=none || return 1
+		qemu-io -f vmdk -c "write -s $snap.chunk $off $len" "$snap" >/dev/null || return 1
+	done <"$snap.runs"
+	rm -f "$snap.runs" "$snap.chunk"
+}
+
 # ---------------------------------------------------------------------------
 # End-to-end helpers
 
@@ -73,8 +105,10 @@ VD_MOUNT_TIMEOUT=${VD_MOUNT_TIMEOUT:-30}
 
 vd_cleanup()
 {
-	local m p i
-	for m in "${VD_MOUNTS[@]}"; do
+	local m p i j
+	# Newest first: loop mounts of FUSE files go before the FUSE mount.
+	for ((j = ${#VD_MOUNTS[@]} - 1; j >= 0; j--)); do
+		m=${VD_MOUNTS[j]}
 		mountpoint -q "$m" 2>/dev/null || continue
 		for i in 1 2 3 4 5; do
 			umount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null || true
