@@ -1,0 +1,497 @@
+/* Unit tests of the hosted sparse (KDMV) backend and of opening KDMV files:
+ * a file built byte by byte (vmdk_gen_helper.c) is read back against its
+ * model; every header check is reached by poking one bad value; bad GD/GT
+ * entries give -EIO on the grains they cover; runs coalesce. When qemu-img is
+ * installed, images it made are compared with `qemu-img convert -O raw`. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "chain/chain.h"
+#include "disk/endian.h"
+#include "vmdk_gen_helper.h"
+
+#define CAP 13290 /* sectors: 1661.25 grains of 4 KiB, 4 GTs */
+#define GRAIN 8
+#define GB (GRAIN * 512)
+#define DESC                                                                                   \
+	"# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\n"                  \
+	"createType=\"monolithicSparse\"\n\n# Extent description\n"                               \
+	"RW 13290 SPARSE \"other-name.vmdk\"\n\n#DDB\nddb.adapterType = \"ide\"\n"
+
+/* Grains 0-2 contiguous; 3-4 unallocated; 6 then 5 (not contiguous); 10
+ * zeroed; GT 1 missing (GDE 0); 1100; 1535-1536 contiguous across GTs 2-3;
+ * the last, partial grain 1661. */
+static void build(struct kgen *g)
+{
+	kgen_init(g, CAP, GRAIN, 2, 0x5, DESC);
+	kgen_alloc(g, 0, 1);
+	kgen_alloc(g, 1, 2);
+	kgen_alloc(g, 2, 3);
+	kgen_alloc(g, 6, 4);
+	kgen_alloc(g, 5, 5);
+	kgen_set_gte(g, 10, 1);
+	vd_put_le32(g->file + g->gd_off * 512 + 4, 0);
+	kgen_alloc(g, 1100, 6);
+	kgen_alloc(g, 1535, 7);
+	kgen_alloc(g, 1536, 8);
+	kgen_alloc(g, 1661, 9);
+}
+
+static const char *good_file(struct kgen *g)
+{
+	const char *p = kgen_path("good.vmdk");
+
+	build(g);
+	kgen_write(g, p);
+	return p;
+}
+
+static void test_open_and_identity(void **state)
+{
+	struct kgen g;
+	struct vd_image *img;
+	(void)state;
+	assert_int_equal(vd_image_open(good_file(&g), 0, &img), 0);
+	assert_string_equal(img->ops->name, "vmdk");
+	assert_int_equal(img->size, (uint64_t)CAP * 512);
+	assert_string_equal(img->subformat, "monolithicSparse");
+	assert_int_equal(img->cow_unit, GB);
+	assert_int_equal(img->alloc_unit, GB);
+	assert_int_equal(img->id.len, 4);
+	assert_memory_equal(img->id.bytes, "\x12\x34\xab\xcd", 4);
+	assert_false(img->has_parent);
+	assert_int_equal(img->parent_id.len, 0);
+	assert_int_equal(img->n_hints, 0);
+	vd_image_close(img);
+	kgen_free(&g);
+}
+
+static void expect_status(struct vd_image *img, uint64_t off, uint64_t len, int state,
+			  uint64_t pnum)
+{
+	uint64_t n = 0;
+
+	assert_int_equal(img->ops->block_status(img, off, len, &n), state);
+	assert_int_equal(n, pnum);
+}
+
+static void test_runs(void **state)
+{
+	struct kgen g;
+	struct vd_image *img;
+	uint64_t size = (uint64_t)CAP * 512;
+	(void)state;
+	assert_int_equal(vd_image_open(good_file(&g), 0, &img), 0);
+	expect_status(img, 0, size, VD_DATA, 3 * GB);
+	expect_status(img, 100, 5000, VD_DATA, 5000);
+	expect_status(img, 3 * GB + 7, size - 3 * GB - 7, VD_UNALLOC, 2 * GB - 7);
+	expect_status(img, 5 * GB, size - 5 * GB, VD_DATA, GB);
+	expect_status(img, 6 * GB, size - 6 * GB, VD_DATA, GB);
+	expect_status(img, 10 * GB, size - 10 * GB, VD_ZERO, GB);
+	/* across the rest of GT 0, the missing GT 1 and into GT 2 */
+	expect_status(img, 11 * GB, size - 11 * GB, VD_UNALLOC, (1100 - 11) * (uint64_t)GB);
+	expect_status(img, 11 * GB, 3 * GB, VD_UNALLOC, 3 * GB);
+	expect_status(img, 1535 * (uint64_t)GB, size - 1535 * (uint64_t)GB, VD_DATA, 2 * GB);
+	expect_status(img, 1661 * (uint64_t)GB, size - 1661 * (uint64_t)GB, VD_DATA,
+		      size - 1661 * (uint64_t)GB);
+	vd_image_close(img);
+	kgen_free(&g);
+}
+
+static void test_read_matches_model(void **state)
+{
+	struct kgen g;
+	struct vd_chain *c;
+	uint64_t size = (uint64_t)CAP * 512;
+	uint8_t *buf = malloc(size);
+	static const uint64_t cuts[][2] = {
+		{0, 1},	    {511, 2},	  {GB - 3, 7},	   {2 * GB + 5, 3 * GB},
+		{5 * GB - 1, GB + 2}, {1535 * (uint64_t)GB - 100, 2 * GB + 200},
+		{CAP * 512 - 1500, 1500}, {9 * GB, 3 * GB},
+	};
+	(void)state;
+	assert_non_null(buf);
+	assert_int_equal(vd_chain_open(good_file(&g), 0, &c), 0);
+	assert_int_equal(vd_chain_read(c, 0, buf, size, 0), 0);
+	assert_memory_equal(buf, g.model, size);
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		memset(buf, 0xee, cuts[i][1]);
+		assert_int_equal(vd_chain_read(c, 0, buf, cuts[i][1], cuts[i][0]), 0);
+		assert_memory_equal(buf, g.model + cuts[i][0], cuts[i][1]);
+	}
+	vd_chain_close(c);
+	free(buf);
+	kgen_free(&g);
+}
+
+struct poke {
+	uint64_t off;
+	unsigned width; /* 1, 2, 4, 8 bytes LE, or 0: bytes in raw */
+	uint64_t val;
+	const char *raw;
+	const char *msg; /* expected in the logged line */
+};
+
+static void poke_val(const char *path, const struct poke *p)
+{
+	uint8_t b[8];
+
+	if (!p->width) {
+		kgen_poke(path, p->off, p->raw, strlen(p->raw));
+		return;
+	}
+	vd_put_le64(b, p->val);
+	kgen_poke(path, p->off, b, p->width);
+}
+
+static void expect_open_fails(const char *path, const char *msg)
+{
+	struct vd_image *img = NULL;
+	unsigned errs = vd_log_error_count();
+	int saved = kgen_capture_begin();
+	int r = vd_image_open(path, 0, &img);
+	char *log = kgen_capture_end(saved);
+
+	assert_int_equal(r, -EINVAL);
+	assert_null(img);
+	assert_int_equal(vd_log_error_count(), errs + 1);
+	if (!strstr(log, msg))
+		fail_msg("expected \"%s\" in: %s", msg, log);
+	free(log);
+}
+
+static void test_header_checks(void **state)
+{
+	static const struct poke pokes[] = {
+		{0, 4, 0x564d444c, NULL, "not a VMDK"},
+		{4, 4, 0, NULL, "version 0"},
+		{4, 4, 4, NULL, "version 4"},
+		{8, 4, 0x40005, NULL, "unknown incompatible header flags 0x00040000"},
+		{8, 4, 0x20005, NULL, "markers without compression"},
+		{73, 0, 0, "\n \n\n", "newline test"},
+		{20, 8, 0, NULL, "grain size 0"},
+		{20, 8, 3, NULL, "grain size 3"},
+		{20, 8, 4096, NULL, "grain size 4096"},
+		{44, 4, 256, NULL, "256 entries per grain table"},
+		{12, 8, 0, NULL, "capacity 0"},
+		{12, 8, (1ull << 32) + 1, NULL, "capacity 4294967297"},
+		{12, 8, CAP + 8, NULL, "header capacity is 13298"},
+		{28, 8, 1ull << 40, NULL, "embedded descriptor (sector 1099511627776"},
+		{36, 8, 4096, NULL, "exceeds 1048576 bytes"},
+		{64, 8, 1ull << 20, NULL, "overHead 1048576"},
+		{56, 8, 0, NULL, "grain directory (sector 0"},
+		{56, 8, 1ull << 30, NULL, "grain directory (sector 1073741824"},
+		{56, 8, ~0ull - 1, NULL, "grain directory (sector 18446744073709551614"},
+		{56, 8, 5, NULL, "overlaps the embedded descriptor"},
+		{56, 8, ~0ull, NULL, "grain directory at end but grains not compressed"},
+		{512 + 4 * 16, 0, 0, "=", "descriptor line"},
+		{512 + 150, 0, 0, "RW 8 ZERO\n", "lists 2 extents"},
+		{512 + 116, 0, 0, "RW 13290 ZERO                    \n", "open the disk's descriptor file"},
+	};
+	struct kgen g;
+	const char *p = kgen_path("bad.vmdk");
+	(void)state;
+	build(&g);
+	for (size_t i = 0; i < sizeof(pokes) / sizeof(pokes[0]); i++) {
+		print_message("poke #%zu: %s\n", i, pokes[i].msg);
+		kgen_write(&g, p);
+		poke_val(p, &pokes[i]);
+		expect_open_fails(p, pokes[i].msg);
+	}
+	/* a truncated file: overHead past EOF */
+	g.len = (g.overhead - 1) * 512;
+	kgen_write(&g, p);
+	expect_open_fails(p, "file truncated");
+	kgen_free(&g);
+}
+
+/* A bad GD/GT entry fails reads of the grains it covers, with one logged line,
+ * and nothing else. */
+static void expect_grain_eio(struct kgen *g, uint64_t grain, uint32_t gte, bool set_gde,
+			     const char *msg)
+{
+	const char *p = kgen_path("gte.vmdk");
+	struct vd_chain *c;
+	uint8_t buf[GB];
+	uint64_t off = grain * GB;
+	int saved, r;
+	char *log;
+	unsigned errs;
+
+	kgen_write(g, p);
+	if (set_gde) {
+		uint8_t b[4];
+
+		vd_put_le32(b, gte);
+		kgen_poke(p, g->gd_off * 512 + grain / 512 * 4, b, 4);
+	} else {
+		uint8_t b[4];
+
+		vd_put_le32(b, gte);
+		kgen_poke(p, kgen_gte_off(g, grain), b, 4);
+	}
+	assert_int_equal(vd_chain_open(p, 0, &c), 0);
+	errs = vd_log_error_count();
+	saved = kgen_capture_begin();
+	r = vd_chain_read(c, 0, buf, sizeof(buf), off);
+	log = kgen_capture_end(saved);
+	assert_int_equal(r, -EIO);
+	assert_int_equal(vd_log_error_count(), errs + 1);
+	if (!strstr(log, msg))
+		fail_msg("expected \"%s\" in: %s", msg, log);
+	free(log);
+	/* the neighbours still read */
+	assert_int_equal(vd_chain_read(c, 0, buf, sizeof(buf), 0), 0);
+	assert_memory_equal(buf, g->model, sizeof(buf));
+	vd_chain_close(c);
+}
+
+static void test_gte_checks(void **state)
+{
+	struct kgen g;
+	uint32_t eof_sector;
+	(void)state;
+	build(&g);
+	eof_sector = (uint32_t)(g.len / 512);
+	expect_grain_eio(&g, 3, eof_sector, false, "outside the file's grain area");
+	expect_grain_eio(&g, 3, eof_sector - 4, false, "outside the file's grain area");
+	expect_grain_eio(&g, 3, 0xffffffffu, false, "outside the file's grain area");
+	expect_grain_eio(&g, 3, 5, false, "outside the file's grain area");
+	expect_grain_eio(&g, 1100, eof_sector, true, "grain directory entry 2");
+	expect_grain_eio(&g, 1100, 3, true, "grain directory entry 2");
+	/* GTE 1 is a zeroed grain only with flag bit 2 */
+	vd_put_le32(g.file + 8, 0x1);
+	expect_grain_eio(&g, 3, 1, false, "outside the file's grain area");
+	kgen_free(&g);
+}
+
+/* A run that meets a corrupt entry ends before it: the good part still reads. */
+static void test_run_stops_before_corrupt(void **state)
+{
+	struct kgen g;
+	struct vd_image *img;
+	const char *p = kgen_path("stop.vmdk");
+	uint64_t n;
+	(void)state;
+	build(&g);
+	kgen_set_gte(&g, 4, (uint32_t)(g.len / 512 + 100));
+	kgen_write(&g, p);
+	assert_int_equal(vd_image_open(p, 0, &img), 0);
+	assert_int_equal(img->ops->block_status(img, 3 * GB, 4 * GB, &n), VD_UNALLOC);
+	assert_int_equal(n, GB);
+	assert_int_equal(img->ops->block_status(img, 4 * GB, GB, &n), -EIO);
+	vd_image_close(img);
+	kgen_free(&g);
+}
+
+/* twoGbMaxExtentSparse-style: two KDMV pieces without embedded descriptors and
+ * a ZERO extent between them. */
+static void test_split(void **state)
+{
+	struct kgen a, b;
+	struct vd_image *img;
+	struct vd_chain *c;
+	uint64_t size = (1000 + 24 + 500) * 512ull, n;
+	uint8_t *buf = calloc(1, size), *model = calloc(1, size);
+	(void)state;
+	kgen_init(&a, 1000, GRAIN, 1, 0x3, NULL);
+	for (uint64_t i = 120; i < 125; i++)
+		kgen_alloc(&a, i, 11);
+	kgen_init(&b, 500, GRAIN, 1, 0x3, NULL);
+	kgen_alloc(&b, 0, 12);
+	kgen_alloc(&b, 62, 13);
+	kgen_write(&a, kgen_path("sp-s001.vmdk"));
+	kgen_write(&b, kgen_path("sp s002.vmdk"));
+	memcpy(model, a.model, 1000 * 512);
+	memcpy(model + 1024 * 512, b.model, 500 * 512);
+	kgen_write_text(kgen_path("sp.vmdk"),
+			"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+			"createType=\"twoGbMaxExtentSparse\"\nRW 1000 SPARSE \"sp-s001.vmdk\"\n"
+			"RDONLY 24 ZERO\nRW 500 SPARSE \"sp s002.vmdk\"\n");
+	assert_int_equal(vd_image_open(kgen_path("sp.vmdk"), 0, &img), 0);
+	assert_int_equal(img->size, size);
+	assert_string_equal(img->subformat, "twoGbMaxExtentSparse");
+	assert_int_equal(img->ops->block_status(img, 999 * 512, 100 * 512, &n), VD_DATA);
+	assert_int_equal(n, 512);
+	assert_int_equal(img->ops->block_status(img, 0, 100 * 512, &n), VD_UNALLOC);
+	assert_int_equal(n, 100 * 512);
+	assert_int_equal(img->ops->block_status(img, 1000 * 512, 100 * 512, &n), VD_ZERO);
+	assert_int_equal(n, 24 * 512);
+	assert_int_equal(img->ops->block_status(img, 1024 * 512, 100 * 512, &n), VD_DATA);
+	assert_int_equal(n, GB);
+	vd_image_close(img);
+	assert_int_equal(vd_chain_open(kgen_path("sp.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_read(c, 0, buf, size, 0), 0);
+	assert_memory_equal(buf, model, size);
+	assert_int_equal(vd_chain_read(c, 0, buf, 30 * 512 + 3, 990 * 512 - 1), 0);
+	assert_memory_equal(buf, model + 990 * 512 - 1, 30 * 512 + 3);
+	vd_chain_close(c);
+
+	/* one piece opened directly: itself, without identity */
+	assert_int_equal(vd_image_open(kgen_path("sp-s001.vmdk"), 0, &img), 0);
+	assert_int_equal(img->size, 1000 * 512);
+	assert_int_equal(img->id.len, 0);
+	vd_image_close(img);
+
+	/* a piece whose capacity disagrees with its descriptor line */
+	kgen_write_text(kgen_path("sp.vmdk"),
+			"CID=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 1008 SPARSE "
+			"\"sp-s001.vmdk\"\n");
+	expect_open_fails(kgen_path("sp.vmdk"), "differs from the descriptor's 1008");
+	/* the same file twice */
+	kgen_write_text(kgen_path("sp.vmdk"),
+			"CID=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 1000 SPARSE "
+			"\"sp-s001.vmdk\"\nRW 1000 SPARSE \"./sp-s001.vmdk\"\n");
+	expect_open_fails(kgen_path("sp.vmdk"), "listed twice");
+	/* an extent that is the descriptor itself */
+	kgen_write_text(kgen_path("sp.vmdk"),
+			"CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"sp.vmdk\" 0\n");
+	expect_open_fails(kgen_path("sp.vmdk"), "is the descriptor file itself");
+	kgen_free(&a);
+	kgen_free(&b);
+	free(buf);
+	free(model);
+}
+
+static void test_delta_identity(void **state)
+{
+	struct kgen g;
+	struct vd_image *img;
+	(void)state;
+	kgen_init(&g, 64, GRAIN, 1, 0x3,
+		  "CID=00c0ffee\nparentCID=1234abcd\nparentFileNameHint=\"../base dir/b.vmdk\"\n"
+		  "createType=\"monolithicSparse\"\nRW 64 SPARSE \"d.vmdk\"\n");
+	kgen_write(&g, kgen_path("d.vmdk"));
+	assert_int_equal(vd_image_open(kgen_path("d.vmdk"), 0, &img), 0);
+	assert_true(img->has_parent);
+	assert_memory_equal(img->id.bytes, "\x00\xc0\xff\xee", 4);
+	assert_int_equal(img->parent_id.len, 4);
+	assert_memory_equal(img->parent_id.bytes, "\x12\x34\xab\xcd", 4);
+	assert_int_equal(img->n_hints, 1);
+	assert_string_equal(img->hints[0].kind, "parentFileNameHint");
+	assert_string_equal(img->hints[0].path, "../base dir/b.vmdk");
+	vd_image_close(img);
+	kgen_free(&g);
+}
+
+static void test_describe(void **state)
+{
+	struct kgen g;
+	struct vd_image *img;
+	struct vd_json j = {0};
+	(void)state;
+	assert_int_equal(vd_image_open(good_file(&g), 0, &img), 0);
+	vd_json_obj_begin(&j, NULL);
+	img->ops->describe(img, &j);
+	vd_json_obj_end(&j);
+	assert_false(j.buf.oom);
+	assert_non_null(strstr(j.buf.data, "\"createType\""));
+	assert_non_null(strstr(j.buf.data, "1234abcd"));
+	assert_non_null(strstr(j.buf.data, "\"other-name.vmdk\""));
+	assert_non_null(strstr(j.buf.data, "\"ide\""));
+	assert_non_null(strstr(j.buf.data, "\"grain_size\""));
+	vd_buf_free(&j.buf);
+	vd_image_close(img);
+	kgen_free(&g);
+}
+
+static bool have_qemu(void)
+{
+	return kgen_sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
+}
+
+static void qemu_compare(const char *name, unsigned from_top)
+{
+	char raw[600];
+
+	snprintf(raw, sizeof(raw), "%s.raw", kgen_path(name));
+	assert_int_equal(kgen_sh("cd '%s' && qemu-img convert -f vmdk -O raw '%s' '%s.raw'",
+				 kgen_dir(), name, name),
+			 0);
+	assert_int_equal(kgen_compare_chain(kgen_path(name), from_top, raw), 0);
+}
+
+static void test_qemu_images(void **state)
+{
+	const char *d = kgen_dir();
+	(void)state;
+	if (!have_qemu())
+		skip();
+	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o subformat=monolithicSparse"
+				 " q1.vmdk 64M && qemu-io -f vmdk -c 'write -P 0x5a 65000 70000'"
+				 " -c 'write -P 0x33 33554000 1000' -c 'write -P 7 66000000 1108864'"
+				 " q1.vmdk >/dev/null",
+				 d),
+			 0);
+	qemu_compare("q1.vmdk", 0);
+	/* zeroed grains (v2, flag 4) over data, in a delta */
+	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o zeroed_grain=on -b q1.vmdk"
+				 " -F vmdk q2.vmdk && qemu-io -f vmdk -c 'write -z 0 131072'"
+				 " -c 'write -P 0x11 200000 5' q2.vmdk >/dev/null",
+				 d),
+			 0);
+	qemu_compare("q2.vmdk", 0);
+	/* split sparse: a write straddling the 2 GiB extent boundary, odd size */
+	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o"
+				 " subformat=twoGbMaxExtentSparse q3.vmdk 4100M && qemu-io -f vmdk"
+				 " -c 'write -P 0x77 2147479552 8192' -c 'write -P 1 4299154000 7000'"
+				 " q3.vmdk >/dev/null",
+				 d),
+			 0);
+	qemu_compare("q3.vmdk", 0);
+	assert_int_equal(kgen_sh("cd '%s' && rm -f q3*", d), 0);
+}
+
+/* A 2 TiB sparse image must open fast: the GD is read, the GTs are not. */
+static void test_qemu_2tib_open(void **state)
+{
+	struct vd_image *img;
+	struct timespec t0, t1;
+	uint8_t buf[4096];
+	(void)state;
+	if (!have_qemu())
+		skip();
+	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk big.vmdk 2T && qemu-io -f"
+				 " vmdk -c 'write -P 0x42 2199023000000 4096' big.vmdk >/dev/null",
+				 kgen_dir()),
+			 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(vd_image_open(kgen_path("big.vmdk"), 0, &img), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6 < 100.0);
+	assert_int_equal(img->size, 2ull << 40);
+	assert_int_equal(img->ops->read(img, buf, sizeof(buf), 2199023000000ull), 0);
+	assert_int_equal(buf[0], 0x42);
+	assert_int_equal(buf[4095], 0x42);
+	vd_image_close(img);
+	assert_int_equal(kgen_sh("rm -f '%s'", kgen_path("big.vmdk")), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_and_identity),
+		cmocka_unit_test(test_runs),
+		cmocka_unit_test(test_read_matches_model),
+		cmocka_unit_test(test_header_checks),
+		cmocka_unit_test(test_gte_checks),
+		cmocka_unit_test(test_run_stops_before_corrupt),
+		cmocka_unit_test(test_split),
+		cmocka_unit_test(test_delta_identity),
+		cmocka_unit_test(test_describe),
+		cmocka_unit_test(test_qemu_images),
+		cmocka_unit_test(test_qemu_2tib_open),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,52 @@
+/* Test helper: a tiny in-memory writer of hosted sparse (KDMV) VMDK files and
+ * a byte model of the disk they hold, for test_vmdk_sparse.c and
+ * test_vmdk_read.c. Not for production use: no validation, aborts on OOM. */
+#ifndef VMDK_GEN_HELPER_H
+#define VMDK_GEN_HELPER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct kgen {
+	uint64_t cap, grain;	     /* sectors */
+	uint64_t gd_off, n_gt, overhead; /* sectors; GTs follow the GD */
+	uint8_t *file;
+	size_t len;
+	uint8_t *model; /* cap*512 bytes: what the disk must read as (zeros below) */
+};
+
+/* Lays out header, descriptor (desc may be NULL: none, desc_offset 0), GD and
+ * all GTs (preallocated, as VMware does), padded to a grain boundary. */
+void kgen_init(struct kgen *g, uint64_t cap, uint64_t grain, uint32_t version, uint32_t flags,
+	       const char *desc);
+/* Appends grain idx at the end of the file filled with a pattern derived
+ * from seed, points its GTE at it and updates the model. */
+void kgen_alloc(struct kgen *g, uint64_t idx, uint8_t seed);
+/* Sets the GTE of grain idx to v (1 = zeroed grain; anything for pokes). */
+void kgen_set_gte(struct kgen *g, uint64_t idx, uint32_t v);
+/* File offset of the GTE of grain idx. */
+uint64_t kgen_gte_off(const struct kgen *g, uint64_t idx);
+void kgen_write(const struct kgen *g, const char *path);
+void kgen_free(struct kgen *g);
+
+/* A fresh temporary directory (removed at exit) and paths inside it. */
+const char *kgen_dir(void);
+const char *kgen_path(const char *name); /* static buffer, valid until the next call */
+void kgen_write_text(const char *path, const char *text);
+/* Writes bytes at off of an existing file. */
+void kgen_poke(const char *path, uint64_t off, const void *p, size_t n);
+/* Runs a shell command; returns its exit status. */
+int kgen_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Redirects stderr to a file; kgen_capture_end() restores it, echoes and
+ * returns what was logged (malloc'd). */
+int kgen_capture_begin(void);
+char *kgen_capture_end(int saved);
+
+/* Reads the chain of image through vd_chain_read at level (depth-1-level_from_top)
+ * and compares it with the raw file. Returns 0 if equal, 1 if different, -errno
+ * if opening or reading failed. */
+int kgen_compare_chain(const char *image, unsigned level_from_top, const char *raw);
+
+#endif
