@@ -118,52 +118,12 @@ CASES+=("random bytes|garbage.vmdk|garbage.vmdk|not a|unrecogni|unknown|invalid"
 mapfile -t SOURCES < <(find "$W" -type f | sort)
 vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
-# expect_fail DESC IMAGE NEEDLE PROBLEM-ERE [vdmount options...]
-expect_fail()
-{
-	local desc=$1 img=$2 needle=$3 problem=$4 rc=0 n mnt=$M/m
-	shift 4
-	mkdir -p "$mnt"
-	VD_MOUNTS+=("$mnt")
-	timeout -k 5 20 "$VDMOUNT" "$@" "$img" "$mnt" >"$VD_TMP/out" 2>"$VD_TMP/err" </dev/null ||
-		rc=$?
-	n=$(wc -l <"$VD_TMP/err")
-	local why=
-	if [ $rc -eq 0 ]; then
-		why="exit 0"
-	elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-		why="hung (killed after 20 s)"
-	elif [ $rc -ge 128 ]; then
-		why="killed by signal $((rc - 128))"
-	elif grep -qE 'Sanitizer|runtime error' "$VD_TMP/err"; then
-		why="sanitizer report"
-	elif [ "$n" -ne 1 ]; then
-		why="$n lines on stderr, expected 1"
-	elif ! grep -q '^vdmount: error: ' "$VD_TMP/err"; then
-		why="stderr is not 'vdmount: error: ...'"
-	elif ! grep -qF -- "$needle" "$VD_TMP/err"; then
-		why="error does not name $needle"
-	elif ! grep -qiE -- "$problem" "$VD_TMP/err"; then
-		why="error does not say what is wrong (/$problem/)"
-	fi
-	if mountpoint -q "$mnt"; then
-		why="${why:+$why; }left a mount behind"
-		vd_umount "$mnt"
-	fi
-	if [ -z "$why" ]; then
-		vd_pass "$desc: $(cat "$VD_TMP/err")"
-	else
-		vd_fail "$desc: $why (exit $rc)"
-		sed 's/^/    | /' "$VD_TMP/err" | head -20
-	fi
-}
-
 for mode in multi single; do
 	opts=()
 	[ $mode = single ] && opts=(-s)
 	for c in "${CASES[@]}"; do
 		IFS='|' read -r desc img needle problem <<<"$c"
-		expect_fail "[$mode] $desc" "$img" "$needle" "$problem" "${opts[@]}"
+		vd_expect_fail "[$mode] $desc" "$img" "$needle" "$problem" "${opts[@]}"
 	done
 
 	# --force mounts the CID-mismatched delta, with a warning.
