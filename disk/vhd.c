@@ -41,31 +41,38 @@ static int vhd_probe(const uint8_t *head, size_t len, uint64_t file_size)
 	return file_size >= VHD_FOOTER_SIZE ? 1 : 0;
 }
 
-/* Reads and decodes the footer at off; *why explains a failure. */
+#define VHD_WHY_CHECKSUM "footer checksum mismatch"
+
+/* Reads the footer at off into raw and decodes it; *why explains a failure.
+ * A checksum mismatch is reported only for footers whose fields are sane. */
 static int footer_try(struct vd_image *img, uint64_t off, uint64_t data_end,
-		      struct vhd_footer *f, const char **why)
+		      struct vhd_footer *f, uint8_t *raw, const char **why)
 {
-	uint8_t buf[VHD_FOOTER_SIZE];
-	int r = vd_pread_full(img->fd, buf, sizeof(buf), off);
+	int r = vd_pread_full(img->fd, raw, VHD_FOOTER_SIZE, off);
 
 	if (r < 0) {
 		*why = "cannot read the footer";
 		return r;
 	}
-	r = vhd_footer_decode(buf, f, why);
-	if (r < 0)
-		return r;
-	if (!f->checksum_ok) {
-		*why = "footer checksum mismatch";
-		return -EINVAL;
+	r = vhd_footer_decode(raw, f, why);
+	if (r == 0)
+		r = vhd_footer_check(f, data_end, why);
+	if (r == 0 && !f->checksum_ok) {
+		*why = VHD_WHY_CHECKSUM;
+		r = -EINVAL;
 	}
-	return vhd_footer_check(f, data_end, why);
+	return r;
 }
 
 /* Finds a usable footer: EOF-512, EOF-511 (pre-2004 Virtual PC), then for
- * dynamic/differencing disks the copy at offset 0 (with a warning). */
+ * dynamic/differencing disks the copy at offset 0 (with a warning). Two
+ * byte-identical copies whose only fault is the checksum are accepted with a
+ * warning: that is a writer that summed wrongly (dfvfs' hand-edited test
+ * images, readable by libvhdi), not a torn or corrupted footer. A fixed disk
+ * has no second copy, so its checksum must match. */
 static int footer_find(struct vd_image *img, struct vhd_state *st)
 {
+	uint8_t raw[VHD_FOOTER_SIZE], raw0[VHD_FOOTER_SIZE], raw511[VHD_FOOTER_SIZE];
 	const char *why = NULL, *why0 = NULL;
 	uint64_t fs = img->file_size;
 	struct vhd_footer f0;
@@ -77,10 +84,10 @@ static int footer_find(struct vd_image *img, struct vhd_state *st)
 		return -EINVAL;
 	}
 	st->ftr_off = fs - VHD_FOOTER_SIZE;
-	r = footer_try(img, st->ftr_off, st->ftr_off, &st->ftr, &why);
+	r = footer_try(img, st->ftr_off, st->ftr_off, &st->ftr, raw, &why);
 	if (r < 0 && fs % VHD_SECTOR == VHD_SECTOR - 1) {
 		const char *why511;
-		if (footer_try(img, fs - 511, fs - 511, &st->ftr, &why511) == 0) {
+		if (footer_try(img, fs - 511, fs - 511, &st->ftr, raw511, &why511) == 0) {
 			st->ftr_off = fs - 511;
 			r = 0;
 		}
@@ -89,13 +96,23 @@ static int footer_find(struct vd_image *img, struct vhd_state *st)
 		st->eof_ftr_ok = true;
 		return 0;
 	}
-	r0 = footer_try(img, 0, fs - VHD_FOOTER_SIZE, &f0, &why0);
+	r0 = footer_try(img, 0, fs - VHD_FOOTER_SIZE, &f0, raw0, &why0);
 	if (r0 == 0 && f0.type != VHD_TYPE_FIXED) {
 		vd_log_warn("%s: VHD footer at EOF is bad (%s); using the copy at offset 0",
 			    img->path, why);
 		st->ftr = f0;
 		st->ftr_off = 0;
 		st->ftr_from_copy = true;
+		return 0;
+	}
+	if (r0 < 0 && !strcmp(why, VHD_WHY_CHECKSUM) && !strcmp(why0, VHD_WHY_CHECKSUM) &&
+	    f0.type != VHD_TYPE_FIXED && !memcmp(raw, raw0, VHD_FOOTER_SIZE)) {
+		vd_log_warn("%s: VHD footer checksum 0x%08" PRIx32 " should be 0x%08" PRIx32
+			    " in both identical copies; using the footer anyway",
+			    img->path, f0.checksum,
+			    vhd_checksum(raw0, VHD_FOOTER_SIZE, VHD_FTR_CHECKSUM));
+		st->ftr = f0;
+		st->sums_lax = true;
 		return 0;
 	}
 	if (!strcmp(why, VHD_WHY_NO_COOKIE) && (r0 == 0 || !strcmp(why0, VHD_WHY_NO_COOKIE)))
@@ -263,6 +280,15 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 	if (r < 0) {
 		vd_log_err("vhd: %s: %s", img->path, why);
 		return r;
+	}
+	if (!st->hdr.checksum_ok) {
+		/* Tolerated only from a writer already known to sum wrongly. */
+		if (!st->sums_lax) {
+			vd_log_err("vhd: %s: dynamic header checksum mismatch", img->path);
+			return -EINVAL;
+		}
+		vd_log_warn("%s: VHD dynamic header checksum mismatch too; using it anyway",
+			    img->path);
 	}
 	st->block_size = st->hdr.block_size;
 	st->spb = st->block_size / VHD_SECTOR;

@@ -129,6 +129,7 @@ struct vhd_state {
 	uint64_t ftr_off;   /* where the footer used was read */
 	bool ftr_from_copy; /* EOF footer bad: using the copy at offset 0 */
 	bool eof_ftr_ok;    /* the footer at EOF was valid */
+	bool sums_lax;	    /* both footers identical with the same wrong checksum */
 	char *parent_name;  /* decoded header parent name or NULL */
 	struct vhd_loc_info locs[VHD_NUM_LOCATORS];
 
@@ -171,8 +172,8 @@ void vhd_footer_encode(const struct vhd_footer *f, uint8_t *buf);
  * (checksum_ok set) or -EINVAL with *why. Field ranges are vhd_header_check's. */
 int vhd_header_decode(const uint8_t *buf, struct vhd_header *out, const char **why);
 
-/* Checks version, block size and table size against virtual size and file.
- * Returns 0 or -EINVAL with *why. */
+/* Checks version, block size and table size against the virtual size (not
+ * the checksum: see checksum_ok). Returns 0 or -EINVAL with *why. */
 int vhd_header_check(const struct vhd_header *h, uint64_t size, const char **why);
 
 /* Encodes h into buf[1024] with a fresh checksum. */

@@ -136,10 +136,6 @@ int vhd_header_check(const struct vhd_header *h, uint64_t size, const char **why
 {
 	uint64_t need;
 
-	if (!h->checksum_ok) {
-		*why = "dynamic header checksum mismatch";
-		return -EINVAL;
-	}
 	if (h->version >> 16 != 1) {
 		*why = "unsupported dynamic header version (major must be 1)";
 		return -EINVAL;

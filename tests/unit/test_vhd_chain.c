@@ -1,0 +1,515 @@
+/* VHD chains end to end through vd_chain_open + vd_chain_read: writer-made
+ * differencing chains (1, 2 and 16 layers) against an in-memory model, the
+ * mid-byte bitmap run that libvhdi gets wrong, qemu-made fixed and dynamic
+ * images against `qemu-img convert`, parent discovery (renamed, moved,
+ * missing, id mismatch, --force) and the shared corpus. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "chain/chain.h"
+#include "disk/endian.h"
+#include "disk/vhd.h"
+
+static char dir[64];
+
+static char *tpath(const char *name)
+{
+	static char buf[8][256];
+	static int k;
+	char *p = buf[k++ % 8];
+
+	snprintf(p, 256, "%s/%s", dir, name);
+	return p;
+}
+
+static uint64_t rng_step(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void img_write(const char *path, uint8_t *model, uint64_t off, size_t len, uint8_t *data)
+{
+	struct vd_image *img;
+
+	assert_int_equal(vd_image_open(path, VD_OPEN_RDWR, &img), 0);
+	assert_int_equal(img->ops->write(img, data, len, off), 0);
+	vd_image_close(img);
+	if (model)
+		memcpy(model + off, data, len);
+}
+
+static void make_child(const char *parent, const char *child)
+{
+	struct vd_image *p;
+
+	assert_int_equal(vd_image_open(parent, 0, &p), 0);
+	assert_int_equal(p->ops->create_child(p, child), 0);
+	vd_image_close(p);
+}
+
+/* count random writes in one RDWR session: short runs, whole blocks and
+ * block-straddling runs of random bytes; mirrored into model. */
+static void random_writes(const char *path, uint8_t *model, uint64_t seed, int count)
+{
+	struct vd_image *img;
+	uint64_t s = seed * 2654435761u + 1, sectors, spb;
+	uint8_t *buf;
+
+	assert_int_equal(vd_image_open(path, VD_OPEN_RDWR, &img), 0);
+	sectors = img->size / 512;
+	spb = img->alloc_unit / 512;
+	buf = malloc((spb > 64 ? spb : 64) * 512);
+	assert_non_null(buf);
+	for (int w = 0; w < count; w++) {
+		uint64_t off, len, kind = rng_step(&s) % 3;
+		if (kind == 0) {
+			off = rng_step(&s) % (sectors / spb) * spb;
+			len = spb;
+		} else if (kind == 1) {
+			off = (1 + rng_step(&s) % (sectors / spb - 1)) * spb - 1 - rng_step(&s) % 9;
+			len = 2 + rng_step(&s) % 20;
+		} else {
+			off = rng_step(&s) % sectors;
+			len = 1 + rng_step(&s) % 64;
+		}
+		if (len > sectors - off)
+			len = sectors - off;
+		for (uint64_t i = 0; i < len * 512; i++)
+			buf[i] = (uint8_t)(rng_step(&s) >> 24);
+		assert_int_equal(img->ops->write(img, buf, len * 512, off * 512), 0);
+		memcpy(model + off * 512, buf, len * 512);
+	}
+	vd_image_close(img);
+	free(buf);
+}
+
+/* Every level of the chain opened at top equals models[level], read both in
+ * whole and at random unaligned spans. */
+static void chain_verify(const char *top, uint8_t **models, unsigned depth, uint64_t size)
+{
+	struct vd_chain *c;
+	uint8_t *buf = malloc(size);
+	uint64_t s = 99;
+
+	assert_non_null(buf);
+	assert_int_equal(vd_chain_open(top, 0, &c), 0);
+	assert_int_equal(vd_chain_depth(c), depth);
+	for (unsigned l = 0; l < depth; l++) {
+		assert_int_equal(vd_chain_size(c, l), size);
+		assert_int_equal(vd_chain_read(c, l, buf, size, 0), 0);
+		assert_memory_equal(buf, models[l], size);
+		for (int i = 0; i < 50; i++) {
+			uint64_t off = rng_step(&s) % size, len = 1 + rng_step(&s) % 70000;
+			if (len > size - off)
+				len = size - off;
+			assert_int_equal(vd_chain_read(c, l, buf, len, off), 0);
+			assert_memory_equal(buf, models[l] + off, len);
+		}
+	}
+	vd_chain_close(c);
+	free(buf);
+}
+
+static void chain_test(unsigned depth, uint64_t size, uint32_t block)
+{
+	uint8_t **models = calloc(depth, sizeof(*models));
+	char name[32], prev[256];
+
+	assert_non_null(models);
+	snprintf(prev, sizeof(prev), "%s", tpath("l00.vhd"));
+	assert_int_equal(vhd_create_dynamic(prev, size, block), 0);
+	for (unsigned l = 0; l < depth; l++) {
+		models[l] = malloc(size);
+		assert_non_null(models[l]);
+		if (l == 0) {
+			memset(models[0], 0, size);
+		} else {
+			snprintf(name, sizeof(name), "l%02u.vhd", l);
+			make_child(prev, tpath(name));
+			snprintf(prev, sizeof(prev), "%s", tpath(name));
+			memcpy(models[l], models[l - 1], size);
+		}
+		random_writes(prev, models[l], l + 1, 40);
+	}
+	chain_verify(prev, models, depth, size);
+	for (unsigned l = 0; l < depth; l++)
+		free(models[l]);
+	free(models);
+}
+
+static void test_chain_1(void **state)
+{
+	/* a base with an odd block size and a size that is not a block multiple */
+	chain_test(1, (3u << 20) + 512 * 5, 64u << 10);
+	(void)state;
+}
+
+static void test_chain_2(void **state)
+{
+	chain_test(2, 8u << 20, 2u << 20);
+	(void)state;
+}
+
+static void test_chain_16(void **state)
+{
+	chain_test(16, 4u << 20, 256u << 10);
+	(void)state;
+}
+
+/* libvhdi's bug: a bitmap run that ends mid-byte. Parent 0xAA everywhere in
+ * block 0; child writes sectors 3..5 only: sectors 0-2 and 6.. are parent. */
+static void test_midbyte_run(void **state)
+{
+	uint8_t model[64 * 512], data[3 * 512], buf[sizeof(model)];
+	struct vd_chain *c;
+	uint64_t n;
+	int owner;
+
+	assert_int_equal(vhd_create_dynamic(tpath("mb-base.vhd"), 1u << 20, 512u << 10), 0);
+	memset(model, 0xAA, sizeof(model));
+	img_write(tpath("mb-base.vhd"), NULL, 0, sizeof(model), model);
+	make_child(tpath("mb-base.vhd"), tpath("mb-child.vhd"));
+	memset(data, 0x5C, sizeof(data));
+	img_write(tpath("mb-child.vhd"), model, 3 * 512, sizeof(data), data);
+	assert_int_equal(vd_chain_open(tpath("mb-child.vhd"), 0, &c), 0);
+	assert_int_equal(vd_chain_read(c, 1, buf, sizeof(buf), 0), 0);
+	assert_memory_equal(buf, model, sizeof(buf));
+	assert_int_equal(buf[6 * 512], 0xAA); /* first clear bit after the run */
+	/* the child layer itself: UNALLOC 0-2, DATA 3-5, UNALLOC from 6 */
+	{
+		struct vd_image *top = vd_chain_layer(c, 1);
+		assert_int_equal(top->ops->block_status(top, 0, 1u << 20, &n), VD_UNALLOC);
+		assert_int_equal(n, 3 * 512);
+		assert_int_equal(top->ops->block_status(top, 3 * 512, 1u << 20, &n), VD_DATA);
+		assert_int_equal(n, 3 * 512);
+		assert_int_equal(top->ops->block_status(top, 4 * 512 + 7, 100, &n), VD_DATA);
+		assert_int_equal(n, 100);
+		assert_int_equal(top->ops->block_status(top, 6 * 512, 512u << 10, &n), VD_UNALLOC);
+		assert_int_equal(n, (512u << 10) - 6 * 512);
+	}
+	assert_int_equal(vd_chain_block_status(c, 1, 6 * 512, 512, &n, &owner), VD_DATA);
+	assert_int_equal(owner, 0);
+	vd_chain_close(c);
+	(void)state;
+}
+
+static bool have(const char *tool)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", tool);
+	return system(cmd) == 0;
+}
+
+static uint8_t *file_load(const char *path, uint64_t *size)
+{
+	struct stat st;
+	uint8_t *b;
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	*size = (uint64_t)st.st_size;
+	b = malloc(*size ? *size : 1);
+	assert_non_null(b);
+	assert_int_equal(vd_pread_full(fd, b, *size, 0), 0);
+	close(fd);
+	return b;
+}
+
+static void sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* The top of the chain at path reads exactly as the bytes of raw. */
+static void expect_raw(const char *path, const uint8_t *raw, uint64_t size)
+{
+	struct vd_chain *c;
+	uint8_t *buf = malloc(size);
+
+	assert_non_null(buf);
+	assert_int_equal(vd_chain_open(path, 0, &c), 0);
+	assert_int_equal(vd_chain_size(c, vd_chain_depth(c) - 1), size);
+	assert_int_equal(vd_chain_read(c, vd_chain_depth(c) - 1, buf, size, 0), 0);
+	assert_memory_equal(buf, raw, size);
+	vd_chain_close(c);
+	free(buf);
+}
+
+static void test_qemu_images(void **state)
+{
+	const char *q = "-f vpc";
+	uint64_t size;
+	uint8_t *raw;
+
+	if (!have("qemu-img") || !have("qemu-io"))
+		skip();
+	for (int i = 0; i < 2; i++) {
+		const char *sub = i ? "dynamic" : "fixed";
+		sh("qemu-img create -q %s -o subformat=%s %s 8M", q, sub, tpath("q.vhd"));
+		sh("qemu-io %s -c 'write -P 0x11 0 1M' -c 'write -P 0x22 3M 4097k' "
+		   "-c 'write -P 0x33 7M 512' %s >/dev/null",
+		   q, tpath("q.vhd"));
+		sh("qemu-img convert %s -O raw %s %s", q, tpath("q.vhd"), tpath("q.raw"));
+		raw = file_load(tpath("q.raw"), &size);
+		expect_raw(tpath("q.vhd"), raw, size);
+		free(raw);
+	}
+	/* a differencing child over the qemu dynamic base */
+	make_child(tpath("q.vhd"), tpath("qc.vhd"));
+	raw = file_load(tpath("q.raw"), &size);
+	random_writes(tpath("qc.vhd"), raw, 7, 60);
+	expect_raw(tpath("qc.vhd"), raw, size);
+	free(raw);
+	(void)state;
+}
+
+static void ftr_uuid_poke(const char *path)
+{
+	uint8_t b[VHD_FOOTER_SIZE];
+	struct stat st;
+	int fd = open(path, O_RDWR);
+
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	for (int k = 0; k < 2; k++) {
+		uint64_t off = k ? 0 : (uint64_t)st.st_size - VHD_FOOTER_SIZE;
+		assert_int_equal(vd_pread_full(fd, b, sizeof(b), off), 0);
+		b[VHD_FTR_UUID + 5] ^= 0x40;
+		vd_put_be32(b + VHD_FTR_CHECKSUM, vhd_checksum(b, sizeof(b), VHD_FTR_CHECKSUM));
+		assert_int_equal(vd_pwrite_full(fd, b, sizeof(b), off), 0);
+	}
+	close(fd);
+}
+
+static void test_discovery(void **state)
+{
+	uint8_t model[1u << 20], data[4096];
+	struct vd_chain *c;
+	char moved[300];
+
+	memset(model, 0, sizeof(model));
+	sh("mkdir -p %s/a", dir);
+	assert_int_equal(vhd_create_dynamic(tpath("a/p.vhd"), sizeof(model), 64u << 10), 0);
+	memset(data, 0x61, sizeof(data));
+	img_write(tpath("a/p.vhd"), model, 8192, sizeof(data), data);
+	make_child(tpath("a/p.vhd"), tpath("a/c.vhd"));
+	memset(data, 0x62, 512);
+	img_write(tpath("a/c.vhd"), model, 8192 + 1024, 512, data);
+	expect_raw(tpath("a/c.vhd"), model, sizeof(model));
+
+	/* moved chain: the relative W2ru locator finds it (the old dir is gone) */
+	snprintf(moved, sizeof(moved), "%s/b/deeper", dir);
+	sh("mkdir -p %s/b && cp -r %s/a %s && rm -rf %s/a", dir, dir, moved, dir);
+	assert_int_equal(vd_chain_open(tpath("b/deeper/c.vhd"), 0, &c), 0);
+	assert_string_equal(c->links[1].hint_kind, "W2ru");
+	vd_chain_close(c);
+	expect_raw(tpath("b/deeper/c.vhd"), model, sizeof(model));
+
+	/* the child moved away from its parent: the absolute MacX locator */
+	sh("mkdir -p %s/elsewhere && mv %s/b/deeper/c.vhd %s/elsewhere/", dir, dir, dir);
+	sh("mv %s/b/deeper %s/a", dir, dir); /* where the absolute locators point */
+	assert_int_equal(vd_chain_open(tpath("elsewhere/c.vhd"), 0, &c), 0);
+	assert_string_equal(c->links[1].hint_kind, "MacX");
+	vd_chain_close(c);
+	sh("mv %s/elsewhere/c.vhd %s/a/", dir, dir);
+
+	/* a stale parent name does not matter while a locator is right */
+	{
+		uint8_t hb[VHD_HEADER_SIZE];
+		int fd = open(tpath("a/c.vhd"), O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(vd_pread_full(fd, hb, sizeof(hb), VHD_FOOTER_SIZE), 0);
+		memset(hb + VHD_HDR_PARENT_NAME, 0, VHD_HDR_PARENT_NAME_LEN);
+		assert_true(vhd_utf8_to_utf16("old-name.vhd", true, hb + VHD_HDR_PARENT_NAME,
+					      VHD_HDR_PARENT_NAME_LEN) > 0);
+		vd_put_be32(hb + VHD_HDR_CHECKSUM, vhd_checksum(hb, sizeof(hb), VHD_HDR_CHECKSUM));
+		assert_int_equal(vd_pwrite_full(fd, hb, sizeof(hb), VHD_FOOTER_SIZE), 0);
+		close(fd);
+	}
+	expect_raw(tpath("a/c.vhd"), model, sizeof(model));
+
+	/* a renamed parent: only a parent name naming the new file finds it */
+	sh("mv %s/a/p.vhd %s/a/renamed.vhd", dir, dir);
+	assert_int_equal(vd_chain_open(tpath("a/c.vhd"), 0, &c), -ENOENT);
+	make_child(tpath("a/renamed.vhd"), tpath("a/c2.vhd"));
+	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), 0, &c), 0);
+	assert_string_equal(c->links[1].hint_kind, "W2ru");
+	vd_chain_close(c);
+
+	/* id mismatch: refused, opened with VD_CHAIN_FORCE */
+	ftr_uuid_poke(tpath("a/renamed.vhd"));
+	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), 0, &c), -EINVAL);
+	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), VD_CHAIN_FORCE, &c), 0);
+	assert_int_equal(c->n_warnings, 1);
+	vd_chain_close(c);
+	(void)state;
+}
+
+/* Reads the whole disk through sha256sum; returns the hex digest. */
+static void chain_sha256(struct vd_chain *c, char out[65])
+{
+	char cmd[300];
+	uint64_t size = vd_chain_size(c, vd_chain_depth(c) - 1);
+	uint8_t *buf = malloc(1u << 20);
+	FILE *f;
+
+	assert_non_null(buf);
+	snprintf(cmd, sizeof(cmd), "sha256sum > %s", tpath("sha.txt"));
+	f = popen(cmd, "w");
+	assert_non_null(f);
+	for (uint64_t off = 0; off < size; off += 1u << 20) {
+		size_t n = (size_t)vd_min_u64(1u << 20, size - off);
+		assert_int_equal(vd_chain_read(c, vd_chain_depth(c) - 1, buf, n, off), 0);
+		assert_int_equal(fwrite(buf, 1, n, f), n);
+	}
+	assert_int_equal(pclose(f), 0);
+	f = fopen(tpath("sha.txt"), "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%64s", out), 1);
+	fclose(f);
+	free(buf);
+}
+
+#define CORPUS_SHA_MAX (4ull << 30) /* hashing 136 GB of zeros would take minutes */
+
+static void test_corpus(void **state)
+{
+	const char *shared = getenv("VD_SHARED");
+	char line[1024], tsv[512], unpacked[300];
+	FILE *f;
+	int n_ok = 0;
+
+	if (!shared)
+		skip();
+	snprintf(tsv, sizeof(tsv), "%s/corpus/expected.tsv", shared);
+	f = fopen(tsv, "r");
+	if (!f)
+		skip();
+	snprintf(unpacked, sizeof(unpacked), "%s/corpus", dir);
+	sh("sh %s/corpus/unpack.sh %s >/dev/null", shared, unpacked);
+	while (fgets(line, sizeof(line), f)) {
+		char name[256], verdict[32], sizes[32], sha[80], path[600], got[65];
+		struct vd_chain *c = NULL;
+		size_t len;
+		int r;
+
+		if (sscanf(line, "%255s %31s %31s %79s", name, verdict, sizes, sha) != 4)
+			continue;
+		len = strlen(name);
+		if (len < 4 || strcmp(name + len - 4, ".vhd"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", unpacked, name);
+		r = vd_chain_open(path, 0, &c);
+		if (strcmp(verdict, "ok")) {
+			print_message("corpus %s: expected failure, got %d\n", name, r);
+			assert_true(r < 0);
+			continue;
+		}
+		assert_int_equal(r, 0);
+		assert_int_equal(vd_chain_size(c, vd_chain_depth(c) - 1), strtoull(sizes, NULL, 10));
+		if (strtoull(sizes, NULL, 10) <= CORPUS_SHA_MAX) {
+			chain_sha256(c, got);
+			assert_string_equal(got, sha);
+		} else {
+			print_message("corpus %s: size checked, sha256 skipped (too large)\n", name);
+		}
+		vd_chain_close(c);
+		n_ok++;
+	}
+	fclose(f);
+	assert_true(n_ok > 0);
+	(void)state;
+}
+
+/* dfvfs/fat-differential.vhd's parent is absent: "parent not found" naming
+ * the locators tried. */
+static void test_corpus_missing_parent(void **state)
+{
+	const char *shared = getenv("VD_SHARED");
+	char path[400], cmd[900], out[400];
+	struct vd_chain *c;
+	FILE *f;
+
+	if (!shared)
+		skip();
+	snprintf(path, sizeof(path), "%s/corpus/dfvfs/fat-differential.vhd.gz", shared);
+	if (access(path, R_OK))
+		skip();
+	snprintf(out, sizeof(out), "%s/fat-differential.vhd", dir);
+	sh("gzip -dc %s > %s", path, out);
+	/* run the open in a child process to capture its one error line */
+	snprintf(cmd, sizeof(cmd), "%s/err.txt", dir);
+	fflush(stderr);
+	{
+		int saved = dup(2), fd = open(cmd, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		dup2(fd, 2);
+		assert_int_equal(vd_chain_open(out, 0, &c), -ENOENT);
+		fflush(stderr);
+		dup2(saved, 2);
+		close(saved);
+		close(fd);
+	}
+	f = fopen(cmd, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(cmd, sizeof(cmd), f));
+	fclose(f);
+	print_message("%s", cmd);
+	assert_non_null(strstr(cmd, "parent not found"));
+	assert_non_null(strstr(cmd, "W2ru") ? strstr(cmd, "W2ru") : strstr(cmd, "W2ku"));
+	(void)state;
+}
+
+static int setup(void **state)
+{
+	strcpy(dir, "/tmp/vhdchainXXXXXX");
+	(void)state;
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	(void)state;
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_chain_1),
+		cmocka_unit_test(test_chain_2),
+		cmocka_unit_test(test_chain_16),
+		cmocka_unit_test(test_midbyte_run),
+		cmocka_unit_test(test_qemu_images),
+		cmocka_unit_test(test_discovery),
+		cmocka_unit_test(test_corpus),
+		cmocka_unit_test(test_corpus_missing_parent),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
