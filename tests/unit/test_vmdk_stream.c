@@ -1,0 +1,358 @@
+/* streamOptimized extent backend: VMware-layout streams from mkstream (zlib
+ * and raw deflate, incompressible grains, a final partial grain, no footer so
+ * the markers are scanned, small grains), a qemu-layout stream from qemu-img,
+ * the grain cache (a sequential read inflates each grain once), truncation,
+ * and every stream check of formats.md section 9 reached by a poked field. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "disk/endian.h"
+#include "esx_helper.h"
+
+#define RAW_BYTES (7822u * 512u) /* 61 grains + a partial one of 14 sectors */
+#define SECTORS (RAW_BYTES / 512u)
+
+static uint8_t *raw;
+
+/* Writes r.raw: random grains (incompressible), text-like grains, zero gaps. */
+static void make_raw(void)
+{
+	uint64_t x = 88172645463325252ull;
+
+	if (raw)
+		return;
+	raw = calloc(RAW_BYTES, 1);
+	assert_non_null(raw);
+	for (uint32_t i = 0; i < RAW_BYTES; i++) {
+		uint32_t g = i / 65536;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (g % 4 == 0)
+			raw[i] = (uint8_t)x;
+		else if (g % 4 == 1)
+			raw[i] = (uint8_t)("vdmount stream test "[i % 20]);
+		else if (g % 4 == 2 && i % 4096 == 7)
+			raw[i] = 1;
+	}
+	raw[RAW_BYTES - 1] = 0x5a;
+	assert_int_equal(esx_poke(esx_path("r.raw"), 0, raw, RAW_BYTES), -ENOENT);
+	assert_int_equal(esx_run("truncate -s %u r.raw", RAW_BYTES), 0);
+	assert_int_equal(esx_poke(esx_path("r.raw"), 0, raw, RAW_BYTES), 0);
+}
+
+static void mk(const char *opts)
+{
+	make_raw();
+	assert_int_equal(esx_run("\"$T/mkstream\" r.raw s.vmdk %s", opts), 0);
+}
+
+static int open_s(struct vmdk_extent *e)
+{
+	return esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), SECTORS, e);
+}
+
+static char *describe(struct vmdk_extent *e)
+{
+	struct vd_json j = { 0 };
+
+	vd_json_obj_begin(&j, NULL);
+	e->ops->describe(e, &j);
+	vd_json_obj_end(&j);
+	return j.buf.data;
+}
+
+static uint64_t json_u64(const char *js, const char *key)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\": ", key);
+	p = strstr(js, pat);
+	assert_non_null(p);
+	return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* Reads s.vmdk whole in chunk-sized requests and compares with r.raw. */
+static void check(const char *layout, size_t chunk)
+{
+	struct vmdk_extent e;
+	uint8_t *got;
+	char *js, want[64];
+
+	assert_int_equal(open_s(&e), 0);
+	assert_int_equal(esx_extent_read_all(&e, chunk, &got, NULL), 0);
+	assert_memory_equal(got, raw, RAW_BYTES);
+	free(got);
+	js = describe(&e);
+	snprintf(want, sizeof(want), "\"layout\": \"%s\"", layout);
+	assert_non_null(strstr(js, want));
+	/* the cache: a sequential read inflates every grain exactly once */
+	assert_int_equal(json_u64(js, "grains_inflated"), json_u64(js, "compressed_grains"));
+	free(js);
+	esx_extent_close(&e);
+}
+
+static void test_vmware_layouts(void **st)
+{
+	(void)st;
+	mk("");
+	check("vmware", 4096);
+	check("vmware", 1 << 20);
+	check("vmware", 1536);
+	mk("--raw-deflate");
+	check("vmware", 65536);
+	mk("--store 0"); /* every compressed grain is larger than the grain */
+	check("vmware", 65536);
+	mk("--grain 8");
+	check("vmware", 3000);
+	mk("--grain 2048 --store 0");
+	check("vmware", 1 << 20);
+	mk("--no-footer");
+	check("scanned", 65536);
+}
+
+static void test_qemu_layout(void **st)
+{
+	(void)st;
+	make_raw();
+	if (esx_run("command -v qemu-img >/dev/null") != 0)
+		skip();
+	assert_int_equal(esx_run("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "
+				 "r.raw s.vmdk"),
+			 0);
+	check("qemu", 65536);
+	check("qemu", 512);
+	/* and the VMware-layout file reads the same in qemu-img */
+	mk("--store 0");
+	assert_int_equal(esx_run("qemu-img convert -O raw s.vmdk q.raw && cmp q.raw r.raw"), 0);
+}
+
+static void test_block_status(void **st)
+{
+	struct vmdk_extent e;
+	uint64_t pnum;
+
+	(void)st;
+	mk("");
+	assert_int_equal(open_s(&e), 0);
+	/* grains 0, 1 data; grain 2 holds 1-bytes (data); grain 3 is zero */
+	assert_int_equal(e.ops->block_status(&e, 100, 4 * 65536, &pnum), VD_DATA);
+	assert_int_equal(pnum, 3 * 65536 - 100);
+	assert_int_equal(e.ops->block_status(&e, 3 * 65536 + 5, 65536 * 2, &pnum), VD_UNALLOC);
+	assert_int_equal(pnum, 65536 - 5);
+	esx_extent_close(&e);
+}
+
+static void expect_open(int want)
+{
+	struct vmdk_extent e;
+	unsigned errs = vd_log_error_count();
+	int ret = open_s(&e);
+
+	assert_int_equal(ret, want);
+	if (ret == 0)
+		esx_extent_close(&e);
+	else
+		assert_true(vd_log_error_count() > errs);
+}
+
+/* Expects open to succeed and a whole read to fail with -EIO. */
+static void expect_read_eio(void)
+{
+	struct vmdk_extent e;
+	uint8_t *got;
+
+	assert_int_equal(open_s(&e), 0);
+	assert_int_equal(esx_extent_read_all(&e, 65536, &got, NULL), -EIO);
+	free(got);
+	esx_extent_close(&e);
+}
+
+static uint64_t file_size(const char *name)
+{
+	size_t len;
+	uint8_t *b = esx_slurp(esx_path(name), &len);
+
+	free(b);
+	return len;
+}
+
+/* Returns the file offset of the first grain marker (sector overHead = 128). */
+#define GRAIN0 (128u * 512u)
+
+static void test_truncated(void **st)
+{
+	(void)st;
+	mk("");
+	assert_int_equal(truncate(esx_path("s.vmdk"), 1 << 20), 0);
+	expect_open(-EINVAL); /* no footer, scan runs into EOF: refused */
+	mk("");
+	assert_int_equal(truncate(esx_path("s.vmdk"), 100 * 512), 0);
+	expect_open(-EINVAL); /* overHead past EOF */
+	mk("");
+	assert_int_equal(truncate(esx_path("s.vmdk"), 1000), 0);
+	expect_open(-EINVAL);
+	if (esx_run("command -v qemu-img >/dev/null") == 0) {
+		assert_int_equal(esx_run("qemu-img convert -f raw -O vmdk -o "
+					 "subformat=streamOptimized r.raw s.vmdk"),
+				 0);
+		assert_int_equal(truncate(esx_path("s.vmdk"), 1 << 20), 0);
+		expect_open(-EINVAL); /* GT entries past EOF */
+	}
+}
+
+static void test_bad_header_footer(void **st)
+{
+	uint64_t foot;
+
+	(void)st;
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), 0, 0x12345678), 0);
+	expect_open(-EINVAL); /* magic (vmdk_kdmv_decode) */
+	mk("");
+	assert_int_equal(esx_poke(esx_path("s.vmdk"), 77, "\0", 1), 0);
+	expect_open(-EINVAL); /* compressAlgorithm 0 */
+	mk("");
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), 64, 1ull << 40), 0);
+	expect_open(-EINVAL); /* overHead past EOF */
+	mk("");
+	{
+		struct vmdk_extent e;
+		assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), SECTORS + 1,
+						 &e),
+				 -EINVAL); /* capacity < SECTORS */
+	}
+	mk("");
+	foot = file_size("s.vmdk") - 1024;
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 12, SECTORS + 128), 0);
+	expect_open(-EINVAL); /* footer capacity != header capacity */
+	mk("");
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 56, ~0ull), 0);
+	expect_open(-EINVAL); /* footer gdOffset = GD_AT_END */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), foot, 0), 0);
+	expect_open(0); /* footer magic damaged: no footer, scanning works (EOS present) */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), foot - 512 + 12, 9), 0);
+	expect_open(0); /* footer marker type damaged: likewise */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), foot + 512 + 12, 9), 0);
+	expect_open(-EINVAL); /* no EOS: no footer, and the scan runs into EOF */
+	mk("");
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 56, 1ull << 30), 0);
+	expect_open(0); /* GD past EOF: falls back to scanning, with a warning */
+	mk("");
+	assert_int_equal(esx_run("truncate -s +100 s.vmdk"), 0);
+	expect_open(0); /* not a sector multiple: no footer check, scan to EOS */
+}
+
+static void test_bad_tables(void **st)
+{
+	uint64_t gd_sec, gt_sec;
+	size_t len;
+	uint8_t *f;
+
+	(void)st;
+	mk("");
+	f = esx_slurp(esx_path("s.vmdk"), &len);
+	gd_sec = vd_get_le64(f + len - 1024 + 56);
+	gt_sec = vd_get_le32(f + gd_sec * 512);
+	free(f);
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gd_sec * 512, 0x7fffffff), 0);
+	expect_open(-EINVAL); /* GDE past EOF */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512, 5), 0);
+	expect_open(-EINVAL); /* GTE before overHead */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512, 0x7fffffff), 0);
+	expect_open(-EINVAL); /* GTE past EOF */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512, 1), 0);
+	expect_open(-EINVAL); /* GTE 1 without the zeroed-grain flag */
+}
+
+static void test_bad_grains(void **st)
+{
+	(void)st;
+	mk("");
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), GRAIN0, 128), 0);
+	expect_read_eio(); /* marker lba */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), GRAIN0 + 8, 0x7fffffff), 0);
+	expect_read_eio(); /* marker size > compressBound */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), GRAIN0 + 8, 0), 0);
+	expect_read_eio(); /* marker size 0 */
+	mk("");
+	assert_int_equal(esx_poke(esx_path("s.vmdk"), GRAIN0 + 12 + 40, "garbage!garbage!", 16), 0);
+	expect_read_eio(); /* corrupt deflate data */
+	mk("");
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), GRAIN0 + 8, 100), 0);
+	expect_read_eio(); /* compressed data cut short */
+}
+
+/* A grain that inflates to more than a grain: halve the grain size in the
+ * header and footer of a stream whose grain 0 is 64 KiB of data. */
+static void test_zip_bomb(void **st)
+{
+	uint64_t foot;
+
+	(void)st;
+	mk("");
+	foot = file_size("s.vmdk") - 1024;
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), 20, 64), 0);
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 20, 64), 0);
+	{
+		struct vmdk_extent e;
+		uint8_t buf[512];
+		uint64_t pnum;
+
+		assert_int_equal(open_s(&e), 0);
+		assert_int_equal(e.ops->block_status(&e, 0, 512, &pnum), VD_DATA);
+		assert_int_equal(e.ops->read(&e, buf, sizeof(buf), 0), -EIO);
+		esx_extent_close(&e);
+	}
+}
+
+static void test_corpus(void **st)
+{
+	const char *shared = getenv("VD_SHARED");
+
+	(void)st;
+	if (!shared || esx_run("test -f '%s/corpus/govmomi/ttylinux-pc_i486-16.1-disk1.vmdk'",
+			       shared))
+		skip();
+	assert_int_equal(esx_run("cp '%s/corpus/govmomi/ttylinux-pc_i486-16.1-disk1.vmdk' s.vmdk",
+				 shared),
+			 0);
+	{
+		struct vmdk_extent e;
+		assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), 61440, &e),
+				 -EINVAL);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vmware_layouts), cmocka_unit_test(test_qemu_layout),
+		cmocka_unit_test(test_block_status),   cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_bad_header_footer), cmocka_unit_test(test_bad_tables),
+		cmocka_unit_test(test_bad_grains),     cmocka_unit_test(test_zip_bomb),
+		cmocka_unit_test(test_corpus),
+	};
+	int ret = cmocka_run_group_tests(tests, NULL, NULL);
+
+	free(raw);
+	esx_run("rm -rf \"$PWD\"");
+	return ret;
+}
