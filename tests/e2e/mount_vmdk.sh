@@ -287,6 +287,8 @@ check_tree()
 	vd_check "$name: disk open for write -> EROFS" vd_expect_erofs "$dir/disk"
 	vd_check "$name: layers/${files[0]} open for write -> EROFS" \
 		vd_expect_erofs "$dir/layers/${files[0]}"
+	vd_check "$name: the mount still answers (daemon alive)" \
+		bash -c 'ls "$1" >/dev/null' _ "$dir/layers"
 }
 
 run_pass()
