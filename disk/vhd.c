@@ -45,8 +45,8 @@ static int vhd_probe(const uint8_t *head, size_t len, uint64_t file_size)
 
 /* Reads the footer at off into raw and decodes it; *why explains a failure.
  * A checksum mismatch is reported only for footers whose fields are sane. */
-static int footer_try(struct vd_image *img, uint64_t off, uint64_t data_end,
-		      struct vhd_footer *f, uint8_t *raw, const char **why)
+static int footer_try(struct vd_image *img, uint64_t off, uint64_t data_end, struct vhd_footer *f,
+		      uint8_t *raw, const char **why)
 {
 	int r = vd_pread_full(img->fd, raw, VHD_FOOTER_SIZE, off);
 
@@ -156,8 +156,7 @@ static int spans_check(struct vd_image *img, struct vhd_span *sp, size_t n)
 		if (sp[i].start < sp[i - 1].end) {
 			span_name(&sp[i - 1], a, sizeof(a));
 			span_name(&sp[i], b, sizeof(b));
-			vd_log_err("vhd: %s: %s and %s overlap (bytes %" PRIu64 " and %" PRIu64
-				   ")",
+			vd_log_err("vhd: %s: %s and %s overlap (bytes %" PRIu64 " and %" PRIu64 ")",
 				   img->path, a, b, sp[i - 1].start, sp[i].start);
 			return -EINVAL;
 		}
@@ -197,8 +196,8 @@ static int locator_load(struct vd_image *img, struct vhd_state *st, int i, uint6
 	span->end = end;
 	span->tag = -1 - i;
 	st->locs[i].code = l->code;
-	if (!l->length || (l->code != VHD_PLAT_W2RU && l->code != VHD_PLAT_W2KU &&
-			   l->code != VHD_PLAT_MACX))
+	if (!l->length ||
+	    (l->code != VHD_PLAT_W2RU && l->code != VHD_PLAT_W2KU && l->code != VHD_PLAT_MACX))
 		return 0; /* deprecated ANSI and Mac alias locators are not used */
 	buf = malloc(l->length);
 	if (!buf)
@@ -237,8 +236,7 @@ static int parent_load(struct vd_image *img, struct vhd_state *st, uint64_t data
 			return r;
 		(*n_spans)++;
 	}
-	r = vhd_utf16_to_utf8(st->hdr.parent_name, VHD_HDR_PARENT_NAME_LEN, true,
-			      &st->parent_name);
+	r = vhd_utf16_to_utf8(st->hdr.parent_name, VHD_HDR_PARENT_NAME_LEN, true, &st->parent_name);
 	if (r == -EINVAL)
 		vd_log_err("vhd: %s: parent unicode name is not valid UTF-16BE", img->path);
 	if (r < 0)
@@ -568,8 +566,7 @@ static int vhd_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 	return 0;
 out:
 	if (r < 0)
-		vd_log_err("vhd: %s: read at %" PRIu64 " failed: %s", img->path, off,
-			   strerror(-r));
+		vd_log_err("vhd: %s: read at %" PRIu64 " failed: %s", img->path, off, strerror(-r));
 	return r < 0 ? -EIO : 0;
 }
 
@@ -597,9 +594,10 @@ static void vhd_describe(struct vd_image *img, struct vd_json *j)
 	vd_json_obj_end(j);
 	vd_json_u64(j, "timestamp", st->ftr.timestamp);
 	vd_json_bool(j, "footer_checksum_ok", st->ftr.checksum_ok);
-	vd_json_str(j, "footer_used", st->ftr_from_copy ? "copy at offset 0"
-				       : st->ftr_off % VHD_SECTOR ? "EOF-511"
-								  : "EOF-512");
+	vd_json_str(j, "footer_used",
+		    st->ftr_from_copy	       ? "copy at offset 0"
+		    : st->ftr_off % VHD_SECTOR ? "EOF-511"
+					       : "EOF-512");
 	if (st->ftr.type != VHD_TYPE_FIXED) {
 		pthread_rwlock_rdlock(&st->lock);
 		for (uint32_t i = 0; i < st->n_blocks; i++)
@@ -627,15 +625,15 @@ static void vhd_describe(struct vd_image *img, struct vd_json *j)
 }
 
 const struct vd_format_ops vd_vhd_ops = {
-	.name = "vhd",
-	.caps = VD_CAP_WRITE | VD_CAP_CREATE_CHILD,
-	.probe = vhd_probe,
-	.open = vhd_open,
-	.close = vhd_close,
-	.block_status = vhd_block_status,
-	.read = vhd_read,
-	.write = vhd_write,
-	.flush = vhd_flush,
-	.create_child = vhd_create_child,
-	.describe = vhd_describe,
+    .name = "vhd",
+    .caps = VD_CAP_WRITE | VD_CAP_CREATE_CHILD,
+    .probe = vhd_probe,
+    .open = vhd_open,
+    .close = vhd_close,
+    .block_status = vhd_block_status,
+    .read = vhd_read,
+    .write = vhd_write,
+    .flush = vhd_flush,
+    .create_child = vhd_create_child,
+    .describe = vhd_describe,
 };

@@ -58,9 +58,9 @@
 #define VHD_MAX_SIZE (2040ull << 30)
 #define VHD_MIN_BLOCK 512u
 #define VHD_MAX_BLOCK (256u << 20)
-#define VHD_MAX_BAT (1u << 24)	     /* entries kept in memory (64 MiB of BAT) */
+#define VHD_MAX_BAT (1u << 24)	    /* entries kept in memory (64 MiB of BAT) */
 #define VHD_MAX_LOCATOR (32u << 10) /* payload bytes */
-#define VHD_EPOCH 946684800	     /* 2000-01-01 00:00:00 UTC in Unix time */
+#define VHD_EPOCH 946684800	    /* 2000-01-01 00:00:00 UTC in Unix time */
 
 /* Platform codes of parent locators (formats.md 6.2). */
 #define VHD_PLAT_NONE 0u

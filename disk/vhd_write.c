@@ -335,7 +335,8 @@ static int bitmap_load(struct vd_image *img, uint32_t block, uint8_t *bits)
 
 	if (st->slots)
 		return vhd_bitmap_get(img, block, bits);
-	return vd_pread_full(img->fd, bits, st->bitmap_bytes, (uint64_t)st->bat[block] * VHD_SECTOR);
+	return vd_pread_full(img->fd, bits, st->bitmap_bytes,
+			     (uint64_t)st->bat[block] * VHD_SECTOR);
 }
 
 static void bits_set(uint8_t *bits, uint32_t first, uint32_t count, bool *changed)

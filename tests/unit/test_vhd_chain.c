@@ -203,6 +203,15 @@ static void test_midbyte_run(void **state)
 	}
 	assert_int_equal(vd_chain_block_status(c, 1, 6 * 512, 512, &n, &owner), VD_DATA);
 	assert_int_equal(owner, 0);
+	{
+		struct vd_json j = {0};
+		assert_int_equal(vd_chain_describe(c, &j), 0);
+		assert_non_null(strstr(j.buf.data, "\"disk_type\": \"differencing\""));
+		assert_non_null(strstr(j.buf.data, "\"kind\": \"W2ru\""));
+		assert_non_null(strstr(j.buf.data, "\"parent_name\": \"mb-base.vhd\""));
+		assert_non_null(strstr(j.buf.data, "\"bat_entries_used\": 1"));
+		vd_buf_free(&j.buf);
+	}
 	vd_chain_close(c);
 	(void)state;
 }
@@ -428,12 +437,14 @@ static void test_corpus(void **state)
 			continue;
 		}
 		assert_int_equal(r, 0);
-		assert_int_equal(vd_chain_size(c, vd_chain_depth(c) - 1), strtoull(sizes, NULL, 10));
+		assert_int_equal(vd_chain_size(c, vd_chain_depth(c) - 1),
+				 strtoull(sizes, NULL, 10));
 		if (strtoull(sizes, NULL, 10) <= CORPUS_SHA_MAX) {
 			chain_sha256(c, got);
 			assert_string_equal(got, sha);
 		} else {
-			print_message("corpus %s: size checked, sha256 skipped (too large)\n", name);
+			print_message("corpus %s: size checked, sha256 skipped (too large)\n",
+				      name);
 		}
 		vd_chain_close(c);
 		n_ok++;
@@ -501,14 +512,10 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_chain_1),
-		cmocka_unit_test(test_chain_2),
-		cmocka_unit_test(test_chain_16),
-		cmocka_unit_test(test_midbyte_run),
-		cmocka_unit_test(test_qemu_images),
-		cmocka_unit_test(test_discovery),
-		cmocka_unit_test(test_corpus),
-		cmocka_unit_test(test_corpus_missing_parent),
+	    cmocka_unit_test(test_chain_1),	cmocka_unit_test(test_chain_2),
+	    cmocka_unit_test(test_chain_16),	cmocka_unit_test(test_midbyte_run),
+	    cmocka_unit_test(test_qemu_images), cmocka_unit_test(test_discovery),
+	    cmocka_unit_test(test_corpus),	cmocka_unit_test(test_corpus_missing_parent),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -549,17 +549,17 @@ static void test_hostile_files(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_checksum_and_footer_roundtrip),
-		cmocka_unit_test(test_header_decode),
-		cmocka_unit_test(test_locator_span),
-		cmocka_unit_test(test_utf16),
-		cmocka_unit_test(test_macx),
-		cmocka_unit_test(test_bitmap_runs),
-		cmocka_unit_test(test_chs),
-		cmocka_unit_test(test_open_good),
-		cmocka_unit_test(test_pokes),
-		cmocka_unit_test(test_locator_pokes),
-		cmocka_unit_test(test_hostile_files),
+	    cmocka_unit_test(test_checksum_and_footer_roundtrip),
+	    cmocka_unit_test(test_header_decode),
+	    cmocka_unit_test(test_locator_span),
+	    cmocka_unit_test(test_utf16),
+	    cmocka_unit_test(test_macx),
+	    cmocka_unit_test(test_bitmap_runs),
+	    cmocka_unit_test(test_chs),
+	    cmocka_unit_test(test_open_good),
+	    cmocka_unit_test(test_pokes),
+	    cmocka_unit_test(test_locator_pokes),
+	    cmocka_unit_test(test_hostile_files),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
