@@ -274,18 +274,27 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	return 0;
 }
 
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
-		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+static int fs_opendir(const char *path, struct fuse_file_info *fi)
 {
 	struct fs_node *n = node_find(tree_get(), path);
 
-	(void)off;
-	(void)fi;
-	(void)flags;
 	if (!n)
 		return -ENOENT;
 	if (n->kind != FS_DIR)
 		return -ENOTDIR;
+	fi->fh = (uintptr_t)n;
+	return 0;
+}
+
+/* With nullpath_ok, path may be NULL here: the node comes from opendir. */
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+
+	(void)path;
+	(void)off;
+	(void)flags;
 	fill(buf, ".", NULL, 0, 0);
 	fill(buf, "..", NULL, 0, 0);
 	for (unsigned i = 0; i < n->n_kids; i++)
@@ -367,6 +376,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 
 const struct fuse_operations fs_ops = {
 	.getattr = fs_getattr,
+	.opendir = fs_opendir,
 	.readdir = fs_readdir,
 	.open = fs_open,
 	.read = fs_read,
