@@ -319,6 +319,89 @@ vd_expect_fail()
 	fi
 }
 
+# vd_stem FILE: the layer name vdmount uses (base name without .vmdk/.vhd).
+vd_stem()
+{
+	local b
+	b=$(basename "$1")
+	b=${b%.vmdk}
+	echo "${b%.vhd}"
+}
+
+# vd_qemu_io FMT IMG CMD...: runs qemu-io -f FMT -c CMD... on IMG (dies on error).
+vd_qemu_io()
+{
+	local fmt=$1 img=$2
+	shift 2
+	local args=() c
+	for c in "$@"; do
+		args+=(-c "$c")
+	done
+	qemu-io -f "$fmt" "${args[@]}" "$img" >/dev/null || vd_die "qemu-io $* on $img"
+}
+
+# vd_same FILE EXPECTED: same size and content (cmp, at most 300 s).
+vd_same()
+{
+	local got exp
+	got=$(stat -c %s "$1" 2>/dev/null) || { echo "    $1: cannot stat" >&2; return 1; }
+	exp=$(stat -c %s "$2")
+	if [ "$got" != "$exp" ]; then
+		echo "    $1: size $got, expected $exp" >&2
+		return 1
+	fi
+	timeout 300 cmp "$1" "$2" >&2
+}
+
+# vd_check_tree DIR NAME LAYER...: DIR is a mounted chain (disk, layers/,
+# chain.json) of LAYER files, base first. Checks disk and every layers/NN-<stem>
+# (stem = file name without .vmdk/.vhd; NN = 1-based, any zero padding)
+# against ${EXPECT[layer]} (a global associative array the caller fills),
+# that chain.json is a JSON object naming every layer, EROFS on open for
+# write, and that the daemon still answers.
+vd_check_tree()
+{
+	local dir=$1 name=$2
+	shift 2
+	local layers=("$@") n=$# i=0 f files=() prefix
+	vd_check "$name: disk" vd_same "$dir/disk" "${EXPECT[${layers[n - 1]}]}"
+	mapfile -t files < <(ls "$dir/layers" 2>/dev/null)
+	if [ ${#files[@]} -ne "$n" ]; then
+		vd_fail "$name: layers/ has ${#files[@]} entries (${files[*]}), expected $n"
+		return
+	fi
+	for f in "${files[@]}"; do
+		prefix=${f%%-*}
+		if [ "$f" != "$prefix-$(vd_stem "${layers[i]}")" ] || [ "$((10#$prefix))" != $((i + 1)) ]; then
+			vd_fail "$name: layers/$f should be NN-$(vd_stem "${layers[i]}") with NN = $((i + 1))"
+		else
+			vd_check "$name: layers/$f" vd_same "$dir/layers/$f" "${EXPECT[${layers[i]}]}"
+		fi
+		i=$((i + 1))
+	done
+	local json ok=1
+	json=$(cat "$dir/chain.json" 2>/dev/null)
+	for f in "${layers[@]}"; do
+		case "$json" in
+		*"$(basename "$f")"*) ;;
+		*) ok=0 ;;
+		esac
+	done
+	case "$json" in
+	"{"*"}") ;;
+	*) ok=0 ;;
+	esac
+	if command -v jq >/dev/null && ! jq -e . >/dev/null 2>&1 <<<"$json"; then
+		ok=0
+	fi
+	vd_check "$name: chain.json names every layer" test $ok = 1
+	vd_check "$name: disk open for write -> EROFS" vd_expect_erofs "$dir/disk"
+	vd_check "$name: layers/${files[0]} open for write -> EROFS" \
+		vd_expect_erofs "$dir/layers/${files[0]}"
+	vd_check "$name: the mount still answers (daemon alive)" \
+		bash -c 'ls "$1" >/dev/null' _ "$dir/layers"
+}
+
 # vd_asan_check: after all unmounts, fails on any sanitizer error reported by a
 # daemonized vdmount; leaks are printed but do not fail (the daemon's exit
 # path is not the product's hot path).

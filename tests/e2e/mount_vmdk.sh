@@ -30,13 +30,7 @@ CHAINS=()	  # "name|layer1 layer2 ... top" (base first)
 
 qio()
 {
-	local img=$1
-	shift
-	local args=() c
-	for c in "$@"; do
-		args+=(-c "$c")
-	done
-	qemu-io -f vmdk "${args[@]}" "$img" >/dev/null || vd_die "qemu-io $* on $img"
+	vd_qemu_io vmdk "$@"
 }
 
 # rnd IMG OFF LEN [EXP]: random data at OFF into IMG (and into the raw EXP).
@@ -227,69 +221,6 @@ done
 mapfile -t SOURCES < <(find "$W" -type f | sort)
 vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
-stem()
-{
-	local b
-	b=$(basename "$1")
-	echo "${b%.vmdk}"
-}
-
-# same FILE EXPECTED: size and content equal (bounded in time).
-same()
-{
-	local got exp
-	got=$(stat -c %s "$1" 2>/dev/null) || { echo "    $1: cannot stat" >&2; return 1; }
-	exp=$(stat -c %s "$2")
-	if [ "$got" != "$exp" ]; then
-		echo "    $1: size $got, expected $exp" >&2
-		return 1
-	fi
-	timeout 300 cmp "$1" "$2" >&2
-}
-
-# check_tree DIR LAYERS...: DIR holds disk, layers/ and chain.json for LAYERS.
-check_tree()
-{
-	local dir=$1 name=$2
-	shift 2
-	local layers=("$@") n=$# i=0 f files=() prefix
-	vd_check "$name: disk" same "$dir/disk" "${EXPECT[${layers[n - 1]}]}"
-	mapfile -t files < <(ls "$dir/layers" 2>/dev/null)
-	if [ ${#files[@]} -ne "$n" ]; then
-		vd_fail "$name: layers/ has ${#files[@]} entries (${files[*]}), expected $n"
-		return
-	fi
-	for f in "${files[@]}"; do
-		prefix=${f%%-*}
-		if [ "$f" != "$prefix-$(stem "${layers[i]}")" ] || [ "$((10#$prefix))" != $((i + 1)) ]; then
-			vd_fail "$name: layers/$f should be NN-$(stem "${layers[i]}") with NN = $((i + 1))"
-		else
-			vd_check "$name: layers/$f" same "$dir/layers/$f" "${EXPECT[${layers[i]}]}"
-		fi
-		i=$((i + 1))
-	done
-	local json ok=1
-	json=$(cat "$dir/chain.json" 2>/dev/null)
-	for f in "${layers[@]}"; do
-		case "$json" in
-		*"$(basename "$f")"*) ;;
-		*) ok=0 ;;
-		esac
-	done
-	case "$json" in
-	"{"*"}") ;;
-	*) ok=0 ;;
-	esac
-	if command -v jq >/dev/null && ! jq -e . >/dev/null 2>&1 <<<"$json"; then
-		ok=0
-	fi
-	vd_check "$name: chain.json names every layer" test $ok = 1
-	vd_check "$name: disk open for write -> EROFS" vd_expect_erofs "$dir/disk"
-	vd_check "$name: layers/${files[0]} open for write -> EROFS" \
-		vd_expect_erofs "$dir/layers/${files[0]}"
-	vd_check "$name: the mount still answers (daemon alive)" \
-		bash -c 'ls "$1" >/dev/null' _ "$dir/layers"
-}
 
 run_pass()
 {
@@ -306,7 +237,7 @@ run_pass()
 			vd_fail "[$mode] $name: mount"
 			continue
 		fi
-		check_tree "$mnt" "[$mode] $name" "${layers[@]}"
+		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
 		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
 	done
 
@@ -314,8 +245,8 @@ run_pass()
 	local a=$W/sparse/sp-3.vmdk b=$W/flat/fl-1.vmdk
 	mnt=$M/$mode-multi
 	if vd_mount "${opts[@]}" "$a" "$b" "$mnt"; then
-		check_tree "$mnt/sp-3" "[$mode] multi sp-3" $W/sparse/sp{,-1,-2,-3}.vmdk
-		check_tree "$mnt/fl-1" "[$mode] multi fl-1" $W/flat/fl{,-1}.vmdk
+		vd_check_tree "$mnt/sp-3" "[$mode] multi sp-3" $W/sparse/sp{,-1,-2,-3}.vmdk
+		vd_check_tree "$mnt/fl-1" "[$mode] multi fl-1" $W/flat/fl{,-1}.vmdk
 		vd_check "[$mode] multi: unmount" vd_umount "$mnt"
 	else
 		vd_fail "[$mode] multi-image mount"
@@ -324,7 +255,7 @@ run_pass()
 	# Foreground mount, polled with mountpoint -q.
 	mnt=$M/$mode-fg
 	if vd_mount_fg "${opts[@]}" "$W/zg/zg-1.vmdk" "$mnt"; then
-		vd_check "[$mode] -f: disk" same "$mnt/disk" "${EXPECT[$W/zg/zg-1.vmdk]}"
+		vd_check "[$mode] -f: disk" vd_same "$mnt/disk" "${EXPECT[$W/zg/zg-1.vmdk]}"
 		vd_check "[$mode] -f: unmount" vd_umount "$mnt"
 		vd_check "[$mode] -f: vdmount exits 0 after unmount" vd_fg_wait
 	else
