@@ -9,7 +9,7 @@
 # ratios and the issue's targets. Values are kept as plain numbers in
 # BM_VAL["row|tool"]; "n/a" means the tool failed (the reason is in the notes).
 
-declare -A BM_VAL BM_LABEL BM_KIND BM_TARGET BM_HWM
+declare -A BM_VAL BM_LABEL BM_KIND BM_TARGET BM_HWM BM_DESC
 BM_ROWS=()
 BM_NOTES=()
 BM_TOOLS_ALL=(raw vd qsd yal)
@@ -83,11 +83,15 @@ bm_seq()
 # bypassed (direct=0); freshness comes from a fresh mount per run.
 bm_rand()
 {
-	local f=$1 jobs=$2 rt=$3 out
+	local f=$1 jobs=$2 rt=$3 out map=()
+	# fio's random map makes the first pass over the file free of repeats
+	# (every read a miss); it would need 32 MiB per TiB, so not for 2 TiB.
+	(($(stat -L -c %s -- "$f") > (64 << 30))) && map=(--norandommap)
+	# shellcheck disable=SC2086 # VD_BENCH_FIO_EXTRA is a list of options
 	out=$(LC_ALL=C timeout -k 10 $((rt + 120)) fio --name=bench --filename="${f//:/\\:}" \
 		--readonly --rw=randread --bs=4k --ioengine=psync --numjobs="$jobs" \
 		--time_based --runtime="$rt" --group_reporting --direct=0 --invalidate=0 \
-		--norandommap --output-format=json 2>&1)
+		"${map[@]}" ${VD_BENCH_FIO_EXTRA:-} --output-format=json 2>&1)
 	awk '
 		/"error" : / { e = $3; gsub(/[^0-9]/, "", e); if (e + 0 != 0) err = e }
 		/"read" : \{/ { inread = 1 }
@@ -129,6 +133,7 @@ bm_verify_at()
 	done <"$2"
 }
 
+# bm_hwm_keep KEY TOOL KB: remembers the largest VmHWM seen per KEY and tool.
 bm_hwm_keep()
 {
 	local key="$1|$2" kb=$3
@@ -138,8 +143,8 @@ bm_hwm_keep()
 	fi
 }
 
-# bm_put_rss ROW CHAIN: the row gets each tool's largest VmHWM (MiB) over
-# every run on CHAIN.
+# bm_put_rss ROW KEY: the row gets each tool's largest VmHWM (MiB) kept
+# under KEY by bm_hwm_keep.
 bm_put_rss()
 {
 	local t
@@ -149,15 +154,42 @@ bm_put_rss()
 	done
 }
 
-# bm_case ROW KIND CHAIN TOOL FMT TOP RAW WARM_FILES...: one measurement on a
-# fresh mount. KIND is seqwarm (image files in the page cache first), seqcold
-# (caches dropped before mounting), rand1/rand2 (fio, 1 or 2 jobs; warm) or
-# mount (median of 3 warm mount times, plus the sampled data check, stored
-# in row ROW.ok). For raw, the warm file is the raw itself.
+# bm_rows PFX DESC KIND...: declares the standard rows PFX.KIND of one chain
+# (DESC names it in labels and notes): seqw, seqc (sequential, warm / cold;
+# target 2x qsd), r1, r2 (random 4K, 1 / 2 jobs; target 3x qsd), mount (and
+# PFX.mount.ok, the sampled data check), mrss (peak RSS right after mounting),
+# rss (peak RSS over every run on the chain).
+bm_rows()
+{
+	local p=$1 d=$2 k
+	shift 2
+	BM_DESC[$p]=$d
+	for k in "$@"; do
+		case $k in
+		seqw) bm_row "$p.$k" hi "qsd>=2" "seq MB/s warm, $d" ;;
+		seqc) bm_row "$p.$k" hi "qsd>=2" "seq MB/s cold, $d" ;;
+		r1) bm_row "$p.$k" hi "qsd>=3" "rand 4K IOPS 1 job, $d" ;;
+		r2) bm_row "$p.$k" hi "qsd>=3" "rand 4K IOPS 2 jobs, $d" ;;
+		mount)
+			bm_row "$p.$k" lo - "mount ms, $d"
+			bm_row "$p.$k.ok" txt - "  data = raw (sampled)" ;;
+		mrss) bm_row "$p.$k" lo - "RSS MiB after mount, $d" ;;
+		rss) bm_row "$p.$k" lo - "peak RSS MiB, $d" ;;
+		esac
+	done
+}
+
+# bm_case PFX KIND TOOL FMT TOP RAW WARM_FILES...: one measurement of row
+# PFX.KIND on a fresh mount. KIND is seqw (image files in the page cache
+# first), seqc (caches dropped before mounting), r1/r2 (fio, 1 or 2 jobs;
+# warm) or mount (median of 3 warm mount times; the first mount also checks
+# samples of the data against RAW, or against PFX's .at file without a RAW).
+# For the raw tool, the warm file is RAW itself.
 bm_case()
 {
-	local row=$1 kind=$2 chain=$3 tool=$4 fmt=$5 top=$6 raw=$7 v i n=1 ms=() why
-	shift 7
+	local p=$1 kind=$2 tool=$3 fmt=$4 top=$5 raw=$6 v i n=1 ms=() why
+	local row=$1.$2 desc=${BM_DESC[$1]}
+	shift 6
 	[[ " $BM_TOOLS " == *" $tool "* ]] || return 0
 	if [ "$kind" = mount ]; then
 		[ "$tool" = raw ] && return 0
@@ -165,49 +197,66 @@ bm_case()
 	fi
 	for ((i = 0; i < n; i++)); do
 		case $kind in
-		seqcold) bm_cold ;;
+		seqc) bm_cold ;;
 		*) if [ "$tool" = raw ]; then bm_warm "$raw"; else bm_warm "$@"; fi ;;
 		esac
 		if ! bm_up "$tool" "$fmt" "$top" "$raw"; then
 			bm_down
 			bm_put "$row" "$tool" n/a
-			bm_note "$chain: $BM_ERR"
+			bm_note "$desc: $BM_ERR"
 			return 0
 		fi
 		case $kind in
-		seq*) v=$(bm_seq "$BM_FILE" "$BM_SEQ_CAP") ;;
-		rand1) v=$(bm_rand "$BM_FILE" 1 "$BM_RUNTIME") ;;
-		rand2) v=$(bm_rand "$BM_FILE" 2 "$BM_RUNTIME") ;;
+		seq?) v=$(bm_seq "$BM_FILE" "$BM_SEQ_CAP") ;;
+		r1) v=$(bm_rand "$BM_FILE" 1 "$BM_RUNTIME") ;;
+		r2) v=$(bm_rand "$BM_FILE" 2 "$BM_RUNTIME") ;;
 		mount)
 			ms+=("$BM_MOUNT_MS")
+			[ -n "$BM_PID" ] && bm_hwm_keep "$p.mount" "$tool" "$(bm_hwm_kb "$BM_PID")"
 			if ((i == 0)); then
 				if [ -n "$raw" ]; then
 					why=$(bm_verify "$BM_FILE" "$raw")
 				else
-					why=$(bm_verify_at "$BM_FILE" "${top%.vmdk}.at")
+					why=$(bm_verify_at "$BM_FILE" "${top%.*}.at")
 				fi
 				if [ -z "$why" ]; then
 					bm_put "$row.ok" "$tool" yes
 				else
 					bm_put "$row.ok" "$tool" NO
-					bm_note "$chain: $tool: $why"
+					bm_note "$desc: $tool: $why"
 				fi
 			fi ;;
 		esac
 		bm_down
-		bm_hwm_keep "$chain" "$tool" "$BM_HWM_KB"
+		bm_hwm_keep "$p" "$tool" "$BM_HWM_KB"
 	done
 	[ "$kind" = mount ] && v=$(printf '%s\n' "${ms[@]}" | sort -n | sed -n 2p)
 	case $v in
 	ERR*)
 		bm_put "$row" "$tool" n/a
-		bm_note "$chain: $tool: ${BM_LABEL[$row]}: ${v#ERR }" ;;
+		bm_note "$desc: $tool: ${BM_LABEL[$row]}: ${v#ERR }" ;;
 	*" capped")
 		bm_put "$row" "$tool" "${v% capped}"
-		bm_note "$chain: $tool: ${BM_LABEL[$row]}: read stopped after ${BM_SEQ_CAP} s (rate over the part read)" ;;
+		bm_note "$desc: $tool: ${BM_LABEL[$row]}: read stopped after ${BM_SEQ_CAP} s (rate over the part read)" ;;
 	*) bm_put "$row" "$tool" "$v" ;;
 	esac
-	printf '    %-34s %-5s %s\n' "${BM_LABEL[$row]}" "$tool" "${BM_VAL[$row|$tool]}"
+	printf '    %-38s %-4s %s\n' "${BM_LABEL[$row]}" "$tool" "${BM_VAL[$row|$tool]}"
+}
+
+# bm_chain PFX FMT TOP RAW "KIND..." "TOOL..." WARM_FILES...: every KIND for
+# every tool, all tools within one kind before the next so that they see
+# the same conditions; then the RSS rows.
+bm_chain()
+{
+	local p=$1 fmt=$2 top=$3 raw=$4 kinds=$5 tools=$6 k t
+	shift 6
+	for k in $kinds; do
+		for t in $tools; do
+			bm_case "$p" "$k" "$t" "$fmt" "$top" "$raw" "$@"
+		done
+	done
+	bm_put_rss "$p.rss" "$p"
+	bm_put_rss "$p.mrss" "$p.mount"
 }
 
 # bm_put_ratio ROW NUM_ROW DEN_ROW: for each tool, NUM/DEN (depth 32 / depth 1).
@@ -216,9 +265,7 @@ bm_put_ratio()
 	local t a b
 	for t in "${BM_TOOLS_ALL[@]}"; do
 		a=${BM_VAL[$2|$t]:-} b=${BM_VAL[$3|$t]:-}
-		[ -n "$a" ] && [ -n "$b" ] || continue
-		bm_put "$1" "$t" "$(awk -v a="$a" -v b="$b" \
-			'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }')"
+		[ -n "$a" ] && [ -n "$b" ] && bm_put "$1" "$t" "$(bm_ratio "$a" "$b")"
 	done
 }
 
@@ -256,12 +303,17 @@ bm_verdict()
 	}'
 }
 
+bm_table_line()
+{
+	printf '%-38s %9s %9s %9s %9s %7s %7s  %s\n' "$@"
+}
+
 # bm_table: the results, one row per metric (rows without any value are
 # left out).
 bm_table()
 {
-	local r k c t vd cells any fmt='%-38s %9s %9s %9s %9s %7s %7s  %s\n'
-	printf "$fmt" metric raw vdmount qsd vmdkmount vd/qsd vd/raw target
+	local r k c t vd cells any
+	bm_table_line metric raw vdmount qsd vmdkmount vd/qsd vd/raw target
 	printf '%s\n' "$(printf '%.0s-' {1..104})"
 	for r in "${BM_ROWS[@]}"; do
 		k=${BM_KIND[$r]}
@@ -280,7 +332,7 @@ bm_table()
 			c=$(bm_ratio "$vd" "${BM_VAL[$r|qsd]:-}")
 			t=$(bm_ratio "$vd" "${BM_VAL[$r|raw]:-}")
 		fi
-		printf "$fmt" "${BM_LABEL[$r]}" "${cells[@]}" "$c" "$t" \
+		bm_table_line "${BM_LABEL[$r]}" "${cells[@]}" "$c" "$t" \
 			"$(bm_verdict "${BM_TARGET[$r]}" "$vd" "$c")"
 	done
 }

@@ -12,6 +12,7 @@
 # until the daemon is gone, so one measurement never overlaps the next.
 # Every mount point is recorded for bm_cleanup (the EXIT trap); the only
 # processes ever signalled are the qsd daemons started here, by PID.
+# shellcheck disable=SC2034 # the BM_* results are read by the sourcing script
 
 BM_MOUNTS=()	# mount points (directories or, for qsd, files)
 BM_QSD_PIDS=()	# qemu-storage-daemon processes started here
