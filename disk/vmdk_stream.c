@@ -246,6 +246,7 @@ static int stream_open(struct vmdk_extent *e)
 	uint8_t hdr[512];
 	struct vmdk_kdmv_header foot;
 	struct stream_state *st;
+	const char *why = "";
 	int ret;
 
 	ret = vd_fd_size(e->fd, &e->file_size);
@@ -310,8 +311,7 @@ static int stream_open(struct vmdk_extent *e)
 		if (ret)
 			st->h = foot;
 		else
-			vd_log_warn("vmdk: %s: no stream footer at EOF-1024; scanning the markers",
-				    e->path);
+			why = "no stream footer at EOF-1024";
 	}
 	ret = 1;
 	if (st->layout != STREAM_LAYOUT_SCANNED) {
@@ -319,16 +319,17 @@ static int stream_open(struct vmdk_extent *e)
 		if (ret < 0)
 			goto fail;
 		if (ret) {
-			vd_log_warn("vmdk: %s: grain directory at sector %" PRIu64
-				    " is past EOF; scanning the markers",
-				    e->path, st->h.gd_offset);
+			why = "grain directory past EOF";
 			st->layout = STREAM_LAYOUT_SCANNED;
 		}
 	}
 	if (ret) {
+		/* Warn only once the scan worked: a failure is one error line. */
 		ret = stream_index_scan(e, st);
 		if (ret < 0)
 			goto fail;
+		vd_log_warn("vmdk: %s: %s; grain index rebuilt by scanning %" PRIu64 " markers",
+			    e->path, why, st->n_compressed);
 	}
 
 	st->cache_n = (unsigned)vd_min_u64(STREAM_CACHE_MAX, STREAM_CACHE_BYTES / st->grain_bytes);
