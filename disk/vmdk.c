@@ -397,12 +397,10 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 	if (!st)
 		return -ENOMEM;
 	img->priv = st;
-	if (img->file_size >= sizeof(hdr)) {
-		r = vd_pread_full(img->fd, hdr, sizeof(hdr), 0);
-		if (r < 0) {
-			vd_log_err("vmdk: %s: cannot read: %s", img->path, strerror(-r));
-			return r;
-		}
+	r = vd_pread_full(img->fd, hdr, (size_t)vd_min_u64(img->file_size, sizeof(hdr)), 0);
+	if (r < 0) {
+		vd_log_err("vmdk: %s: cannot read: %s", img->path, strerror(-r));
+		return r;
 	}
 	if (vd_get_le32(hdr) == COWD_MAGIC || vd_get_le64(hdr) == SESPARSE_MAGIC) {
 		vd_log_err("vmdk: %s: this is a %s extent file, not a disk: open its descriptor "
@@ -410,10 +408,16 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 			   img->path, vd_get_le32(hdr) == COWD_MAGIC ? "vmfsSparse (COWD)" : "seSparse");
 		return -EINVAL;
 	}
-	if (vd_get_le32(hdr) == VMDK_KDMV_MAGIC)
+	if (vd_get_le32(hdr) == VMDK_KDMV_MAGIC) {
+		if (img->file_size < sizeof(hdr)) {
+			vd_log_err("vmdk: %s: sparse header truncated (%" PRIu64 " bytes)",
+				   img->path, img->file_size);
+			return -EINVAL;
+		}
 		r = open_kdmv(img, st, hdr);
-	else
+	} else {
 		r = open_text(img, st);
+	}
 	if (r < 0)
 		return r;
 	vmdk_set_identity(img, st);
