@@ -98,4 +98,13 @@ struct vmdk_kdmv_header {
  * only used for the message). */
 int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out);
 
+/* Reads [off, off+len) of an extent made of grain_bytes grains, where
+ * lookup(e, off, &phys) returns the state of the grain holding off (VD_DATA
+ * with *phys = file offset of that grain's first byte) or -errno. Grains that
+ * are contiguous in the file are read with one pread; non-DATA pieces are
+ * zero-filled. Returns 0 or -errno (logged by lookup or here). Thread-safe if
+ * lookup is. Shared by the COWD and seSparse backends (vmdk_cowd.c). */
+int vmdk_grains_read(struct vmdk_extent *e, uint64_t grain_bytes, void *buf, size_t len,
+		     uint64_t off, int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys));
+
 #endif

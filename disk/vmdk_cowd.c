@@ -304,21 +304,21 @@ static int cowd_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, 
 	return state;
 }
 
-static int cowd_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
+int vmdk_grains_read(struct vmdk_extent *e, uint64_t grain_bytes, void *buf, size_t len,
+		     uint64_t off, int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys))
 {
-	struct cowd_state *st = e->priv;
 	uint8_t *out = buf;
 
-	/* Grains that follow each other in the file are read with one pread. */
 	while (len) {
 		uint64_t phys, run_phys = 0, n = 0;
 		int s;
 
+		/* Extend the run while the next grain follows in the file. */
 		for (;;) {
-			uint64_t in = (off + n) % st->grain_bytes;
-			uint64_t chunk = vd_min_u64(st->grain_bytes - in, len - n);
+			uint64_t in = (off + n) % grain_bytes;
+			uint64_t chunk = vd_min_u64(grain_bytes - in, len - n);
 
-			s = cowd_lookup(e, off + n, &phys);
+			s = lookup(e, off + n, &phys);
 			if (s < 0)
 				return s;
 			if (n && (s != VD_DATA || phys + in != run_phys + n))
@@ -329,6 +329,7 @@ static int cowd_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 			if (s != VD_DATA || n == len)
 				break;
 		}
+		/* phys is never 0 for DATA: offset 0 holds the header */
 		if (run_phys) {
 			int ret = vd_pread_full(e->fd, out, n, run_phys);
 			if (ret < 0) {
@@ -345,6 +346,13 @@ static int cowd_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 		len -= n;
 	}
 	return 0;
+}
+
+static int cowd_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
+{
+	struct cowd_state *st = e->priv;
+
+	return vmdk_grains_read(e, st->grain_bytes, buf, len, off, cowd_lookup);
 }
 
 static void cowd_describe(struct vmdk_extent *e, struct vd_json *j)

@@ -397,46 +397,16 @@ static int ses_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, u
 	return state;
 }
 
+static int ses_lookup_phys(struct vmdk_extent *e, uint64_t off, uint64_t *phys)
+{
+	uint64_t span;
+
+	return ses_lookup(e, off, phys, &span);
+}
+
 static int ses_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *out = buf;
-
-	while (len) {
-		uint64_t phys = 0, span, n = 0, start = 0;
-		int s;
-
-		/* Coalesce grains that are contiguous in the file into one pread. */
-		for (;;) {
-			uint64_t in = (off + n) % (SES_GRAIN_SECTORS * 512);
-			uint64_t chunk = vd_min_u64(SES_GRAIN_SECTORS * 512 - in, len - n);
-
-			s = ses_lookup(e, off + n, &phys, &span);
-			if (s < 0)
-				return s;
-			if (n && (s != VD_DATA || phys + in != start + n))
-				break;
-			if (!n)
-				start = s == VD_DATA ? phys + in : 0;
-			n += chunk;
-			if (s != VD_DATA || n == len)
-				break;
-		}
-		if (start) {
-			int ret = vd_pread_full(e->fd, out, n, start);
-			if (ret < 0) {
-				vd_log_err("vmdk: %s: read of %" PRIu64 " bytes at %" PRIu64
-					   " failed: %s",
-					   e->path, n, start, strerror(-ret));
-				return ret;
-			}
-		} else {
-			memset(out, 0, n);
-		}
-		out += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	return vmdk_grains_read(e, SES_GRAIN_SECTORS * 512, buf, len, off, ses_lookup_phys);
 }
 
 static void ses_describe(struct vmdk_extent *e, struct vd_json *j)
