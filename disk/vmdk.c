@@ -503,7 +503,6 @@ static void vmdk_describe(struct vd_image *img, struct vd_json *j)
 	vd_json_str(j, "parentCID", st->no_identity ? NULL : d->parent_cid_text);
 	vd_json_str(j, "parentFileNameHint", d->parent_hint);
 	vd_json_str(j, "encoding", d->encoding);
-	vd_json_u64(j, "grain_size", img->alloc_unit);
 	vd_json_arr_begin(j, "extents");
 	for (unsigned i = 0; i < st->n_ext; i++) {
 		struct vmdk_extent *e = &st->ext[i];
