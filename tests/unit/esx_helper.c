@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "chain/chain.h"
 #include "disk/endian.h"
 
 static char esx_dir[PATH_MAX];
@@ -171,4 +172,49 @@ int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint
 		off += pnum;
 	}
 	return 0;
+}
+
+int esx_chain_check(const char *top, unsigned depth, const char *const *models,
+		    const char *needle)
+{
+	struct vd_chain *c = NULL;
+	struct vd_json j = { 0 };
+	int ret = vd_chain_open(esx_path(top), 0, &c);
+
+	if (ret < 0)
+		return ret;
+	if (vd_chain_depth(c) != depth) {
+		fprintf(stderr, "%s: depth %u, expected %u\n", top, vd_chain_depth(c), depth);
+		ret = 1;
+		goto out;
+	}
+	for (unsigned i = 0; i < depth && ret == 0; i++) {
+		size_t mlen;
+		uint8_t *model = esx_slurp(esx_path(models[i]), &mlen), *got;
+
+		got = model ? malloc(mlen ? mlen : 1) : NULL;
+		if (!got || vd_chain_size(c, i) != mlen) {
+			fprintf(stderr, "%s: level %u: size or model %s wrong\n", top, i, models[i]);
+			ret = 1;
+		} else {
+			ret = vd_chain_read(c, i, got, mlen, 0);
+			if (ret == 0 && memcmp(got, model, mlen)) {
+				fprintf(stderr, "%s: level %u differs from %s\n", top, i, models[i]);
+				ret = 1;
+			}
+		}
+		free(got);
+		free(model);
+	}
+	if (ret == 0) {
+		ret = vd_chain_describe(c, &j);
+		if (ret == 0 && needle && (!j.buf.data || !strstr(j.buf.data, needle))) {
+			fprintf(stderr, "%s: chain JSON lacks %s:\n%s\n", top, needle, j.buf.data);
+			ret = 1;
+		}
+		vd_buf_free(&j.buf);
+	}
+out:
+	vd_chain_close(c);
+	return ret;
 }

@@ -212,6 +212,29 @@ static void test_describe(void **st)
 	esx_extent_close(&e);
 }
 
+/* vmfs flat base + two seSparse deltas through vdcore's chain layer. */
+static void test_chain(void **st)
+{
+	static const char *const models[] = { "b-flat.vmdk", "m1.raw", "m2.raw" };
+
+	(void)st;
+	assert_int_equal(esx_run("head -c %u /dev/urandom >b-flat.vmdk && printf '"
+				 "# Disk DescriptorFile\\nversion=1\\nCID=0badcafe\\n"
+				 "parentCID=ffffffff\\ncreateType=\"vmfs\"\\n"
+				 "RW %u VMFS \"b-flat.vmdk\"\\n' >b.vmdk",
+				 SECTORS * 512, SECTORS),
+			 0);
+	assert_int_equal(esx_run("\"$T/mksesparse\" d1-sesparse.vmdk %u --write 0:100000:1 "
+				 "--zero 200000:8192 --model m1.raw --over b-flat.vmdk "
+				 "--descriptor d1.vmdk --parent b.vmdk --parent-cid 0badcafe --cid 1 && "
+				 "\"$T/mksesparse\" d2-sesparse.vmdk %u --write 50000:100000:3 "
+				 "--unmap 0:4096 --model m2.raw --over m1.raw --descriptor d2.vmdk "
+				 "--parent d1.vmdk --parent-cid 1 --cid 2",
+				 SECTORS, SECTORS),
+			 0);
+	assert_int_equal(esx_chain_check("d2.vmdk", 3, models, "\"gd_entries\": 10"), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -219,6 +242,7 @@ int main(void)
 		cmocka_unit_test(test_corpus),	     cmocka_unit_test(test_bad_headers),
 		cmocka_unit_test(test_grain_dir_too_small), cmocka_unit_test(test_bad_gtes),
 		cmocka_unit_test(test_gt_past_eof),  cmocka_unit_test(test_describe),
+		cmocka_unit_test(test_chain),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 

@@ -341,6 +341,35 @@ static void test_corpus(void **st)
 	}
 }
 
+/* A stream through vdcore's chain layer, alone and as the base of a hosted
+ * sparse delta made by qemu-img (expected raw from qemu-img convert). */
+static void test_chain(void **st)
+{
+	static const char *const alone[] = { "r.raw" };
+	static const char *const pair[] = { "r.raw", "c.raw" };
+
+	(void)st;
+	mk("");
+	assert_int_equal(esx_chain_check("s.vmdk", 1, alone, "\"layout\": \"vmware\""), 0);
+	if (esx_run("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0)
+		skip();
+	for (int qemu = 0; qemu < 2; qemu++) {
+		if (qemu)
+			assert_int_equal(esx_run("qemu-img convert -f raw -O vmdk -o "
+						 "subformat=streamOptimized r.raw s.vmdk"),
+					 0);
+		assert_int_equal(esx_run("rm -f c.vmdk && qemu-img create -q -f vmdk -b s.vmdk "
+					 "-F vmdk c.vmdk && qemu-io -f vmdk -c 'write -P 0x33 70000 "
+					 "200000' -c 'write -P 0x44 3000000 4096' c.vmdk >/dev/null && "
+					 "qemu-img convert -O raw c.vmdk c.raw"),
+				 0);
+		assert_int_equal(esx_chain_check("c.vmdk", 2, pair,
+						 qemu ? "\"layout\": \"qemu\""
+						      : "\"layout\": \"vmware\""),
+				 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -348,7 +377,7 @@ int main(void)
 		cmocka_unit_test(test_block_status),   cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_bad_header_footer), cmocka_unit_test(test_bad_tables),
 		cmocka_unit_test(test_bad_grains),     cmocka_unit_test(test_zip_bomb),
-		cmocka_unit_test(test_corpus),
+		cmocka_unit_test(test_corpus),	       cmocka_unit_test(test_chain),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 
