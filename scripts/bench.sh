@@ -20,6 +20,7 @@
 #   VD_BENCH_QUICK=1   small and short: a smoke run of the script itself
 #   VD_BENCH_RUNTIME   seconds per fio run (5; 2 quick)
 #   VD_BENCH_SEQ_CAP   seconds at most per sequential read (30; 10 quick)
+#   VD_BENCH_REPEAT    runs per speed value, the median is shown (1)
 #   VD_BENCH_DIR       work directory; kept, and its images reused by the
 #                      next run with the same size (default: a temp dir)
 #   VD_BENCH_KEEP=1    keep the default temp dir
@@ -54,11 +55,13 @@ else
 	BM_RUNTIME=${VD_BENCH_RUNTIME:-5}
 	BM_SEQ_CAP=${VD_BENCH_SEQ_CAP:-30}
 fi
+BM_REPEAT=${VD_BENCH_REPEAT:-1}
 BM_TOOLS=${VD_BENCH_TOOLS:-raw vd qsd yal}
 sections=${VD_BENCH_SECTIONS:-chain4 deep big stream vhd}
 if ! [[ $size_mb =~ ^[0-9]+$ ]] || ((size_mb < 16)); then
 	vd_die "VD_BENCH_SIZE_MB must be a number >= 16"
 fi
+[[ $BM_REPEAT =~ ^[1-9][0-9]*$ ]] || vd_die "VD_BENCH_REPEAT must be a number >= 1"
 
 [ "$(id -u)" -eq 0 ] || vd_die "bench.sh must run as root (drop_caches, FUSE mounts)"
 [ -c /dev/fuse ] || vd_die "/dev/fuse missing"
@@ -116,6 +119,7 @@ header()
 	echo "vdmount benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "command:   $BM_ARGV"
 	echo "knobs:     size=${size_mb} MiB fio runtime=${BM_RUNTIME}s seq cap=${BM_SEQ_CAP}s" \
+		"repeat=$BM_REPEAT" \
 		"tools=[$(xargs <<<"$BM_TOOLS")] sections=[$sections]"
 	echo "cpu:       $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')," \
 		"$(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
@@ -208,6 +212,7 @@ sec_vhd()
 {
 	bm_rows vh "VHD dynamic" mount seqw r1
 	bm_rows vc "VHD 3-layer diff" mount seqw r1
+	BM_TARGET[vc.seqw]=- BM_TARGET[vc.r1]=-
 	if section_ok vhd vhd "$D/base.vhd" "$D/base.raw"; then
 		bm_chain vh vhd "$D/base.vhd" "$D/base.raw" "mount seqw r1" "raw vd qsd yal" \
 			"$D/base.vhd"

@@ -179,15 +179,34 @@ bm_rows()
 	done
 }
 
-# bm_case PFX KIND TOOL FMT TOP RAW WARM_FILES...: one measurement of row
-# PFX.KIND on a fresh mount. KIND is seqw (image files in the page cache
+# bm_check_data ROW TOOL RAW TOP: row ROW.ok gets yes/NO from comparing
+# samples of the mounted disk (BM_FILE) with RAW, or with the regions listed
+# in TOP's .at file when there is no RAW.
+bm_check_data()
+{
+	local why
+	if [ -n "$3" ]; then
+		why=$(bm_verify "$BM_FILE" "$3")
+	else
+		why=$(bm_verify_at "$BM_FILE" "${4%.*}.at")
+	fi
+	if [ -z "$why" ]; then
+		bm_put "$1.ok" "$2" yes
+	else
+		bm_put "$1.ok" "$2" NO
+		bm_note "${BM_DESC[${1%.*}]}: $2: $why"
+	fi
+}
+
+# bm_case PFX KIND TOOL FMT TOP RAW WARM_FILES...: row PFX.KIND for TOOL,
+# each run on a fresh mount. KIND is seqw (image files in the page cache
 # first), seqc (caches dropped before mounting), r1/r2 (fio, 1 or 2 jobs;
-# warm) or mount (median of 3 warm mount times; the first mount also checks
-# samples of the data against RAW, or against PFX's .at file without a RAW).
-# For the raw tool, the warm file is RAW itself.
+# warm) or mount (3 warm mounts; the first also checks the data). The value
+# is the median of the runs (BM_REPEAT of them, 3 for mount). For the raw
+# tool, the warm file is RAW itself.
 bm_case()
 {
-	local p=$1 kind=$2 tool=$3 fmt=$4 top=$5 raw=$6 v i n=1 ms=() why
+	local p=$1 kind=$2 tool=$3 fmt=$4 top=$5 raw=$6 v i n=$BM_REPEAT vals=() capped=
 	local row=$1.$2 desc=${BM_DESC[$1]}
 	shift 6
 	[[ " $BM_TOOLS " == *" $tool "* ]] || return 0
@@ -211,35 +230,28 @@ bm_case()
 		r1) v=$(bm_rand "$BM_FILE" 1 "$BM_RUNTIME") ;;
 		r2) v=$(bm_rand "$BM_FILE" 2 "$BM_RUNTIME") ;;
 		mount)
-			ms+=("$BM_MOUNT_MS")
+			v=$BM_MOUNT_MS
 			[ -n "$BM_PID" ] && bm_hwm_keep "$p.mount" "$tool" "$(bm_hwm_kb "$BM_PID")"
-			if ((i == 0)); then
-				if [ -n "$raw" ]; then
-					why=$(bm_verify "$BM_FILE" "$raw")
-				else
-					why=$(bm_verify_at "$BM_FILE" "${top%.*}.at")
-				fi
-				if [ -z "$why" ]; then
-					bm_put "$row.ok" "$tool" yes
-				else
-					bm_put "$row.ok" "$tool" NO
-					bm_note "$desc: $tool: $why"
-				fi
-			fi ;;
+			((i == 0)) && bm_check_data "$row" "$tool" "$raw" "$top" ;;
 		esac
 		bm_down
 		bm_hwm_keep "$p" "$tool" "$BM_HWM_KB"
+		case $v in
+		ERR*) break ;;
+		*" capped") capped=1 ;;
+		esac
+		vals+=("${v% capped}")
 	done
-	[ "$kind" = mount ] && v=$(printf '%s\n' "${ms[@]}" | sort -n | sed -n 2p)
 	case $v in
 	ERR*)
 		bm_put "$row" "$tool" n/a
 		bm_note "$desc: $tool: ${BM_LABEL[$row]}: ${v#ERR }" ;;
-	*" capped")
-		bm_put "$row" "$tool" "${v% capped}"
-		bm_note "$desc: $tool: ${BM_LABEL[$row]}: read stopped after ${BM_SEQ_CAP} s (rate over the part read)" ;;
-	*) bm_put "$row" "$tool" "$v" ;;
+	*)
+		bm_put "$row" "$tool" "$(printf '%s\n' "${vals[@]}" | sort -g |
+			sed -n "$(((${#vals[@]} + 1) / 2))p")" ;;
 	esac
+	[ -n "$capped" ] && bm_note "$desc: $tool: ${BM_LABEL[$row]}: read stopped after" \
+		"${BM_SEQ_CAP} s (rate over the part read)"
 	printf '    %-38s %-4s %s\n' "${BM_LABEL[$row]}" "$tool" "${BM_VAL[$row|$tool]}"
 }
 

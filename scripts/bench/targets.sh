@@ -75,6 +75,9 @@ bm_cleanup()
 	for p in "${BM_QSD_PIDS[@]}"; do
 		bm_alive "$p" && kill "$p" 2>/dev/null
 	done
+	if [ -n "${BM_MNT_DIR:-}" ] && ! grep -qF " $BM_MNT_DIR/" /proc/self/mountinfo; then
+		rm -rf "$BM_MNT_DIR"
+	fi
 	# A temp dir of our own loses everything but the results (and never
 	# while something is still mounted under it).
 	if [ -n "${BM_TMP_OWNED:-}" ] && [ -z "${VD_BENCH_KEEP:-}" ] &&
