@@ -305,7 +305,8 @@ static int cowd_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, 
 }
 
 int vmdk_grains_read(struct vmdk_extent *e, uint64_t grain_bytes, void *buf, size_t len,
-		     uint64_t off, int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys))
+		     uint64_t off,
+		     int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys))
 {
 	uint8_t *out = buf;
 

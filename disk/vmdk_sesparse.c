@@ -63,20 +63,40 @@ enum ses_field {
 _Static_assert(SES_GRAINS_SIZE == SES_FIELDS - 1, "26 const header fields");
 
 static const char *const ses_field_names[SES_FIELDS] = {
-	"magic", "version", "capacity", "grain_size", "grain_table_size", "flags",
-	"reserved[0]", "reserved[1]", "reserved[2]", "reserved[3]",
-	"volatile_header_offset", "volatile_header_size", "journal_header_offset",
-	"journal_header_size", "journal_offset", "journal_size", "grain_dir_offset",
-	"grain_dir_size", "grain_tables_offset", "grain_tables_size", "free_bitmap_offset",
-	"free_bitmap_size", "backmap_offset", "backmap_size", "grains_offset", "grains_size",
+    "magic",
+    "version",
+    "capacity",
+    "grain_size",
+    "grain_table_size",
+    "flags",
+    "reserved[0]",
+    "reserved[1]",
+    "reserved[2]",
+    "reserved[3]",
+    "volatile_header_offset",
+    "volatile_header_size",
+    "journal_header_offset",
+    "journal_header_size",
+    "journal_offset",
+    "journal_size",
+    "grain_dir_offset",
+    "grain_dir_size",
+    "grain_tables_offset",
+    "grain_tables_size",
+    "free_bitmap_offset",
+    "free_bitmap_size",
+    "backmap_offset",
+    "backmap_size",
+    "grains_offset",
+    "grains_size",
 };
 
 struct ses_state {
 	uint64_t f[SES_FIELDS];
 	uint64_t free_gt, next_txn;
-	uint64_t gd_entries; /* entries used: ceil(capacity / GT coverage) */
-	uint64_t n_gts;	     /* GTs the region can hold */
-	uint64_t *gd;	     /* immutable after open */
+	uint64_t gd_entries;   /* entries used: ceil(capacity / GT coverage) */
+	uint64_t n_gts;	       /* GTs the region can hold */
+	uint64_t *gd;	       /* immutable after open */
 	pthread_rwlock_t lock; /* protects gts[] and gts_loaded */
 	uint64_t **gts;	       /* by GT index (not GD index), NULL until loaded */
 	uint64_t gts_loaded;
@@ -90,11 +110,15 @@ static int ses_const_decode(const uint8_t *buf, const char *path, uint64_t *f)
 		enum ses_field i;
 		uint64_t want;
 	} fixed[] = {
-		{ SES_MAGIC, SES_CONST_MAGIC }, { SES_VERS, SES_VERSION },
-		{ SES_GRAIN, SES_GRAIN_SECTORS }, { SES_GT_SIZE, SES_GT_SECTORS },
-		{ SES_FLAGS, 0 },		 { SES_RSVD0, 0 },
-		{ SES_RSVD0 + 1, 0 },		 { SES_RSVD0 + 2, 0 },
-		{ SES_RSVD3, 0 },
+	    {SES_MAGIC, SES_CONST_MAGIC},
+	    {SES_VERS, SES_VERSION},
+	    {SES_GRAIN, SES_GRAIN_SECTORS},
+	    {SES_GT_SIZE, SES_GT_SECTORS},
+	    {SES_FLAGS, 0},
+	    {SES_RSVD0, 0},
+	    {SES_RSVD0 + 1, 0},
+	    {SES_RSVD0 + 2, 0},
+	    {SES_RSVD3, 0},
 	};
 
 	for (int i = 0; i < SES_FIELDS; i++)
@@ -242,7 +266,8 @@ static int ses_open(struct vmdk_extent *e)
 	}
 	if (st->f[SES_GTS_SIZE] % SES_GT_SECTORS ||
 	    st->f[SES_GTS_SIZE] / SES_GT_SECTORS > (uint64_t)SES_GD_CAP) {
-		vd_log_err("vmdk: %s: seSparse grain_tables_size %" PRIu64 " is not a sane multiple "
+		vd_log_err("vmdk: %s: seSparse grain_tables_size %" PRIu64
+			   " is not a sane multiple "
 			   "of 64",
 			   e->path, st->f[SES_GTS_SIZE]);
 		goto fail;
@@ -372,7 +397,8 @@ static int ses_lookup(struct vmdk_extent *e, uint64_t off, uint64_t *phys, uint6
 		*phys = sec * 512;
 		return VD_DATA;
 	default:
-		vd_log_err("vmdk: %s: seSparse GT entry for grain %" PRIu64 " has unknown type %" PRIu64,
+		vd_log_err("vmdk: %s: seSparse GT entry for grain %" PRIu64
+			   " has unknown type %" PRIu64,
 			   e->path, g, ent >> 60);
 		return -EIO;
 	}
@@ -428,10 +454,10 @@ static void ses_describe(struct vmdk_extent *e, struct vd_json *j)
 }
 
 const struct vmdk_extent_ops vmdk_sesparse_ops = {
-	.name = "seSparse",
-	.open = ses_open,
-	.close = ses_close,
-	.block_status = ses_block_status,
-	.read = ses_read,
-	.describe = ses_describe,
+    .name = "seSparse",
+    .open = ses_open,
+    .close = ses_close,
+    .block_status = ses_block_status,
+    .read = ses_read,
+    .describe = ses_describe,
 };

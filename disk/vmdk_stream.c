@@ -41,7 +41,7 @@
 #define STREAM_FIRST_READ 4096u
 
 enum stream_layout { STREAM_LAYOUT_QEMU, STREAM_LAYOUT_VMWARE, STREAM_LAYOUT_SCANNED };
-static const char *const stream_layout_names[] = { "qemu", "vmware", "scanned" };
+static const char *const stream_layout_names[] = {"qemu", "vmware", "scanned"};
 
 struct stream_cache_slot {
 	uint64_t grain;
@@ -54,7 +54,7 @@ struct stream_state {
 	enum stream_layout layout;
 	bool footer_used;
 	uint64_t grain_bytes, n_grains, n_gd, ext_bytes; /* ext_bytes from the header */
-	uint64_t max_csize;				  /* compressBound(grain_bytes) */
+	uint64_t max_csize;				 /* compressBound(grain_bytes) */
 	uint64_t n_compressed;
 	uint32_t *idx; /* immutable after open */
 
@@ -97,7 +97,8 @@ static int stream_footer_read(struct vmdk_extent *e, struct stream_state *st,
 	if (vd_get_le64(t) != 1 || vd_get_le32(t + 8) != 0 ||
 	    vd_get_le32(t + STREAM_META_TYPE) != STREAM_FOOTER ||
 	    vd_get_le32(t + 512) != VMDK_KDMV_MAGIC || vd_get_le64(t + 1024) != 0 ||
-	    vd_get_le32(t + 1024 + 8) != 0 || vd_get_le32(t + 1024 + STREAM_META_TYPE) != STREAM_EOS)
+	    vd_get_le32(t + 1024 + 8) != 0 ||
+	    vd_get_le32(t + 1024 + STREAM_META_TYPE) != STREAM_EOS)
 		return 0;
 	ret = vmdk_kdmv_decode(t + 512, e->path, foot);
 	if (ret < 0)
@@ -113,8 +114,7 @@ static int stream_footer_read(struct vmdk_extent *e, struct stream_state *st,
 }
 
 /* Checks a GTE (marker sector) from the GD/GT or a scan and stores it. */
-static int stream_idx_set(struct vmdk_extent *e, struct stream_state *st, uint64_t g,
-			  uint64_t sec)
+static int stream_idx_set(struct vmdk_extent *e, struct stream_state *st, uint64_t g, uint64_t sec)
 {
 	if (sec == 1 && (st->h.flags & VMDK_FLAG_ZERO_GTE)) {
 		st->idx[g] = 1;
@@ -140,15 +140,17 @@ static int stream_index_from_gd(struct vmdk_extent *e, struct stream_state *st)
 	uint8_t *gd = NULL, gt[512 * 4];
 	int ret = 0;
 
-	if (vd_mul_ovf(st->h.gd_offset, 512, &gd_off) || vd_add_ovf(gd_off, st->n_gd * 4, &gd_end) ||
-	    gd_end > e->file_size || st->h.gd_offset == 0)
+	if (vd_mul_ovf(st->h.gd_offset, 512, &gd_off) ||
+	    vd_add_ovf(gd_off, st->n_gd * 4, &gd_end) || gd_end > e->file_size ||
+	    st->h.gd_offset == 0)
 		return 1;
 	gd = malloc(st->n_gd * 4);
 	if (!gd)
 		return -ENOMEM;
 	ret = vd_pread_full(e->fd, gd, st->n_gd * 4, gd_off);
 	if (ret < 0) {
-		vd_log_err("vmdk: %s: cannot read the grain directory: %s", e->path, strerror(-ret));
+		vd_log_err("vmdk: %s: cannot read the grain directory: %s", e->path,
+			   strerror(-ret));
 		goto out;
 	}
 	for (uint64_t i = 0; i < st->n_gd && ret == 0; i++) {
@@ -200,9 +202,10 @@ static int stream_index_scan(struct vmdk_extent *e, struct stream_state *st)
 		uint64_t val, size, next;
 
 		if (sec >= file_secs) {
-			vd_log_err("vmdk: %s: stream truncated at byte %" PRIu64
-				   " (no footer and no end-of-stream marker); refusing partial data",
-				   e->path, e->file_size);
+			vd_log_err(
+			    "vmdk: %s: stream truncated at byte %" PRIu64
+			    " (no footer and no end-of-stream marker); refusing partial data",
+			    e->path, e->file_size);
 			return -EINVAL;
 		}
 		ret = vd_pread_full(e->fd, m, sizeof(m), sec * 512);
@@ -404,8 +407,8 @@ static int stream_grain_load(struct vmdk_extent *e, struct stream_state *st, uin
 		if (lba != g * st->h.grain_size || clen == 0 || clen > st->max_csize ||
 		    clen > avail - STREAM_MARKER_BYTES) {
 			vd_log_err("vmdk: %s: grain %" PRIu64 " marker at byte %" PRIu64
-				   " has lba %" PRIu64 ", size %" PRIu64
-				   " (want lba %" PRIu64 ", size <= %" PRIu64 " and inside the file)",
+				   " has lba %" PRIu64 ", size %" PRIu64 " (want lba %" PRIu64
+				   ", size <= %" PRIu64 " and inside the file)",
 				   e->path, g, off, lba, clen, g * st->h.grain_size,
 				   vd_min_u64(st->max_csize, avail - STREAM_MARKER_BYTES));
 			goto out;
@@ -414,8 +417,8 @@ static int stream_grain_load(struct vmdk_extent *e, struct stream_state *st, uin
 			ret = vd_pread_full(e->fd, buf + first, STREAM_MARKER_BYTES + clen - first,
 					    off + first);
 			if (ret < 0) {
-				vd_log_err("vmdk: %s: cannot read grain %" PRIu64 ": %s", e->path, g,
-					   strerror(-ret));
+				vd_log_err("vmdk: %s: cannot read grain %" PRIu64 ": %s", e->path,
+					   g, strerror(-ret));
 				goto out;
 			}
 			ret = -EIO;
@@ -552,10 +555,10 @@ static void stream_describe(struct vmdk_extent *e, struct vd_json *j)
 }
 
 const struct vmdk_extent_ops vmdk_stream_ops = {
-	.name = "streamOptimized",
-	.open = stream_open,
-	.close = stream_close,
-	.block_status = stream_block_status,
-	.read = stream_read,
-	.describe = stream_describe,
+    .name = "streamOptimized",
+    .open = stream_open,
+    .close = stream_close,
+    .block_status = stream_block_status,
+    .read = stream_read,
+    .describe = stream_describe,
 };

@@ -25,8 +25,8 @@ int main(int argc, char **argv)
 	struct gen_model m;
 	uint64_t cluster0 = 0, ngd, gd_sectors, gt_off, n_gts = 0, n_data = 0, bitmap_off,
 		 grains_off, grains_size, cl;
-	uint8_t hdr[512] = { 0 }, vol[512] = { 0 }, *gd, *gt;
-	uint64_t f[26] = { 0 };
+	uint8_t hdr[512] = {0}, vol[512] = {0}, *gd, *gt;
+	uint64_t f[26] = {0};
 	int fd;
 
 	/* --cluster-start is ours; strip it before the common parser. */
@@ -105,13 +105,13 @@ int main(int argc, char **argv)
 	f[2] = m.sectors;
 	f[3] = 8;
 	f[4] = GT_SECTORS;
-	f[10] = 1, f[11] = 1;			       /* volatile header */
-	f[12] = 2, f[13] = 2;			       /* journal header */
-	f[14] = 4, f[15] = 4;			       /* journal */
-	f[16] = 8, f[17] = gd_sectors;		       /* grain directory */
+	f[10] = 1, f[11] = 1;			     /* volatile header */
+	f[12] = 2, f[13] = 2;			     /* journal header */
+	f[14] = 4, f[15] = 4;			     /* journal */
+	f[16] = 8, f[17] = gd_sectors;		     /* grain directory */
 	f[18] = gt_off, f[19] = bitmap_off - gt_off; /* grain tables */
-	f[20] = bitmap_off, f[21] = 1;		       /* free bitmap */
-	f[22] = bitmap_off + 1, f[23] = 1;	       /* backmap */
+	f[20] = bitmap_off, f[21] = 1;		     /* free bitmap */
+	f[22] = bitmap_off + 1, f[23] = 1;	     /* backmap */
 	f[24] = grains_off, f[25] = grains_size;
 	for (int i = 0; i < 26; i++)
 		vd_put_le64(hdr + 8 * i, f[i]);

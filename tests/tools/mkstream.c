@@ -54,7 +54,7 @@ static void put(struct out *o, const void *buf, size_t len)
 
 static void put_meta(struct out *o, uint64_t sectors, uint32_t type)
 {
-	uint8_t m[512] = { 0 };
+	uint8_t m[512] = {0};
 
 	vd_put_le64(m, sectors);
 	vd_put_le32(m + 12, type);
@@ -78,8 +78,7 @@ static void header(uint8_t *h, uint64_t cap, uint64_t grain, uint64_t gd, uint64
 	vd_put_le16(h + 77, 1);
 }
 
-static uLong deflate_buf(const uint8_t *in, uLong len, uint8_t *out, uLong cap, int level,
-			 bool raw)
+static uLong deflate_buf(const uint8_t *in, uLong len, uint8_t *out, uLong cap, int level, bool raw)
 {
 	z_stream zs;
 

@@ -174,11 +174,19 @@ int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint
 	return 0;
 }
 
-int esx_chain_check(const char *top, unsigned depth, const char *const *models,
-		    const char *needle)
+int esx_vmfs_base(uint64_t sectors)
+{
+	return esx_run("head -c %llu /dev/urandom >b-flat.vmdk && printf '"
+		       "# Disk DescriptorFile\\nversion=1\\nCID=0badcafe\\n"
+		       "parentCID=ffffffff\\ncreateType=\"vmfs\"\\n"
+		       "RW %llu VMFS \"b-flat.vmdk\"\\n' >b.vmdk",
+		       (unsigned long long)sectors * 512, (unsigned long long)sectors);
+}
+
+int esx_chain_check(const char *top, unsigned depth, const char *const *models, const char *needle)
 {
 	struct vd_chain *c = NULL;
-	struct vd_json j = { 0 };
+	struct vd_json j = {0};
 	int ret = vd_chain_open(esx_path(top), 0, &c);
 
 	if (ret < 0)
@@ -194,12 +202,14 @@ int esx_chain_check(const char *top, unsigned depth, const char *const *models,
 
 		got = model ? malloc(mlen ? mlen : 1) : NULL;
 		if (!got || vd_chain_size(c, i) != mlen) {
-			fprintf(stderr, "%s: level %u: size or model %s wrong\n", top, i, models[i]);
+			fprintf(stderr, "%s: level %u: size or model %s wrong\n", top, i,
+				models[i]);
 			ret = 1;
 		} else {
 			ret = vd_chain_read(c, i, got, mlen, 0);
 			if (ret == 0 && memcmp(got, model, mlen)) {
-				fprintf(stderr, "%s: level %u differs from %s\n", top, i, models[i]);
+				fprintf(stderr, "%s: level %u differs from %s\n", top, i,
+					models[i]);
 				ret = 1;
 			}
 		}

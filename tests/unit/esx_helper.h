@@ -43,12 +43,15 @@ void esx_extent_close(struct vmdk_extent *e);
  * Returns 0 or the first -errno. chunk is the request size in bytes. */
 int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint8_t *mask);
 
+/* Writes b.vmdk (createType "vmfs", CID 0badcafe) over b-flat.vmdk, sectors
+ * sectors of random data, in esx_tmpdir(). Returns 0 or a non-zero status. */
+int esx_vmfs_base(uint64_t sectors);
+
 /* Opens the chain whose top is file top (in esx_tmpdir()) with
  * vd_chain_open() and compares the disk seen from each level i with the file
  * models[i] (base first). Returns 0, the first -errno, or 1 on a mismatch
  * (printed). Also describes the chain to JSON (exercising describe()) and,
  * if needle is not NULL, requires it in that JSON. */
-int esx_chain_check(const char *top, unsigned depth, const char *const *models,
-		    const char *needle);
+int esx_chain_check(const char *top, unsigned depth, const char *const *models, const char *needle);
 
 #endif

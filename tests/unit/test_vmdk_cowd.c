@@ -201,23 +201,19 @@ static void test_describe(void **st)
 /* vmfs flat base + two COWD deltas through vdcore's chain layer. */
 static void test_chain(void **st)
 {
-	static const char *const models[] = { "b-flat.vmdk", "m1.raw", "m2.raw" };
+	static const char *const models[] = {"b-flat.vmdk", "m1.raw", "m2.raw"};
 
 	(void)st;
-	assert_int_equal(esx_run("head -c %u /dev/urandom >b-flat.vmdk && printf '"
-				 "# Disk DescriptorFile\\nversion=1\\nCID=0badcafe\\n"
-				 "parentCID=ffffffff\\ncreateType=\"vmfs\"\\n"
-				 "RW %u VMFS \"b-flat.vmdk\"\\n' >b.vmdk",
-				 SECTORS * 512, SECTORS),
-			 0);
-	assert_int_equal(esx_run("\"$T/mkcowd\" d1-delta.vmdk %u 1 --write 0:100000:1 "
-				 "--write 3000000:5000:2 --model m1.raw --over b-flat.vmdk "
-				 "--descriptor d1.vmdk --parent b.vmdk --parent-cid 0badcafe --cid 1 && "
-				 "\"$T/mkcowd\" d2-delta.vmdk %u 8 --write 50000:100000:3 "
-				 "--model m2.raw --over m1.raw --descriptor d2.vmdk --parent d1.vmdk "
-				 "--parent-cid 1 --cid 2",
-				 SECTORS, SECTORS),
-			 0);
+	assert_int_equal(esx_vmfs_base(SECTORS), 0);
+	assert_int_equal(
+	    esx_run("\"$T/mkcowd\" d1-delta.vmdk %u 1 --write 0:100000:1 "
+		    "--write 3000000:5000:2 --model m1.raw --over b-flat.vmdk "
+		    "--descriptor d1.vmdk --parent b.vmdk --parent-cid 0badcafe --cid 1 && "
+		    "\"$T/mkcowd\" d2-delta.vmdk %u 8 --write 50000:100000:3 "
+		    "--model m2.raw --over m1.raw --descriptor d2.vmdk --parent d1.vmdk "
+		    "--parent-cid 1 --cid 2",
+		    SECTORS, SECTORS),
+	    0);
 	assert_int_equal(esx_chain_check("d2.vmdk", 3, models, "\"grain_sectors\": 8"), 0);
 }
 
@@ -227,7 +223,8 @@ int main(void)
 	    cmocka_unit_test(test_grains),	cmocka_unit_test(test_unaligned_read),
 	    cmocka_unit_test(test_qemu_agrees), cmocka_unit_test(test_capacity_vs_descriptor),
 	    cmocka_unit_test(test_bad_header),	cmocka_unit_test(test_truncated),
-	    cmocka_unit_test(test_bad_gte),	cmocka_unit_test(test_describe), cmocka_unit_test(test_chain),
+	    cmocka_unit_test(test_bad_gte),	cmocka_unit_test(test_describe),
+	    cmocka_unit_test(test_chain),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 

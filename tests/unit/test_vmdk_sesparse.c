@@ -16,7 +16,7 @@
 
 #include "esx_helper.h"
 
-#define SECTORS 300001u /* not a whole number of grains */
+#define SECTORS 300001u	  /* not a whole number of grains */
 #define GT0 (16ull * 512) /* first GT: GD @8 is one sector, rounded up to 16 */
 
 static void gen(void)
@@ -39,7 +39,7 @@ static void test_model(void **st)
 	struct vmdk_extent e;
 	uint8_t *got, *model, *mask, *state = malloc(SECTORS);
 	size_t mlen, klen;
-	static const size_t chunks[] = { 65536, 1536, 4096, SECTORS * 512ull };
+	static const size_t chunks[] = {65536, 1536, 4096, SECTORS * 512ull};
 
 	(void)st;
 	gen();
@@ -124,22 +124,22 @@ static void test_bad_headers(void **st)
 		/* every field must be non-zero or a fixed constant */
 		poke_open(8 * i, i >= 5 && i <= 9 ? 1 : 0, -EINVAL);
 	}
-	poke_open(0, 0xcafecafe, -EINVAL);	  /* magic */
-	poke_open(8, 0x100000001ull, -EINVAL);	  /* version */
-	poke_open(24, 16, -EINVAL);		  /* grain_size */
-	poke_open(32, 128, -EINVAL);		  /* grain_table_size */
-	poke_open(16, SECTORS - 1, -EINVAL);	  /* capacity < SECTORS */
-	poke_open(16, 0, -EINVAL);		  /* capacity 0 */
-	poke_open(400, 1, -EINVAL);		  /* const padding */
-	poke_open(80, 1ull << 40, -EINVAL);	  /* volatile header past EOF */
-	poke_open(512, 0xcafebabe, -EINVAL);	  /* volatile magic (dissect's mistake) */
-	poke_open(512 + 24, 1, -EINVAL);	  /* replay_journal */
-	poke_open(512 + 200, 7, -EINVAL);	  /* volatile padding */
-	poke_open(128, 1ull << 50, -EINVAL);	  /* GD past EOF */
-	poke_open(152, 65, -EINVAL);		  /* grain_tables_size not a multiple of 64 */
+	poke_open(0, 0xcafecafe, -EINVAL);     /* magic */
+	poke_open(8, 0x100000001ull, -EINVAL); /* version */
+	poke_open(24, 16, -EINVAL);	       /* grain_size */
+	poke_open(32, 128, -EINVAL);	       /* grain_table_size */
+	poke_open(16, SECTORS - 1, -EINVAL);   /* capacity < SECTORS */
+	poke_open(16, 0, -EINVAL);	       /* capacity 0 */
+	poke_open(400, 1, -EINVAL);	       /* const padding */
+	poke_open(80, 1ull << 40, -EINVAL);    /* volatile header past EOF */
+	poke_open(512, 0xcafebabe, -EINVAL);   /* volatile magic (dissect's mistake) */
+	poke_open(512 + 24, 1, -EINVAL);       /* replay_journal */
+	poke_open(512 + 200, 7, -EINVAL);      /* volatile padding */
+	poke_open(128, 1ull << 50, -EINVAL);   /* GD past EOF */
+	poke_open(152, 65, -EINVAL);	       /* grain_tables_size not a multiple of 64 */
 	poke_open(8 * 512, 0x2000000000000000ull, -EINVAL); /* GDE tag */
 	poke_open(8 * 512, 0x1000000000000005ull, -EINVAL); /* GT index out of region */
-	poke_open(8 * 512, 0, 0);			      /* GDE 0 is fine */
+	poke_open(8 * 512, 0, 0);			    /* GDE 0 is fine */
 }
 
 static void test_grain_dir_too_small(void **st)
@@ -175,10 +175,10 @@ static void poke_gte(unsigned k, uint64_t v)
 static void test_bad_gtes(void **st)
 {
 	(void)st;
-	poke_gte(0, 0x0000000000000001ull);			   /* type 0 with bits */
-	poke_gte(0, 0x4000000000000000ull);			   /* unknown type */
-	poke_gte(0, 0xf000000000000000ull);			   /* unknown type */
-	poke_gte(1, 0x3000000000000000ull | 0xffffffffffffull); /* cluster huge */
+	poke_gte(0, 0x0000000000000001ull);			 /* type 0 with bits */
+	poke_gte(0, 0x4000000000000000ull);			 /* unknown type */
+	poke_gte(0, 0xf000000000000000ull);			 /* unknown type */
+	poke_gte(1, 0x3000000000000000ull | 0xffffffffffffull);	 /* cluster huge */
 	poke_gte(1, 0x3000000000000000ull | 0xfffull << 48 | 1); /* cluster past grains_size */
 }
 
@@ -199,7 +199,7 @@ static void test_gt_past_eof(void **st)
 static void test_describe(void **st)
 {
 	struct vmdk_extent e;
-	struct vd_json j = { 0 };
+	struct vd_json j = {0};
 
 	(void)st;
 	gen();
@@ -215,34 +215,34 @@ static void test_describe(void **st)
 /* vmfs flat base + two seSparse deltas through vdcore's chain layer. */
 static void test_chain(void **st)
 {
-	static const char *const models[] = { "b-flat.vmdk", "m1.raw", "m2.raw" };
+	static const char *const models[] = {"b-flat.vmdk", "m1.raw", "m2.raw"};
 
 	(void)st;
-	assert_int_equal(esx_run("head -c %u /dev/urandom >b-flat.vmdk && printf '"
-				 "# Disk DescriptorFile\\nversion=1\\nCID=0badcafe\\n"
-				 "parentCID=ffffffff\\ncreateType=\"vmfs\"\\n"
-				 "RW %u VMFS \"b-flat.vmdk\"\\n' >b.vmdk",
-				 SECTORS * 512, SECTORS),
-			 0);
-	assert_int_equal(esx_run("\"$T/mksesparse\" d1-sesparse.vmdk %u --write 0:100000:1 "
-				 "--zero 200000:8192 --model m1.raw --over b-flat.vmdk "
-				 "--descriptor d1.vmdk --parent b.vmdk --parent-cid 0badcafe --cid 1 && "
-				 "\"$T/mksesparse\" d2-sesparse.vmdk %u --write 50000:100000:3 "
-				 "--unmap 0:4096 --model m2.raw --over m1.raw --descriptor d2.vmdk "
-				 "--parent d1.vmdk --parent-cid 1 --cid 2",
-				 SECTORS, SECTORS),
-			 0);
+	assert_int_equal(esx_vmfs_base(SECTORS), 0);
+	assert_int_equal(
+	    esx_run("\"$T/mksesparse\" d1-sesparse.vmdk %u --write 0:100000:1 "
+		    "--zero 200000:8192 --model m1.raw --over b-flat.vmdk "
+		    "--descriptor d1.vmdk --parent b.vmdk --parent-cid 0badcafe --cid 1 && "
+		    "\"$T/mksesparse\" d2-sesparse.vmdk %u --write 50000:100000:3 "
+		    "--unmap 0:4096 --model m2.raw --over m1.raw --descriptor d2.vmdk "
+		    "--parent d1.vmdk --parent-cid 1 --cid 2",
+		    SECTORS, SECTORS),
+	    0);
 	assert_int_equal(esx_chain_check("d2.vmdk", 3, models, "\"gd_entries\": 10"), 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_model),	     cmocka_unit_test(test_qemu_agrees),
-		cmocka_unit_test(test_corpus),	     cmocka_unit_test(test_bad_headers),
-		cmocka_unit_test(test_grain_dir_too_small), cmocka_unit_test(test_bad_gtes),
-		cmocka_unit_test(test_gt_past_eof),  cmocka_unit_test(test_describe),
-		cmocka_unit_test(test_chain),
+	    cmocka_unit_test(test_model),
+	    cmocka_unit_test(test_qemu_agrees),
+	    cmocka_unit_test(test_corpus),
+	    cmocka_unit_test(test_bad_headers),
+	    cmocka_unit_test(test_grain_dir_too_small),
+	    cmocka_unit_test(test_bad_gtes),
+	    cmocka_unit_test(test_gt_past_eof),
+	    cmocka_unit_test(test_describe),
+	    cmocka_unit_test(test_chain),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 

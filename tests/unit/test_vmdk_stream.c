@@ -62,7 +62,7 @@ static int open_s(struct vmdk_extent *e)
 
 static char *describe(struct vmdk_extent *e)
 {
-	struct vd_json j = { 0 };
+	struct vd_json j = {0};
 
 	vd_json_obj_begin(&j, NULL);
 	e->ops->describe(e, &j);
@@ -227,9 +227,9 @@ static void test_bad_header_footer(void **st)
 	mk("");
 	{
 		struct vmdk_extent e;
-		assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), SECTORS + 1,
-						 &e),
-				 -EINVAL); /* capacity < SECTORS */
+		assert_int_equal(
+		    esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), SECTORS + 1, &e),
+		    -EINVAL); /* capacity < SECTORS */
 	}
 	mk("");
 	foot = file_size("s.vmdk") - 1024;
@@ -328,12 +328,11 @@ static void test_corpus(void **st)
 	const char *shared = getenv("VD_SHARED");
 
 	(void)st;
-	if (!shared || esx_run("test -f '%s/corpus/govmomi/ttylinux-pc_i486-16.1-disk1.vmdk'",
-			       shared))
+	if (!shared ||
+	    esx_run("test -f '%s/corpus/govmomi/ttylinux-pc_i486-16.1-disk1.vmdk'", shared))
 		skip();
-	assert_int_equal(esx_run("cp '%s/corpus/govmomi/ttylinux-pc_i486-16.1-disk1.vmdk' s.vmdk",
-				 shared),
-			 0);
+	assert_int_equal(
+	    esx_run("cp '%s/corpus/govmomi/ttylinux-pc_i486-16.1-disk1.vmdk' s.vmdk", shared), 0);
 	{
 		struct vmdk_extent e;
 		assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), 61440, &e),
@@ -345,8 +344,8 @@ static void test_corpus(void **st)
  * sparse delta made by qemu-img (expected raw from qemu-img convert). */
 static void test_chain(void **st)
 {
-	static const char *const alone[] = { "r.raw" };
-	static const char *const pair[] = { "r.raw", "c.raw" };
+	static const char *const alone[] = {"r.raw"};
+	static const char *const pair[] = {"r.raw", "c.raw"};
 
 	(void)st;
 	mk("");
@@ -358,26 +357,32 @@ static void test_chain(void **st)
 			assert_int_equal(esx_run("qemu-img convert -f raw -O vmdk -o "
 						 "subformat=streamOptimized r.raw s.vmdk"),
 					 0);
-		assert_int_equal(esx_run("rm -f c.vmdk && qemu-img create -q -f vmdk -b s.vmdk "
-					 "-F vmdk c.vmdk && qemu-io -f vmdk -c 'write -P 0x33 70000 "
-					 "200000' -c 'write -P 0x44 3000000 4096' c.vmdk >/dev/null && "
-					 "qemu-img convert -O raw c.vmdk c.raw"),
-				 0);
-		assert_int_equal(esx_chain_check("c.vmdk", 2, pair,
-						 qemu ? "\"layout\": \"qemu\""
-						      : "\"layout\": \"vmware\""),
-				 0);
+		assert_int_equal(
+		    esx_run("rm -f c.vmdk && qemu-img create -q -f vmdk -b s.vmdk "
+			    "-F vmdk c.vmdk && qemu-io -f vmdk -c 'write -P 0x33 70000 "
+			    "200000' -c 'write -P 0x44 3000000 4096' c.vmdk >/dev/null && "
+			    "qemu-img convert -O raw c.vmdk c.raw"),
+		    0);
+		assert_int_equal(
+		    esx_chain_check("c.vmdk", 2, pair,
+				    qemu ? "\"layout\": \"qemu\"" : "\"layout\": \"vmware\""),
+		    0);
 	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_vmware_layouts), cmocka_unit_test(test_qemu_layout),
-		cmocka_unit_test(test_block_status),   cmocka_unit_test(test_truncated),
-		cmocka_unit_test(test_bad_header_footer), cmocka_unit_test(test_bad_tables),
-		cmocka_unit_test(test_bad_grains),     cmocka_unit_test(test_zip_bomb),
-		cmocka_unit_test(test_corpus),	       cmocka_unit_test(test_chain),
+	    cmocka_unit_test(test_vmware_layouts),
+	    cmocka_unit_test(test_qemu_layout),
+	    cmocka_unit_test(test_block_status),
+	    cmocka_unit_test(test_truncated),
+	    cmocka_unit_test(test_bad_header_footer),
+	    cmocka_unit_test(test_bad_tables),
+	    cmocka_unit_test(test_bad_grains),
+	    cmocka_unit_test(test_zip_bomb),
+	    cmocka_unit_test(test_corpus),
+	    cmocka_unit_test(test_chain),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 
