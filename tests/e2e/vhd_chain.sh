@@ -149,8 +149,8 @@ check_tree()
 		return
 	fi
 	for f in "${files[@]}"; do
-		local want
-		want=$(printf "%0${#f%%-*}d-%s" $((i + 1)) "$(basename "${layers[i]}" .vhd)")
+		local want num=${f%%-*}
+		want=$(printf "%0${#num}d-%s" $((i + 1)) "$(basename "${layers[i]}" .vhd)")
 		if [ "$f" != "$want" ]; then
 			vd_fail "$name: layers/$f should be $want"
 		else
