@@ -195,6 +195,17 @@ static void sparse_close(struct vmdk_extent *e)
 	e->priv = NULL;
 }
 
+/* A non-zero GD entry must name a whole GT inside the file, clear of the
+ * header and the embedded descriptor. */
+static bool sparse_gde_ok(const struct vmdk_extent *e, const struct sparse_state *st, uint64_t gde)
+{
+	uint64_t end;
+
+	if (gde < 1 || (st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset))
+		return false;
+	return !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) && end <= e->file_size;
+}
+
 static int sparse_open(struct vmdk_extent *e)
 {
 	struct sparse_state *st;
@@ -235,8 +246,19 @@ static int sparse_open(struct vmdk_extent *e)
 		vd_log_err("vmdk: %s: cannot read the grain directory: %s", e->path, strerror(-r));
 		goto fail;
 	}
-	for (uint64_t i = 0; i < st->n_gd; i++)
+	/* The GD is small and in memory: check every entry now, so a wild GT
+	 * offset fails the open (and the mount) instead of surfacing as EIO
+	 * later. GT contents are checked as each GT is loaded. */
+	for (uint64_t i = 0; i < st->n_gd; i++) {
 		st->gd[i] = vd_get_le32(raw + i * 4);
+		if (st->gd[i] && !sparse_gde_ok(e, st, st->gd[i])) {
+			vd_log_err("vmdk: %s: grain directory entry %" PRIu64 " points to sector %" PRIu32
+				   ", outside the file's metadata area",
+				   e->path, i, st->gd[i]);
+			r = -EINVAL;
+			goto fail;
+		}
+	}
 	free(raw);
 	raw = NULL;
 	r = pthread_rwlock_init(&st->lock, NULL);
@@ -258,13 +280,12 @@ fail:
 static int sparse_gt_load(struct vmdk_extent *e, struct sparse_state *st, uint64_t gt_idx,
 			  bool log, uint32_t **out)
 {
-	uint64_t gde = st->gd[gt_idx], end;
+	uint64_t gde = st->gd[gt_idx];
 	uint8_t raw[KDMV_GT_BYTES];
 	uint32_t *gt;
 	int r;
 
-	if (gde < 1 || (st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset) ||
-	    vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) || end > e->file_size) {
+	if (!sparse_gde_ok(e, st, gde)) {
 		if (!log)
 			return -EIO;
 		vd_log_err("vmdk: %s: grain directory entry %" PRIu64 " points to sector %" PRIu64

@@ -215,8 +215,8 @@ static void test_header_checks(void **state)
 	kgen_free(&g);
 }
 
-/* A bad GD/GT entry fails reads of the grains it covers, with one logged line,
- * and nothing else. */
+/* A bad GT entry fails reads of the grains it covers, with one logged line,
+ * and nothing else; a bad GD entry fails the open. */
 static void expect_grain_eio(struct kgen *g, uint64_t grain, uint32_t gte, bool set_gde,
 			     const char *msg)
 {
@@ -239,6 +239,19 @@ static void expect_grain_eio(struct kgen *g, uint64_t grain, uint32_t gte, bool 
 
 		vd_put_le32(b, gte);
 		kgen_poke(p, kgen_gte_off(g, grain), b, 4);
+	}
+	if (set_gde) {
+		/* The GD is checked whole at open: a wild GT offset fails the open. */
+		errs = vd_log_error_count();
+		saved = kgen_capture_begin();
+		r = vd_chain_open(p, 0, &c);
+		log = kgen_capture_end(saved);
+		assert_int_equal(r, -EINVAL);
+		assert_int_equal(vd_log_error_count(), errs + 1);
+		if (!strstr(log, msg))
+			fail_msg("expected \"%s\" in: %s", msg, log);
+		free(log);
+		return;
 	}
 	assert_int_equal(vd_chain_open(p, 0, &c), 0);
 	errs = vd_log_error_count();
