@@ -283,6 +283,10 @@ static int stream_open(struct vmdk_extent *e)
 			   e->path, st->h.capacity, e->sectors);
 		goto fail;
 	}
+	if (st->h.capacity > e->sectors)
+		vd_log_warn("vmdk: %s: stream capacity %" PRIu64 " > descriptor SECTORS %" PRIu64
+			    ", using the descriptor",
+			    e->path, st->h.capacity, e->sectors);
 	if (st->h.overhead * 512 > e->file_size) {
 		vd_log_err("vmdk: %s: overHead %" PRIu64 " sectors past EOF (file truncated)",
 			   e->path, st->h.overhead);
