@@ -95,7 +95,7 @@ vd_say "writing is refused"
 if (: >>"$MNT/disk") 2>"$VD_TMP/err"; then
 	echo "  unexpected: disk opened for writing"
 else
-	echo "  $(cat "$VD_TMP/err")"
+	echo "  open(disk, O_WRONLY): $(sed 's/.*: //' "$VD_TMP/err")"
 fi
 
 vd_say "unmounting"
