@@ -7,16 +7,16 @@
  * or stored at sector GTE; GD -> GT -> grain.
  *
  * The GD is read and range-checked once at open. GTs are loaded lazily on the
- * first touch and cached for the life of the extent (gts[], protected by
- * st->lock), so the hot path does no metadata I/O. Every GTE is re-checked
- * against the file size on every lookup, because a cached table holds raw
- * on-disk values. */
+ * first touch into a bounded table cache (disk/tcache.h), so the hot path does
+ * no metadata I/O. Every GTE is re-checked against the file size on every
+ * lookup, because a cached table holds raw on-disk values. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "disk/endian.h"
+#include "disk/tcache.h"
 #include "disk/vmdk.h"
 
 #define COWD_MAGIC 0x44574f43u /* "COWD" read as LE u32 */
@@ -33,6 +33,7 @@
 #define COWD_GT_ENTRIES 4096u
 #define COWD_GT_BYTES (COWD_GT_ENTRIES * 4u)
 #define COWD_MAX_GRAIN 2048u /* sectors (1 MiB), formats.md 9 */
+#define COWD_GT_CACHE_BYTES (64u << 20)
 
 struct cowd_header {
 	uint32_t version, flags;
@@ -46,9 +47,8 @@ struct cowd_state {
 	uint64_t gt_cover;     /* bytes of virtual disk one GT maps */
 	uint64_t meta_end;     /* first byte after header + GD: GTs and grains start here */
 	uint32_t *gd;	       /* gd_entries, immutable after open */
-	pthread_rwlock_t lock; /* protects gts[] and gts_loaded */
-	uint32_t **gts;	       /* gd_entries pointers, NULL until loaded */
-	uint64_t gts_loaded;
+	struct vd_tcache gts;  /* GT i by GD index, native order */
+	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
 
 /* Decodes and validates the header fields that do not depend on the file
@@ -99,19 +99,33 @@ static int cowd_header_decode(const uint8_t *buf, const char *path, struct cowd_
 	return 0;
 }
 
+/* Table loader for st->gts: reads GT gdi (its GD entry was checked at open). */
+static int cowd_gt_load(void *ctx, uint64_t gdi, void *table)
+{
+	struct cowd_state *st = ctx;
+	struct vmdk_extent *e = st->e;
+	uint32_t *gt = table;
+	int ret;
+
+	ret = vd_pread_full(e->fd, gt, COWD_GT_BYTES, (uint64_t)st->gd[gdi] * 512);
+	if (ret < 0) {
+		vd_log_err("vmdk: %s: cannot read COWD grain table %" PRIu64 ": %s", e->path, gdi,
+			   strerror(-ret));
+		return ret;
+	}
+	for (unsigned i = 0; i < COWD_GT_ENTRIES; i++)
+		gt[i] = vd_get_le32((const uint8_t *)&gt[i]);
+	return 0;
+}
+
 static void cowd_close(struct vmdk_extent *e)
 {
 	struct cowd_state *st = e->priv;
 
 	if (!st)
 		return;
-	if (st->gts) {
-		for (uint64_t i = 0; i < st->h.gd_entries; i++)
-			free(st->gts[i]);
-		free(st->gts);
-	}
+	vd_tcache_destroy(&st->gts);
 	free(st->gd);
-	pthread_rwlock_destroy(&st->lock);
 	free(st);
 	e->priv = NULL;
 }
@@ -140,7 +154,7 @@ static int cowd_open(struct vmdk_extent *e)
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	pthread_rwlock_init(&st->lock, NULL);
+	st->e = e;
 	e->priv = st;
 	ret = cowd_header_decode(buf, e->path, &st->h);
 	if (ret < 0)
@@ -172,8 +186,8 @@ static int cowd_open(struct vmdk_extent *e)
 	}
 	/* gd_entries <= 2^32 / 4096 = 1 Mi, so the GD is at most 4 MiB. */
 	st->gd = malloc(gd_bytes);
-	st->gts = calloc(st->h.gd_entries, sizeof(*st->gts));
-	if (!st->gd || !st->gts) {
+	if (!st->gd || vd_tcache_init(&st->gts, st->h.gd_entries, COWD_GT_BYTES,
+				      COWD_GT_CACHE_BYTES, cowd_gt_load, st) < 0) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -203,52 +217,6 @@ fail:
 	return ret;
 }
 
-/* Returns the GT for GD entry gdi (loading it on first use), NULL with *err = 0
- * for an unallocated GT, or NULL with *err < 0. */
-static const uint32_t *cowd_gt_get(struct vmdk_extent *e, uint64_t gdi, int *err)
-{
-	struct cowd_state *st = e->priv;
-	uint32_t *gt, *old;
-	int ret;
-
-	*err = 0;
-	if (!st->gd[gdi])
-		return NULL;
-	pthread_rwlock_rdlock(&st->lock);
-	gt = st->gts[gdi];
-	pthread_rwlock_unlock(&st->lock);
-	if (gt)
-		return gt;
-
-	/* Read without the lock; if another thread won the race, keep its copy. */
-	gt = malloc(COWD_GT_BYTES);
-	if (!gt) {
-		*err = -ENOMEM;
-		return NULL;
-	}
-	ret = vd_pread_full(e->fd, gt, COWD_GT_BYTES, (uint64_t)st->gd[gdi] * 512);
-	if (ret < 0) {
-		vd_log_err("vmdk: %s: cannot read COWD grain table %" PRIu64 ": %s", e->path, gdi,
-			   strerror(-ret));
-		free(gt);
-		*err = ret;
-		return NULL;
-	}
-	for (unsigned i = 0; i < COWD_GT_ENTRIES; i++)
-		gt[i] = vd_get_le32((const uint8_t *)&gt[i]);
-	pthread_rwlock_wrlock(&st->lock);
-	old = st->gts[gdi];
-	if (old) {
-		free(gt);
-		gt = old;
-	} else {
-		st->gts[gdi] = gt;
-		st->gts_loaded++;
-	}
-	pthread_rwlock_unlock(&st->lock);
-	return gt;
-}
-
 /* Looks up the grain holding byte off: returns VD_DATA with *phys = its file
  * offset, VD_UNALLOC, or -errno. */
 static int cowd_lookup(struct vmdk_extent *e, uint64_t off, uint64_t *phys)
@@ -257,19 +225,24 @@ static int cowd_lookup(struct vmdk_extent *e, uint64_t off, uint64_t *phys)
 	uint64_t gdi = off / st->gt_cover;
 	uint64_t gti = off % st->gt_cover / st->grain_bytes;
 	const uint32_t *gt;
+	uint32_t gte;
 	uint64_t p;
 	int err;
 
-	gt = cowd_gt_get(e, gdi, &err);
-	if (!gt)
-		return err < 0 ? err : VD_UNALLOC;
-	if (!gt[gti])
+	if (!st->gd[gdi])
 		return VD_UNALLOC;
-	p = (uint64_t)gt[gti] * 512;
+	gt = vd_tcache_get(&st->gts, gdi, &err);
+	if (!gt)
+		return err;
+	gte = gt[gti];
+	vd_tcache_put(&st->gts);
+	if (!gte)
+		return VD_UNALLOC;
+	p = (uint64_t)gte * 512;
 	if (p < st->meta_end || p + st->grain_bytes > e->file_size) {
 		vd_log_err("vmdk: %s: COWD GT entry for grain %" PRIu64 " (sector %" PRIu32
 			   ") outside [end of GD, EOF]",
-			   e->path, off / st->grain_bytes, gt[gti]);
+			   e->path, off / st->grain_bytes, gte);
 		return -EIO;
 	}
 	*phys = p;
@@ -359,11 +332,9 @@ static int cowd_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 static void cowd_describe(struct vmdk_extent *e, struct vd_json *j)
 {
 	struct cowd_state *st = e->priv;
-	uint64_t loaded;
+	uint64_t held, loads;
 
-	pthread_rwlock_rdlock(&st->lock);
-	loaded = st->gts_loaded;
-	pthread_rwlock_unlock(&st->lock);
+	vd_tcache_stats(&st->gts, &held, &loads);
 	vd_json_u64(j, "cowd_version", st->h.version);
 	vd_json_u64(j, "grain_sectors", st->h.grain_size);
 	vd_json_u64(j, "capacity_sectors", st->h.num_sectors);
@@ -371,7 +342,8 @@ static void cowd_describe(struct vmdk_extent *e, struct vd_json *j)
 	vd_json_u64(j, "gd_entries", st->h.gd_entries);
 	vd_json_u64(j, "free_sector", st->h.free_sector);
 	vd_json_bool(j, "unclean_shutdown", st->h.unclean != 0);
-	vd_json_u64(j, "gts_cached", loaded);
+	vd_json_u64(j, "gts_cached", held);
+	vd_json_u64(j, "gts_loaded", loads);
 }
 
 const struct vmdk_extent_ops vmdk_cowd_ops = {

@@ -11,8 +11,8 @@
  * 3 allocated (cluster number split across two fields), anything else is
  * corrupt.
  *
- * The GD is read and checked at open. GTs are loaded on first touch and kept
- * (gts[], protected by st->lock); raw entries are re-validated on every
+ * The GD is read and checked at open. GTs are loaded on first touch into a
+ * bounded table cache (disk/tcache.h); raw entries are re-validated on every
  * lookup because the file may be shorter than the regions it declares.
  * A journal that needs replay is refused: its format is unknown. */
 #include <errno.h>
@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "disk/endian.h"
+#include "disk/tcache.h"
 #include "disk/vmdk.h"
 
 #define SES_CONST_MAGIC 0xcafebabeull
@@ -97,10 +98,11 @@ struct ses_state {
 	uint64_t gd_entries;   /* entries used: ceil(capacity / GT coverage) */
 	uint64_t n_gts;	       /* GTs the region can hold */
 	uint64_t *gd;	       /* immutable after open */
-	pthread_rwlock_t lock; /* protects gts[] and gts_loaded */
-	uint64_t **gts;	       /* by GT index (not GD index), NULL until loaded */
-	uint64_t gts_loaded;
+	struct vd_tcache gts;  /* by GT index (not GD index), native order */
+	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
+
+#define SES_GT_CACHE_BYTES (64u << 20)
 
 /* Decodes and checks the const header against every constant QEMU requires.
  * No I/O. */
@@ -154,19 +156,39 @@ static bool ses_region_ok(uint64_t off, uint64_t size, uint64_t max_bytes)
 	return !vd_add_ovf(off, size, &end) && end <= max_bytes / 512;
 }
 
+/* Table loader for st->gts: reads GT number idx. */
+static int ses_gt_load(void *ctx, uint64_t idx, void *table)
+{
+	struct ses_state *st = ctx;
+	struct vmdk_extent *e = st->e;
+	uint64_t *gt = table, sec = st->f[SES_GTS_OFF] + idx * SES_GT_SECTORS;
+	int ret;
+
+	if (!ses_region_ok(sec, SES_GT_SECTORS, e->file_size)) {
+		vd_log_err("vmdk: %s: seSparse grain table %" PRIu64 " (sector %" PRIu64
+			   ") past EOF",
+			   e->path, idx, sec);
+		return -EIO;
+	}
+	ret = vd_pread_full(e->fd, gt, SES_GT_ENTRIES * 8, sec * 512);
+	if (ret < 0) {
+		vd_log_err("vmdk: %s: cannot read seSparse grain table %" PRIu64 ": %s", e->path,
+			   idx, strerror(-ret));
+		return ret;
+	}
+	for (unsigned i = 0; i < SES_GT_ENTRIES; i++)
+		gt[i] = vd_get_le64((const uint8_t *)&gt[i]);
+	return 0;
+}
+
 static void ses_close(struct vmdk_extent *e)
 {
 	struct ses_state *st = e->priv;
 
 	if (!st)
 		return;
-	if (st->gts) {
-		for (uint64_t i = 0; i < st->n_gts; i++)
-			free(st->gts[i]);
-		free(st->gts);
-	}
+	vd_tcache_destroy(&st->gts);
 	free(st->gd);
-	pthread_rwlock_destroy(&st->lock);
 	free(st);
 	e->priv = NULL;
 }
@@ -231,7 +253,7 @@ static int ses_open(struct vmdk_extent *e)
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	pthread_rwlock_init(&st->lock, NULL);
+	st->e = e;
 	e->priv = st;
 	ret = ses_const_decode(buf, e->path, st->f);
 	if (ret < 0)
@@ -274,8 +296,8 @@ static int ses_open(struct vmdk_extent *e)
 	}
 	st->n_gts = st->f[SES_GTS_SIZE] / SES_GT_SECTORS;
 	st->gd = malloc(gd_bytes);
-	st->gts = calloc(st->n_gts ? st->n_gts : 1, sizeof(*st->gts));
-	if (!st->gd || !st->gts) {
+	if (!st->gd || vd_tcache_init(&st->gts, st->n_gts, SES_GT_ENTRIES * 8, SES_GT_CACHE_BYTES,
+				      ses_gt_load, st) < 0) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -304,54 +326,6 @@ fail:
 	return ret;
 }
 
-/* Returns GT number idx, loading it on first use, or NULL with *err < 0. */
-static const uint64_t *ses_gt_get(struct vmdk_extent *e, uint64_t idx, int *err)
-{
-	struct ses_state *st = e->priv;
-	uint64_t *gt, *old, sec = st->f[SES_GTS_OFF] + idx * SES_GT_SECTORS;
-	int ret;
-
-	pthread_rwlock_rdlock(&st->lock);
-	gt = st->gts[idx];
-	pthread_rwlock_unlock(&st->lock);
-	if (gt)
-		return gt;
-	if (!ses_region_ok(sec, SES_GT_SECTORS, e->file_size)) {
-		vd_log_err("vmdk: %s: seSparse grain table %" PRIu64 " (sector %" PRIu64
-			   ") past EOF",
-			   e->path, idx, sec);
-		*err = -EIO;
-		return NULL;
-	}
-	gt = malloc(SES_GT_ENTRIES * 8);
-	if (!gt) {
-		*err = -ENOMEM;
-		return NULL;
-	}
-	/* Read without the lock; if another thread won the race, keep its copy. */
-	ret = vd_pread_full(e->fd, gt, SES_GT_ENTRIES * 8, sec * 512);
-	if (ret < 0) {
-		vd_log_err("vmdk: %s: cannot read seSparse grain table %" PRIu64 ": %s", e->path,
-			   idx, strerror(-ret));
-		free(gt);
-		*err = ret;
-		return NULL;
-	}
-	for (unsigned i = 0; i < SES_GT_ENTRIES; i++)
-		gt[i] = vd_get_le64((const uint8_t *)&gt[i]);
-	pthread_rwlock_wrlock(&st->lock);
-	old = st->gts[idx];
-	if (old) {
-		free(gt);
-		gt = old;
-	} else {
-		st->gts[idx] = gt;
-		st->gts_loaded++;
-	}
-	pthread_rwlock_unlock(&st->lock);
-	return gt;
-}
-
 /* State of the grain holding byte off; for VD_DATA *phys is the file offset of
  * the grain. *span is the bytes from the grain (or the unmapped GT) start
  * that the answer covers. Returns a vd_block_state or -errno. */
@@ -368,10 +342,11 @@ static int ses_lookup(struct vmdk_extent *e, uint64_t off, uint64_t *phys, uint6
 		return VD_UNALLOC;
 	}
 	*span = gb;
-	gt = ses_gt_get(e, gde & 0xffffffffu, &err);
+	gt = vd_tcache_get(&st->gts, gde & 0xffffffffu, &err);
 	if (!gt)
 		return err;
 	ent = gt[g % SES_GT_ENTRIES];
+	vd_tcache_put(&st->gts);
 	switch (ent >> 60) {
 	case 0:
 		if (ent) {
@@ -438,11 +413,9 @@ static int ses_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 static void ses_describe(struct vmdk_extent *e, struct vd_json *j)
 {
 	struct ses_state *st = e->priv;
-	uint64_t loaded;
+	uint64_t held, loads;
 
-	pthread_rwlock_rdlock(&st->lock);
-	loaded = st->gts_loaded;
-	pthread_rwlock_unlock(&st->lock);
+	vd_tcache_stats(&st->gts, &held, &loads);
 	vd_json_u64(j, "grain_sectors", SES_GRAIN_SECTORS);
 	vd_json_u64(j, "capacity_sectors", st->f[SES_CAPACITY]);
 	vd_json_u64(j, "gd_entries", st->gd_entries);
@@ -450,7 +423,8 @@ static void ses_describe(struct vmdk_extent *e, struct vd_json *j)
 	vd_json_u64(j, "grains_offset_sector", st->f[SES_GRAINS_OFF]);
 	vd_json_u64(j, "free_gt_number", st->free_gt);
 	vd_json_u64(j, "next_txn_seq_number", st->next_txn);
-	vd_json_u64(j, "gts_cached", loaded);
+	vd_json_u64(j, "gts_cached", held);
+	vd_json_u64(j, "gts_loaded", loads);
 }
 
 const struct vmdk_extent_ops vmdk_sesparse_ops = {

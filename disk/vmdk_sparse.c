@@ -10,11 +10,8 @@
  * each time it is used, not only when loaded: a hostile entry gives -EIO for
  * the grains it covers and nothing else.
  *
- * State: st->gts[i] is the native-order copy of GT i or NULL; st->lru holds
- * the indices of loaded GTs in load order (FIFO eviction). Both, and
- * st->n_loaded, are protected by st->lock: lookups take it for reading and
- * scan the GT in place; loading reads the GT with no lock held, then takes it
- * for writing to install the copy (a racing loader's copy is dropped). */
+ * State: st->gts is a bounded table cache (disk/tcache.h) of native-order
+ * GTs; lookups scan a GT in place while the cache is read-locked. */
 #include "disk/vmdk.h"
 
 #include <errno.h>
@@ -23,6 +20,7 @@
 #include <string.h>
 
 #include "disk/endian.h"
+#include "disk/tcache.h"
 
 /* KDMV header field offsets (formats.md 2.1). */
 #define KDMV_MAGIC 0
@@ -43,8 +41,8 @@
 #define KDMV_GTES 512u
 #define KDMV_GT_BYTES (KDMV_GTES * 4u)
 #define KDMV_KNOWN_INCOMPAT (VMDK_FLAG_COMPRESSED | VMDK_FLAG_MARKERS)
-/* GT cache cap per extent: 64 MiB of GTs covers 1 TiB at 64 KiB grains. */
-#define SPARSE_GT_CACHE_MAX ((64u << 20) / KDMV_GT_BYTES)
+/* GT cache budget per extent: 64 MiB of GTs covers 1 TiB at 64 KiB grains. */
+#define SPARSE_GT_CACHE_BYTES (64u << 20)
 
 struct sparse_state {
 	struct vmdk_kdmv_header h;
@@ -54,12 +52,8 @@ struct sparse_state {
 	uint64_t desc_end;	   /* first sector after the embedded descriptor */
 	uint32_t *gd;		   /* native order, immutable after open */
 	uint64_t n_gd;
-	pthread_rwlock_t lock;
-	bool lock_init;
-	uint32_t **gts;	  /* [n_gd], protected by lock */
-	uint32_t *lru;	  /* ring of loaded GT indices, protected by lock */
-	uint32_t lru_cap; /* immutable */
-	uint32_t lru_head, n_loaded; /* protected by lock */
+	struct vd_tcache gts;	   /* GT i, native order */
+	struct vmdk_extent *e;	   /* back pointer for the GT loader */
 };
 
 int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out)
@@ -183,14 +177,8 @@ static void sparse_close(struct vmdk_extent *e)
 
 	if (!st)
 		return;
-	if (st->gts)
-		for (uint64_t i = 0; i < st->n_gd; i++)
-			free(st->gts[i]);
-	free(st->gts);
-	free(st->lru);
+	vd_tcache_destroy(&st->gts);
 	free(st->gd);
-	if (st->lock_init)
-		pthread_rwlock_destroy(&st->lock);
 	free(st);
 	e->priv = NULL;
 }
@@ -204,6 +192,27 @@ static bool sparse_gde_ok(const struct vmdk_extent *e, const struct sparse_state
 	if (gde < 1 || (st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset))
 		return false;
 	return !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) && end <= e->file_size;
+}
+
+/* Table loader for st->gts: reads GT gt_idx (its GD entry was checked at open). */
+static int sparse_gt_load(void *ctx, uint64_t gt_idx, void *table)
+{
+	struct sparse_state *st = ctx;
+	struct vmdk_extent *e = st->e;
+	uint64_t gde = st->gd[gt_idx];
+	uint8_t raw[KDMV_GT_BYTES];
+	uint32_t *gt = table;
+	int r;
+
+	r = vd_pread_full(e->fd, raw, sizeof(raw), gde * 512);
+	if (r < 0) {
+		vd_log_err("vmdk: %s: cannot read grain table %" PRIu64 ": %s", e->path, gt_idx,
+			   strerror(-r));
+		return r;
+	}
+	for (unsigned i = 0; i < KDMV_GTES; i++)
+		gt[i] = vd_get_le32(raw + i * 4);
+	return 0;
 }
 
 static int sparse_open(struct vmdk_extent *e)
@@ -233,10 +242,10 @@ static int sparse_open(struct vmdk_extent *e)
 
 	raw = malloc(st->n_gd * 4);
 	st->gd = malloc(st->n_gd * sizeof(*st->gd));
-	st->gts = calloc(st->n_gd, sizeof(*st->gts));
-	st->lru_cap = st->n_gd < SPARSE_GT_CACHE_MAX ? (uint32_t)st->n_gd : SPARSE_GT_CACHE_MAX;
-	st->lru = malloc(st->lru_cap * sizeof(*st->lru));
-	if (!raw || !st->gd || !st->gts || !st->lru) {
+	st->e = e;
+	if (!raw || !st->gd ||
+	    vd_tcache_init(&st->gts, st->n_gd, KDMV_GT_BYTES, SPARSE_GT_CACHE_BYTES, sparse_gt_load,
+			   st) < 0) {
 		vd_log_err("vmdk: %s: out of memory for the grain directory", e->path);
 		r = -ENOMEM;
 		goto fail;
@@ -260,78 +269,11 @@ static int sparse_open(struct vmdk_extent *e)
 		}
 	}
 	free(raw);
-	raw = NULL;
-	r = pthread_rwlock_init(&st->lock, NULL);
-	if (r) {
-		r = -r;
-		goto fail;
-	}
-	st->lock_init = true;
 	return 0;
 fail:
 	free(raw);
 	sparse_close(e);
 	return r;
-}
-
-/* Reads GT gt_idx from the file into a new native-order buffer. No lock held.
- * Logs a failure only when log is set (the GT holds the request's first grain;
- * otherwise the run just ends before it and the error surfaces on that call). */
-static int sparse_gt_load(struct vmdk_extent *e, struct sparse_state *st, uint64_t gt_idx,
-			  bool log, uint32_t **out)
-{
-	uint64_t gde = st->gd[gt_idx];
-	uint8_t raw[KDMV_GT_BYTES];
-	uint32_t *gt;
-	int r;
-
-	if (!sparse_gde_ok(e, st, gde)) {
-		if (!log)
-			return -EIO;
-		vd_log_err("vmdk: %s: grain directory entry %" PRIu64 " points to sector %" PRIu64
-			   ", outside the file's metadata area",
-			   e->path, gt_idx, gde);
-		return -EIO;
-	}
-	r = vd_pread_full(e->fd, raw, sizeof(raw), gde * 512);
-	if (r < 0) {
-		if (!log)
-			return r;
-		vd_log_err("vmdk: %s: cannot read grain table %" PRIu64 ": %s", e->path, gt_idx,
-			   strerror(-r));
-		return r;
-	}
-	gt = malloc(KDMV_GT_BYTES);
-	if (!gt)
-		return -ENOMEM;
-	for (unsigned i = 0; i < KDMV_GTES; i++)
-		gt[i] = vd_get_le32(raw + i * 4);
-	*out = gt;
-	return 0;
-}
-
-/* Installs a loaded GT unless another thread was faster; evicts the oldest
- * GT when the cache is full. Takes st->lock for writing. */
-static void sparse_gt_install(struct sparse_state *st, uint64_t gt_idx, uint32_t *gt)
-{
-	pthread_rwlock_wrlock(&st->lock);
-	if (st->gts[gt_idx]) {
-		free(gt);
-		goto out;
-	}
-	if (st->n_loaded == st->lru_cap) {
-		uint32_t victim = st->lru[st->lru_head];
-
-		free(st->gts[victim]);
-		st->gts[victim] = NULL;
-		st->n_loaded--;
-		st->lru_head = (st->lru_head + 1) % st->lru_cap;
-	}
-	st->lru[(st->lru_head + st->n_loaded) % st->lru_cap] = (uint32_t)gt_idx;
-	st->n_loaded++;
-	st->gts[gt_idx] = gt;
-out:
-	pthread_rwlock_unlock(&st->lock);
 }
 
 /* State of grain entry gte: VD_UNALLOC, VD_ZERO, VD_DATA, or -EIO for a
@@ -398,31 +340,22 @@ static int sparse_map(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_
 	while (g <= g_last) {
 		uint64_t gt_idx = g / KDMV_GTES;
 		uint64_t g_end = vd_min_u64((gt_idx + 1) * KDMV_GTES, g_last + 1);
-		uint32_t *own = NULL;
 		bool first = state < 0;
 		int64_t n;
 
 		if (st->gd[gt_idx] == 0) {
 			n = sparse_scan_gt(e, st, NULL, g, g_end, &state, &last_gte);
 		} else {
-			pthread_rwlock_rdlock(&st->lock);
-			if (st->gts[gt_idx]) {
-				n = sparse_scan_gt(e, st, st->gts[gt_idx], g, g_end, &state,
-						   &last_gte);
-				pthread_rwlock_unlock(&st->lock);
-			} else {
-				int r;
+			int r = 0;
+			const uint32_t *gt = vd_tcache_get(&st->gts, gt_idx, &r);
 
-				pthread_rwlock_unlock(&st->lock);
-				r = sparse_gt_load(e, st, gt_idx, first, &own);
-				if (r < 0) {
-					if (!first)
-						break;
-					return r;
-				}
-				n = sparse_scan_gt(e, st, own, g, g_end, &state, &last_gte);
-				sparse_gt_install(st, gt_idx, own);
+			if (!gt) {
+				if (!first)
+					break;
+				return r;
 			}
+			n = sparse_scan_gt(e, st, gt, g, g_end, &state, &last_gte);
+			vd_tcache_put(&st->gts);
 		}
 		if (n < 0)
 			return (int)n;
