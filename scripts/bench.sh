@@ -20,7 +20,8 @@
 #   VD_BENCH_QUICK=1   small and short: a smoke run of the script itself
 #   VD_BENCH_RUNTIME   seconds per fio run (5; 2 quick)
 #   VD_BENCH_SEQ_CAP   seconds at most per sequential read (30; 10 quick)
-#   VD_BENCH_REPEAT    runs per speed value, the median is shown (1)
+#   VD_BENCH_SEQ_REPEAT  runs per sequential value, the median is shown (3)
+#   VD_BENCH_REPEAT    runs per random value, the median is shown (1)
 #   VD_BENCH_DIR       work directory; kept, and its images reused by the
 #                      next run with the same size (default: a temp dir)
 #   VD_BENCH_KEEP=1    keep the default temp dir
@@ -56,12 +57,14 @@ else
 	BM_SEQ_CAP=${VD_BENCH_SEQ_CAP:-30}
 fi
 BM_REPEAT=${VD_BENCH_REPEAT:-1}
+BM_SEQ_REPEAT=${VD_BENCH_SEQ_REPEAT:-3}
 BM_TOOLS=${VD_BENCH_TOOLS:-raw vd qsd yal}
 sections=${VD_BENCH_SECTIONS:-chain4 deep big stream vhd}
 if ! [[ $size_mb =~ ^[0-9]+$ ]] || ((size_mb < 16)); then
 	vd_die "VD_BENCH_SIZE_MB must be a number >= 16"
 fi
-[[ $BM_REPEAT =~ ^[1-9][0-9]*$ ]] || vd_die "VD_BENCH_REPEAT must be a number >= 1"
+[[ "$BM_REPEAT $BM_SEQ_REPEAT" =~ ^[1-9][0-9]*\ [1-9][0-9]*$ ]] ||
+	vd_die "VD_BENCH_REPEAT and VD_BENCH_SEQ_REPEAT must be numbers >= 1"
 
 [ "$(id -u)" -eq 0 ] || vd_die "bench.sh must run as root (drop_caches, FUSE mounts)"
 [ -c /dev/fuse ] || vd_die "/dev/fuse missing"
@@ -119,7 +122,7 @@ header()
 	echo "vdmount benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "command:   $BM_ARGV"
 	echo "knobs:     size=${size_mb} MiB fio runtime=${BM_RUNTIME}s seq cap=${BM_SEQ_CAP}s" \
-		"repeat=$BM_REPEAT" \
+		"repeat: seq=$BM_SEQ_REPEAT rand=$BM_REPEAT" \
 		"tools=[$(xargs <<<"$BM_TOOLS")] sections=[$sections]"
 	echo "cpu:       $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')," \
 		"$(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
@@ -158,9 +161,9 @@ section_ok()
 
 sec_chain4()
 {
-	bm_rows c4 "4 layers" mount seqw seqc r1 r2 rss
+	bm_rows c4 "4 layers" mount seqw seqc r1 r2 r1d rss
 	section_ok chain4 vmdk "$D/a3.vmdk" "$D/a3.raw" || return 0
-	bm_chain c4 vmdk "$D/a3.vmdk" "$D/a3.raw" "mount seqw seqc r1 r2" "raw vd qsd yal" \
+	bm_chain c4 vmdk "$D/a3.vmdk" "$D/a3.raw" "mount seqw seqc r1 r2 r1d" "raw vd qsd yal" \
 		"$D"/base.vmdk "$D"/a[123].vmdk
 }
 
@@ -169,20 +172,21 @@ sec_chain4()
 sec_deep()
 {
 	local k
-	for k in seqw r1 r2; do
+	for k in seqw r1 r2 r1d; do
 		bm_rows d1 "depth 1" $k
 		bm_rows d32 "depth 32" $k
 	done
 	bm_row dr.seqw rr ">=0.9" "depth 32/1 ratio, seq"
 	bm_row dr.r1 rr ">=0.9" "depth 32/1 ratio, rand 1 job"
 	bm_row dr.r2 rr ">=0.9" "depth 32/1 ratio, rand 2 jobs"
+	bm_row dr.r1d rr ">=0.9" "depth 32/1 ratio, rand O_DIRECT"
 	bm_rows d32 "depth 32" mount rss
 	section_ok deep vmdk "$D/d31.vmdk" "$D/d31.raw" || return 0
-	bm_chain d1 vmdk "$D/base.vmdk" "$D/base.raw" "seqw r1 r2" "raw vd qsd yal" \
+	bm_chain d1 vmdk "$D/base.vmdk" "$D/base.raw" "seqw r1 r2 r1d" "raw vd qsd yal" \
 		"$D/base.vmdk"
-	bm_chain d32 vmdk "$D/d31.vmdk" "$D/d31.raw" "mount seqw r1 r2" "raw vd qsd yal" \
+	bm_chain d32 vmdk "$D/d31.vmdk" "$D/d31.raw" "mount seqw r1 r2 r1d" "raw vd qsd yal" \
 		"$D"/base.vmdk "$D"/d[0-9][0-9].vmdk
-	for k in seqw r1 r2; do
+	for k in seqw r1 r2 r1d; do
 		bm_put_ratio "dr.$k" "d32.$k" "d1.$k"
 	done
 }

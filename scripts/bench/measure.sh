@@ -77,20 +77,21 @@ bm_seq()
 		}' <<<"$out"
 }
 
-# bm_rand FILE JOBS RUNTIME_S: prints the read IOPS of buffered 4 KiB random
+# bm_rand FILE JOBS RUNTIME_S [DIRECT]: prints the read IOPS of 4 KiB random
 # reads (psync, JOBS jobs, group reporting) or "ERR <message>". The page
-# cache is neither dropped (invalidate=0: the raw limit stays in memory) nor
-# bypassed (direct=0); freshness comes from a fresh mount per run.
+# cache is not dropped (invalidate=0: the raw limit stays in memory) and,
+# unless DIRECT is 1, not bypassed; freshness comes from a fresh mount per
+# run. With DIRECT=1 every read reaches the daemon: its per-request cost.
 bm_rand()
 {
-	local f=$1 jobs=$2 rt=$3 out map=()
+	local f=$1 jobs=$2 rt=$3 direct=${4:-0} out map=()
 	# fio's random map makes the first pass over the file free of repeats
 	# (every read a miss); it would need 32 MiB per TiB, so not for 2 TiB.
 	(($(stat -L -c %s -- "$f") > (64 << 30))) && map=(--norandommap)
 	# shellcheck disable=SC2086 # VD_BENCH_FIO_EXTRA is a list of options
 	out=$(LC_ALL=C timeout -k 10 $((rt + 120)) fio --name=bench --filename="${f//:/\\:}" \
 		--readonly --rw=randread --bs=4k --ioengine=psync --numjobs="$jobs" \
-		--time_based --runtime="$rt" --group_reporting --direct=0 --invalidate=0 \
+		--time_based --runtime="$rt" --group_reporting --direct="$direct" --invalidate=0 \
 		"${map[@]}" ${VD_BENCH_FIO_EXTRA:-} --output-format=json 2>&1)
 	awk '
 		/"error" : / { e = $3; gsub(/[^0-9]/, "", e); if (e + 0 != 0) err = e }
@@ -156,7 +157,8 @@ bm_put_rss()
 
 # bm_rows PFX DESC KIND...: declares the standard rows PFX.KIND of one chain
 # (DESC names it in labels and notes): seqw, seqc (sequential, warm / cold;
-# target 2x qsd), r1, r2 (random 4K, 1 / 2 jobs; target 3x qsd), mount (and
+# target 2x qsd), r1, r2 (random 4K, 1 / 2 jobs; target 3x qsd), r1d (1 job,
+# O_DIRECT: the daemon's per-request cost, no target), mount (and
 # PFX.mount.ok, the sampled data check), mrss (peak RSS right after mounting),
 # rss (peak RSS over every run on the chain).
 bm_rows()
@@ -170,6 +172,7 @@ bm_rows()
 		seqc) bm_row "$p.$k" hi "qsd>=2" "seq MB/s cold, $d" ;;
 		r1) bm_row "$p.$k" hi "qsd>=3" "rand 4K IOPS 1 job, $d" ;;
 		r2) bm_row "$p.$k" hi "qsd>=3" "rand 4K IOPS 2 jobs, $d" ;;
+		r1d) bm_row "$p.$k" hi - "rand 4K IOPS O_DIRECT, $d" ;;
 		mount)
 			bm_row "$p.$k" lo - "mount ms, $d"
 			bm_row "$p.$k.ok" txt - "  data = raw (sampled)" ;;
@@ -200,20 +203,23 @@ bm_check_data()
 
 # bm_case PFX KIND TOOL FMT TOP RAW WARM_FILES...: row PFX.KIND for TOOL,
 # each run on a fresh mount. KIND is seqw (image files in the page cache
-# first), seqc (caches dropped before mounting), r1/r2 (fio, 1 or 2 jobs;
-# warm) or mount (3 warm mounts; the first also checks the data). The value
-# is the median of the runs (BM_REPEAT of them, 3 for mount). For the raw
-# tool, the warm file is RAW itself.
+# first), seqc (caches dropped before mounting), r1/r2/r1d (fio, 1 or 2
+# jobs, r1d with O_DIRECT; warm) or mount (3 warm mounts; the first also
+# checks the data). The value is the median of the runs (BM_SEQ_REPEAT of
+# them for seq*, BM_REPEAT for r*, 3 for mount). For the raw tool, the warm
+# file is RAW itself; it has no mount and no O_DIRECT value (that would
+# measure the disk, not the limit of the page-cache path).
 bm_case()
 {
 	local p=$1 kind=$2 tool=$3 fmt=$4 top=$5 raw=$6 v i n=$BM_REPEAT vals=() capped=
 	local row=$1.$2 desc=${BM_DESC[$1]}
 	shift 6
 	[[ " $BM_TOOLS " == *" $tool "* ]] || return 0
-	if [ "$kind" = mount ]; then
-		[ "$tool" = raw ] && return 0
-		n=3
-	fi
+	case $kind in
+	mount) n=3 ;;
+	seq?) n=$BM_SEQ_REPEAT ;;
+	esac
+	[ "$tool" = raw ] && [[ $kind == mount || $kind == r1d ]] && return 0
 	for ((i = 0; i < n; i++)); do
 		case $kind in
 		seqc) bm_cold ;;
@@ -229,6 +235,7 @@ bm_case()
 		seq?) v=$(bm_seq "$BM_FILE" "$BM_SEQ_CAP") ;;
 		r1) v=$(bm_rand "$BM_FILE" 1 "$BM_RUNTIME") ;;
 		r2) v=$(bm_rand "$BM_FILE" 2 "$BM_RUNTIME") ;;
+		r1d) v=$(bm_rand "$BM_FILE" 1 "$BM_RUNTIME" 1) ;;
 		mount)
 			v=$BM_MOUNT_MS
 			[ -n "$BM_PID" ] && bm_hwm_keep "$p.mount" "$tool" "$(bm_hwm_kb "$BM_PID")"
