@@ -5,10 +5,13 @@
  * where FIFO does as well as LRU and needs no bookkeeping on the hot path).
  * Readers hold the read lock while they look at a table, so eviction, which
  * takes the write lock, never frees a table in use. Loading happens without
- * the lock; when two threads load the same table the second copy is dropped. */
+ * the lock; when two threads load the same table the second copy is dropped.
+ * All-zero tables point at one shared zero table that is never evicted: the
+ * budget then only counts tables that hold something. */
 #include "disk/tcache.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,8 +54,10 @@ void vd_tcache_destroy(struct vd_tcache *c)
 {
 	if (c->slots)
 		for (uint64_t i = 0; i < c->n; i++)
-			free(c->slots[i]);
+			if (c->slots[i] != c->zero)
+				free(c->slots[i]);
 	free(c->slots);
+	free(c->zero);
 	free(c->ring);
 	if (c->ready)
 		pthread_rwlock_destroy(&c->lock);
@@ -61,11 +66,23 @@ void vd_tcache_destroy(struct vd_tcache *c)
 
 /* Installs t as table idx unless another thread was first; drops the oldest
  * table when the cache is full. Takes the write lock. */
-static void tcache_install(struct vd_tcache *c, uint64_t idx, void *t)
+static void tcache_install(struct vd_tcache *c, uint64_t idx, void *t, bool zero)
 {
 	pthread_rwlock_wrlock(&c->lock);
 	if (c->slots[idx]) {
 		free(t);
+		goto out;
+	}
+	c->loads++;
+	if (zero) {
+		if (!c->zero) {
+			/* keep t itself as the shared zero table */
+			memset(t, 0, c->table_bytes);
+			c->zero = t;
+		} else {
+			free(t);
+		}
+		c->slots[idx] = c->zero;
 		goto out;
 	}
 	if (c->loaded == c->cap) {
@@ -78,7 +95,6 @@ static void tcache_install(struct vd_tcache *c, uint64_t idx, void *t)
 	}
 	c->ring[(c->head + c->loaded) % c->cap] = idx;
 	c->loaded++;
-	c->loads++;
 	c->slots[idx] = t;
 out:
 	pthread_rwlock_unlock(&c->lock);
@@ -108,7 +124,7 @@ const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err)
 		}
 		/* Another thread may evict it again before we look; then load
 		 * again. With at least 16 slots this does not repeat in practice. */
-		tcache_install(c, idx, t);
+		tcache_install(c, idx, t, r == VD_TCACHE_ZERO);
 	}
 }
 

@@ -8,8 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Fills table (table_bytes, native order) with table idx. Returns 0 or -errno
- * after logging. Called without the cache lock, possibly concurrently. */
+/* Fills table (table_bytes, native order) with table idx. Returns 0, or
+ * VD_TCACHE_ZERO when the table is all zero (the cache then keeps one shared
+ * zero table instead of a copy: sparse images preallocate many empty tables),
+ * or -errno after logging. Called without the cache lock, possibly
+ * concurrently. */
+#define VD_TCACHE_ZERO 1
 typedef int (*vd_tcache_load_fn)(void *ctx, uint64_t idx, void *table);
 
 struct vd_tcache {
@@ -20,6 +24,7 @@ struct vd_tcache {
 	uint64_t *ring; /* indices of loaded tables, oldest first; protected by lock */
 	uint64_t cap, head, loaded; /* cap immutable; head, loaded protected by lock */
 	uint64_t loads;		    /* tables read from disk so far; protected by lock */
+	void *zero;		    /* the shared all-zero table, allocated on first use */
 	vd_tcache_load_fn load;
 	void *ctx;
 	int ready;
@@ -42,7 +47,7 @@ const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err);
 /* Releases the lock vd_tcache_get() returned with. */
 void vd_tcache_put(struct vd_tcache *c);
 
-/* Tables currently held and tables read so far (for describe()). */
+/* Tables currently held (zero tables excluded) and tables read so far. */
 void vd_tcache_stats(struct vd_tcache *c, uint64_t *held, uint64_t *loads);
 
 #endif

@@ -25,6 +25,14 @@ static inline bool vd_is_pow2(uint64_t v)
 	return v && !(v & (v - 1));
 }
 
+/* True when the n bytes at p are all zero. */
+static inline bool vd_mem_is_zero(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	return n == 0 || (b[0] == 0 && __builtin_memcmp(b, b + 1, n - 1) == 0);
+}
+
 static inline uint64_t vd_min_u64(uint64_t a, uint64_t b)
 {
 	return a < b ? a : b;

@@ -33,7 +33,7 @@
 #define COWD_GT_ENTRIES 4096u
 #define COWD_GT_BYTES (COWD_GT_ENTRIES * 4u)
 #define COWD_MAX_GRAIN 2048u /* sectors (1 MiB), formats.md 9 */
-#define COWD_GT_CACHE_BYTES (64u << 20)
+#define COWD_GT_CACHE_BYTES (16u << 20)
 
 struct cowd_header {
 	uint32_t version, flags;
@@ -115,7 +115,7 @@ static int cowd_gt_load(void *ctx, uint64_t gdi, void *table)
 	}
 	for (unsigned i = 0; i < COWD_GT_ENTRIES; i++)
 		gt[i] = vd_get_le32((const uint8_t *)&gt[i]);
-	return 0;
+	return vd_mem_is_zero(gt, COWD_GT_BYTES) ? VD_TCACHE_ZERO : 0;
 }
 
 static void cowd_close(struct vmdk_extent *e)

@@ -102,7 +102,7 @@ struct ses_state {
 	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
 
-#define SES_GT_CACHE_BYTES (64u << 20)
+#define SES_GT_CACHE_BYTES (16u << 20)
 
 /* Decodes and checks the const header against every constant QEMU requires.
  * No I/O. */
@@ -178,7 +178,7 @@ static int ses_gt_load(void *ctx, uint64_t idx, void *table)
 	}
 	for (unsigned i = 0; i < SES_GT_ENTRIES; i++)
 		gt[i] = vd_get_le64((const uint8_t *)&gt[i]);
-	return 0;
+	return vd_mem_is_zero(gt, SES_GT_ENTRIES * 8) ? VD_TCACHE_ZERO : 0;
 }
 
 static void ses_close(struct vmdk_extent *e)

@@ -41,8 +41,9 @@
 #define KDMV_GTES 512u
 #define KDMV_GT_BYTES (KDMV_GTES * 4u)
 #define KDMV_KNOWN_INCOMPAT (VMDK_FLAG_COMPRESSED | VMDK_FLAG_MARKERS)
-/* GT cache budget per extent: 64 MiB of GTs covers 1 TiB at 64 KiB grains. */
-#define SPARSE_GT_CACHE_BYTES (64u << 20)
+/* GT cache budget per extent: 16 MiB of non-empty GTs covers 256 GiB of
+ * allocated 64 KiB grains; past that a miss costs one 2 KiB pread. */
+#define SPARSE_GT_CACHE_BYTES (16u << 20)
 
 struct sparse_state {
 	struct vmdk_kdmv_header h;
@@ -212,7 +213,7 @@ static int sparse_gt_load(void *ctx, uint64_t gt_idx, void *table)
 	}
 	for (unsigned i = 0; i < KDMV_GTES; i++)
 		gt[i] = vd_get_le32(raw + i * 4);
-	return 0;
+	return vd_mem_is_zero(gt, KDMV_GT_BYTES) ? VD_TCACHE_ZERO : 0;
 }
 
 static int sparse_open(struct vmdk_extent *e)
