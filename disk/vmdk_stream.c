@@ -446,7 +446,8 @@ out:
 	return ret;
 }
 
-/* Copies [in, in+len) of grain g into dst, through the cache. */
+/* Copies [in, in+len) of grain g into dst, through the cache for partial
+ * grains. */
 static int stream_grain_copy(struct vmdk_extent *e, struct stream_state *st, uint64_t g,
 			     uint64_t in, uint64_t len, uint8_t *dst)
 {
@@ -467,6 +468,19 @@ static int stream_grain_copy(struct vmdk_extent *e, struct stream_state *st, uin
 		}
 	}
 	pthread_mutex_unlock(&st->cache_lock);
+
+	/* A whole grain goes straight into the caller's buffer: nothing else
+	 * will want it soon (sequential reads are grain-aligned), so caching
+	 * it would only cost a copy. */
+	if (in == 0 && len == st->grain_bytes) {
+		ret = stream_grain_load(e, st, g, dst);
+		if (ret < 0)
+			return ret;
+		pthread_mutex_lock(&st->cache_lock);
+		st->inflated++;
+		pthread_mutex_unlock(&st->cache_lock);
+		return 0;
+	}
 
 	/* Inflate without the lock; two threads missing the same grain both
 	 * inflate it, which is harmless. */
