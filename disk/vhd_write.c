@@ -30,6 +30,7 @@
 #include "disk/vhd.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -143,8 +144,15 @@ static int layout_create(const char *path, struct vhd_footer *f, struct vhd_head
 		r = vd_pwrite_full(fd, fbuf, sizeof(fbuf), off);
 	if (r == 0 && (fchmod(fd, 0644) < 0 || fsync(fd) < 0))
 		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
+	/* Never replace an existing file: the name may be anyone's image. */
+	if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
 		r = -errno;
+		if (r == -EINVAL || r == -ENOSYS) { /* fs without RENAME_NOREPLACE */
+			r = link(tmp, path) < 0 ? -errno : 0;
+			if (r == 0)
+				unlink(tmp);
+		}
+	}
 	if (r < 0) {
 		vd_log_err("vhd: %s: cannot write: %s", path, strerror(-r));
 		unlink(tmp);

@@ -114,7 +114,8 @@ mkv child "$B/missing/p.vhd" "$B/missing/c.vhd"
 rm "$B/missing/p.vhd"
 mkv dynamic "$B/uuid/p.vhd" 1048576 --block 65536
 mkv child "$B/uuid/p.vhd" "$B/uuid/c.vhd"
-mkv dynamic "$B/uuid/p.vhd" 1048576 --block 65536 # same name, new unique id
+rm "$B/uuid/p.vhd" # recreate under the same name: a new unique id
+mkv dynamic "$B/uuid/p.vhd" 1048576 --block 65536
 cp "$W/qfixed/q-fixed.vhd" "$B/badsum.vhd"
 sz=$(stat -c %s "$B/badsum.vhd")
 printf '\x5a' | dd of="$B/badsum.vhd" bs=1 seek=$((sz - 512 + 64)) conv=notrunc status=none

@@ -4,6 +4,7 @@
  * images against `qemu-img convert`, parent discovery (renamed, moved,
  * missing, id mismatch, --force) and the shared corpus. */
 #include <errno.h>
+#include <glob.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -131,6 +132,7 @@ static void chain_test(unsigned depth, uint64_t size, uint32_t block)
 
 	assert_non_null(models);
 	snprintf(prev, sizeof(prev), "%s", tpath("l00.vhd"));
+	unlink(prev); /* left by an earlier chain_test: creation never replaces */
 	assert_int_equal(vhd_create_dynamic(prev, size, block), 0);
 	for (unsigned l = 0; l < depth; l++) {
 		models[l] = malloc(size);
@@ -139,6 +141,7 @@ static void chain_test(unsigned depth, uint64_t size, uint32_t block)
 			memset(models[0], 0, size);
 		} else {
 			snprintf(name, sizeof(name), "l%02u.vhd", l);
+			unlink(tpath(name));
 			make_child(prev, tpath(name));
 			snprintf(prev, sizeof(prev), "%s", tpath(name));
 			memcpy(models[l], models[l - 1], size);
@@ -168,6 +171,31 @@ static void test_chain_16(void **state)
 {
 	chain_test(16, 4u << 20, 256u << 10);
 	(void)state;
+}
+
+/* create_child never replaces an existing file, and leaves no temporary. */
+static void test_create_child_no_clobber(void **state)
+{
+	struct vd_image *p;
+	FILE *f;
+	char text[16] = {0};
+
+	(void)state;
+	assert_int_equal(vhd_create_dynamic(tpath("nc-base.vhd"), 1u << 20, 512u << 10), 0);
+	f = fopen(tpath("nc-child.vhd"), "w");
+	assert_non_null(f);
+	fputs("precious", f);
+	fclose(f);
+	assert_int_equal(vd_image_open(tpath("nc-base.vhd"), 0, &p), 0);
+	assert_int_equal(p->ops->create_child(p, tpath("nc-child.vhd")), -EEXIST);
+	vd_image_close(p);
+	f = fopen(tpath("nc-child.vhd"), "r");
+	assert_non_null(f);
+	assert_non_null(fgets(text, sizeof(text), f));
+	fclose(f);
+	assert_string_equal(text, "precious");
+	glob_t g;
+	assert_int_equal(glob(tpath("nc-child.vhd.tmp*"), 0, NULL, &g), GLOB_NOMATCH);
 }
 
 /* libvhdi's bug: a bitmap run that ends mid-byte. Parent 0xAA everywhere in
@@ -514,6 +542,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_chain_1),	cmocka_unit_test(test_chain_2),
 	    cmocka_unit_test(test_chain_16),	cmocka_unit_test(test_midbyte_run),
+	    cmocka_unit_test(test_create_child_no_clobber),
 	    cmocka_unit_test(test_qemu_images), cmocka_unit_test(test_discovery),
 	    cmocka_unit_test(test_corpus),	cmocka_unit_test(test_corpus_missing_parent),
 	};
