@@ -97,6 +97,23 @@ static int parse_args(int argc, char **argv, struct opts *o)
  * measured best here (2.2 -> 3.4 GB/s on a 1 GiB sparse image). The mount is
  * found through /proc/self/mountinfo rather than stat(), which would wait
  * for a FUSE loop that is not running yet. */
+/* Undoes mountinfo's octal escapes (space is \040) in place. */
+static void mountinfo_unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
 static void readahead_raise(const char *mountpoint, unsigned kb)
 {
 	char *real = realpath(mountpoint, NULL);
@@ -112,8 +129,10 @@ static void readahead_raise(const char *mountpoint, unsigned kb)
 		char mnt[4096];
 		unsigned a, b;
 		/* id parent major:minor root mountpoint ... */
-		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mnt) == 3 &&
-		    !strcmp(mnt, real) && strstr(line, " - fuse.vdmount ")) {
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mnt) != 3)
+			continue;
+		mountinfo_unescape(mnt);
+		if (!strcmp(mnt, real) && strstr(line, " - fuse.vdmount ")) {
 			maj = a;
 			min = b;
 			found = true;
