@@ -353,41 +353,6 @@ int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint
 	return st;
 }
 
-int vd_chain_map(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
-		 struct vd_chain_span *out)
-{
-	uint64_t n, end;
-	int owner, st;
-
-	if (level >= c->depth)
-		return -EINVAL;
-	end = c->layers[level]->size;
-	if (off >= end || len == 0)
-		return -EINVAL;
-	st = chain_status(c, level, off, vd_min_u64(len, end - off), &n, &owner);
-	if (st < 0)
-		return st;
-	out->len = n;
-	out->state = st;
-	out->fd = -1;
-	if (st == VD_DATA) {
-		struct vd_image *img = c->layers[owner];
-		uint64_t m;
-		int fd;
-
-		if (img->ops->map && img->ops->map(img, off, n, &m, &fd, &out->file_off) == 0) {
-			if (m == 0 || m > n) {
-				vd_log_err("%s: driver mapped a bad run length at offset %" PRIu64,
-					   img->path, off);
-				return -EIO;
-			}
-			out->len = m;
-			out->fd = fd;
-		}
-	}
-	return 0;
-}
-
 int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero)
 {
 	struct vd_image *img;

@@ -76,19 +76,6 @@ int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uin
 int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
 			  uint64_t *pnum, int *owner);
 
-/* One resolved piece of the disk, for zero-copy reads (see vd_chain_map). */
-struct vd_chain_span {
-	uint64_t len;	   /* bytes from the requested offset */
-	int state;	   /* VD_DATA or VD_ZERO (held nowhere counts as zero) */
-	int fd;		   /* VD_DATA stored verbatim: the file, else -1 (use vd_chain_read) */
-	uint64_t file_off; /* byte offset in fd */
-};
-
-/* Resolves the run at off (< vd_chain_size(level)) as seen from level, like
- * vd_chain_read() would, without reading it. Returns 0 or -errno. */
-int vd_chain_map(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
-		 struct vd_chain_span *out);
-
 /* Counts the bytes layer level itself holds (DATA) and marks zero (ZERO).
  * Walks the whole layer: not for hot paths. Returns 0 or -errno. */
 int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero);

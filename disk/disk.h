@@ -109,16 +109,6 @@ struct vd_format_ops {
 	/* Adds format-specific members (createType, extents, grain size, ...) to
 	 * the JSON object the caller has open. May be NULL. */
 	void (*describe)(struct vd_image *img, struct vd_json *j);
-
-	/* Optional: where a range block_status() reported as VD_DATA is stored
-	 * verbatim, so callers can splice it instead of copying it. Sets *pnum
-	 * (> 0, <= len) to the length from off that is contiguous in one file,
-	 * *fd to that file and *file_off to the byte offset of off in it.
-	 * Returns 0, or -ENOTSUP when the bytes are not stored verbatim
-	 * (compressed grains, NOACCESS extents): then use read(). Thread-safe;
-	 * the fd stays valid until close(). */
-	int (*map)(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum, int *fd,
-		   uint64_t *file_off);
 };
 
 /* Opens path as a single layer: probes every known format and calls the best

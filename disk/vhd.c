@@ -570,33 +570,6 @@ out:
 	return r < 0 ? -EIO : 0;
 }
 
-/* Data of a block sits verbatim after its bitmap, so a DATA run within one
- * block maps to one contiguous file range (fixed disks: the whole disk). */
-static int vhd_map(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum, int *fd,
-		   uint64_t *file_off)
-{
-	struct vhd_state *st = img->priv;
-	uint64_t block, in;
-	uint32_t sector;
-
-	*fd = img->fd;
-	if (st->ftr.type == VHD_TYPE_FIXED) {
-		*pnum = len;
-		*file_off = off;
-		return 0;
-	}
-	block = off / st->block_size;
-	in = off % st->block_size;
-	pthread_rwlock_rdlock(&st->lock);
-	sector = st->bat[block];
-	pthread_rwlock_unlock(&st->lock);
-	if (sector == VHD_BAT_UNUSED)
-		return -ENOTSUP; /* not DATA: the caller asked for the wrong range */
-	*pnum = vd_min_u64(len, st->block_size - in);
-	*file_off = (uint64_t)sector * VHD_SECTOR + st->bitmap_bytes + in;
-	return 0;
-}
-
 static void vhd_describe(struct vd_image *img, struct vd_json *j)
 {
 	struct vhd_state *st = img->priv;
@@ -663,5 +636,4 @@ const struct vd_format_ops vd_vhd_ops = {
     .flush = vhd_flush,
     .create_child = vhd_create_child,
     .describe = vhd_describe,
-    .map = vhd_map,
 };

@@ -459,23 +459,6 @@ static int vmdk_block_status(struct vd_image *img, uint64_t off, uint64_t len, u
 	return e->ops->block_status(e, rel, n, pnum);
 }
 
-static int vmdk_map(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum, int *fd,
-		    uint64_t *file_off)
-{
-	struct vmdk_state *st = img->priv;
-	struct vmdk_extent *e = extent_find(st, off);
-	uint64_t rel = off - e->start;
-	int r;
-
-	if (e->access == VMDK_ACCESS_NOACCESS || !e->ops->map)
-		return -ENOTSUP;
-	r = e->ops->map(e, rel, vd_min_u64(len, e->sectors * 512 - rel), pnum, file_off);
-	if (r < 0)
-		return r;
-	*fd = e->fd;
-	return 0;
-}
-
 static int vmdk_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 {
 	struct vmdk_state *st = img->priv;
@@ -551,5 +534,4 @@ const struct vd_format_ops vd_vmdk_ops = {
 	.block_status = vmdk_block_status,
 	.read = vmdk_read,
 	.describe = vmdk_describe,
-	.map = vmdk_map,
 };

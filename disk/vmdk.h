@@ -43,10 +43,6 @@ struct vmdk_extent_ops {
 	int (*read)(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
 	/* Optional extra JSON members for this extent. */
 	void (*describe)(struct vmdk_extent *e, struct vd_json *j);
-	/* Optional, as vd_format_ops.map: the file offset of a DATA run stored
-	 * verbatim in e->fd; NULL when grains are not stored verbatim. */
-	int (*map)(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
-		   uint64_t *file_off);
 };
 
 struct vmdk_extent {

@@ -54,21 +54,12 @@ static int flat_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 	return r;
 }
 
-static int flat_map(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
-		    uint64_t *file_off)
-{
-	*pnum = len;
-	*file_off = e->flat_offset + off;
-	return 0;
-}
-
 const struct vmdk_extent_ops vmdk_flat_ops = {
 	.name = "flat",
 	.open = flat_open,
 	.close = flat_close,
 	.block_status = flat_block_status,
 	.read = flat_read,
-	.map = flat_map,
 };
 
 static int zero_open(struct vmdk_extent *e)

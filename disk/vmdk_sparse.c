@@ -424,17 +424,6 @@ static void sparse_describe(struct vmdk_extent *e, struct vd_json *j)
 	vd_json_bool(j, "unclean_shutdown", st->h.unclean_shutdown != 0);
 }
 
-/* DATA runs from sparse_map() are contiguous in the file by construction. */
-static int sparse_map_data(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
-			   uint64_t *file_off)
-{
-	int s = sparse_map(e, off, len, pnum, file_off);
-
-	if (s < 0)
-		return s;
-	return s == VD_DATA ? 0 : -ENOTSUP;
-}
-
 const struct vmdk_extent_ops vmdk_sparse_ops = {
 	.name = "sparse",
 	.open = sparse_open,
@@ -442,5 +431,4 @@ const struct vmdk_extent_ops vmdk_sparse_ops = {
 	.block_status = sparse_block_status,
 	.read = sparse_read,
 	.describe = sparse_describe,
-	.map = sparse_map_data,
 };

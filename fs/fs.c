@@ -325,113 +325,30 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-/* Up to this many pieces per reply; the rest of a request is copied. */
-#define FS_MAX_BUFS 32
-
-static bool bufvec_add(struct fuse_bufvec *bv, struct fuse_buf b)
-{
-	if (bv->count == FS_MAX_BUFS)
-		return false;
-	bv->buf[bv->count++] = b;
-	return true;
-}
-
-/* Copies [off, off+len) of the view into a new memory piece. */
-static int bufvec_add_copy(struct fuse_bufvec *bv, struct fs_node *n, uint64_t off, size_t len)
-{
-	struct fuse_buf b = {.size = len};
-	int r;
-
-	if (!len)
-		return 0;
-	b.mem = malloc(len);
-	if (!b.mem)
-		return -ENOMEM;
-	r = vd_chain_read(n->chain, n->level, b.mem, len, off);
-	if (r < 0 || !bufvec_add(bv, b)) {
-		free(b.mem);
-		return r < 0 ? r : -EIO;
-	}
-	return 0;
-}
-
-/* Reads as a vector of pieces: byte ranges stored verbatim in an image file
- * are handed to libfuse as (fd, offset), which it splices into the reply
- * without copying them through this process (measured: ... see the commit);
- * zeros, compressed grains and anything else are copied into memory pieces.
- * libfuse frees the vector and the memory pieces after replying. */
-static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t len, off_t off,
-		       struct fuse_file_info *fi)
+static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
 {
 	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
-	struct fuse_bufvec *bv;
-	uint64_t size, pos, pend_off = 0, pend_len = 0;
-	int r = 0;
+	uint64_t size;
+	int r;
 
 	(void)path;
 	if (off < 0)
 		return -EINVAL;
-	bv = calloc(1, sizeof(*bv) + (FS_MAX_BUFS - 1) * sizeof(bv->buf[0]));
-	if (!bv)
-		return -ENOMEM;
-	*bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT(0);
-	bv->count = 0;
-	*bufp = bv;
 	if (n->kind == FS_JSON) {
-		struct fuse_buf b = {0};
 		if ((uint64_t)off >= n->json_len)
 			return 0;
-		b.size = vd_min_u64(len, n->json_len - (uint64_t)off);
-		b.mem = malloc(b.size);
-		if (!b.mem)
-			return -ENOMEM;
-		memcpy(b.mem, n->json + off, b.size);
-		bufvec_add(bv, b);
-		return 0;
+		if (len > n->json_len - (uint64_t)off)
+			len = n->json_len - (uint64_t)off;
+		memcpy(buf, n->json + off, len);
+		return (int)len;
 	}
 	size = vd_chain_size(n->chain, n->level);
 	if ((uint64_t)off >= size)
 		return 0;
-	len = (size_t)vd_min_u64(len, size - (uint64_t)off);
-	for (pos = (uint64_t)off; pos < (uint64_t)off + len;) {
-		struct vd_chain_span sp;
-		struct fuse_buf *last;
-		uint64_t left = (uint64_t)off + len - pos;
-
-		/* Keep two slots: one for pending copies, one for this piece. */
-		if (bv->count >= FS_MAX_BUFS - 2) {
-			if (!pend_len)
-				pend_off = pos;
-			pend_len += left;
-			break;
-		}
-		r = vd_chain_map(n->chain, n->level, pos, left, &sp);
-		if (r < 0)
-			return r;
-		if (sp.fd < 0) {
-			if (!pend_len)
-				pend_off = pos;
-			pend_len += sp.len;
-			pos += sp.len;
-			continue;
-		}
-		r = bufvec_add_copy(bv, n, pend_off, (size_t)pend_len);
-		if (r < 0)
-			return r;
-		pend_len = 0;
-		last = bv->count ? &bv->buf[bv->count - 1] : NULL;
-		if (last && (last->flags & FUSE_BUF_IS_FD) && last->fd == sp.fd &&
-		    (uint64_t)last->pos + last->size == sp.file_off) {
-			last->size += sp.len;
-		} else {
-			bufvec_add(bv, (struct fuse_buf){.size = sp.len,
-							 .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
-							 .fd = sp.fd,
-							 .pos = (off_t)sp.file_off});
-		}
-		pos += sp.len;
-	}
-	return bufvec_add_copy(bv, n, pend_off, (size_t)pend_len);
+	if (len > size - (uint64_t)off)
+		len = (size_t)(size - (uint64_t)off);
+	r = vd_chain_read(n->chain, n->level, buf, len, (uint64_t)off);
+	return r < 0 ? r : (int)len;
 }
 
 static int fs_statfs(const char *path, struct statvfs *sv)
@@ -454,11 +371,6 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->negative_timeout = 3600;
 	cfg->nullpath_ok = 1;
 	conn->max_readahead = 1 << 20;
-	/* Let libfuse splice file-backed pieces of read_buf replies. */
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE;
-	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
-		conn->want |= FUSE_CAP_SPLICE_MOVE;
 	return tree_get();
 }
 
@@ -467,7 +379,7 @@ const struct fuse_operations fs_ops = {
 	.opendir = fs_opendir,
 	.readdir = fs_readdir,
 	.open = fs_open,
-	.read_buf = fs_read_buf,
+	.read = fs_read,
 	.statfs = fs_statfs,
 	.init = fs_init,
 };

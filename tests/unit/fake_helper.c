@@ -138,25 +138,6 @@ static int fake_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Maps DATA grains of even tag layers to (the image's fd, tag * 2^32 + off),
- * and refuses odd ones, so tests see both the mapped and the copy path. */
-static int fake_map(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum, int *fd,
-		    uint64_t *file_off)
-{
-	struct fake_state *s = img->priv;
-	uint64_t g = off / s->grain, end = (g + 1) * s->grain;
-
-	if (s->map[g] != 1)
-		return -EIO;
-	if (s->tag % 2)
-		return -ENOTSUP;
-	/* stop at every grain boundary, like a driver whose grains are scattered */
-	*pnum = vd_min_u64(end, off + len) - off;
-	*fd = img->fd;
-	*file_off = ((uint64_t)s->tag << 32) + off;
-	return 0;
-}
-
 const struct vd_format_ops fake_ops = {
 	.name = "fake",
 	.probe = fake_probe,
@@ -164,7 +145,6 @@ const struct vd_format_ops fake_ops = {
 	.close = fake_close,
 	.block_status = fake_block_status,
 	.read = fake_read,
-	.map = fake_map,
 };
 
 const struct vd_format_ops fake2_ops = {

@@ -255,56 +255,6 @@ static void test_block_status_owner(void **state)
 	vd_chain_close(c);
 }
 
-/* vd_chain_map partitions a range into spans that agree with the model:
- * mapped spans name the owning layer's fd and offset, copy spans (fd -1) and
- * zero spans read right through vd_chain_read. */
-static void test_map_spans(void **state)
-{
-	(void)state;
-	srand(9);
-	for (unsigned i = 0; i < 4; i++)
-		layer_write(i, 256 * 1024 + 1024, 4096, i == 0 ? 70 : 20, 5, NULL);
-	struct vd_chain *c = open_top(3, 0, 0);
-	for (unsigned level = 0; level < 4; level++) {
-		uint64_t size = vd_chain_size(c, level);
-		for (unsigned k = 0; k < 200; k++) {
-			uint64_t off = (uint64_t)rand() % size;
-			uint64_t len = 1 + (uint64_t)rand() % 70000, pos = off;
-			if (len > size - off)
-				len = size - off;
-			while (pos < off + len) {
-				struct vd_chain_span sp;
-				assert_int_equal(vd_chain_map(c, level, pos, off + len - pos, &sp), 0);
-				assert_true(sp.len > 0 && sp.len <= off + len - pos);
-				for (uint64_t x = pos; x < pos + sp.len; x++) {
-					/* the owner: first layer from level down holding x */
-					int l = (int)level;
-					while (l >= 0 && model[l].map[x / 4096] == 0)
-						l--;
-					if (sp.state == VD_ZERO) {
-						assert_int_equal(model_byte(level, x), 0);
-						continue;
-					}
-					assert_int_equal(sp.state, VD_DATA);
-					assert_true(l >= 0 && model[l].map[x / 4096] == 1);
-					if (sp.fd >= 0) {
-						assert_int_equal(model[l].tag % 2, 0);
-						assert_int_equal(sp.file_off + (x - pos),
-								 ((uint64_t)model[l].tag << 32) + x);
-					} else {
-						assert_int_equal(model[l].tag % 2, 1);
-					}
-				}
-				pos += sp.len;
-			}
-		}
-	}
-	struct vd_chain_span sp;
-	assert_int_equal(vd_chain_map(c, 3, vd_chain_size(c, 3), 1, &sp), -EINVAL);
-	assert_int_equal(vd_chain_map(c, 4, 0, 1, &sp), -EINVAL);
-	vd_chain_close(c);
-}
-
 static void test_missing_parent(void **state)
 {
 	(void)state;
@@ -481,7 +431,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lookup_cost_is_per_layer_not_per_byte, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_block_status_owner, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_map_spans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loops, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_depth_cap, setup, teardown),
