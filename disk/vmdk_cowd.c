@@ -284,7 +284,7 @@ int vmdk_grains_read(struct vmdk_extent *e, uint64_t grain_bytes, void *buf, siz
 	uint8_t *out = buf;
 
 	while (len) {
-		uint64_t phys, run_phys = 0, n = 0;
+		uint64_t phys = 0, run_phys = 0, n = 0;
 		int s;
 
 		/* Extend the run while the next grain follows in the file. */
