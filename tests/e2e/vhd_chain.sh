@@ -123,47 +123,6 @@ printf '\x5a' | dd of="$B/badsum.vhd" bs=1 seek=$((sz - 512 + 64)) conv=notrunc 
 mapfile -t SOURCES < <(find "$W" -type f | sort)
 vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
-# same FILE EXPECTED: same size and sha256.
-same()
-{
-	local got exp
-	got=$(stat -c %s "$1" 2>/dev/null) || { echo "    $1: cannot stat" >&2; return 1; }
-	exp=$(stat -c %s "$2")
-	if [ "$got" != "$exp" ]; then
-		echo "    $1: size $got, expected $exp" >&2
-		return 1
-	fi
-	got=$(timeout 300 sha256sum <"$1" | cut -d' ' -f1)
-	exp=$(sha256sum <"$2" | cut -d' ' -f1)
-	[ "$got" = "$exp" ] || { echo "    $1: sha256 $got, expected $exp" >&2; return 1; }
-}
-
-check_tree()
-{
-	local dir=$1 name=$2
-	shift 2
-	local layers=("$@") n=$# i=0 f files=()
-	vd_check "$name: disk" same "$dir/disk" "${EXPECT[${layers[n - 1]}]}"
-	mapfile -t files < <(ls "$dir/layers" 2>/dev/null)
-	if [ ${#files[@]} -ne "$n" ]; then
-		vd_fail "$name: layers/ has ${#files[@]} entries, expected $n"
-		return
-	fi
-	for f in "${files[@]}"; do
-		local want num=${f%%-*}
-		want=$(printf "%0${#num}d-%s" $((i + 1)) "$(basename "${layers[i]}" .vhd)")
-		if [ "$f" != "$want" ]; then
-			vd_fail "$name: layers/$f should be $want"
-		else
-			vd_check "$name: layers/$f" same "$dir/layers/$f" "${EXPECT[${layers[i]}]}"
-		fi
-		i=$((i + 1))
-	done
-	vd_check "$name: chain.json names the top layer" \
-		grep -qF "$(basename "${layers[n - 1]}")" "$dir/chain.json"
-	vd_check "$name: disk open for write -> EROFS" vd_expect_erofs "$dir/disk"
-}
-
 run_pass()
 {
 	local mode=$1 opts=() c name layers mnt
@@ -176,7 +135,7 @@ run_pass()
 			vd_fail "[$mode] $name: mount"
 			continue
 		fi
-		check_tree "$mnt" "[$mode] $name" "${layers[@]}"
+		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
 		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
 	done
 	vd_expect_fail "[$mode] missing parent" "$B/missing/c.vhd" "$B/missing/c.vhd" \
