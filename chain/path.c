@@ -23,7 +23,13 @@ static char *dir_of(const char *path)
 
 static char *join(const char *dir, const char *name)
 {
-	size_t a = strlen(dir), b = strlen(name);
+	size_t a, b;
+
+	/* ".\\p.vhd" (W2ru) and "./p.vmdk" name the child's own directory */
+	while (name[0] == '.' && name[1] == '/')
+		name += 2;
+	a = strlen(dir);
+	b = strlen(name);
 	char *p = malloc(a + b + 2);
 
 	if (!p)

@@ -408,7 +408,8 @@ static void test_hint_resolution(void **state)
 	expect_hint("base.vmdk", "base.vmdk");
 	expect_hint("sub/deep.vmdk", "sub/deep.vmdk");
 	expect_hint("sub\\deep.vmdk", "sub/deep.vmdk");
-	expect_hint(".\\base.vmdk", "./base.vmdk");
+	expect_hint(".\\base.vmdk", "base.vmdk");
+	expect_hint("./sub/deep.vmdk", "sub/deep.vmdk");
 	expect_hint("C:\\Users\\u\\VMs\\W10\\base.vmdk", "base.vmdk");
 	expect_hint("\\\\server\\share\\base.vmdk", "base.vmdk");
 	expect_hint("/vmfs/volumes/5f2a1b3c-0d4e5f60-7a8b-001122334455/vm1/base.vmdk", "base.vmdk");
