@@ -64,13 +64,24 @@ int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 
 int vd_open_ro(const char *path)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+	/* O_NONBLOCK: a hostile descriptor or hint may name a FIFO, whose open()
+	 * would wait forever for a writer. It changes nothing for regular files
+	 * and block devices; it is cleared again below, and vd_fd_size() refuses
+	 * anything else. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME | O_NONBLOCK), fl;
 
 	/* O_NOATIME is refused with EPERM on files we do not own (as non-root). */
 	if (fd < 0 && errno == EPERM)
-		fd = open(path, O_RDONLY | O_CLOEXEC);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
 	return fd;
 }
 
