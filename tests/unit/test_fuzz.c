@@ -48,6 +48,7 @@
 #define FZ_LOOP_NS 1000000000ull /* time cap of one level's read loop */
 #define FZ_HANG_S 30		  /* hard limit per mutant (SIGALRM) */
 #define FZ_BUF (1u << 20)
+#define FZ_FIFO "fifo" /* a named pipe in every seed directory, not a seed file */
 
 struct fz_file {
 	char name[64];
@@ -340,13 +341,18 @@ static void fz_hots_vhd(struct fz_hots *hs, const uint8_t *b, size_t len)
 	if (dyn >= len || len - dyn < 1024 || memcmp(b + dyn, "cxsparse", 8))
 		return;
 	fz_hot_fields(hs, dyn, hdr, sizeof(hdr), true, len);
+	for (unsigned i = 0; i < 8; i += 2) /* UTF-16 parent name */
+		fz_hot_add(hs, dyn + VHD_HDR_PARENT_NAME + i * 7, 2, true, len);
 	for (unsigned i = 0; i < 3; i++) {
-		uint64_t loc = dyn + VHD_HDR_LOCATORS + i * VHD_LOC_SIZE;
+		uint64_t loc = dyn + VHD_HDR_LOCATORS + i * VHD_LOC_SIZE,
+			 data = vd_get_be64(b + loc + 16);
 
 		fz_hot_add(hs, loc, 4, true, len);
 		fz_hot_add(hs, loc + 4, 4, true, len);
 		fz_hot_add(hs, loc + 8, 4, true, len);
 		fz_hot_add(hs, loc + 16, 8, true, len);
+		for (unsigned k = 0; k < 4 && data < len; k++) /* the path it holds */
+			fz_hot_add(hs, data + k * 5, 2, false, len);
 	}
 	bat = vd_get_be64(b + dyn + VHD_HDR_TABLE_OFFSET);
 	if (bat < len) {
@@ -509,6 +515,22 @@ static void fz_splice(struct fz_mut *m, uint64_t a, uint64_t del, const uint8_t 
 		memset(m->data + lim - (del - n), 0, del - n);
 }
 
+/* Names of the files of the seed being mutated, for fz_other_name(). */
+static const char *fz_names[FZ_MAX_FILES];
+static unsigned fz_n_names;
+
+/* A file name a hostile descriptor might hold instead of the right one:
+ * another file of the seed (cycles, wrong formats), a FIFO (an open must not
+ * block on it), a directory, a device, nothing. */
+static const char *fz_other_name(uint64_t *s)
+{
+	static const char *const odd[] = {FZ_FIFO, ".", "..", "/", "/dev/zero", "/dev/null", "",
+					  "missing.vmdk", "./" FZ_FIFO, "../" FZ_FIFO};
+	uint64_t i = fz_below(s, fz_n_names * 2 + sizeof(odd) / sizeof(odd[0]));
+
+	return i < fz_n_names * 2 ? fz_names[i / 2] : odd[i - fz_n_names * 2];
+}
+
 /* Text edits on [off, off+tlen) of the buffer (a descriptor). */
 static void fz_mutate_text(uint64_t *s, struct fz_mut *m, uint64_t off, uint64_t tlen)
 {
@@ -527,7 +549,7 @@ static void fz_mutate_text(uint64_t *s, struct fz_mut *m, uint64_t off, uint64_t
 		return;
 	a = off + fz_below(s, textlen);
 	b = a;
-	switch (fz_below(s, 7)) {
+	switch (fz_below(s, 8)) {
 	case 0: /* delete a line (from a to the next newline) */
 		while (b < off + textlen && m->data[b] != '\n')
 			b++;
@@ -557,6 +579,23 @@ static void fz_mutate_text(uint64_t *s, struct fz_mut *m, uint64_t off, uint64_t
 		n = 1000 + fz_below(s, sizeof(tmp) - 1000);
 		memset(tmp, fz_below(s, 2) ? 'A' : '"', n);
 		fz_splice(m, a, 0, tmp, n, lim);
+		break;
+	case 6: /* a quoted name (extent, parent hint) becomes another file */
+		n = 0;
+		for (b = off; b < off + textlen; b++)
+			n += m->data[b] == '"';
+		n = fz_below(s, n / 2) * 2; /* quotes before the opening one */
+		for (a = off; a < off + textlen && (m->data[a] != '"' || n--); a++)
+			;
+		for (b = a + 1; b < off + textlen && m->data[b] != '"'; b++)
+			;
+		if (b < off + textlen) {
+			const char *name = fz_other_name(s);
+
+			n = strlen(name);
+			memcpy(tmp, name, n);
+			fz_splice(m, a + 1, b - a - 1, tmp, n, lim);
+		}
 		break;
 	case 5: /* embedded NUL or a control byte */
 		m->data[a] = fz_below(s, 2) ? 0 : (uint8_t)fz_below(s, 32);
@@ -857,7 +896,7 @@ static int fz_mutant(struct fz_set *set, unsigned idx, struct fz_mut *m, uint8_t
 
 /* ---- regression inputs ---------------------------------------------------- */
 
-enum fz_reg_op { FZ_LE32, FZ_LE64, FZ_BE32, FZ_BE64, FZ_TRUNC, FZ_BYTES };
+enum fz_reg_op { FZ_LE32, FZ_LE64, FZ_BE32, FZ_BE64, FZ_TRUNC, FZ_BYTES, FZ_REPLACE };
 
 /* One exact input that once failed: a poke into a file of a seed. off < 0
  * counts from the end of the file. */
@@ -866,12 +905,18 @@ struct fz_reg {
 	enum fz_reg_op op;
 	int64_t off;
 	uint64_t val;
-	const char *bytes; /* FZ_BYTES: written at off (strlen bytes) */
+	const char *bytes; /* FZ_BYTES: written at off; FZ_REPLACE: replaces find */
+	const char *find;  /* FZ_REPLACE: its first occurrence (text files) */
 	bool vhd_fix;
 };
 
 static const struct fz_reg fz_regressions[] = {
-    {"vmdk_sparse", "b.vmdk", FZ_LE64, 12, 0xffffffffffffffffull, NULL, false},
+    /* capacity 2^64-1 sectors */
+    {"vmdk_sparse", "b.vmdk", FZ_LE64, 12, 0xffffffffffffffffull, NULL, NULL, false},
+    /* an extent that is a FIFO: open() blocked forever */
+    {"vmdk_flat", "f.vmdk", FZ_REPLACE, 0, 0, FZ_FIFO, "f-flat.vmdk", false},
+    /* a parent hint that is a FIFO */
+    {"vmdk_sparse", "d.vmdk", FZ_REPLACE, 0, 0, FZ_FIFO, "b.vmdk", false},
 };
 
 static int fz_regress(struct fz_set *set, uint8_t *buf, struct fz_stats *st, FILE *log)
@@ -907,6 +952,14 @@ static int fz_regress(struct fz_set *set, uint8_t *buf, struct fz_stats *st, FIL
 		case FZ_BYTES:
 			if (off < m.len && strlen(g->bytes) <= m.len - off)
 				memcpy(m.data + off, g->bytes, strlen(g->bytes));
+			break;
+		case FZ_REPLACE: {
+			uint8_t *at = memmem(m.data, m.len, g->find, strlen(g->find));
+
+			assert_non_null(at);
+			fz_splice(&m, (uint64_t)(at - m.data), strlen(g->find),
+				  (const uint8_t *)g->bytes, strlen(g->bytes), m.len);
+		}
 		}
 		if (g->vhd_fix)
 			fz_vhd_fix(&m);
@@ -982,6 +1035,12 @@ static int fz_build(struct fz_set *set, const struct fz_seed *seed)
 		return -1;
 	}
 	fz_load(set);
+	/* made after loading: slurping a FIFO would block */
+	if (esx_run("mkfifo %s/" FZ_FIFO, seed->name) != 0)
+		return -1;
+	fz_n_names = set->n_files;
+	for (unsigned i = 0; i < set->n_files; i++)
+		fz_names[i] = set->files[i].name;
 	return 0;
 }
 
