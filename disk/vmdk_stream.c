@@ -392,6 +392,8 @@ static int stream_grain_load(struct vmdk_extent *e, struct stream_state *st, uin
 
 	if (!markers)
 		first = vd_min_u64(avail, st->max_csize);
+	else /* small grains: the first read must fit the buffer too */
+		first = vd_min_u64(first, STREAM_MARKER_BYTES + st->max_csize);
 	buf = malloc(markers ? STREAM_MARKER_BYTES + st->max_csize : first);
 	if (!buf)
 		return -ENOMEM;
