@@ -140,8 +140,16 @@ static void fz_on_alarm(int sig)
 	abort();
 }
 
-/* Sanitizer reports go to the real stderr even while logs are captured. */
+/* Sanitizer reports go to the real stderr even while logs are captured, and
+ * name the mutant. */
 void __sanitizer_set_report_fd(void *fd) __attribute__((weak));
+void __sanitizer_set_death_callback(void (*cb)(void)) __attribute__((weak));
+
+static void fz_on_death(void)
+{
+	fprintf(stdout, "fuzz: CRASH in %s\n", fz_current);
+	fflush(stdout);
+}
 
 static uint64_t fz_now_ns(void)
 {
@@ -917,6 +925,8 @@ static const struct fz_reg fz_regressions[] = {
     {"vmdk_flat", "f.vmdk", FZ_REPLACE, 0, 0, FZ_FIFO, "f-flat.vmdk", false},
     /* a parent hint that is a FIFO */
     {"vmdk_sparse", "d.vmdk", FZ_REPLACE, 0, 0, FZ_FIFO, "b.vmdk", false},
+    /* grain of 2 sectors: the first 4 KiB read of a grain overflowed its buffer */
+    {"stream_qemu", "q.vmdk", FZ_LE64, 20, 2, NULL, NULL, false},
 };
 
 static int fz_regress(struct fz_set *set, uint8_t *buf, struct fz_stats *st, FILE *log)
@@ -1139,6 +1149,8 @@ int main(void)
 	fz_saved_stderr = dup(2);
 	if (__sanitizer_set_report_fd)
 		__sanitizer_set_report_fd((void *)(intptr_t)fz_saved_stderr);
+	if (__sanitizer_set_death_callback)
+		__sanitizer_set_death_callback(fz_on_death);
 	sigaction(SIGALRM, &sa, NULL);
 	vd_log_set_level(VD_LOG_ERR);
 	ret = cmocka_run_group_tests(tests, NULL, NULL);
