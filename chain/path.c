@@ -58,11 +58,14 @@ static bool is_windows(const char *h)
 	return isalpha((unsigned char)h[0]) && h[1] == ':';
 }
 
+/* Only something an image can be: a hint naming a directory, device node or
+ * FIFO (hostile or just wrong) counts as not found, so the error names the
+ * child whose hint it was. */
 static bool exists(const char *p)
 {
 	struct stat st;
 
-	return stat(p, &st) == 0 && !S_ISDIR(st.st_mode);
+	return stat(p, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
 }
 
 #define MAX_CAND 3
