@@ -17,7 +17,8 @@
  * log an error naming a file of the seed when opening fails, must not leak a
  * descriptor, and must leave every file of the seed byte-identical.
  *
- * Knobs: VD_FUZZ_ITER (mutants per seed, default 160), VD_FUZZ_ONLY
+ * Knobs: VD_FUZZ_ITER (mutants per seed, default 160), VD_FUZZ_FIRST (index
+ * of the first mutant, to hunt beyond the default range), VD_FUZZ_ONLY
  * ("seed" or "seed:index"), VD_FUZZ_SLOW_MS, VD_FUZZ_VERBOSE=1 (show logs).
  * The regression table at the bottom replays exact inputs that once failed. */
 #include <dirent.h>
@@ -44,9 +45,9 @@
 #include "esx_helper.h"
 
 #define FZ_MAX_FILES 8
-#define FZ_READ_CAP (12u << 20)	  /* bytes read per mutant, all levels */
+#define FZ_READ_CAP (12u << 20)	 /* bytes read per mutant, all levels */
 #define FZ_LOOP_NS 1000000000ull /* time cap of one level's read loop */
-#define FZ_HANG_S 30		  /* hard limit per mutant (SIGALRM) */
+#define FZ_HANG_S 30		 /* hard limit per mutant (SIGALRM) */
 #define FZ_BUF (1u << 20)
 #define FZ_FIFO "fifo" /* a named pipe in every seed directory, not a seed file */
 
@@ -83,7 +84,7 @@ struct fz_hot {
 struct fz_hots {
 	struct fz_hot h[FZ_MAX_HOT];
 	unsigned n;
-	bool vhd;	    /* recompute VHD checksums after mutating */
+	bool vhd;	   /* recompute VHD checksums after mutating */
 	uint64_t text_off; /* descriptor text region (embedded or whole file) */
 	uint64_t text_len;
 };
@@ -267,8 +268,8 @@ static void fz_hot_table(struct fz_hots *hs, uint64_t off, unsigned w, unsigned 
 
 static void fz_hots_kdmv(struct fz_hots *hs, const uint8_t *b, size_t len, uint64_t hdr)
 {
-	static const uint8_t f[] = {4,	4, 8,  4, 12, 8, 20, 8, 28, 8, 36, 8, 44,
-				    4,	48, 8, 56, 8, 64, 8, 72, 1, 77, 2};
+	static const uint8_t f[] = {4,	4, 8,  4, 12, 8, 20, 8, 28, 8, 36, 8,
+				    44, 4, 48, 8, 56, 8, 64, 8, 72, 1, 77, 2};
 	uint64_t gd, gt, desc;
 
 	fz_hot_fields(hs, hdr, f, sizeof(f), false, len);
@@ -322,8 +323,7 @@ static void fz_hots_cowd(struct fz_hots *hs, const uint8_t *b, size_t len)
 
 static void fz_hots_sesparse(struct fz_hots *hs, const uint8_t *b, size_t len)
 {
-	uint64_t vol = vd_get_le64(b + 80), gd = vd_get_le64(b + 128),
-		 gt = vd_get_le64(b + 144);
+	uint64_t vol = vd_get_le64(b + 80), gd = vd_get_le64(b + 128), gt = vd_get_le64(b + 144);
 
 	for (unsigned i = 1; i < 26; i++)
 		fz_hot_add(hs, i * 8, 8, false, len);
@@ -427,10 +427,12 @@ static void fz_put(struct fz_mut *m, uint64_t off, unsigned w, bool be, uint64_t
 		m->data[off] = (uint8_t)v;
 		break;
 	case 2:
-		be ? vd_put_be16(m->data + off, (uint16_t)v) : vd_put_le16(m->data + off, (uint16_t)v);
+		be ? vd_put_be16(m->data + off, (uint16_t)v)
+		   : vd_put_le16(m->data + off, (uint16_t)v);
 		break;
 	case 4:
-		be ? vd_put_be32(m->data + off, (uint32_t)v) : vd_put_le32(m->data + off, (uint32_t)v);
+		be ? vd_put_be32(m->data + off, (uint32_t)v)
+		   : vd_put_le32(m->data + off, (uint32_t)v);
 		break;
 	default:
 		be ? vd_put_be64(m->data + off, v) : vd_put_le64(m->data + off, v);
@@ -532,8 +534,9 @@ static unsigned fz_n_names;
  * block on it), a directory, a device, nothing. */
 static const char *fz_other_name(uint64_t *s)
 {
-	static const char *const odd[] = {FZ_FIFO, ".", "..", "/", "/dev/zero", "/dev/null", "",
-					  "missing.vmdk", "./" FZ_FIFO, "../" FZ_FIFO};
+	static const char *const odd[] = {FZ_FIFO,	".",	      "..", "/",
+					  "/dev/zero",	"/dev/null",  "",   "missing.vmdk",
+					  "./" FZ_FIFO, "../" FZ_FIFO};
 	uint64_t i = fz_below(s, fz_n_names * 2 + sizeof(odd) / sizeof(odd[0]));
 
 	return i < fz_n_names * 2 ? fz_names[i / 2] : odd[i - fz_n_names * 2];
@@ -542,9 +545,11 @@ static const char *fz_other_name(uint64_t *s)
 /* Text edits on [off, off+tlen) of the buffer (a descriptor). */
 static void fz_mutate_text(uint64_t *s, struct fz_mut *m, uint64_t off, uint64_t tlen)
 {
-	static const char *const junk[] = {"\"", "\\", "=", " ", "\n", "#", "\"\"", "RW ",
-					   "ZERO", "FLAT", "SPARSE", "parentCID=", "CID=",
-					   "-1", "99999999999999999999", "0x", "\t", "../../"};
+	static const char *const junk[] = {
+	    "\"",     "\\",	    "=",     " ",    "\n",
+	    "#",      "\"\"",	    "RW ",   "ZERO", "FLAT",
+	    "SPARSE", "parentCID=", "CID=",  "-1",   "99999999999999999999",
+	    "0x",     "\t",	    "../../"};
 	uint64_t lim = off == 0 ? m->len : vd_min_u64(off + tlen, m->len), a, b, n;
 	uint8_t tmp[24000];
 	size_t textlen;
@@ -657,8 +662,8 @@ static void fz_mutate_once(uint64_t *s, struct fz_mut *m, const struct fz_hots *
 	} else if (op < 6 && hs->text_len) {
 		fz_mutate_text(s, m, hs->text_off, hs->text_len);
 	} else if (op == 6) { /* truncate, often inside the metadata */
-		m->len = fz_below(s, 2) ? fz_below(s, vd_min_u64(m->len, 65536))
-					: fz_below(s, m->len);
+		m->len =
+		    fz_below(s, 2) ? fz_below(s, vd_min_u64(m->len, 65536)) : fz_below(s, m->len);
 	} else if (op == 7) { /* bytes of the footer area */
 		uint64_t tail = vd_min_u64(m->len, 2048);
 
@@ -991,11 +996,12 @@ static int fz_regress(struct fz_set *set, uint8_t *buf, struct fz_stats *st, FIL
 /* ---- the seeds ------------------------------------------------------------ */
 
 /* 4 MiB raw disk with a few patterned runs, the source of converted seeds. */
-#define FZ_RAW                                                                                 \
-	"qemu-img create -q -f raw r.raw 4M && qemu-io -f raw -c 'write -P 0x5a 0 300k' "       \
+#define FZ_RAW                                                                                     \
+	"qemu-img create -q -f raw r.raw 4M && qemu-io -f raw -c 'write -P 0x5a 0 300k' "          \
 	"-c 'write -P 0xa5 1M 200k' -c 'write -P 0x11 4128768 65536' r.raw >/dev/null && "
 
-#define FZ_DESC_HEAD "# Disk DescriptorFile\\nversion=1\\nCID=%s\\nparentCID=%s\\ncreateType=\"%s\"\\n"
+#define FZ_DESC_HEAD                                                                               \
+	"# Disk DescriptorFile\\nversion=1\\nCID=%s\\nparentCID=%s\\ncreateType=\"%s\"\\n"
 
 static const struct fz_seed fz_seeds[] = {
     {"vmdk_sparse", "d.vmdk", "qemu-img",
@@ -1012,7 +1018,8 @@ static const struct fz_seed fz_seeds[] = {
     {"vmdk_multi", "m.vmdk", "qemu-img",
      "qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse x.vmdk 2M && "
      "qemu-io -f vmdk -c 'write -P 0x77 0 70k' x.vmdk >/dev/null && mv x-s001.vmdk m-s001.vmdk && "
-     "rm x.vmdk && yes fuzz | head -c 1048576 >m-flat.vmdk && yes 2 | head -c 524288 >m2-flat.vmdk && "
+     "rm x.vmdk && yes fuzz | head -c 1048576 >m-flat.vmdk && yes 2 | head -c 524288 >m2-flat.vmdk "
+     "&& "
      "printf '" FZ_DESC_HEAD "RW 2048 FLAT \"m-flat.vmdk\" 0\\nRDONLY 1024 ZERO\\n"
      "RW 4096 SPARSE \"m-s001.vmdk\"\\nRDONLY 1024 FLAT \"m2-flat.vmdk\" 0\\n' "
      "12345678 ffffffff twoGbMaxExtentSparse >m.vmdk"},
@@ -1074,7 +1081,8 @@ static void fz_free(struct fz_set *set)
 static void fz_seed_run(const struct fz_seed *seed)
 {
 	const char *only = getenv("VD_FUZZ_ONLY");
-	unsigned iter = (unsigned)fz_env("VD_FUZZ_ITER", 160), first = 0, bad = 0;
+	unsigned first = (unsigned)fz_env("VD_FUZZ_FIRST", 0), bad = 0;
+	unsigned iter = first + (unsigned)fz_env("VD_FUZZ_ITER", 160);
 	struct fz_stats st = {0};
 	struct fz_mut m = {0};
 	struct fz_set set;
@@ -1114,8 +1122,7 @@ static void fz_seed_run(const struct fz_seed *seed)
 	printf("fuzz: %-13s %u mutants: %u opened, %u refused, %u read errors, %u failures, "
 	       "%" PRIu64 " MiB read, %.1f s\n",
 	       seed->name, st.mutants, st.opened - 1, st.failed_open, st.read_errors, bad,
-	       st.bytes_read >> 20,
-	       (double)(fz_now_ns() - t0) / 1e9);
+	       st.bytes_read >> 20, (double)(fz_now_ns() - t0) / 1e9);
 	fflush(stdout);
 	fclose(log);
 	free(buf);
@@ -1124,11 +1131,11 @@ static void fz_seed_run(const struct fz_seed *seed)
 	assert_int_equal(bad, 0);
 }
 
-#define FZ_TEST(i)                                                                             \
-	static void test_##i(void **st)                                                        \
-	{                                                                                      \
-		(void)st;                                                                      \
-		fz_seed_run(&fz_seeds[i]);                                                     \
+#define FZ_TEST(i)                                                                                 \
+	static void test_##i(void **st)                                                            \
+	{                                                                                          \
+		(void)st;                                                                          \
+		fz_seed_run(&fz_seeds[i]);                                                         \
 	}
 FZ_TEST(0)
 FZ_TEST(1)
@@ -1145,9 +1152,9 @@ FZ_TEST(10)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_0), cmocka_unit_test(test_1), cmocka_unit_test(test_2),
-	    cmocka_unit_test(test_3), cmocka_unit_test(test_4), cmocka_unit_test(test_5),
-	    cmocka_unit_test(test_6), cmocka_unit_test(test_7), cmocka_unit_test(test_8),
+	    cmocka_unit_test(test_0), cmocka_unit_test(test_1),	 cmocka_unit_test(test_2),
+	    cmocka_unit_test(test_3), cmocka_unit_test(test_4),	 cmocka_unit_test(test_5),
+	    cmocka_unit_test(test_6), cmocka_unit_test(test_7),	 cmocka_unit_test(test_8),
 	    cmocka_unit_test(test_9), cmocka_unit_test(test_10),
 	};
 	struct sigaction sa = {.sa_handler = fz_on_alarm};
