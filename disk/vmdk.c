@@ -14,6 +14,7 @@
 #include "disk/vmdk.h"
 
 #include <errno.h>
+#include <iconv.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,50 @@ static int vmdk_probe(const uint8_t *head, size_t len, uint64_t file_size)
 	if (vmdk_desc_sniff(head, len))
 		return 90;
 	return 0;
+}
+
+/* The charset file names and hints are written in: the header's encoding=,
+ * else ddb.encoding; NULL when absent or already UTF-8. */
+static const char *desc_charset(const struct vmdk_desc *d)
+{
+	const char *enc = d->encoding;
+
+	for (unsigned i = 0; !enc && i < d->n_ddb; i++)
+		if (!strcasecmp(d->ddb[i].key, "encoding"))
+			enc = d->ddb[i].value;
+	if (!enc || !strcasecmp(enc, "UTF-8") || !strcasecmp(enc, "UTF8"))
+		return NULL;
+	return enc;
+}
+
+/* A name written in charset, converted to UTF-8 (how Linux sees a file a
+ * Windows tool named). Returns a malloc'd string, or NULL when there is
+ * nothing to convert, the charset is unknown to iconv, the bytes are not
+ * valid in it, or the result is the same bytes. */
+static char *name_to_utf8(const char *charset, const char *name)
+{
+	size_t in_left = strlen(name), out_left = in_left * 4 + 1;
+	char *out, *in = (char *)name, *o;
+	iconv_t cd;
+
+	if (!charset)
+		return NULL;
+	cd = iconv_open("UTF-8", charset);
+	if (cd == (iconv_t)-1)
+		return NULL;
+	out = o = malloc(out_left);
+	if (out && iconv(cd, &in, &in_left, &o, &out_left) != (size_t)-1 && in_left == 0) {
+		*o = 0;
+	} else {
+		free(out);
+		out = NULL;
+	}
+	iconv_close(cd);
+	if (out && !strcmp(out, name)) {
+		free(out);
+		out = NULL;
+	}
+	return out;
 }
 
 static char *extent_path(const char *desc_path, const char *name)
@@ -97,10 +142,31 @@ static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
 	struct stat ds, es;
 	int fd, r;
 
-	e->path = extent_path(img->path, e->name);
-	if (!e->path)
-		return -ENOMEM;
-	fd = vd_open_ro(e->path);
+	/* A name in a legacy charset: the UTF-8 spelling first, then the bytes
+	 * as written. */
+	fd = -ENOENT;
+	{
+		struct vmdk_state *st = img->priv;
+		char *u8 = name_to_utf8(desc_charset(&st->desc), e->name);
+
+		if (u8) {
+			e->path = extent_path(img->path, u8);
+			free(u8);
+			if (!e->path)
+				return -ENOMEM;
+			fd = vd_open_ro(e->path);
+			if (fd == -ENOENT) {
+				free(e->path);
+				e->path = NULL;
+			}
+		}
+	}
+	if (!e->path) {
+		e->path = extent_path(img->path, e->name);
+		if (!e->path)
+			return -ENOMEM;
+		fd = vd_open_ro(e->path);
+	}
 	if (fd < 0) {
 		vd_log_err("vmdk: %s: cannot open extent file %s: %s", img->path, e->path,
 			   strerror(-fd));
@@ -422,7 +488,13 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 		return r;
 	vmdk_set_identity(img, st);
 	if (img->has_parent) {
-		r = vd_image_add_hint(img, "parentFileNameHint", st->desc.parent_hint);
+		char *u8 = name_to_utf8(desc_charset(&st->desc), st->desc.parent_hint);
+
+		/* the UTF-8 spelling of a legacy-charset hint first, then as written */
+		r = u8 ? vd_image_add_hint(img, "parentFileNameHint (UTF-8)", u8) : 0;
+		free(u8);
+		if (r == 0)
+			r = vd_image_add_hint(img, "parentFileNameHint", st->desc.parent_hint);
 		if (r < 0)
 			return r;
 	}

@@ -67,7 +67,7 @@ static const char *const access_names[] = {
 /* DDB keys kept for describe(), compared case-insensitively after "ddb.". */
 static const char *const ddb_kept[] = {
 	"adapterType",	   "geometry.cylinders", "geometry.heads",   "geometry.sectors",
-	"uuid",		   "longContentID",	 "virtualHWVersion",
+	"uuid",		   "longContentID",	 "virtualHWVersion", "encoding",
 };
 
 const char *vmdk_extent_type_name(enum vmdk_extent_type t)

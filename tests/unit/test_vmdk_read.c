@@ -236,6 +236,67 @@ static void test_corpus(void **state)
 			 0);
 }
 
+/* Names in a legacy charset (encoding= / ddb.encoding): the file on disk is
+ * found under its UTF-8 spelling; the bytes as written still work. */
+static void test_encoded_names(void **state)
+{
+	uint8_t want[16 * 512], buf[sizeof(want)];
+	struct vd_chain *c;
+	struct kgen b, d;
+	(void)state;
+
+	/* windows-1252 "Caf\xe9" is UTF-8 "Caf\xc3\xa9" on disk */
+	flat_file("Caf\xc3\xa9-flat.vmdk", 16, 7, want);
+	kgen_write_text(kgen_path("cp1252.vmdk"),
+			"# Disk DescriptorFile\nencoding=\"windows-1252\"\nversion=1\n"
+			"CID=11111111\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
+			"RW 16 FLAT \"Caf\xe9-flat.vmdk\" 0\n");
+	assert_int_equal(vd_chain_open(kgen_path("cp1252.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_read(c, 0, buf, sizeof(buf), 0), 0);
+	assert_memory_equal(buf, want, sizeof(buf));
+	vd_chain_close(c);
+
+	/* GBK "\xc4\xe3\xba\xc3" (ni hao) via ddb.encoding */
+	flat_file("\xe4\xbd\xa0\xe5\xa5\xbd-flat.vmdk", 16, 9, want);
+	kgen_write_text(kgen_path("gbk.vmdk"),
+			"# Disk DescriptorFile\nversion=1\nCID=22222222\nparentCID=ffffffff\n"
+			"createType=\"monolithicFlat\"\nRW 16 FLAT \"\xc4\xe3\xba\xc3-flat.vmdk\" 0\n"
+			"ddb.encoding = \"GBK\"\n");
+	assert_int_equal(vd_chain_open(kgen_path("gbk.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_read(c, 0, buf, sizeof(buf), 0), 0);
+	assert_memory_equal(buf, want, sizeof(buf));
+	vd_chain_close(c);
+
+	/* a file really named with the legacy bytes is still found as written */
+	flat_file("Na\xefve-flat.vmdk", 16, 11, want);
+	kgen_write_text(kgen_path("raw.vmdk"),
+			"# Disk DescriptorFile\nencoding=\"windows-1252\"\nversion=1\n"
+			"CID=33333333\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
+			"RW 16 FLAT \"Na\xefve-flat.vmdk\" 0\n");
+	assert_int_equal(vd_chain_open(kgen_path("raw.vmdk"), 0, &c), 0);
+	vd_chain_close(c);
+
+	/* a windows-1252 parent hint naming a parent stored under UTF-8 */
+	kgen_init(&b, 16, 8, 1, 0x3,
+		  "CID=aaaaaaaa\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n"
+		  "RW 16 SPARSE \"x.vmdk\"\n");
+	kgen_alloc(&b, 0, 0x42);
+	kgen_write(&b, kgen_path("B\xc3\xa4se.vmdk"));
+	kgen_init(&d, 16, 8, 1, 0x3,
+		  "encoding=\"windows-1252\"\nCID=bbbbbbbb\nparentCID=aaaaaaaa\n"
+		  "parentFileNameHint=\"B\xe4se.vmdk\"\ncreateType=\"monolithicSparse\"\n"
+		  "RW 16 SPARSE \"y.vmdk\"\n");
+	kgen_write(&d, kgen_path("delta.vmdk"));
+	assert_int_equal(vd_chain_open(kgen_path("delta.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_depth(c), 2);
+	assert_string_equal(c->links[1].hint_kind, "parentFileNameHint (UTF-8)");
+	assert_int_equal(vd_chain_read(c, 1, buf, 8 * 512, 0), 0);
+	assert_memory_equal(buf, b.model, 8 * 512);
+	vd_chain_close(c);
+	kgen_free(&b);
+	kgen_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -245,6 +306,7 @@ int main(void)
 		cmocka_unit_test(test_flat_refusals),
 		cmocka_unit_test(test_qemu_flat),
 		cmocka_unit_test(test_corpus),
+		cmocka_unit_test(test_encoded_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
