@@ -236,6 +236,23 @@ static void test_corpus(void **state)
 			 0);
 }
 
+/* Writes descriptor text to name, opens it and compares the disk with want. */
+static void expect_flat_desc(const char *name, const char *text, const uint8_t *want, size_t n)
+{
+	uint8_t buf[16 * 512];
+	struct vd_chain *c;
+
+	kgen_write_text(kgen_path(name), text);
+	assert_int_equal(vd_chain_open(kgen_path(name), 0, &c), 0);
+	assert_int_equal(vd_chain_read(c, 0, buf, n, 0), 0);
+	assert_memory_equal(buf, want, n);
+	vd_chain_close(c);
+}
+
+#define FLAT_DESC(enc, cid, name, ddb)                                                            \
+	"# Disk DescriptorFile\n" enc "version=1\nCID=" cid "\nparentCID=ffffffff\n"                \
+	"createType=\"monolithicFlat\"\nRW 16 FLAT \"" name "\" 0\n" ddb
+
 /* Names in a legacy charset (encoding= / ddb.encoding): the file on disk is
  * found under its UTF-8 spelling; the bytes as written still work. */
 static void test_encoded_names(void **state)
@@ -247,34 +264,20 @@ static void test_encoded_names(void **state)
 
 	/* windows-1252 "Caf\xe9" is UTF-8 "Caf\xc3\xa9" on disk */
 	flat_file("Caf\xc3\xa9-flat.vmdk", 16, 7, want);
-	kgen_write_text(kgen_path("cp1252.vmdk"),
-			"# Disk DescriptorFile\nencoding=\"windows-1252\"\nversion=1\n"
-			"CID=11111111\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
-			"RW 16 FLAT \"Caf\xe9-flat.vmdk\" 0\n");
-	assert_int_equal(vd_chain_open(kgen_path("cp1252.vmdk"), 0, &c), 0);
-	assert_int_equal(vd_chain_read(c, 0, buf, sizeof(buf), 0), 0);
-	assert_memory_equal(buf, want, sizeof(buf));
-	vd_chain_close(c);
-
+	expect_flat_desc("cp1252.vmdk",
+			 FLAT_DESC("encoding=\"windows-1252\"\n", "11111111", "Caf\xe9-flat.vmdk", ""),
+			 want, sizeof(want));
 	/* GBK "\xc4\xe3\xba\xc3" (ni hao) via ddb.encoding */
 	flat_file("\xe4\xbd\xa0\xe5\xa5\xbd-flat.vmdk", 16, 9, want);
-	kgen_write_text(kgen_path("gbk.vmdk"),
-			"# Disk DescriptorFile\nversion=1\nCID=22222222\nparentCID=ffffffff\n"
-			"createType=\"monolithicFlat\"\nRW 16 FLAT \"\xc4\xe3\xba\xc3-flat.vmdk\" 0\n"
-			"ddb.encoding = \"GBK\"\n");
-	assert_int_equal(vd_chain_open(kgen_path("gbk.vmdk"), 0, &c), 0);
-	assert_int_equal(vd_chain_read(c, 0, buf, sizeof(buf), 0), 0);
-	assert_memory_equal(buf, want, sizeof(buf));
-	vd_chain_close(c);
-
+	expect_flat_desc("gbk.vmdk",
+			 FLAT_DESC("", "22222222", "\xc4\xe3\xba\xc3-flat.vmdk",
+				   "ddb.encoding = \"GBK\"\n"),
+			 want, sizeof(want));
 	/* a file really named with the legacy bytes is still found as written */
 	flat_file("Na\xefve-flat.vmdk", 16, 11, want);
-	kgen_write_text(kgen_path("raw.vmdk"),
-			"# Disk DescriptorFile\nencoding=\"windows-1252\"\nversion=1\n"
-			"CID=33333333\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
-			"RW 16 FLAT \"Na\xefve-flat.vmdk\" 0\n");
-	assert_int_equal(vd_chain_open(kgen_path("raw.vmdk"), 0, &c), 0);
-	vd_chain_close(c);
+	expect_flat_desc("raw.vmdk",
+			 FLAT_DESC("encoding=\"windows-1252\"\n", "33333333", "Na\xefve-flat.vmdk", ""),
+			 want, sizeof(want));
 
 	/* a windows-1252 parent hint naming a parent stored under UTF-8 */
 	kgen_init(&b, 16, 8, 1, 0x3,
