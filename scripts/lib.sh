@@ -10,7 +10,7 @@
 
 # Packages the build and the tests need (Debian names).
 VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev"
-VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils"
+VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils"
 
 vd_say()
 {

@@ -146,6 +146,19 @@ done
 qemu-img convert -O raw "$W/cowd/vm-000002.vmdk" "$VD_TMP/q.raw" &&
 	vd_check "qemu-img agrees with the COWD model" cmp "$VD_TMP/q.raw" "$E/vm-000002.raw"
 rm -f "$VD_TMP/q.raw"
+# libvmdk reads the whole COWD chain (delta over the vmfs base): a second
+# independent reader of the generator's output.
+if command -v vmdkmount >/dev/null; then
+	ym=$M/vmdkmount
+	mkdir -p "$ym"
+	if timeout 30 vmdkmount "$W/cowd/vm-000002.vmdk" "$ym" >/dev/null 2>&1; then
+		vd_check "libvmdk's vmdkmount agrees with the COWD model" \
+			cmp "$ym/vmdk3" "$E/vm-000002.raw"
+		umount "$ym" 2>/dev/null || fusermount3 -u "$ym"
+	else
+		vd_fail "vmdkmount could not open the COWD chain"
+	fi
+fi
 mapfile -t SOURCES < <(find "$W" -type f | sort)
 vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
