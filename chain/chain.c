@@ -439,14 +439,15 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 	return j->buf.oom ? -ENOMEM : 0;
 }
 
+/* Every mount is read-only until writable deltas (-w) land: no chain has a
+ * writable layer yet, so there is nothing to write to. */
 int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off)
 {
+	(void)c;
 	(void)buf;
 	(void)len;
 	(void)off;
-	if (!c->writable)
-		return -EROFS;
-	return -ENOTSUP;
+	return -EROFS;
 }
 
 int vd_chain_flush(struct vd_chain *c)

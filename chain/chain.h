@@ -84,7 +84,8 @@ int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uin
  * validation) as one JSON object into j. Returns 0 or -errno. */
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
 
-/* Writes go to the writable delta only; -EROFS when the chain has none. */
+/* Writes go to the writable delta only; -EROFS when the chain has none
+ * (always, until writable mounts land). */
 int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off);
 int vd_chain_flush(struct vd_chain *c);
 
