@@ -353,6 +353,26 @@ vd_same()
 	timeout 300 cmp "$1" "$2" >&2
 }
 
+# vd_check_chains MODE: mounts each "name|layer ... top" entry of the global
+# CHAINS array under $M (MODE single adds -s), checks it with vd_check_tree and
+# unmounts it.
+vd_check_chains()
+{
+	local mode=$1 opts=() c name layers mnt
+	[ "$mode" = single ] && opts=(-s)
+	for c in "${CHAINS[@]}"; do
+		name=${c%%|*}
+		read -r -a layers <<<"${c#*|}"
+		mnt=$M/$mode-$name
+		if ! vd_mount "${opts[@]}" "${layers[${#layers[@]} - 1]}" "$mnt"; then
+			vd_fail "[$mode] $name: mount"
+			continue
+		fi
+		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
+		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
+	done
+}
+
 # vd_check_tree DIR NAME LAYER...: DIR is a mounted chain (disk, layers/,
 # chain.json) of LAYER files, base first. Checks disk and every layers/NN-<stem>
 # (stem = file name without .vmdk/.vhd; NN = 1-based, any zero padding)

@@ -226,20 +226,8 @@ run_pass()
 {
 	local mode=$1 opts=()
 	[ "$mode" = single ] && opts=(-s)
-	local c name layers top mnt
-	for c in "${CHAINS[@]}"; do
-		name="$c"
-		name=${name%%|*}
-		read -r -a layers <<<"${c#*|}"
-		top=${layers[${#layers[@]} - 1]}
-		mnt=$M/$mode-$name
-		if ! vd_mount "${opts[@]}" "$top" "$mnt"; then
-			vd_fail "[$mode] $name: mount"
-			continue
-		fi
-		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
-		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
-	done
+	local mnt
+	vd_check_chains "$mode"
 
 	# Several images in one mount: MOUNT/<stem>/{disk,layers,chain.json}.
 	local a=$W/sparse/sp-3.vmdk b=$W/flat/fl-1.vmdk

@@ -125,19 +125,9 @@ vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
 run_pass()
 {
-	local mode=$1 opts=() c name layers mnt
+	local mode=$1 opts=()
 	[ "$mode" = single ] && opts=(-s)
-	for c in "${CHAINS[@]}"; do
-		name=${c%%|*}
-		read -r -a layers <<<"${c#*|}"
-		mnt=$M/$mode-$name
-		if ! vd_mount "${opts[@]}" "${layers[${#layers[@]} - 1]}" "$mnt"; then
-			vd_fail "[$mode] $name: mount"
-			continue
-		fi
-		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
-		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
-	done
+	vd_check_chains "$mode"
 	vd_expect_fail "[$mode] missing parent" "$B/missing/c.vhd" "$B/missing/c.vhd" \
 		"parent not found" "${opts[@]}"
 	vd_expect_fail "[$mode] unique id mismatch" "$B/uuid/c.vhd" "$B/uuid/c.vhd" \

@@ -162,27 +162,8 @@ fi
 mapfile -t SOURCES < <(find "$W" -type f | sort)
 vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
-run_pass()
-{
-	local mode=$1 opts=() c name layers mnt
-	[ "$mode" = single ] && opts=(-s)
-	for c in "${CHAINS[@]}"; do
-		name=${c%%|*}
-		read -r -a layers <<<"${c#*|}"
-		mnt=$M/$mode-$name
-		if ! vd_mount "${opts[@]}" "${layers[-1]}" "$mnt"; then
-			vd_fail "[$mode] $name: mount"
-			continue
-		fi
-		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
-		vd_check "[$mode] $name: disk sha256" test \
-			"$(sha256sum <"$mnt/disk")" = "$(sha256sum <"${EXPECT[${layers[-1]}]}")"
-		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
-	done
-}
-
-run_pass multi
-run_pass single
+vd_check_chains multi
+vd_check_chains single
 
 # A vmfsSparse descriptor whose COWD file is missing; a truncated stream.
 mkdir -p "$VD_TMP/neg"
