@@ -33,6 +33,18 @@ static inline bool vd_mem_is_zero(const void *p, size_t n)
 	return n == 0 || (b[0] == 0 && __builtin_memcmp(b, b + 1, n - 1) == 0);
 }
 
+/* ceil(a / b) (b > 0; cannot overflow) and a rounded up to a multiple of b
+ * (the caller bounds a so the product fits). */
+static inline uint64_t vd_div_round_up(uint64_t a, uint64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+static inline uint64_t vd_round_up(uint64_t a, uint64_t b)
+{
+	return vd_div_round_up(a, b) * b;
+}
+
 static inline uint64_t vd_min_u64(uint64_t a, uint64_t b)
 {
 	return a < b ? a : b;

@@ -290,14 +290,14 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 	}
 	st->block_size = st->hdr.block_size;
 	st->spb = st->block_size / VHD_SECTOR;
-	st->bitmap_bytes = ((st->spb + 7) / 8 + VHD_SECTOR - 1) / VHD_SECTOR * VHD_SECTOR;
-	st->n_blocks = (uint32_t)((img->size + st->block_size - 1) / st->block_size);
+	st->bitmap_bytes = vd_round_up(vd_div_round_up(st->spb, 8), VHD_SECTOR);
+	st->n_blocks = (uint32_t)vd_div_round_up(img->size, st->block_size);
 	if (st->hdr.max_entries > img->size / st->block_size + 1) {
 		vd_log_err("vhd: %s: max table entries %" PRIu32 " larger than the disk needs",
 			   img->path, st->hdr.max_entries);
 		return -EINVAL;
 	}
-	bat_bytes = ((uint64_t)st->n_blocks * 4 + VHD_SECTOR - 1) / VHD_SECTOR * VHD_SECTOR;
+	bat_bytes = vhd_bat_bytes(st->n_blocks);
 	bat_end = st->hdr.table_offset + bat_bytes; /* both bounded: no overflow */
 	if (st->hdr.table_offset < VHD_FOOTER_SIZE || bat_end > data_end ||
 	    (st->hdr.table_offset < hdr_end && bat_end > st->ftr.data_offset)) {
@@ -464,7 +464,7 @@ int vhd_bitmap_get(struct vd_image *img, uint32_t block, uint8_t *bits)
 	if (r < 0) {
 		vd_log_err("vhd: %s: cannot read the bitmap of block %" PRIu32 ": %s", img->path,
 			   block, strerror(-r));
-		return -EIO;
+		return r;
 	}
 	vhd_cache_put(st, block, bits);
 	return 0;
@@ -520,7 +520,7 @@ static int vhd_block_status(struct vd_image *img, uint64_t off, uint64_t len, ui
 	}
 	{
 		uint32_t k = (uint32_t)(in / VHD_SECTOR), count;
-		uint32_t limit = (uint32_t)((in + run + VHD_SECTOR - 1) / VHD_SECTOR);
+		uint32_t limit = (uint32_t)vd_div_round_up(in + run, VHD_SECTOR);
 		r = diff_run(img, (uint32_t)block, k, limit, &count);
 		if (r >= 0) {
 			/* The run ends on a sector boundary (or at off + len). */
@@ -567,7 +567,7 @@ static int vhd_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 out:
 	if (r < 0)
 		vd_log_err("vhd: %s: read at %" PRIu64 " failed: %s", img->path, off, strerror(-r));
-	return r < 0 ? -EIO : 0;
+	return r;
 }
 
 static void vhd_describe(struct vd_image *img, struct vd_json *j)

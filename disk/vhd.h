@@ -152,6 +152,12 @@ struct vhd_state {
 
 #define VHD_WHY_NO_COOKIE "no \"conectix\" cookie"
 
+/* Bytes a BAT of n entries occupies on disk (u32 each, padded to a sector). */
+static inline uint64_t vhd_bat_bytes(uint64_t n)
+{
+	return vd_round_up(n * 4, VHD_SECTOR);
+}
+
 /* One's complement of the byte sum of buf[0..len) with the 4 bytes at
  * csum_off taken as zero. */
 uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off);

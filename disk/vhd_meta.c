@@ -145,7 +145,7 @@ int vhd_header_check(const struct vhd_header *h, uint64_t size, const char **why
 		*why = "block size not a power of 2 in [512 B, 256 MiB]";
 		return -EINVAL;
 	}
-	need = (size + h->block_size - 1) / h->block_size; /* size <= 2040 GiB: no overflow */
+	need = vd_div_round_up(size, h->block_size); /* size <= 2040 GiB: no overflow */
 	if (h->max_entries < need) {
 		*why = "max table entries smaller than the virtual size needs";
 		return -EINVAL;

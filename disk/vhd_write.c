@@ -97,8 +97,8 @@ struct loc_data {
 static int layout_create(const char *path, struct vhd_footer *f, struct vhd_header *h,
 			 struct loc_data *locs, int n_locs)
 {
-	uint32_t n = (uint32_t)((f->cur_size + h->block_size - 1) / h->block_size);
-	uint64_t bat_bytes = ((uint64_t)n * 4 + VHD_SECTOR - 1) / VHD_SECTOR * VHD_SECTOR;
+	uint32_t n = (uint32_t)vd_div_round_up(f->cur_size, h->block_size);
+	uint64_t bat_bytes = vhd_bat_bytes(n);
 	uint64_t off = VHD_NEW_BAT_OFF + bat_bytes;
 	uint8_t fbuf[VHD_FOOTER_SIZE], hbuf[VHD_HEADER_SIZE];
 	uint8_t *bat = NULL;
@@ -109,7 +109,7 @@ static int layout_create(const char *path, struct vhd_footer *f, struct vhd_head
 	h->max_entries = n;
 	h->version = VHD_VERSION;
 	for (int i = 0; i < n_locs; i++) {
-		size_t span = (locs[i].len + VHD_SECTOR - 1) / VHD_SECTOR * VHD_SECTOR;
+		size_t span = vd_round_up(locs[i].len, VHD_SECTOR);
 		h->loc[i].code = locs[i].code;
 		h->loc[i].space = (uint32_t)(span ? span : VHD_SECTOR);
 		h->loc[i].length = (uint32_t)locs[i].len;
@@ -173,7 +173,7 @@ int vhd_create_dynamic(const char *path, uint64_t size, uint32_t block_size)
 
 	if (!size || size % VHD_SECTOR || size > VHD_MAX_SIZE || !vd_is_pow2(block_size) ||
 	    block_size < VHD_MIN_BLOCK || block_size > VHD_MAX_BLOCK ||
-	    (size + block_size - 1) / block_size > VHD_MAX_BAT) {
+	    vd_div_round_up(size, block_size) > VHD_MAX_BAT) {
 		vd_log_err("vhd: %s: bad size %" PRIu64 " or block size %" PRIu32, path, size,
 			   block_size);
 		return -EINVAL;

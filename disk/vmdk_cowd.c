@@ -89,7 +89,7 @@ static int cowd_header_decode(const uint8_t *buf, const char *path, struct cowd_
 		return -EINVAL;
 	}
 	per_gt = (uint64_t)COWD_GT_ENTRIES * h->grain_size;
-	want = ((uint64_t)h->num_sectors + per_gt - 1) / per_gt;
+	want = vd_div_round_up((uint64_t)h->num_sectors, per_gt);
 	if (h->gd_entries != want) {
 		vd_log_err("vmdk: %s: COWD numGDEntries %" PRIu32 " != %" PRIu64 " for %" PRIu32
 			   " sectors",

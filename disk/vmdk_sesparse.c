@@ -281,7 +281,7 @@ static int ses_open(struct vmdk_extent *e)
 		goto fail;
 	}
 	gd_bytes = st->gd_entries * 8;
-	if (!ses_region_ok(st->f[SES_GD_OFF], (gd_bytes + 511) / 512, e->file_size)) {
+	if (!ses_region_ok(st->f[SES_GD_OFF], vd_div_round_up(gd_bytes, 512), e->file_size)) {
 		vd_log_err("vmdk: %s: seSparse grain directory at sector %" PRIu64 " past EOF",
 			   e->path, st->f[SES_GD_OFF]);
 		goto fail;

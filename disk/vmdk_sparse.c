@@ -152,9 +152,9 @@ static int sparse_check_layout(struct vmdk_extent *e, struct sparse_state *st)
 			   e->path, h->overhead, file_sectors);
 		return -EINVAL;
 	}
-	grains = (h->capacity + h->grain_size - 1) / h->grain_size;
-	st->n_gd = (grains + KDMV_GTES - 1) / KDMV_GTES;
-	gd_sectors = (st->n_gd * 4 + 511) / 512;
+	grains = vd_div_round_up(h->capacity, h->grain_size);
+	st->n_gd = vd_div_round_up(grains, KDMV_GTES);
+	gd_sectors = vd_div_round_up(st->n_gd * 4, 512);
 	if (h->gd_offset < 1 || vd_add_ovf(h->gd_offset, gd_sectors, &gd_end) ||
 	    gd_end > file_sectors) {
 		vd_log_err("vmdk: %s: grain directory (sector %" PRIu64 ", %" PRIu64

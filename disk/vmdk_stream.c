@@ -224,7 +224,7 @@ static int stream_index_scan(struct vmdk_extent *e, struct stream_state *st)
 					   e->path, sec, val, size);
 				return -EINVAL;
 			}
-			next = sec + (STREAM_MARKER_BYTES + size + 511) / 512;
+			next = sec + vd_div_round_up(STREAM_MARKER_BYTES + size, 512);
 			if (next > file_secs || sec > UINT32_MAX) {
 				sec = file_secs; /* cut inside this grain: truncated */
 				continue;
@@ -294,8 +294,8 @@ static int stream_open(struct vmdk_extent *e)
 	}
 	st->grain_bytes = st->h.grain_size * 512;
 	st->ext_bytes = st->h.capacity * 512;
-	st->n_grains = (st->h.capacity + st->h.grain_size - 1) / st->h.grain_size;
-	st->n_gd = (st->n_grains + 511) / 512;
+	st->n_grains = vd_div_round_up(st->h.capacity, st->h.grain_size);
+	st->n_gd = vd_div_round_up(st->n_grains, 512);
 	st->max_csize = compressBound(st->grain_bytes);
 	if (st->n_grains > STREAM_MAX_GRAINS) {
 		vd_log_err("vmdk: %s: %" PRIu64 " grains exceed the stream index cap %llu", e->path,
