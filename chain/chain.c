@@ -164,7 +164,6 @@ int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
 	if (!c)
 		return -ENOMEM;
 	c->flags = flags;
-	pthread_mutex_init(&c->rmw_lock, NULL);
 	memset(links, 0, sizeof(links));
 
 	r = vd_image_open(top_path, 0, &img);
@@ -204,7 +203,6 @@ int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
 		if (r < 0)
 			goto fail;
 		links[n - 1].hint_kind = img->hints[hi].kind;
-		links[n - 1].hint = img->hints[hi].path;
 		img = parent;
 	}
 
@@ -247,7 +245,6 @@ void vd_chain_close(struct vd_chain *c)
 	free(c->warnings);
 	free(c->layers);
 	free(c->links);
-	pthread_mutex_destroy(&c->rmw_lock);
 	free(c);
 }
 
@@ -437,22 +434,4 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 	vd_json_obj_end(j);
 	vd_json_obj_end(j);
 	return j->buf.oom ? -ENOMEM : 0;
-}
-
-/* Every mount is read-only until writable deltas (-w) land: no chain has a
- * writable layer yet, so there is nothing to write to. */
-int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off)
-{
-	(void)c;
-	(void)buf;
-	(void)len;
-	(void)off;
-	return -EROFS;
-}
-
-int vd_chain_flush(struct vd_chain *c)
-{
-	if (!c->writable || !c->writable->ops->flush)
-		return 0;
-	return c->writable->ops->flush(c->writable);
 }

@@ -4,13 +4,13 @@
  * Layer index 0 is the base; depth-1 is the top. Every layer can be read as
  * "the disk as it was at that layer" with vd_chain_read(level).
  *
- * Lock order: chain (rmw_lock), then image locks from top to bottom, then
- * driver caches. Reads take no chain lock: the layer array is immutable after
- * vd_chain_open(), and drivers lock their own tables. */
+ * Lock order: image locks from top to bottom, then driver caches. Reads take
+ * no chain lock: the layer array is immutable after vd_chain_open(), and
+ * drivers lock their own tables. (Writable mounts will add a chain lock for
+ * copy-on-write, taken before any image lock.) */
 #ifndef VD_CHAIN_H
 #define VD_CHAIN_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,7 +25,6 @@
 /* How a layer's parent was found, kept for chain.json and --info. */
 struct vd_chain_link {
 	const char *hint_kind; /* points into the child's vd_hint, NULL for the base */
-	const char *hint;      /* the hint as written */
 	bool id_match;	       /* child's parent id == parent's id */
 	bool stamp_match;      /* timestamps agree (or the format has none) */
 };
@@ -37,8 +36,6 @@ struct vd_chain {
 	unsigned flags;
 	char **warnings; /* validation warnings, for chain.json */
 	unsigned n_warnings;
-	pthread_mutex_t rmw_lock; /* serializes read-modify-write COW (writable mounts) */
-	struct vd_image *writable; /* the delta writes go to, or NULL (read-only) */
 };
 
 /* Opens top_path and every parent below it. On failure logs one line naming
@@ -83,11 +80,6 @@ int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uin
 /* Writes the chain's metadata (layers base first, formats, sizes, ids, hints,
  * validation) as one JSON object into j. Returns 0 or -errno. */
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
-
-/* Writes go to the writable delta only; -EROFS when the chain has none
- * (always, until writable mounts land). */
-int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off);
-int vd_chain_flush(struct vd_chain *c);
 
 /* Resolves a parent hint written in child_path against the filesystem:
  * relative hints against the child's directory; absolute paths as they are;
