@@ -372,7 +372,8 @@ static void test_discovery(void **state)
 	vd_chain_close(c);
 	sh("mv %s/elsewhere/c.vhd %s/a/", dir, dir);
 
-	/* a stale parent name does not matter while a locator is right */
+	/* a renamed parent (issue 4): the header's parent name is still the old
+	 * name, the locators name the file as it is now; the W2ru locator finds it */
 	{
 		uint8_t hb[VHD_HEADER_SIZE];
 		int fd = open(tpath("a/c.vhd"), O_RDWR);
@@ -385,9 +386,13 @@ static void test_discovery(void **state)
 		assert_int_equal(vd_pwrite_full(fd, hb, sizeof(hb), VHD_FOOTER_SIZE), 0);
 		close(fd);
 	}
+	assert_int_equal(vd_chain_open(tpath("a/c.vhd"), 0, &c), 0);
+	assert_string_equal(c->links[1].hint_kind, "W2ru");
+	vd_chain_close(c);
 	expect_raw(tpath("a/c.vhd"), model, sizeof(model));
 
-	/* a renamed parent: only a parent name naming the new file finds it */
+	/* a parent renamed behind the child's back: nothing names the new file,
+	 * so it is not found; a child made afterwards finds it */
 	sh("mv %s/a/p.vhd %s/a/renamed.vhd", dir, dir);
 	assert_int_equal(vd_chain_open(tpath("a/c.vhd"), 0, &c), -ENOENT);
 	make_child(tpath("a/renamed.vhd"), tpath("a/c2.vhd"));
