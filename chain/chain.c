@@ -63,7 +63,8 @@ static void seen_free(struct seen_file **set)
 	}
 }
 
-static void chain_warn(struct vd_chain *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void chain_warn(struct vd_chain *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void chain_warn(struct vd_chain *c, const char *fmt, ...)
 {

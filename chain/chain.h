@@ -30,7 +30,7 @@ struct vd_chain_link {
 };
 
 struct vd_chain {
-	struct vd_image **layers; /* [0] base ... [depth-1] top; owned */
+	struct vd_image **layers;    /* [0] base ... [depth-1] top; owned */
 	struct vd_chain_link *links; /* links[i]: how layers[i] found its parent layers[i-1] */
 	unsigned depth;
 	unsigned flags;

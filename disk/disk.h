@@ -53,13 +53,13 @@ struct vd_image {
 	unsigned flags;	    /* VD_OPEN_* */
 
 	/* Set by the driver's open(): */
-	uint64_t size;		/* virtual size in bytes */
-	uint32_t cow_unit;	/* smallest allocation-tracked unit in bytes (VHD sector, VMDK grain) */
+	uint64_t size;	   /* virtual size in bytes */
+	uint32_t cow_unit; /* smallest allocation-tracked unit in bytes (VHD sector, VMDK grain) */
 	uint64_t alloc_unit;	/* allocation granularity shown to users (grain, block), bytes */
 	const char *subformat;	/* static string: createType ("monolithicSparse"), "dynamic", ... */
 	struct vd_id id;	/* this layer's identity (CID / unique id) */
 	struct vd_id parent_id; /* identity the parent must have; len 0 for a base */
-	bool has_parent;	/* the format says this is a delta (parentCID != ffffffff, type 4) */
+	bool has_parent; /* the format says this is a delta (parentCID != ffffffff, type 4) */
 	struct vd_hint hints[VD_MAX_HINTS]; /* parent locations, in trial order */
 	unsigned n_hints;
 	bool has_stamp;	       /* VHD: timestamps are meaningful */

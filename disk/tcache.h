@@ -21,7 +21,7 @@ struct vd_tcache {
 	void **slots; /* [n]; protected by lock */
 	uint64_t n;
 	size_t table_bytes;
-	uint64_t *ring; /* indices of loaded tables, oldest first; protected by lock */
+	uint64_t *ring;		    /* indices of loaded tables, oldest first; protected by lock */
 	uint64_t cap, head, loaded; /* cap immutable; head, loaded protected by lock */
 	uint64_t loads;		    /* tables read from disk so far; protected by lock */
 	void *zero;		    /* the shared all-zero table, allocated on first use */

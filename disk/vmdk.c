@@ -350,10 +350,10 @@ static int open_kdmv(struct vd_image *img, struct vmdk_state *st, const uint8_t 
 			    "split disk?): opening it alone, with no identity",
 			    img->path);
 		st->no_identity = true;
-		if (asprintf(&text, "CID=ffffffff\ncreateType=\"%s\"\nRW %" PRIu64 " SPARSE \"-\"\n",
-			     (h.flags & VMDK_FLAG_COMPRESSED) ? "streamOptimized"
-							       : "monolithicSparse",
-			     h.capacity) < 0)
+		if (asprintf(
+			&text, "CID=ffffffff\ncreateType=\"%s\"\nRW %" PRIu64 " SPARSE \"-\"\n",
+			(h.flags & VMDK_FLAG_COMPRESSED) ? "streamOptimized" : "monolithicSparse",
+			h.capacity) < 0)
 			return -ENOMEM;
 	}
 	r = vmdk_desc_parse(text, strlen(text), img->path, &st->desc);
@@ -471,7 +471,8 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 	if (vd_get_le32(hdr) == COWD_MAGIC || vd_get_le64(hdr) == SESPARSE_MAGIC) {
 		vd_log_err("vmdk: %s: this is a %s extent file, not a disk: open its descriptor "
 			   "(.vmdk text file) instead",
-			   img->path, vd_get_le32(hdr) == COWD_MAGIC ? "vmfsSparse (COWD)" : "seSparse");
+			   img->path,
+			   vd_get_le32(hdr) == COWD_MAGIC ? "vmfsSparse (COWD)" : "seSparse");
 		return -EINVAL;
 	}
 	if (vd_get_le32(hdr) == VMDK_KDMV_MAGIC) {
@@ -598,12 +599,12 @@ static void vmdk_describe(struct vd_image *img, struct vd_json *j)
 }
 
 const struct vd_format_ops vd_vmdk_ops = {
-	.name = "vmdk",
-	.caps = 0,
-	.probe = vmdk_probe,
-	.open = vmdk_open,
-	.close = vmdk_close,
-	.block_status = vmdk_block_status,
-	.read = vmdk_read,
-	.describe = vmdk_describe,
+    .name = "vmdk",
+    .caps = 0,
+    .probe = vmdk_probe,
+    .open = vmdk_open,
+    .close = vmdk_close,
+    .block_status = vmdk_block_status,
+    .read = vmdk_read,
+    .describe = vmdk_describe,
 };

@@ -57,9 +57,9 @@ struct vmdk_extent {
 	int fd;		      /* -1 for ZERO */
 	bool own_fd;	      /* false when fd is the image's own (monolithic sparse) */
 	uint64_t file_size;
-	uint64_t grain_bytes; /* allocation unit of this extent (0 for flat/zero) */
+	uint64_t grain_bytes;	/* allocation unit of this extent (0 for flat/zero) */
 	const char *image_path; /* the vd_image path, for messages */
-	void *priv;	      /* backend state */
+	void *priv;		/* backend state */
 };
 
 extern const struct vmdk_extent_ops vmdk_flat_ops;
@@ -81,8 +81,8 @@ extern const struct vmdk_extent_ops vmdk_sesparse_ops;
 struct vmdk_kdmv_header {
 	uint32_t version;
 	uint32_t flags;
-	uint64_t capacity; /* sectors */
-	uint64_t grain_size; /* sectors */
+	uint64_t capacity;		 /* sectors */
+	uint64_t grain_size;		 /* sectors */
 	uint64_t desc_offset, desc_size; /* sectors */
 	uint32_t num_gtes_per_gt;
 	uint64_t rgd_offset, gd_offset; /* sectors */
@@ -105,6 +105,7 @@ int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_
  * zero-filled. Returns 0 or -errno (logged by lookup or here). Thread-safe if
  * lookup is. Shared by the COWD and seSparse backends (vmdk_cowd.c). */
 int vmdk_grains_read(struct vmdk_extent *e, uint64_t grain_bytes, void *buf, size_t len,
-		     uint64_t off, int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys));
+		     uint64_t off,
+		     int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys));
 
 #endif

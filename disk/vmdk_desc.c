@@ -27,47 +27,51 @@ struct create_type {
 };
 
 static const struct create_type create_types[] = {
-	{"monolithicSparse", "monolithicSparse", false},
-	{"monolithicFlat", "monolithicFlat", false},
-	{"twoGbMaxExtentSparse", "twoGbMaxExtentSparse", false},
-	{"2GbMaxExtentSparse", "twoGbMaxExtentSparse", false},
-	{"twoGbMaxExtentFlat", "twoGbMaxExtentFlat", false},
-	{"2GbMaxExtentFlat", "twoGbMaxExtentFlat", false},
-	{"streamOptimized", "streamOptimized", false},
-	{"vmfs", "vmfs", false},
-	{"vmfsSparse", "vmfsSparse", false},
-	{"seSparse", "seSparse", false},
-	{"vmfsSeSparse", "seSparse", false},
-	{"vmfsThin", "vmfsThin", false},
-	{"vmfsPreallocated", "vmfsPreallocated", false},
-	{"vmfsEagerZeroedThick", "vmfsEagerZeroedThick", false},
-	{"custom", "custom", false},
-	{"vmfsRDM", NULL, true},
-	{"vmfsRawDeviceMap", NULL, true},
-	{"vmfsRDMP", NULL, true},
-	{"vmfsPassthroughRawDeviceMap", NULL, true},
-	{"vmfsRaw", NULL, true},
-	{"fullDevice", NULL, true},
-	{"partitionedDevice", NULL, true},
+    {"monolithicSparse", "monolithicSparse", false},
+    {"monolithicFlat", "monolithicFlat", false},
+    {"twoGbMaxExtentSparse", "twoGbMaxExtentSparse", false},
+    {"2GbMaxExtentSparse", "twoGbMaxExtentSparse", false},
+    {"twoGbMaxExtentFlat", "twoGbMaxExtentFlat", false},
+    {"2GbMaxExtentFlat", "twoGbMaxExtentFlat", false},
+    {"streamOptimized", "streamOptimized", false},
+    {"vmfs", "vmfs", false},
+    {"vmfsSparse", "vmfsSparse", false},
+    {"seSparse", "seSparse", false},
+    {"vmfsSeSparse", "seSparse", false},
+    {"vmfsThin", "vmfsThin", false},
+    {"vmfsPreallocated", "vmfsPreallocated", false},
+    {"vmfsEagerZeroedThick", "vmfsEagerZeroedThick", false},
+    {"custom", "custom", false},
+    {"vmfsRDM", NULL, true},
+    {"vmfsRawDeviceMap", NULL, true},
+    {"vmfsRDMP", NULL, true},
+    {"vmfsPassthroughRawDeviceMap", NULL, true},
+    {"vmfsRaw", NULL, true},
+    {"fullDevice", NULL, true},
+    {"partitionedDevice", NULL, true},
 };
 
 static const char *const type_names[] = {
-	[VMDK_EXT_FLAT] = "FLAT",	      [VMDK_EXT_SPARSE] = "SPARSE",
-	[VMDK_EXT_ZERO] = "ZERO",	      [VMDK_EXT_VMFS] = "VMFS",
-	[VMDK_EXT_VMFSSPARSE] = "VMFSSPARSE", [VMDK_EXT_SESPARSE] = "SESPARSE",
-	[VMDK_EXT_VMFSRDM] = "VMFSRDM",	      [VMDK_EXT_VMFSRAW] = "VMFSRAW",
+    [VMDK_EXT_FLAT] = "FLAT",
+    [VMDK_EXT_SPARSE] = "SPARSE",
+    [VMDK_EXT_ZERO] = "ZERO",
+    [VMDK_EXT_VMFS] = "VMFS",
+    [VMDK_EXT_VMFSSPARSE] = "VMFSSPARSE",
+    [VMDK_EXT_SESPARSE] = "SESPARSE",
+    [VMDK_EXT_VMFSRDM] = "VMFSRDM",
+    [VMDK_EXT_VMFSRAW] = "VMFSRAW",
 };
 
 static const char *const access_names[] = {
-	[VMDK_ACCESS_RW] = "RW",
-	[VMDK_ACCESS_RDONLY] = "RDONLY",
-	[VMDK_ACCESS_NOACCESS] = "NOACCESS",
+    [VMDK_ACCESS_RW] = "RW",
+    [VMDK_ACCESS_RDONLY] = "RDONLY",
+    [VMDK_ACCESS_NOACCESS] = "NOACCESS",
 };
 
 /* DDB keys kept for describe(), compared case-insensitively after "ddb.". */
 static const char *const ddb_kept[] = {
-	"adapterType",	   "geometry.cylinders", "geometry.heads",   "geometry.sectors",
-	"uuid",		   "longContentID",	 "virtualHWVersion", "encoding",
+    "adapterType", "geometry.cylinders", "geometry.heads",   "geometry.sectors",
+    "uuid",	   "longContentID",	 "virtualHWVersion", "encoding",
 };
 
 const char *vmdk_extent_type_name(enum vmdk_extent_type t)
@@ -77,8 +81,7 @@ const char *vmdk_extent_type_name(enum vmdk_extent_type t)
 
 const char *vmdk_access_name(enum vmdk_access a)
 {
-	return (unsigned)a < sizeof(access_names) / sizeof(access_names[0]) ? access_names[a]
-									      : "?";
+	return (unsigned)a < sizeof(access_names) / sizeof(access_names[0]) ? access_names[a] : "?";
 }
 
 struct parser {
@@ -182,8 +185,7 @@ static int parse_u64(struct span v, uint64_t *out)
 	return 0;
 }
 
-static int parse_cid(struct parser *p, struct span v, const char *key, uint32_t *out,
-		     char text[9])
+static int parse_cid(struct parser *p, struct span v, const char *key, uint32_t *out, char text[9])
 {
 	uint32_t r = 0;
 
@@ -192,8 +194,9 @@ static int parse_cid(struct parser *p, struct span v, const char *key, uint32_t 
 	for (const char *c = v.s; c < v.e; c++) {
 		if (!isxdigit((unsigned char)*c))
 			return perr(p, "%s must be 1 to 8 hex digits", key);
-		r = r << 4 | (uint32_t)(isdigit((unsigned char)*c) ? *c - '0'
-								   : tolower((unsigned char)*c) - 'a' + 10);
+		r = r << 4 |
+		    (uint32_t)(isdigit((unsigned char)*c) ? *c - '0'
+							  : tolower((unsigned char)*c) - 'a' + 10);
 	}
 	memcpy(text, v.s, (size_t)(v.e - v.s));
 	text[v.e - v.s] = '\0';
@@ -212,8 +215,7 @@ static int parse_create_type(struct parser *p, struct span v)
 		p->d->create_type = create_types[i].canon;
 		return 0;
 	}
-	return perr(p, "unknown createType \"%.*s\"", (int)(v.e - v.s > 64 ? 64 : v.e - v.s),
-		    v.s);
+	return perr(p, "unknown createType \"%.*s\"", (int)(v.e - v.s > 64 ? 64 : v.e - v.s), v.s);
 }
 
 static int ddb_keep(struct parser *p, struct span key, struct span val)
@@ -244,8 +246,8 @@ static int parse_keyval(struct parser *p, struct span line, const char *eq, unsi
 	struct vmdk_desc *d = p->d;
 	struct span key = span_trim((struct span){line.s, eq});
 	struct span val = span_trim((struct span){eq + 1, line.e});
-	static const char *const once[] = {"version",	 "encoding",  "CID",
-					   "parentCID",	 "createType", "parentFileNameHint"};
+	static const char *const once[] = {"version",	"encoding",   "CID",
+					   "parentCID", "createType", "parentFileNameHint"};
 	uint64_t v;
 	int r;
 
@@ -297,8 +299,7 @@ static int extent_type_parse(struct parser *p, struct span w, enum vmdk_extent_t
 		*out = (enum vmdk_extent_type)i;
 		return 0;
 	}
-	return perr(p, "unknown extent type \"%.*s\"", (int)(w.e - w.s > 32 ? 32 : w.e - w.s),
-		    w.s);
+	return perr(p, "unknown extent type \"%.*s\"", (int)(w.e - w.s > 32 ? 32 : w.e - w.s), w.s);
 }
 
 static int extent_push(struct parser *p, struct vmdk_desc_extent *x)

@@ -31,10 +31,10 @@ struct vmdk_ddb {
 
 struct vmdk_desc {
 	unsigned version;
-	char *encoding;		/* NULL when absent */
+	char *encoding; /* NULL when absent */
 	uint32_t cid;
-	uint32_t parent_cid;	/* VMDK_CID_NONE for a base */
-	char cid_text[9];	/* as written, for describe() */
+	uint32_t parent_cid; /* VMDK_CID_NONE for a base */
+	char cid_text[9];    /* as written, for describe() */
 	char parent_cid_text[9];
 	const char *create_type; /* canonical spelling, static */
 	char *parent_hint;	 /* parentFileNameHint as written, or NULL */

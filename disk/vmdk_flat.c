@@ -21,7 +21,8 @@ static int flat_open(struct vmdk_extent *e)
 		return -EINVAL;
 	}
 	if (end > e->file_size) {
-		vd_log_err("vmdk: %s: flat extent file is %" PRIu64 " bytes, shorter than the %" PRIu64
+		vd_log_err("vmdk: %s: flat extent file is %" PRIu64
+			   " bytes, shorter than the %" PRIu64
 			   " the descriptor needs (offset %" PRIu64 " + %" PRIu64
 			   " sectors): file truncated",
 			   e->path, e->file_size, end, e->flat_offset / 512, e->sectors);
@@ -55,11 +56,11 @@ static int flat_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 }
 
 const struct vmdk_extent_ops vmdk_flat_ops = {
-	.name = "flat",
-	.open = flat_open,
-	.close = flat_close,
-	.block_status = flat_block_status,
-	.read = flat_read,
+    .name = "flat",
+    .open = flat_open,
+    .close = flat_close,
+    .block_status = flat_block_status,
+    .read = flat_read,
 };
 
 static int zero_open(struct vmdk_extent *e)
@@ -85,9 +86,9 @@ static int zero_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
 }
 
 const struct vmdk_extent_ops vmdk_zero_ops = {
-	.name = "zero",
-	.open = zero_open,
-	.close = flat_close,
-	.block_status = zero_block_status,
-	.read = zero_read,
+    .name = "zero",
+    .open = zero_open,
+    .close = flat_close,
+    .block_status = zero_block_status,
+    .read = zero_read,
 };

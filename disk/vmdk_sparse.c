@@ -53,8 +53,8 @@ struct sparse_state {
 	uint64_t desc_end;	   /* first sector after the embedded descriptor */
 	uint32_t *gd;		   /* native order, immutable after open */
 	uint64_t n_gd;
-	struct vd_tcache gts;	   /* GT i, native order */
-	struct vmdk_extent *e;	   /* back pointer for the GT loader */
+	struct vd_tcache gts;  /* GT i, native order */
+	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
 
 int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out)
@@ -92,7 +92,8 @@ int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_
 		return -EINVAL;
 	}
 	if ((h.flags & VMDK_FLAG_MARKERS) && !(h.flags & VMDK_FLAG_COMPRESSED)) {
-		vd_log_err("vmdk: %s: header flags 0x%08" PRIx32 " have markers without compression",
+		vd_log_err("vmdk: %s: header flags 0x%08" PRIx32
+			   " have markers without compression",
 			   path, h.flags);
 		return -EINVAL;
 	}
@@ -103,7 +104,8 @@ int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_
 		return -EINVAL;
 	}
 	if (h.grain_size < 1 || h.grain_size > 2048 || !vd_is_pow2(h.grain_size)) {
-		vd_log_err("vmdk: %s: grain size %" PRIu64 " sectors is not a power of 2 in [1, 2048]",
+		vd_log_err("vmdk: %s: grain size %" PRIu64
+			   " sectors is not a power of 2 in [1, 2048]",
 			   path, h.grain_size);
 		return -EINVAL;
 	}
@@ -262,7 +264,8 @@ static int sparse_open(struct vmdk_extent *e)
 	for (uint64_t i = 0; i < st->n_gd; i++) {
 		st->gd[i] = vd_get_le32(raw + i * 4);
 		if (st->gd[i] && !sparse_gde_ok(e, st, st->gd[i])) {
-			vd_log_err("vmdk: %s: grain directory entry %" PRIu64 " points to sector %" PRIu32
+			vd_log_err("vmdk: %s: grain directory entry %" PRIu64
+				   " points to sector %" PRIu32
 				   ", outside the file's metadata area",
 				   e->path, i, st->gd[i]);
 			r = -EINVAL;
@@ -317,8 +320,7 @@ static int64_t sparse_scan_gt(struct vmdk_extent *e, struct sparse_state *st, co
 			return *state < 0 ? s : (int64_t)n;
 		if (*state < 0) {
 			*state = s;
-		} else if (s != *state ||
-			   (s == VD_DATA && gte != *last_gte + st->h.grain_size)) {
+		} else if (s != *state || (s == VD_DATA && gte != *last_gte + st->h.grain_size)) {
 			break;
 		}
 		*last_gte = gte;
@@ -425,10 +427,10 @@ static void sparse_describe(struct vmdk_extent *e, struct vd_json *j)
 }
 
 const struct vmdk_extent_ops vmdk_sparse_ops = {
-	.name = "sparse",
-	.open = sparse_open,
-	.close = sparse_close,
-	.block_status = sparse_block_status,
-	.read = sparse_read,
-	.describe = sparse_describe,
+    .name = "sparse",
+    .open = sparse_open,
+    .close = sparse_close,
+    .block_status = sparse_block_status,
+    .read = sparse_read,
+    .describe = sparse_describe,
 };

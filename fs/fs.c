@@ -375,11 +375,11 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 }
 
 const struct fuse_operations fs_ops = {
-	.getattr = fs_getattr,
-	.opendir = fs_opendir,
-	.readdir = fs_readdir,
-	.open = fs_open,
-	.read = fs_read,
-	.statfs = fs_statfs,
-	.init = fs_init,
+    .getattr = fs_getattr,
+    .opendir = fs_opendir,
+    .readdir = fs_readdir,
+    .open = fs_open,
+    .read = fs_read,
+    .statfs = fs_statfs,
+    .init = fs_init,
 };

@@ -24,32 +24,31 @@ struct opts {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: vdmount [options] IMAGE... MOUNTPOINT\n"
-		"\n"
-		"Mounts VMDK and VHD snapshot chains read-only. Each disk appears as\n"
-		"  disk              the merged view of the whole chain\n"
-		"  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
-		"  chain.json        chain metadata and validation result\n"
-		"With several images, each gets a directory named after its file.\n"
-		"\n"
-		"options:\n"
-		"  -f            stay in the foreground\n"
-		"  -d            debug output (implies -f)\n"
-		"  -s            single-threaded\n"
-		"  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
-		"  --force       mount even if a parent's CID/unique id does not match\n"
-		"  -h, --help    this help\n"
-		"  -V, --version print the version\n");
+	fprintf(f, "usage: vdmount [options] IMAGE... MOUNTPOINT\n"
+		   "\n"
+		   "Mounts VMDK and VHD snapshot chains read-only. Each disk appears as\n"
+		   "  disk              the merged view of the whole chain\n"
+		   "  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
+		   "  chain.json        chain metadata and validation result\n"
+		   "With several images, each gets a directory named after its file.\n"
+		   "\n"
+		   "options:\n"
+		   "  -f            stay in the foreground\n"
+		   "  -d            debug output (implies -f)\n"
+		   "  -s            single-threaded\n"
+		   "  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
+		   "  --force       mount even if a parent's CID/unique id does not match\n"
+		   "  -h, --help    this help\n"
+		   "  -V, --version print the version\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{"force", no_argument, NULL, 'F'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"force", no_argument, NULL, 'F'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	int c;
 

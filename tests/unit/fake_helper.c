@@ -139,21 +139,21 @@ static int fake_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 }
 
 const struct vd_format_ops fake_ops = {
-	.name = "fake",
-	.probe = fake_probe,
-	.open = fake_open,
-	.close = fake_close,
-	.block_status = fake_block_status,
-	.read = fake_read,
+    .name = "fake",
+    .probe = fake_probe,
+    .open = fake_open,
+    .close = fake_close,
+    .block_status = fake_block_status,
+    .read = fake_read,
 };
 
 const struct vd_format_ops fake2_ops = {
-	.name = "fake2",
-	.probe = fake2_probe,
-	.open = fake_open,
-	.close = fake_close,
-	.block_status = fake_block_status,
-	.read = fake_read,
+    .name = "fake2",
+    .probe = fake2_probe,
+    .open = fake_open,
+    .close = fake_close,
+    .block_status = fake_block_status,
+    .read = fake_read,
 };
 
 const struct vd_format_ops *const fake_formats[] = {&fake_ops, &fake2_ops, NULL};

@@ -286,7 +286,8 @@ static void test_loops(void **state)
 
 	write_raw("a.fake", "FAKEDISK\nsize 4096\ngrain 4096\nid 1\nparentid 2\nparent b.fake\n");
 	write_raw("b.fake", "FAKEDISK\nsize 4096\ngrain 4096\nid 2\nparentid 1\nparent a.fake\n");
-	write_raw("self.fake", "FAKEDISK\nsize 4096\ngrain 4096\nid 3\nparentid 3\nparent self.fake\n");
+	write_raw("self.fake",
+		  "FAKEDISK\nsize 4096\ngrain 4096\nid 3\nparentid 3\nparent self.fake\n");
 	snprintf(path, sizeof(path), "%s/a.fake", tmpdir);
 	assert_int_equal(vd_chain_open(path, 0, &c), -ELOOP);
 	snprintf(path, sizeof(path), "%s/self.fake", tmpdir);
@@ -425,20 +426,20 @@ static void test_hint_resolution(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_single_layer, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_deep_chain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_short_and_long_parents, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_zeroed_grains_hide_parent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_lookup_cost_is_per_layer_not_per_byte, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_block_status_owner, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_missing_parent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_loops, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_depth_cap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_id_mismatch_and_force, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_mixed_formats, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_describe, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hint_resolution, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_single_layer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_deep_chain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_short_and_long_parents, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_zeroed_grains_hide_parent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lookup_cost_is_per_layer_not_per_byte, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_block_status_owner, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_missing_parent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_loops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_depth_cap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_id_mismatch_and_force, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mixed_formats, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_describe, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hint_resolution, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("chain", tests, NULL, NULL);
 }

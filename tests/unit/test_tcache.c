@@ -148,10 +148,10 @@ static void test_concurrent_readers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_budget_and_contents),
-		cmocka_unit_test(test_load_failure),
-		cmocka_unit_test(test_minimum_and_small_counts),
-		cmocka_unit_test(test_concurrent_readers),
+	    cmocka_unit_test(test_budget_and_contents),
+	    cmocka_unit_test(test_load_failure),
+	    cmocka_unit_test(test_minimum_and_small_counts),
+	    cmocka_unit_test(test_concurrent_readers),
 	};
 	return cmocka_run_group_tests_name("tcache", tests, NULL, NULL);
 }

@@ -545,11 +545,15 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_chain_1),	cmocka_unit_test(test_chain_2),
-	    cmocka_unit_test(test_chain_16),	cmocka_unit_test(test_midbyte_run),
+	    cmocka_unit_test(test_chain_1),
+	    cmocka_unit_test(test_chain_2),
+	    cmocka_unit_test(test_chain_16),
+	    cmocka_unit_test(test_midbyte_run),
 	    cmocka_unit_test(test_create_child_no_clobber),
-	    cmocka_unit_test(test_qemu_images), cmocka_unit_test(test_discovery),
-	    cmocka_unit_test(test_corpus),	cmocka_unit_test(test_corpus_missing_parent),
+	    cmocka_unit_test(test_qemu_images),
+	    cmocka_unit_test(test_discovery),
+	    cmocka_unit_test(test_corpus),
+	    cmocka_unit_test(test_corpus_missing_parent),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

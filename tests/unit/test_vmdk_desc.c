@@ -95,8 +95,8 @@ static void test_every_extent_kind(void **state)
 			    "RW 600 SESPARSE \"d-sesparse.vmdk\"\n"
 			    "RW 700 ZERO\n";
 	static const enum vmdk_extent_type types[] = {
-		VMDK_EXT_FLAT, VMDK_EXT_SPARSE,	    VMDK_EXT_ZERO,    VMDK_EXT_VMFS,
-		VMDK_EXT_VMFSSPARSE, VMDK_EXT_SESPARSE, VMDK_EXT_ZERO,
+	    VMDK_EXT_FLAT,	 VMDK_EXT_SPARSE,   VMDK_EXT_ZERO, VMDK_EXT_VMFS,
+	    VMDK_EXT_VMFSSPARSE, VMDK_EXT_SESPARSE, VMDK_EXT_ZERO,
 	};
 	(void)state;
 	assert_int_equal(parse(t, &d), 0);
@@ -119,14 +119,14 @@ static void test_every_extent_kind(void **state)
 static void test_create_type_spellings(void **state)
 {
 	static const char *const in[][2] = {
-		{"monolithicSparse", "monolithicSparse"},
-		{"twoGbMaxExtentFlat", "twoGbMaxExtentFlat"},
-		{"2GbMaxExtentFlat", "twoGbMaxExtentFlat"},
-		{"streamOptimized", "streamOptimized"},
-		{"vmfs", "vmfs"},
-		{"VMFSSPARSE", "vmfsSparse"},
-		{"vmfsSeSparse", "seSparse"},
-		{"vmfsThin", "vmfsThin"},
+	    {"monolithicSparse", "monolithicSparse"},
+	    {"twoGbMaxExtentFlat", "twoGbMaxExtentFlat"},
+	    {"2GbMaxExtentFlat", "twoGbMaxExtentFlat"},
+	    {"streamOptimized", "streamOptimized"},
+	    {"vmfs", "vmfs"},
+	    {"VMFSSPARSE", "vmfsSparse"},
+	    {"vmfsSeSparse", "seSparse"},
+	    {"vmfsThin", "vmfsThin"},
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
@@ -165,54 +165,55 @@ static void expect_bad(const char *t)
 static void test_malformed(void **state)
 {
 	static const char *const bad[] = {
-		/* missing createType */
-		HDR "RW 1 ZERO\n",
-		/* missing CID */
-		"createType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
-		/* no extents */
-		HDR "createType=\"monolithicFlat\"\n",
-		/* bad SECTORS */
-		HDR "createType=\"monolithicFlat\"\nRW abc FLAT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"\nRW 0 FLAT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"\nRW -5 FLAT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"\nRW 99999999999999999999999 FLAT \"f\" 0\n",
-		HDR "createType=\"custom\"\nRW 18014398509481984 ZERO\nRW 1 ZERO\n",
-		/* unterminated quotes */
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f 0\n",
-		HDR "createType=\"monolithicFlat\nRW 1 FLAT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"x\nRW 1 FLAT \"f\" 0\n",
-		/* unquoted or empty file name, junk after it */
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLAT f 0\n",
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"\" 0\n",
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\"0\n",
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0 junk\n",
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\" x\n",
-		/* file name missing, offset where not allowed */
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLAT\n",
-		HDR "createType=\"monolithicSparse\"\nRW 1 SPARSE \"s\" 0\n",
-		/* unknown types */
-		HDR "createType=\"monolithicFlat\"\nRW 1 FLOT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"\nRW 1\n",
-		HDR "createType=\"weirdSparse\"\nRW 1 ZERO\n",
-		/* raw device mappings */
-		HDR "createType=\"vmfsRDM\"\nRW 1 VMFSRDM \"r\"\n",
-		HDR "createType=\"fullDevice\"\nRW 1 FLAT \"/dev/sda\" 0\n",
-		HDR "createType=\"partitionedDevice\"\nRW 1 FLAT \"/dev/sda\" 0\n",
-		HDR "createType=\"vmfsRaw\"\nRW 1 VMFS \"r\"\n",
-		HDR "createType=\"vmfs\"\nRW 1 VMFSRAW \"r\"\n",
-		HDR "createType=\"vmfs\"\nRW 1 VMFSRDM \"r\"\n",
-		/* identity */
-		"CID=fffffffe\nparentCID=12345678\ncreateType=\"monolithicSparse\"\nRW 1 SPARSE \"s\"\n",
-		"CID=123456789\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
-		"CID=12g4\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
-		"CID=\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
-		HDR "CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"\ncreateType=\"vmfs\"\nRW 1 FLAT \"f\" 0\n",
-		HDR "parentFileNameHint=\"\"\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
-		/* version, garbage line */
-		"version=7\nCID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"\nthis is not a descriptor line\nRW 1 FLAT \"f\" 0\n",
-		HDR "createType=\"monolithicFlat\"\n=value\nRW 1 FLAT \"f\" 0\n",
+	    /* missing createType */
+	    HDR "RW 1 ZERO\n",
+	    /* missing CID */
+	    "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
+	    /* no extents */
+	    HDR "createType=\"monolithicFlat\"\n",
+	    /* bad SECTORS */
+	    HDR "createType=\"monolithicFlat\"\nRW abc FLAT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\nRW 0 FLAT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\nRW -5 FLAT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\nRW 99999999999999999999999 FLAT \"f\" 0\n",
+	    HDR "createType=\"custom\"\nRW 18014398509481984 ZERO\nRW 1 ZERO\n",
+	    /* unterminated quotes */
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f 0\n",
+	    HDR "createType=\"monolithicFlat\nRW 1 FLAT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"x\nRW 1 FLAT \"f\" 0\n",
+	    /* unquoted or empty file name, junk after it */
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLAT f 0\n",
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\"0\n",
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0 junk\n",
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\" x\n",
+	    /* file name missing, offset where not allowed */
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLAT\n",
+	    HDR "createType=\"monolithicSparse\"\nRW 1 SPARSE \"s\" 0\n",
+	    /* unknown types */
+	    HDR "createType=\"monolithicFlat\"\nRW 1 FLOT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\nRW 1\n",
+	    HDR "createType=\"weirdSparse\"\nRW 1 ZERO\n",
+	    /* raw device mappings */
+	    HDR "createType=\"vmfsRDM\"\nRW 1 VMFSRDM \"r\"\n",
+	    HDR "createType=\"fullDevice\"\nRW 1 FLAT \"/dev/sda\" 0\n",
+	    HDR "createType=\"partitionedDevice\"\nRW 1 FLAT \"/dev/sda\" 0\n",
+	    HDR "createType=\"vmfsRaw\"\nRW 1 VMFS \"r\"\n",
+	    HDR "createType=\"vmfs\"\nRW 1 VMFSRAW \"r\"\n",
+	    HDR "createType=\"vmfs\"\nRW 1 VMFSRDM \"r\"\n",
+	    /* identity */
+	    "CID=fffffffe\nparentCID=12345678\ncreateType=\"monolithicSparse\"\nRW 1 SPARSE "
+	    "\"s\"\n",
+	    "CID=123456789\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
+	    "CID=12g4\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
+	    "CID=\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
+	    HDR "CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\ncreateType=\"vmfs\"\nRW 1 FLAT \"f\" 0\n",
+	    HDR "parentFileNameHint=\"\"\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
+	    /* version, garbage line */
+	    "version=7\nCID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\nthis is not a descriptor line\nRW 1 FLAT \"f\" 0\n",
+	    HDR "createType=\"monolithicFlat\"\n=value\nRW 1 FLAT \"f\" 0\n",
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -251,14 +252,14 @@ static void test_too_large(void **state)
 static void test_sniff(void **state)
 {
 	static const char *const yes[] = {
-		"# Disk DescriptorFile\nversion=1\n",
-		"encoding=\"UTF-8\"\r\nversion=1\r\nCID=1\r\ncreateType = \"vmfs\"\r\n",
-		"\n\n  CREATETYPE=\"monolithicFlat\"\n",
+	    "# Disk DescriptorFile\nversion=1\n",
+	    "encoding=\"UTF-8\"\r\nversion=1\r\nCID=1\r\ncreateType = \"vmfs\"\r\n",
+	    "\n\n  CREATETYPE=\"monolithicFlat\"\n",
 	};
 	static const char *const no[] = {
-		"hello world\n",
-		"createTypeX=1\n",
-		"",
+	    "hello world\n",
+	    "createTypeX=1\n",
+	    "",
 	};
 	(void)state;
 	for (size_t i = 0; i < 3; i++)
@@ -270,15 +271,15 @@ static void test_sniff(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_monolithic_flat_lf),
-		cmocka_unit_test(test_crlf_encoding_first_case),
-		cmocka_unit_test(test_every_extent_kind),
-		cmocka_unit_test(test_create_type_spellings),
-		cmocka_unit_test(test_nul_padding),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_too_many_extents),
-		cmocka_unit_test(test_too_large),
-		cmocka_unit_test(test_sniff),
+	    cmocka_unit_test(test_monolithic_flat_lf),
+	    cmocka_unit_test(test_crlf_encoding_first_case),
+	    cmocka_unit_test(test_every_extent_kind),
+	    cmocka_unit_test(test_create_type_spellings),
+	    cmocka_unit_test(test_nul_padding),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_too_many_extents),
+	    cmocka_unit_test(test_too_large),
+	    cmocka_unit_test(test_sniff),
 	};
 
 	vd_log_set_level(VD_LOG_WARN);

@@ -53,12 +53,13 @@ static void make_multi(void)
 	flat_file("m f003.vmdk", S3 + 10, 3, tmp);
 	memcpy(model + (S1 + S2) * 512, tmp + 10 * 512, S3 * 512);
 	flat_file("m-f005.vmdk", S5, 5, model + (S1 + S2 + S3 + S4) * 512);
-	kgen_write_text(kgen_path("m.vmdk"),
-			"# Disk DescriptorFile\r\nversion=1\r\nCID=abcdef01\r\nparentCID=ffffffff\r\n"
-			"createType=\"twoGbMaxExtentFlat\"\r\n\r\n# Extent description\r\n"
-			"RW 100 FLAT \"m-f001.vmdk\" 0\r\nRW 8 ZERO\r\n"
-			"RDONLY 50 FLAT \"m f003.vmdk\" 10\r\nNOACCESS 16 FLAT \"missing.vmdk\" 0\r\n"
-			"RW 30 VMFS \"m-f005.vmdk\"\r\n");
+	kgen_write_text(
+	    kgen_path("m.vmdk"),
+	    "# Disk DescriptorFile\r\nversion=1\r\nCID=abcdef01\r\nparentCID=ffffffff\r\n"
+	    "createType=\"twoGbMaxExtentFlat\"\r\n\r\n# Extent description\r\n"
+	    "RW 100 FLAT \"m-f001.vmdk\" 0\r\nRW 8 ZERO\r\n"
+	    "RDONLY 50 FLAT \"m f003.vmdk\" 10\r\nNOACCESS 16 FLAT \"missing.vmdk\" 0\r\n"
+	    "RW 30 VMFS \"m-f005.vmdk\"\r\n");
 }
 
 static void test_offsets_and_size(void **state)
@@ -79,8 +80,8 @@ static void test_offsets_and_size(void **state)
 	assert_int_equal(n, S2 * 512 - 3);
 	assert_int_equal(img->ops->block_status(img, (S1 + S2) * 512, 10, &n), VD_DATA);
 	assert_int_equal(n, 10);
-	assert_int_equal(img->ops->block_status(img, (S1 + S2 + S3) * 512, TOTAL * 512 -
-						(S1 + S2 + S3) * 512, &n),
+	assert_int_equal(img->ops->block_status(img, (S1 + S2 + S3) * 512,
+						TOTAL * 512 - (S1 + S2 + S3) * 512, &n),
 			 VD_DATA);
 	assert_int_equal(n, S4 * 512);
 	assert_int_equal(img->ops->block_status(img, (TOTAL - 1) * 512, 512, &n), VD_DATA);
@@ -93,12 +94,12 @@ static void test_reads_straddle(void **state)
 	struct vd_chain *c;
 	uint8_t buf[TOTAL * 512];
 	static const uint64_t cuts[][2] = {
-		{0, S1 * 512},		       /* extent 1 */
-		{S1 * 512 - 5, 600},	       /* into ZERO */
-		{S1 * 512 - 1, (S2 + 3) * 512}, /* across ZERO into RDONLY */
-		{(S1 + S2) * 512, S3 * 512},
-		{(S1 + S2 + S3 + S4) * 512 - 0, S5 * 512},
-		{(S1 + S2 + S3 + S4) * 512 + 1, S5 * 512 - 1},
+	    {0, S1 * 512},		    /* extent 1 */
+	    {S1 * 512 - 5, 600},	    /* into ZERO */
+	    {S1 * 512 - 1, (S2 + 3) * 512}, /* across ZERO into RDONLY */
+	    {(S1 + S2) * 512, S3 * 512},
+	    {(S1 + S2 + S3 + S4) * 512 - 0, S5 * 512},
+	    {(S1 + S2 + S3 + S4) * 512 + 1, S5 * 512 - 1},
 	};
 	(void)state;
 	make_multi();
@@ -162,7 +163,8 @@ static void test_flat_refusals(void **state)
 	{
 		char t[1024];
 
-		snprintf(t, sizeof(t), "CID=1\ncreateType=\"monolithicFlat\"\nRW 10 FLAT \"%s\" 0\n",
+		snprintf(t, sizeof(t),
+			 "CID=1\ncreateType=\"monolithicFlat\"\nRW 10 FLAT \"%s\" 0\n",
 			 kgen_path("short.img"));
 		kgen_write_text(kgen_path("abs.vmdk"), t);
 		assert_int_equal(vd_image_open(kgen_path("abs.vmdk"), 0, &img), 0);
@@ -210,25 +212,28 @@ static void test_corpus(void **state)
 	const char *shared = getenv("VD_SHARED");
 	const char *vdcat_dir = exe_dir();
 	static const char *const ok[] = {
-		"vmdk-rs/monolithicSparse.vmdk",    "vmdk-rs/monolithicFlat.vmdk",
-		"vmdk-rs/twoGbMaxExtentSparse.vmdk", "vmdk-rs/twoGbMaxExtentFlat.vmdk",
-		"vmdk-rs/vmfs_thick.vmdk",	     "dfvfs/ext2.vmdk",
-		"dfvfs/image.vmdk",
+	    "vmdk-rs/monolithicSparse.vmdk",
+	    "vmdk-rs/monolithicFlat.vmdk",
+	    "vmdk-rs/twoGbMaxExtentSparse.vmdk",
+	    "vmdk-rs/twoGbMaxExtentFlat.vmdk",
+	    "vmdk-rs/vmfs_thick.vmdk",
+	    "dfvfs/ext2.vmdk",
+	    "dfvfs/image.vmdk",
 	};
 	(void)state;
-	if (!shared || kgen_sh("test -f '%s/corpus/unpack.sh' && test -x '%s/vdcat'", shared,
-			       vdcat_dir) != 0)
+	if (!shared ||
+	    kgen_sh("test -f '%s/corpus/unpack.sh' && test -x '%s/vdcat'", shared, vdcat_dir) != 0)
 		skip();
-	assert_int_equal(kgen_sh("sh '%s/corpus/unpack.sh' '%s/corpus' >/dev/null", shared,
-				 kgen_dir()),
-			 0);
+	assert_int_equal(
+	    kgen_sh("sh '%s/corpus/unpack.sh' '%s/corpus' >/dev/null", shared, kgen_dir()), 0);
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		print_message("corpus %s\n", ok[i]);
-		assert_int_equal(kgen_sh("cd '%s/corpus' && want=$(awk -F'\\t' '$1==\"%s\"{print $4}'"
-					 " '%s/corpus/expected.tsv') && got=$(%s/vdcat %s |"
-					 " sha256sum | cut -c1-64) && test \"$want\" = \"$got\"",
-					 kgen_dir(), ok[i], shared, vdcat_dir, ok[i]),
-				 0);
+		assert_int_equal(
+		    kgen_sh("cd '%s/corpus' && want=$(awk -F'\\t' '$1==\"%s\"{print $4}'"
+			    " '%s/corpus/expected.tsv') && got=$(%s/vdcat %s |"
+			    " sha256sum | cut -c1-64) && test \"$want\" = \"$got\"",
+			    kgen_dir(), ok[i], shared, vdcat_dir, ok[i]),
+		    0);
 	}
 	assert_int_equal(kgen_sh("cd '%s/corpus' && ! %s/vdcat vmdk-rs/vmfs_thick-000001.vmdk"
 				 " >/dev/null 2>&1 && ! %s/vdcat qemu/afl9.vmdk >/dev/null 2>&1",
@@ -249,8 +254,8 @@ static void expect_flat_desc(const char *name, const char *text, const uint8_t *
 	vd_chain_close(c);
 }
 
-#define FLAT_DESC(enc, cid, name, ddb)                                                            \
-	"# Disk DescriptorFile\n" enc "version=1\nCID=" cid "\nparentCID=ffffffff\n"                \
+#define FLAT_DESC(enc, cid, name, ddb)                                                             \
+	"# Disk DescriptorFile\n" enc "version=1\nCID=" cid "\nparentCID=ffffffff\n"               \
 	"createType=\"monolithicFlat\"\nRW 16 FLAT \"" name "\" 0\n" ddb
 
 /* Names in a legacy charset (encoding= / ddb.encoding): the file on disk is
@@ -264,20 +269,22 @@ static void test_encoded_names(void **state)
 
 	/* windows-1252 "Caf\xe9" is UTF-8 "Caf\xc3\xa9" on disk */
 	flat_file("Caf\xc3\xa9-flat.vmdk", 16, 7, want);
-	expect_flat_desc("cp1252.vmdk",
-			 FLAT_DESC("encoding=\"windows-1252\"\n", "11111111", "Caf\xe9-flat.vmdk", ""),
-			 want, sizeof(want));
+	expect_flat_desc(
+	    "cp1252.vmdk",
+	    FLAT_DESC("encoding=\"windows-1252\"\n", "11111111", "Caf\xe9-flat.vmdk", ""), want,
+	    sizeof(want));
 	/* GBK "\xc4\xe3\xba\xc3" (ni hao) via ddb.encoding */
 	flat_file("\xe4\xbd\xa0\xe5\xa5\xbd-flat.vmdk", 16, 9, want);
-	expect_flat_desc("gbk.vmdk",
-			 FLAT_DESC("", "22222222", "\xc4\xe3\xba\xc3-flat.vmdk",
-				   "ddb.encoding = \"GBK\"\n"),
-			 want, sizeof(want));
+	expect_flat_desc(
+	    "gbk.vmdk",
+	    FLAT_DESC("", "22222222", "\xc4\xe3\xba\xc3-flat.vmdk", "ddb.encoding = \"GBK\"\n"),
+	    want, sizeof(want));
 	/* a file really named with the legacy bytes is still found as written */
 	flat_file("Na\xefve-flat.vmdk", 16, 11, want);
-	expect_flat_desc("raw.vmdk",
-			 FLAT_DESC("encoding=\"windows-1252\"\n", "33333333", "Na\xefve-flat.vmdk", ""),
-			 want, sizeof(want));
+	expect_flat_desc(
+	    "raw.vmdk",
+	    FLAT_DESC("encoding=\"windows-1252\"\n", "33333333", "Na\xefve-flat.vmdk", ""), want,
+	    sizeof(want));
 
 	/* a windows-1252 parent hint naming a parent stored under UTF-8 */
 	kgen_init(&b, 16, 8, 1, 0x3,
@@ -303,13 +310,10 @@ static void test_encoded_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_offsets_and_size),
-		cmocka_unit_test(test_reads_straddle),
-		cmocka_unit_test(test_noaccess_eio),
-		cmocka_unit_test(test_flat_refusals),
-		cmocka_unit_test(test_qemu_flat),
-		cmocka_unit_test(test_corpus),
-		cmocka_unit_test(test_encoded_names),
+	    cmocka_unit_test(test_offsets_and_size), cmocka_unit_test(test_reads_straddle),
+	    cmocka_unit_test(test_noaccess_eio),     cmocka_unit_test(test_flat_refusals),
+	    cmocka_unit_test(test_qemu_flat),	     cmocka_unit_test(test_corpus),
+	    cmocka_unit_test(test_encoded_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

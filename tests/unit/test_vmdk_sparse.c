@@ -23,9 +23,9 @@
 #define CAP 13290 /* sectors: 1661.25 grains of 4 KiB, 4 GTs */
 #define GRAIN 8
 #define GB (GRAIN * 512)
-#define DESC                                                                                   \
-	"# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\n"                  \
-	"createType=\"monolithicSparse\"\n\n# Extent description\n"                               \
+#define DESC                                                                                       \
+	"# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\n"                     \
+	"createType=\"monolithicSparse\"\n\n# Extent description\n"                                \
 	"RW 13290 SPARSE \"other-name.vmdk\"\n\n#DDB\nddb.adapterType = \"ide\"\n"
 
 /* Grains 0-2 contiguous; 3-4 unallocated; 6 then 5 (not contiguous); 10
@@ -115,9 +115,14 @@ static void test_read_matches_model(void **state)
 	uint64_t size = (uint64_t)CAP * 512;
 	uint8_t *buf = malloc(size);
 	static const uint64_t cuts[][2] = {
-		{0, 1},	    {511, 2},	  {GB - 3, 7},	   {2 * GB + 5, 3 * GB},
-		{5 * GB - 1, GB + 2}, {1535 * (uint64_t)GB - 100, 2 * GB + 200},
-		{CAP * 512 - 1500, 1500}, {9 * GB, 3 * GB},
+	    {0, 1},
+	    {511, 2},
+	    {GB - 3, 7},
+	    {2 * GB + 5, 3 * GB},
+	    {5 * GB - 1, GB + 2},
+	    {1535 * (uint64_t)GB - 100, 2 * GB + 200},
+	    {CAP * 512 - 1500, 1500},
+	    {9 * GB, 3 * GB},
 	};
 	(void)state;
 	assert_non_null(buf);
@@ -173,30 +178,31 @@ static void expect_open_fails(const char *path, const char *msg)
 static void test_header_checks(void **state)
 {
 	static const struct poke pokes[] = {
-		{0, 4, 0x564d444c, NULL, "not a VMDK"},
-		{4, 4, 0, NULL, "version 0"},
-		{4, 4, 4, NULL, "version 4"},
-		{8, 4, 0x40005, NULL, "unknown incompatible header flags 0x00040000"},
-		{8, 4, 0x20005, NULL, "markers without compression"},
-		{73, 0, 0, "\n \n\n", "newline test"},
-		{20, 8, 0, NULL, "grain size 0"},
-		{20, 8, 3, NULL, "grain size 3"},
-		{20, 8, 4096, NULL, "grain size 4096"},
-		{44, 4, 256, NULL, "256 entries per grain table"},
-		{12, 8, 0, NULL, "capacity 0"},
-		{12, 8, (1ull << 32) + 1, NULL, "capacity 4294967297"},
-		{12, 8, CAP + 8, NULL, "header capacity is 13298"},
-		{28, 8, 1ull << 40, NULL, "embedded descriptor (sector 1099511627776"},
-		{36, 8, 4096, NULL, "exceeds 1048576 bytes"},
-		{64, 8, 1ull << 20, NULL, "overHead 1048576"},
-		{56, 8, 0, NULL, "grain directory (sector 0"},
-		{56, 8, 1ull << 30, NULL, "grain directory (sector 1073741824"},
-		{56, 8, ~0ull - 1, NULL, "grain directory (sector 18446744073709551614"},
-		{56, 8, 5, NULL, "overlaps the embedded descriptor"},
-		{56, 8, ~0ull, NULL, "grain directory at end but grains not compressed"},
-		{512 + 4 * 16, 0, 0, "=", "descriptor line"},
-		{512 + 150, 0, 0, "RW 8 ZERO\n", "lists 2 extents"},
-		{512 + 116, 0, 0, "RW 13290 ZERO                    \n", "open the disk's descriptor file"},
+	    {0, 4, 0x564d444c, NULL, "not a VMDK"},
+	    {4, 4, 0, NULL, "version 0"},
+	    {4, 4, 4, NULL, "version 4"},
+	    {8, 4, 0x40005, NULL, "unknown incompatible header flags 0x00040000"},
+	    {8, 4, 0x20005, NULL, "markers without compression"},
+	    {73, 0, 0, "\n \n\n", "newline test"},
+	    {20, 8, 0, NULL, "grain size 0"},
+	    {20, 8, 3, NULL, "grain size 3"},
+	    {20, 8, 4096, NULL, "grain size 4096"},
+	    {44, 4, 256, NULL, "256 entries per grain table"},
+	    {12, 8, 0, NULL, "capacity 0"},
+	    {12, 8, (1ull << 32) + 1, NULL, "capacity 4294967297"},
+	    {12, 8, CAP + 8, NULL, "header capacity is 13298"},
+	    {28, 8, 1ull << 40, NULL, "embedded descriptor (sector 1099511627776"},
+	    {36, 8, 4096, NULL, "exceeds 1048576 bytes"},
+	    {64, 8, 1ull << 20, NULL, "overHead 1048576"},
+	    {56, 8, 0, NULL, "grain directory (sector 0"},
+	    {56, 8, 1ull << 30, NULL, "grain directory (sector 1073741824"},
+	    {56, 8, ~0ull - 1, NULL, "grain directory (sector 18446744073709551614"},
+	    {56, 8, 5, NULL, "overlaps the embedded descriptor"},
+	    {56, 8, ~0ull, NULL, "grain directory at end but grains not compressed"},
+	    {512 + 4 * 16, 0, 0, "=", "descriptor line"},
+	    {512 + 150, 0, 0, "RW 8 ZERO\n", "lists 2 extents"},
+	    {512 + 116, 0, 0, "RW 13290 ZERO                    \n",
+	     "open the disk's descriptor file"},
 	};
 	struct kgen g;
 	const char *p = kgen_path("bad.vmdk");
@@ -440,27 +446,30 @@ static void test_qemu_images(void **state)
 	(void)state;
 	if (!have_qemu())
 		skip();
-	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o subformat=monolithicSparse"
-				 " q1.vmdk 64M && qemu-io -f vmdk -c 'write -P 0x5a 65000 70000'"
-				 " -c 'write -P 0x33 33554000 1000' -c 'write -P 7 66000000 1108864'"
-				 " q1.vmdk >/dev/null",
-				 d),
-			 0);
+	assert_int_equal(
+	    kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o subformat=monolithicSparse"
+		    " q1.vmdk 64M && qemu-io -f vmdk -c 'write -P 0x5a 65000 70000'"
+		    " -c 'write -P 0x33 33554000 1000' -c 'write -P 7 66000000 1108864'"
+		    " q1.vmdk >/dev/null",
+		    d),
+	    0);
 	qemu_compare("q1.vmdk", 0);
 	/* zeroed grains (v2, flag 4) over data, in a delta */
-	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o zeroed_grain=on -b q1.vmdk"
-				 " -F vmdk q2.vmdk && qemu-io -f vmdk -c 'write -z 0 131072'"
-				 " -c 'write -P 0x11 200000 5' q2.vmdk >/dev/null",
-				 d),
-			 0);
+	assert_int_equal(
+	    kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o zeroed_grain=on -b q1.vmdk"
+		    " -F vmdk q2.vmdk && qemu-io -f vmdk -c 'write -z 0 131072'"
+		    " -c 'write -P 0x11 200000 5' q2.vmdk >/dev/null",
+		    d),
+	    0);
 	qemu_compare("q2.vmdk", 0);
 	/* split sparse: a write straddling the 2 GiB extent boundary, odd size */
-	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o"
-				 " subformat=twoGbMaxExtentSparse q3.vmdk 4100M && qemu-io -f vmdk"
-				 " -c 'write -P 0x77 2147479552 8192' -c 'write -P 1 4299154000 7000'"
-				 " q3.vmdk >/dev/null",
-				 d),
-			 0);
+	assert_int_equal(
+	    kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o"
+		    " subformat=twoGbMaxExtentSparse q3.vmdk 4100M && qemu-io -f vmdk"
+		    " -c 'write -P 0x77 2147479552 8192' -c 'write -P 1 4299154000 7000'"
+		    " q3.vmdk >/dev/null",
+		    d),
+	    0);
 	qemu_compare("q3.vmdk", 0);
 	assert_int_equal(kgen_sh("cd '%s' && rm -f q3*", d), 0);
 }
@@ -493,17 +502,17 @@ static void test_qemu_2tib_open(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_open_and_identity),
-		cmocka_unit_test(test_runs),
-		cmocka_unit_test(test_read_matches_model),
-		cmocka_unit_test(test_header_checks),
-		cmocka_unit_test(test_gte_checks),
-		cmocka_unit_test(test_run_stops_before_corrupt),
-		cmocka_unit_test(test_split),
-		cmocka_unit_test(test_delta_identity),
-		cmocka_unit_test(test_describe),
-		cmocka_unit_test(test_qemu_images),
-		cmocka_unit_test(test_qemu_2tib_open),
+	    cmocka_unit_test(test_open_and_identity),
+	    cmocka_unit_test(test_runs),
+	    cmocka_unit_test(test_read_matches_model),
+	    cmocka_unit_test(test_header_checks),
+	    cmocka_unit_test(test_gte_checks),
+	    cmocka_unit_test(test_run_stops_before_corrupt),
+	    cmocka_unit_test(test_split),
+	    cmocka_unit_test(test_delta_identity),
+	    cmocka_unit_test(test_describe),
+	    cmocka_unit_test(test_qemu_images),
+	    cmocka_unit_test(test_qemu_2tib_open),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

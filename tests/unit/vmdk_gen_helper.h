@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 struct kgen {
-	uint64_t cap, grain;	     /* sectors */
+	uint64_t cap, grain;		 /* sectors */
 	uint64_t gd_off, n_gt, overhead; /* sectors; GTs follow the GD */
 	uint8_t *file;
 	size_t len;
