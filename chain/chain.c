@@ -21,6 +21,15 @@
 #include <sys/stat.h>
 #include <uthash.h>
 
+struct vd_chain {
+	struct vd_image **layers;    /* [0] base ... [depth-1] top; owned */
+	struct vd_chain_link *links; /* links[i]: how layers[i] found its parent layers[i-1] */
+	unsigned depth;
+	unsigned flags;
+	char **warnings; /* validation warnings, for chain.json */
+	unsigned n_warnings;
+};
+
 struct seen_file {
 	struct {
 		dev_t dev;
@@ -247,6 +256,31 @@ void vd_chain_close(struct vd_chain *c)
 	free(c->layers);
 	free(c->links);
 	free(c);
+}
+
+unsigned vd_chain_depth(const struct vd_chain *c)
+{
+	return c->depth;
+}
+
+struct vd_image *vd_chain_layer(const struct vd_chain *c, unsigned i)
+{
+	return i < c->depth ? c->layers[i] : NULL;
+}
+
+const struct vd_chain_link *vd_chain_link(const struct vd_chain *c, unsigned i)
+{
+	return i > 0 && i < c->depth ? &c->links[i] : NULL;
+}
+
+unsigned vd_chain_warning_count(const struct vd_chain *c)
+{
+	return c->n_warnings;
+}
+
+const char *vd_chain_warning(const struct vd_chain *c, unsigned i)
+{
+	return i < c->n_warnings ? c->warnings[i] : NULL;
 }
 
 uint64_t vd_chain_size(const struct vd_chain *c, unsigned level)

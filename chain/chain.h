@@ -29,14 +29,8 @@ struct vd_chain_link {
 	bool stamp_match;      /* timestamps agree (or the format has none) */
 };
 
-struct vd_chain {
-	struct vd_image **layers;    /* [0] base ... [depth-1] top; owned */
-	struct vd_chain_link *links; /* links[i]: how layers[i] found its parent layers[i-1] */
-	unsigned depth;
-	unsigned flags;
-	char **warnings; /* validation warnings, for chain.json */
-	unsigned n_warnings;
-};
+/* Opaque: front ends (fs/, the nbdkit plugin, --info) use the accessors below. */
+struct vd_chain;
 
 /* Opens top_path and every parent below it. On failure logs one line naming
  * the file(s) and the problem and returns -errno: -ENOENT (parent not found),
@@ -47,15 +41,18 @@ int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out);
 /* Closes every layer and frees the chain; NULL is a no-op. */
 void vd_chain_close(struct vd_chain *c);
 
-static inline unsigned vd_chain_depth(const struct vd_chain *c)
-{
-	return c->depth;
-}
+/* Number of layers (>= 1). */
+unsigned vd_chain_depth(const struct vd_chain *c);
 
-static inline struct vd_image *vd_chain_layer(const struct vd_chain *c, unsigned i)
-{
-	return i < c->depth ? c->layers[i] : NULL;
-}
+/* Layer i (0 = base), or NULL when i >= depth. Owned by the chain. */
+struct vd_image *vd_chain_layer(const struct vd_chain *c, unsigned i);
+
+/* How layer i found its parent (i >= 1), or NULL. */
+const struct vd_chain_link *vd_chain_link(const struct vd_chain *c, unsigned i);
+
+/* Validation warnings (for chain.json): count, and warning i. */
+unsigned vd_chain_warning_count(const struct vd_chain *c);
+const char *vd_chain_warning(const struct vd_chain *c, unsigned i);
 
 /* Virtual size of the disk as seen from layer level (that layer's size). */
 uint64_t vd_chain_size(const struct vd_chain *c, unsigned level);

@@ -104,8 +104,10 @@ int vd_fd_size(int fd, uint64_t *out)
 	return 0;
 }
 
+static const char *const log_tag[] = {"error: ", "warning: ", "", "debug: "};
 static enum vd_log_level log_max = VD_LOG_INFO;
-static bool log_syslog;
+static vd_log_sink_fn log_sink;
+static void *log_ctx;
 static atomic_uint log_errors;
 
 void vd_log_set_level(enum vd_log_level max)
@@ -113,10 +115,24 @@ void vd_log_set_level(enum vd_log_level max)
 	log_max = max;
 }
 
+void vd_log_set_sink(vd_log_sink_fn sink, void *ctx)
+{
+	log_sink = sink;
+	log_ctx = ctx;
+}
+
+static void log_syslog_sink(void *ctx, enum vd_log_level lvl, const char *msg)
+{
+	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+
+	(void)ctx;
+	syslog(prio[lvl], "%s%s", log_tag[lvl], msg);
+}
+
 void vd_log_to_syslog(void)
 {
 	openlog("vdmount", LOG_PID, LOG_DAEMON);
-	log_syslog = true;
+	vd_log_set_sink(log_syslog_sink, NULL);
 }
 
 unsigned vd_log_error_count(void)
@@ -126,8 +142,6 @@ unsigned vd_log_error_count(void)
 
 void vd_log(enum vd_log_level lvl, const char *fmt, ...)
 {
-	static const char *const tag[] = {"error: ", "warning: ", "", "debug: "};
-	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 	char msg[2048];
 	va_list ap;
 
@@ -138,10 +152,10 @@ void vd_log(enum vd_log_level lvl, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (log_syslog)
-		syslog(prio[lvl], "%s%s", tag[lvl], msg);
+	if (log_sink)
+		log_sink(log_ctx, lvl, msg);
 	else
-		fprintf(stderr, "vdmount: %s%s\n", tag[lvl], msg);
+		fprintf(stderr, "vdmount: %s%s\n", log_tag[lvl], msg);
 }
 
 void vd_buf_printf(struct vd_buf *b, const char *fmt, ...)

@@ -64,12 +64,24 @@ int vd_open_ro(const char *path);
 /* Size of the file behind fd in bytes (block devices included), or -errno. */
 int vd_fd_size(int fd, uint64_t *out);
 
-/* Logging. Messages go to stderr (or syslog once vd_log_to_syslog() was called),
- * one line each, prefixed "vdmount: ". */
+/* Logging. One line per message, without a trailing newline. By default
+ * lines go to stderr as "vdmount: <level tag><message>"; a front end can send
+ * them elsewhere (syslog, nbdkit_error, a test's buffer) with vd_log_set_sink. */
 enum vd_log_level { VD_LOG_ERR, VD_LOG_WARN, VD_LOG_INFO, VD_LOG_DEBUG };
 void vd_log(enum vd_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void vd_log_set_level(enum vd_log_level max);
+
+/* Receives each message at or below the level set; msg has no prefix or
+ * newline. Called from any thread, possibly concurrently. */
+typedef void (*vd_log_sink_fn)(void *ctx, enum vd_log_level lvl, const char *msg);
+
+/* Routes messages to sink (NULL restores stderr). Not thread-safe against
+ * concurrent logging: set it before starting threads. */
+void vd_log_set_sink(vd_log_sink_fn sink, void *ctx);
+
+/* A ready-made sink: syslog(3) with ident "vdmount", facility daemon. */
 void vd_log_to_syslog(void);
+
 /* Number of errors logged so far (tests use it to check that a failure said something). */
 unsigned vd_log_error_count(void);
 #define vd_log_err(...) vd_log(VD_LOG_ERR, __VA_ARGS__)

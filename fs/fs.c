@@ -116,7 +116,7 @@ static unsigned digits(unsigned v)
 static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 {
 	struct fs_node *n, *layers;
-	unsigned width = digits(c->depth);
+	unsigned width = digits(vd_chain_depth(c));
 
 	if (width < 2)
 		width = 2;
@@ -124,12 +124,12 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 	if (!n)
 		return -ENOMEM;
 	n->chain = c;
-	n->level = c->depth - 1;
+	n->level = vd_chain_depth(c) - 1;
 	layers = node_add(t, dir, "layers", FS_DIR);
 	if (!layers)
 		return -ENOMEM;
-	for (unsigned i = 0; i < c->depth; i++) {
-		char *stem = fs_stem(c->layers[i]->path);
+	for (unsigned i = 0; i < vd_chain_depth(c); i++) {
+		char *stem = fs_stem(vd_chain_layer(c, i)->path);
 		char name[512];
 		if (!stem)
 			return -ENOMEM;

@@ -360,7 +360,7 @@ static void test_discovery(void **state)
 	snprintf(moved, sizeof(moved), "%s/b/deeper", dir);
 	sh("mkdir -p %s/b && cp -r %s/a %s && rm -rf %s/a", dir, dir, moved, dir);
 	assert_int_equal(vd_chain_open(tpath("b/deeper/c.vhd"), 0, &c), 0);
-	assert_string_equal(c->links[1].hint_kind, "W2ru");
+	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
 	vd_chain_close(c);
 	expect_raw(tpath("b/deeper/c.vhd"), model, sizeof(model));
 
@@ -368,7 +368,7 @@ static void test_discovery(void **state)
 	sh("mkdir -p %s/elsewhere && mv %s/b/deeper/c.vhd %s/elsewhere/", dir, dir, dir);
 	sh("mv %s/b/deeper %s/a", dir, dir); /* where the absolute locators point */
 	assert_int_equal(vd_chain_open(tpath("elsewhere/c.vhd"), 0, &c), 0);
-	assert_string_equal(c->links[1].hint_kind, "MacX");
+	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "MacX");
 	vd_chain_close(c);
 	sh("mv %s/elsewhere/c.vhd %s/a/", dir, dir);
 
@@ -387,7 +387,7 @@ static void test_discovery(void **state)
 		close(fd);
 	}
 	assert_int_equal(vd_chain_open(tpath("a/c.vhd"), 0, &c), 0);
-	assert_string_equal(c->links[1].hint_kind, "W2ru");
+	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
 	vd_chain_close(c);
 	expect_raw(tpath("a/c.vhd"), model, sizeof(model));
 
@@ -397,14 +397,14 @@ static void test_discovery(void **state)
 	assert_int_equal(vd_chain_open(tpath("a/c.vhd"), 0, &c), -ENOENT);
 	make_child(tpath("a/renamed.vhd"), tpath("a/c2.vhd"));
 	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), 0, &c), 0);
-	assert_string_equal(c->links[1].hint_kind, "W2ru");
+	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
 	vd_chain_close(c);
 
 	/* id mismatch: refused, opened with VD_CHAIN_FORCE */
 	ftr_uuid_poke(tpath("a/renamed.vhd"));
 	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), 0, &c), -EINVAL);
 	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), VD_CHAIN_FORCE, &c), 0);
-	assert_int_equal(c->n_warnings, 1);
+	assert_int_equal(vd_chain_warning_count(c), 1);
 	vd_chain_close(c);
 	(void)state;
 }

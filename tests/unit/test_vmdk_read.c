@@ -299,7 +299,7 @@ static void test_encoded_names(void **state)
 	kgen_write(&d, kgen_path("delta.vmdk"));
 	assert_int_equal(vd_chain_open(kgen_path("delta.vmdk"), 0, &c), 0);
 	assert_int_equal(vd_chain_depth(c), 2);
-	assert_string_equal(c->links[1].hint_kind, "parentFileNameHint (UTF-8)");
+	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "parentFileNameHint (UTF-8)");
 	assert_int_equal(vd_chain_read(c, 1, buf, 8 * 512, 0), 0);
 	assert_memory_equal(buf, b.model, 8 * 512);
 	vd_chain_close(c);
