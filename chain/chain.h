@@ -86,4 +86,13 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
  * the candidates, for the error message). */
 char *vd_chain_resolve_hint(const char *child_path, const char *hint, char **tried);
 
+/* File stem used for directory and layer names: base name without a known
+ * image extension (.vmdk, .vhd, .vhdx, .avhd, .avhdx). Returns a malloc'd
+ * string or NULL. */
+char *vd_path_stem(const char *path);
+
+/* Name of layer i as front ends show it: "NN-<stem>", NN = i + 1 zero-padded
+ * to the width the chain's depth needs (at least 2). Malloc'd, or NULL. */
+char *vd_chain_layer_name(const struct vd_chain *c, unsigned i);
+
 #endif

@@ -5,6 +5,7 @@
 #include "chain/chain.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,4 +132,50 @@ out:
 	}
 	vd_buf_free(&list);
 	return found;
+}
+
+static const char *const image_exts[] = {".vmdk", ".vhd", ".vhdx", ".avhd", ".avhdx", NULL};
+
+char *vd_path_stem(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	size_t n;
+
+	b = b ? b + 1 : path;
+	n = strlen(b);
+	for (unsigned i = 0; image_exts[i]; i++) {
+		size_t e = strlen(image_exts[i]);
+		if (n > e && !strcasecmp(b + n - e, image_exts[i])) {
+			n -= e;
+			break;
+		}
+	}
+	return strndup(b, n);
+}
+
+static unsigned digits(unsigned v)
+{
+	unsigned d = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		d++;
+	}
+	return d;
+}
+
+char *vd_chain_layer_name(const struct vd_chain *c, unsigned i)
+{
+	unsigned width = digits(vd_chain_depth(c));
+	char *stem, *name;
+
+	if (width < 2)
+		width = 2;
+	stem = vd_path_stem(vd_chain_layer(c, i)->path);
+	if (!stem)
+		return NULL;
+	if (asprintf(&name, "%0*u-%s", (int)width, i + 1, stem) < 0)
+		name = NULL;
+	free(stem);
+	return name;
 }

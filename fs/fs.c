@@ -42,25 +42,6 @@ struct fs_tree {
 	gid_t gid;
 };
 
-static const char *const image_exts[] = {".vmdk", ".vhd", ".vhdx", ".avhd", ".avhdx", NULL};
-
-char *fs_stem(const char *path)
-{
-	const char *b = strrchr(path, '/');
-	size_t n;
-
-	b = b ? b + 1 : path;
-	n = strlen(b);
-	for (unsigned i = 0; image_exts[i]; i++) {
-		size_t e = strlen(image_exts[i]);
-		if (n > e && !strcasecmp(b + n - e, image_exts[i])) {
-			n -= e;
-			break;
-		}
-	}
-	return strndup(b, n);
-}
-
 static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const char *name,
 				enum fs_kind kind)
 {
@@ -102,24 +83,9 @@ static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const ch
 	return n;
 }
 
-static unsigned digits(unsigned v)
-{
-	unsigned d = 1;
-
-	while (v >= 10) {
-		v /= 10;
-		d++;
-	}
-	return d;
-}
-
 static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 {
 	struct fs_node *n, *layers;
-	unsigned width = digits(vd_chain_depth(c));
-
-	if (width < 2)
-		width = 2;
 	n = node_add(t, dir, "disk", FS_LAYER);
 	if (!n)
 		return -ENOMEM;
@@ -129,13 +95,11 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 	if (!layers)
 		return -ENOMEM;
 	for (unsigned i = 0; i < vd_chain_depth(c); i++) {
-		char *stem = fs_stem(vd_chain_layer(c, i)->path);
-		char name[512];
-		if (!stem)
+		char *name = vd_chain_layer_name(c, i);
+		if (!name)
 			return -ENOMEM;
-		snprintf(name, sizeof(name), "%0*u-%s", (int)width, i + 1, stem);
-		free(stem);
 		n = node_add(t, layers, name, FS_LAYER);
+		free(name);
 		if (!n)
 			return -ENOMEM;
 		n->chain = c;

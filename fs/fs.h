@@ -26,8 +26,4 @@ void fs_tree_free(struct fs_tree *t);
 /* The FUSE operations over a tree passed as fuse_new()'s private data. */
 extern const struct fuse_operations fs_ops;
 
-/* File stem used for directory and layer names: base name without a known
- * image extension. Returns a malloc'd string or NULL. */
-char *fs_stem(const char *path);
-
 #endif

@@ -157,7 +157,7 @@ static int name_disks(struct fs_disk *d, unsigned n)
 		return 0;
 	for (unsigned i = 0; i < n; i++) {
 		char *stem =
-		    fs_stem(vd_chain_layer(d[i].chain, vd_chain_depth(d[i].chain) - 1)->path);
+		    vd_path_stem(vd_chain_layer(d[i].chain, vd_chain_depth(d[i].chain) - 1)->path);
 		if (!stem)
 			return -ENOMEM;
 		char *name = strdup(stem);
