@@ -289,9 +289,9 @@ uint64_t vd_chain_size(const struct vd_chain *c, unsigned level)
 }
 
 /* One step of resolution: the run at off as seen from level. Returns the
- * state (DATA means *owner holds it) or -errno. */
+ * state (DATA: *owner holds it, at *map) or -errno. */
 static int chain_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
-			uint64_t *pnum, int *owner)
+			uint64_t *pnum, int *owner, struct vd_map *map)
 {
 	for (int l = (int)level; l >= 0; l--) {
 		struct vd_image *img = c->layers[l];
@@ -306,24 +306,14 @@ static int chain_status(struct vd_chain *c, unsigned level, uint64_t off, uint64
 		}
 		if (len > img->size - off)
 			len = img->size - off;
-		st = img->ops->block_status(img, off, len, &n);
+		st = vd_image_block_status(img, off, len, &n, map);
 		if (st < 0)
 			return st;
-		if (n == 0 || n > len) {
-			vd_log_err("%s: driver returned a bad run length at offset %" PRIu64,
-				   img->path, off);
-			return -EIO;
-		}
 		len = n;
-		if (st == VD_DATA) {
+		if (st == VD_DATA || st == VD_ZERO) {
 			*pnum = len;
 			*owner = l;
-			return VD_DATA;
-		}
-		if (st == VD_ZERO) {
-			*pnum = len;
-			*owner = l;
-			return VD_ZERO;
+			return st;
 		}
 	}
 	*pnum = len;
@@ -340,6 +330,7 @@ int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uin
 		return -EINVAL;
 	end = c->layers[level]->size;
 	while (len) {
+		struct vd_map map;
 		uint64_t n;
 		int owner, st;
 
@@ -347,12 +338,11 @@ int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uin
 			memset(p, 0, len);
 			return 0;
 		}
-		st = chain_status(c, level, off, vd_min_u64(len, end - off), &n, &owner);
+		st = chain_status(c, level, off, vd_min_u64(len, end - off), &n, &owner, &map);
 		if (st < 0)
 			return st;
 		if (st == VD_DATA) {
-			struct vd_image *img = c->layers[owner];
-			int r = img->ops->read(img, p, (size_t)n, off);
+			int r = vd_image_read(c->layers[owner], p, (size_t)n, off, &map);
 			if (r < 0)
 				return r;
 		} else {
@@ -368,6 +358,7 @@ int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uin
 int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
 			  uint64_t *pnum, int *owner)
 {
+	struct vd_map map;
 	int o;
 	int st;
 
@@ -379,7 +370,8 @@ int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint
 			*owner = -1;
 		return VD_ZERO;
 	}
-	st = chain_status(c, level, off, vd_min_u64(len, c->layers[level]->size - off), pnum, &o);
+	st = chain_status(c, level, off, vd_min_u64(len, c->layers[level]->size - off), pnum, &o,
+			  &map);
 	if (owner)
 		*owner = o;
 	return st;
@@ -396,11 +388,9 @@ int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uin
 	*data = *zero = 0;
 	while (off < img->size) {
 		uint64_t n;
-		int st = img->ops->block_status(img, off, img->size - off, &n);
+		int st = vd_image_block_status(img, off, img->size - off, &n, NULL);
 		if (st < 0)
 			return st;
-		if (n == 0 || n > img->size - off)
-			return -EIO;
 		if (st == VD_DATA)
 			*data += n;
 		else if (st == VD_ZERO)

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,66 @@ void vd_image_close(struct vd_image *img)
 		close(img->fd);
 	free(img->path);
 	free(img);
+}
+
+int vd_image_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+			  struct vd_map *map)
+{
+	struct vd_map scratch;
+	int st = img->ops->block_status(img, off, len, pnum, map ? map : &scratch);
+
+	if (st >= 0 && (*pnum == 0 || *pnum > len)) {
+		vd_log_err("%s: driver returned a bad run length at offset %" PRIu64, img->path,
+			   off);
+		return -EIO;
+	}
+	return st;
+}
+
+static int image_read_mapped(struct vd_image *img, void *buf, size_t len, uint64_t off,
+			     const struct vd_map *map)
+{
+	int r;
+
+	if (map->fd < 0)
+		return img->ops->read ? img->ops->read(img, buf, len, off) : -EIO;
+	r = vd_pread_full(map->fd, buf, len, map->off);
+	if (r < 0)
+		vd_log_err("%s: cannot read %zu bytes at file offset %" PRIu64 ": %s", img->path,
+			   len, map->off, strerror(-r));
+	return r;
+}
+
+int vd_image_read(struct vd_image *img, void *buf, size_t len, uint64_t off,
+		  const struct vd_map *map)
+{
+	uint8_t *p = buf;
+
+	if (map)
+		return image_read_mapped(img, buf, len, off, map);
+	while (len) {
+		struct vd_map m;
+		uint64_t n;
+		int st, r = 0;
+
+		if (off >= img->size) {
+			memset(p, 0, len);
+			return 0;
+		}
+		st = vd_image_block_status(img, off, vd_min_u64(len, img->size - off), &n, &m);
+		if (st < 0)
+			return st;
+		if (st == VD_DATA)
+			r = image_read_mapped(img, p, (size_t)n, off, &m);
+		else
+			memset(p, 0, (size_t)n);
+		if (r < 0)
+			return r;
+		p += n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }
 
 int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path)

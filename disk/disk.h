@@ -28,6 +28,16 @@ enum vd_block_state {
 /* open() flags */
 #define VD_OPEN_RDWR 0x1u /* only ever set for a delta vdmount created or the user named */
 
+/* Where the bytes of a VD_DATA run live, handed back by block_status() so
+ * that reading (and, for a writable delta, overwriting) the run needs no
+ * second lookup: QEMU's bdrv_co_block_status(..., *map, *file). fd >= 0: the
+ * run is stored verbatim at [off, off + run length) of fd. fd < 0: it is not
+ * (compressed grain, NOACCESS extent) and the driver's read() produces it. */
+struct vd_map {
+	int fd;
+	uint64_t off;
+};
+
 #define VD_MAX_HINTS 8
 #define VD_ID_MAX 16
 
@@ -88,11 +98,14 @@ struct vd_format_ops {
 	/* State of [off, off+len) in this layer; off < img->size, len > 0 and
 	 * off + len <= img->size. Returns a vd_block_state and sets *pnum (> 0,
 	 * <= len) to the length of the run from off that shares it, or -errno.
-	 * Thread-safe. */
-	int (*block_status)(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum);
+	 * For VD_DATA it also sets *map (never NULL) to where the run lives;
+	 * for other states *map is left alone. Thread-safe. */
+	int (*block_status)(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+			    struct vd_map *map);
 
-	/* Reads a range block_status() reported as VD_DATA. Returns 0 or -errno.
-	 * Thread-safe. */
+	/* Produces a VD_DATA run whose map had fd < 0 (the bytes are not stored
+	 * verbatim). May be NULL when block_status always maps. Returns 0 or
+	 * -errno. Thread-safe. */
 	int (*read)(struct vd_image *img, void *buf, size_t len, uint64_t off);
 
 	/* Writes into this layer, allocating as needed; never reads a parent. Any
@@ -121,6 +134,19 @@ int vd_image_open_with(const struct vd_format_ops *ops, const char *path, unsign
 
 /* Closes and frees; NULL is a no-op. */
 void vd_image_close(struct vd_image *img);
+
+/* ops->block_status with the argument checks chain/ relies on (a run length
+ * in (0, len]); map may be NULL. Returns the state or -errno (logged). */
+int vd_image_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+			  struct vd_map *map);
+
+/* Reads len bytes at off, a run that block_status reported as VD_DATA with
+ * *map: a pread of the mapped file, or the driver's read() when the run is
+ * not stored verbatim. map NULL: look the range up first (any state; ZERO
+ * and UNALLOC read as zeros; for tests and tools). Returns 0 or -errno
+ * (logged). */
+int vd_image_read(struct vd_image *img, void *buf, size_t len, uint64_t off,
+		  const struct vd_map *map);
 
 /* Appends a parent hint (copies the strings). Returns 0 or -ENOMEM/-E2BIG. */
 int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path);

@@ -1,142 +1,249 @@
-/* Bounded table cache (see tcache.h).
+/* The process-wide metadata cache (see tcache.h).
  *
- * slots[i] is NULL or a loaded table; ring[] lists loaded indices in load
- * order (FIFO eviction: grain tables are touched in long sequential sweeps,
- * where FIFO does as well as LRU and needs no bookkeeping on the hot path).
- * Readers hold the read lock while they look at a table, so eviction, which
- * takes the write lock, never frees a table in use. Loading happens without
- * the lock; when two threads load the same table the second copy is dropped.
- * All-zero tables point at one shared zero table that is never evicted: the
- * budget then only counts tables that hold something. */
+ * Tables live in VD_TCACHE_SHARDS shards, chosen by a hash of (user, index),
+ * each a uthash table under its own rwlock with an equal share of the budget.
+ * uthash keeps insertion order, so the head of a shard is its oldest table
+ * and eviction is FIFO: grain tables are touched in long sequential sweeps,
+ * where FIFO does as well as LRU and needs no bookkeeping on the hot path.
+ *
+ * Readers hold their shard's read lock while they look at a table, so an
+ * eviction, which takes the write lock, never frees a table in use. Loading
+ * happens without any lock; when two threads load the same table the second
+ * copy is dropped. The thread that installs a table gets it back under the
+ * write lock, so it is used at least once even when the shard thrashes, and a
+ * shard always keeps the table just installed, so a table larger than a
+ * shard's share still works (one at a time).
+ *
+ * Cost of an entry: its table plus the entry itself; an all-zero table points
+ * at its user's shared zero copy and costs only the entry. */
 #include "disk/tcache.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uthash.h>
 
-#define TCACHE_MIN_TABLES 16
+#define VD_TCACHE_SHARDS 16
 
-int vd_tcache_init(struct vd_tcache *c, uint64_t n, size_t table_bytes, size_t budget,
-		   vd_tcache_load_fn load, void *ctx)
+struct tc_key {
+	const struct vd_tcache *owner;
+	uint64_t idx;
+};
+
+struct tc_entry {
+	struct tc_key key;
+	void *table; /* NULL: the owner's zero table */
+	UT_hash_handle hh;
+};
+
+struct tc_shard {
+	pthread_rwlock_t lock;
+	struct tc_entry *head; /* protected by lock; oldest first */
+	size_t bytes;	       /* protected by lock */
+};
+
+static struct tc_shard shards[VD_TCACHE_SHARDS] = {
+    [0 ... VD_TCACHE_SHARDS - 1] = {.lock = PTHREAD_RWLOCK_INITIALIZER}};
+static size_t budget = VD_TCACHE_DEFAULT_BUDGET;
+
+void vd_tcache_budget_set(size_t bytes)
+{
+	budget = bytes;
+}
+
+size_t vd_tcache_bytes(void)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < VD_TCACHE_SHARDS; i++) {
+		pthread_rwlock_rdlock(&shards[i].lock);
+		n += shards[i].bytes;
+		pthread_rwlock_unlock(&shards[i].lock);
+	}
+	return n;
+}
+
+static struct tc_shard *shard_of(const struct vd_tcache *c, uint64_t idx)
+{
+	uint64_t h = (idx ^ ((uintptr_t)c >> 4)) * 0x9e3779b97f4a7c15ull;
+
+	return &shards[h >> 60];
+}
+
+static size_t entry_cost(const struct vd_tcache *c, const struct tc_entry *e)
+{
+	return sizeof(*e) + (e->table ? c->table_bytes : 0);
+}
+
+int vd_tcache_init(struct vd_tcache *c, size_t table_bytes, vd_tcache_load_fn load, void *ctx)
 {
 	memset(c, 0, sizeof(*c));
-	c->n = n;
+	if (!table_bytes || !load)
+		return -EINVAL;
 	c->table_bytes = table_bytes;
 	c->load = load;
 	c->ctx = ctx;
-	c->cap = table_bytes ? budget / table_bytes : 0;
-	if (c->cap < TCACHE_MIN_TABLES)
-		c->cap = TCACHE_MIN_TABLES;
-	if (c->cap > n)
-		c->cap = n ? n : 1;
-	c->slots = calloc(n ? n : 1, sizeof(*c->slots));
-	c->ring = calloc(c->cap, sizeof(*c->ring));
-	if (!c->slots || !c->ring) {
-		free(c->slots);
-		free(c->ring);
-		c->slots = NULL;
-		c->ring = NULL;
-		return -ENOMEM;
-	}
-	if (pthread_rwlock_init(&c->lock, NULL)) {
-		free(c->slots);
-		free(c->ring);
-		c->slots = NULL;
-		c->ring = NULL;
-		return -ENOMEM;
-	}
 	c->ready = 1;
 	return 0;
 }
 
+/* Unlinks and frees e; the caller holds sh->lock for writing. */
+static void entry_drop(struct tc_shard *sh, struct tc_entry *e)
+{
+	struct vd_tcache *owner = (struct vd_tcache *)e->key.owner;
+
+	HASH_DEL(sh->head, e);
+	sh->bytes -= entry_cost(owner, e);
+	__atomic_sub_fetch(&owner->held, 1, __ATOMIC_RELAXED);
+	free(e->table);
+	free(e);
+}
+
 void vd_tcache_destroy(struct vd_tcache *c)
 {
-	if (c->slots)
-		for (uint64_t i = 0; i < c->n; i++)
-			if (c->slots[i] != c->zero)
-				free(c->slots[i]);
-	free(c->slots);
+	if (!c->ready)
+		goto out;
+	for (unsigned i = 0; i < VD_TCACHE_SHARDS; i++) {
+		struct tc_shard *sh = &shards[i];
+		struct tc_entry *e, *tmp;
+
+		pthread_rwlock_wrlock(&sh->lock);
+		HASH_ITER(hh, sh->head, e, tmp)
+		{
+			if (e->key.owner == c)
+				entry_drop(sh, e);
+		}
+		pthread_rwlock_unlock(&sh->lock);
+	}
 	free(c->zero);
-	free(c->ring);
-	if (c->ready)
-		pthread_rwlock_destroy(&c->lock);
+out:
 	memset(c, 0, sizeof(*c));
 }
 
-/* Installs t as table idx unless another thread was first; drops the oldest
- * table when the cache is full. Takes the write lock. */
-static void tcache_install(struct vd_tcache *c, uint64_t idx, void *t, bool zero)
+/* Makes room for cost bytes in sh (FIFO), then links e. Caller holds the
+ * write lock. */
+static void entry_link(struct tc_shard *sh, struct vd_tcache *c, struct tc_entry *e)
 {
-	pthread_rwlock_wrlock(&c->lock);
-	if (c->slots[idx]) {
+	size_t cost = entry_cost(c, e), share = budget / VD_TCACHE_SHARDS;
+
+	while (sh->head && sh->bytes + cost > share)
+		entry_drop(sh, sh->head);
+	HASH_ADD(hh, sh->head, key, sizeof(e->key), e);
+	sh->bytes += cost;
+	__atomic_add_fetch(&c->held, 1, __ATOMIC_RELAXED);
+}
+
+/* Installs a freshly loaded table unless another thread was first, and
+ * returns the cached table with the shard write-locked (vd_tcache_put()
+ * unlocks either kind), so the caller always gets to use what it loaded even
+ * when the shard is thrashing. Takes ownership of t. NULL (unlocked) when
+ * there is no memory for the entry. */
+static const void *tcache_install(struct vd_tcache *c, uint64_t idx, void *t, bool zero)
+{
+	struct tc_shard *sh = shard_of(c, idx);
+	struct tc_key key = {c, idx};
+	struct tc_entry *e;
+
+	if (zero) {
+		void *none = NULL;
+
+		/* Keep t itself as the user's shared zero table the first time. */
+		memset(t, 0, c->table_bytes);
+		if (__atomic_compare_exchange_n(&c->zero, &none, t, false, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED))
+			t = NULL;
+		free(t);
+		t = NULL;
+	}
+	pthread_rwlock_wrlock(&sh->lock);
+	HASH_FIND(hh, sh->head, &key, sizeof(key), e);
+	if (e) {
 		free(t);
 		goto out;
 	}
-	c->loads++;
-	if (zero) {
-		if (!c->zero) {
-			/* keep t itself as the shared zero table */
-			memset(t, 0, c->table_bytes);
-			c->zero = t;
-		} else {
-			free(t);
-		}
-		c->slots[idx] = c->zero;
-		goto out;
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		free(t);
+		pthread_rwlock_unlock(&sh->lock);
+		return NULL;
 	}
-	if (c->loaded == c->cap) {
-		uint64_t victim = c->ring[c->head];
-
-		free(c->slots[victim]);
-		c->slots[victim] = NULL;
-		c->head = (c->head + 1) % c->cap;
-		c->loaded--;
-	}
-	c->ring[(c->head + c->loaded) % c->cap] = idx;
-	c->loaded++;
-	c->slots[idx] = t;
+	e->key = key;
+	e->table = t;
+	entry_link(sh, c, e);
+	__atomic_add_fetch(&c->loads, 1, __ATOMIC_RELAXED);
 out:
-	pthread_rwlock_unlock(&c->lock);
+	return e->table ? e->table : c->zero;
 }
 
 const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err)
 {
-	for (;;) {
-		void *t;
-		int r;
+	struct tc_shard *sh = shard_of(c, idx);
+	struct tc_key key = {c, idx};
+	const void *got;
+	struct tc_entry *e;
+	void *t;
+	int r;
 
-		pthread_rwlock_rdlock(&c->lock);
-		if (c->slots[idx])
-			return c->slots[idx];
-		pthread_rwlock_unlock(&c->lock);
+	pthread_rwlock_rdlock(&sh->lock);
+	HASH_FIND(hh, sh->head, &key, sizeof(key), e);
+	if (e)
+		return e->table ? e->table : __atomic_load_n(&c->zero, __ATOMIC_ACQUIRE);
+	pthread_rwlock_unlock(&sh->lock);
 
-		t = malloc(c->table_bytes);
-		if (!t) {
-			*err = -ENOMEM;
-			return NULL;
-		}
-		r = c->load(c->ctx, idx, t);
-		if (r < 0) {
-			free(t);
-			*err = r;
-			return NULL;
-		}
-		/* Another thread may evict it again before we look; then load
-		 * again. With at least 16 slots this does not repeat in practice. */
-		tcache_install(c, idx, t, r == VD_TCACHE_ZERO);
+	t = malloc(c->table_bytes);
+	if (!t) {
+		*err = -ENOMEM;
+		return NULL;
 	}
+	r = c->load(c->ctx, idx, t);
+	if (r < 0) {
+		free(t);
+		*err = r;
+		return NULL;
+	}
+	got = tcache_install(c, idx, t, r == VD_TCACHE_ZERO);
+	if (!got)
+		*err = -ENOMEM;
+	return got;
 }
 
-void vd_tcache_put(struct vd_tcache *c)
+void vd_tcache_put(struct vd_tcache *c, uint64_t idx)
 {
-	pthread_rwlock_unlock(&c->lock);
+	pthread_rwlock_unlock(&shard_of(c, idx)->lock);
+}
+
+int vd_tcache_set(struct vd_tcache *c, uint64_t idx, const void *table)
+{
+	struct tc_shard *sh = shard_of(c, idx);
+	struct tc_key key = {c, idx};
+	struct tc_entry *e;
+	void *t = malloc(c->table_bytes);
+	int r = 0;
+
+	if (t)
+		memcpy(t, table, c->table_bytes);
+	pthread_rwlock_wrlock(&sh->lock);
+	HASH_FIND(hh, sh->head, &key, sizeof(key), e);
+	if (e)
+		entry_drop(sh, e);
+	e = t ? calloc(1, sizeof(*e)) : NULL;
+	if (!e) {
+		free(t);
+		r = -ENOMEM;
+		goto out;
+	}
+	e->key = key;
+	e->table = t;
+	entry_link(sh, c, e);
+out:
+	pthread_rwlock_unlock(&sh->lock);
+	return r;
 }
 
 void vd_tcache_stats(struct vd_tcache *c, uint64_t *held, uint64_t *loads)
 {
-	pthread_rwlock_rdlock(&c->lock);
-	*held = c->loaded;
-	*loads = c->loads;
-	pthread_rwlock_unlock(&c->lock);
+	*held = __atomic_load_n(&c->held, __ATOMIC_RELAXED);
+	*loads = __atomic_load_n(&c->loads, __ATOMIC_RELAXED);
 }

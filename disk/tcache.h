@@ -1,53 +1,68 @@
-/* A lazily loaded, bounded cache of fixed-size metadata tables (VMDK grain
- * tables of every flavour). Table i is loaded by a driver callback on first
- * use; when the budget is reached the oldest loaded table is dropped. */
+/* The metadata cache: one bounded, process-wide cache of fixed-size tables
+ * (VMDK grain directories and tables of every flavour, VHD BAT pages and
+ * sector bitmaps, inflated stream grains), loaded lazily by a driver
+ * callback.
+ *
+ * Each user (one table family of one file: "the GTs of this extent") owns a
+ * small struct vd_tcache naming its table size and loader; tables are keyed by
+ * (user, index). The memory all users hold together is bounded by one budget
+ * (vd_tcache_budget_set), so it depends on what is read, not on how large a
+ * disk claims to be or how many layers a chain has. An all-zero table costs
+ * no table memory: every user keeps one shared zero copy. */
 #ifndef VD_TCACHE_H
 #define VD_TCACHE_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /* Fills table (table_bytes, native order) with table idx. Returns 0, or
- * VD_TCACHE_ZERO when the table is all zero (the cache then keeps one shared
- * zero table instead of a copy: sparse images preallocate many empty tables),
- * or -errno after logging. Called without the cache lock, possibly
- * concurrently. */
+ * VD_TCACHE_ZERO when the table is all zero (sparse images preallocate many
+ * empty tables), or -errno after logging. Called without any cache lock,
+ * possibly concurrently for the same idx. */
 #define VD_TCACHE_ZERO 1
 typedef int (*vd_tcache_load_fn)(void *ctx, uint64_t idx, void *table);
 
 struct vd_tcache {
-	pthread_rwlock_t lock;
-	void **slots; /* [n]; protected by lock */
-	uint64_t n;
 	size_t table_bytes;
-	uint64_t *ring;		    /* indices of loaded tables, oldest first; protected by lock */
-	uint64_t cap, head, loaded; /* cap immutable; head, loaded protected by lock */
-	uint64_t loads;		    /* tables read from disk so far; protected by lock */
-	void *zero;		    /* the shared all-zero table, allocated on first use */
 	vd_tcache_load_fn load;
 	void *ctx;
+	void *zero;	/* shared all-zero table; written once under the shard lock */
+	uint64_t loads; /* tables read so far; atomic */
+	uint64_t held;	/* tables held now (zero tables included); atomic */
 	int ready;
 };
 
-/* Sets up a cache of n tables of table_bytes, keeping at most budget bytes of
- * them (at least 16 tables). Returns 0 or -ENOMEM. */
-int vd_tcache_init(struct vd_tcache *c, uint64_t n, size_t table_bytes, size_t budget,
-		   vd_tcache_load_fn load, void *ctx);
+/* Sets up a user of table_bytes tables (> 0). No memory is reserved.
+ * Returns 0 or -EINVAL. */
+int vd_tcache_init(struct vd_tcache *c, size_t table_bytes, vd_tcache_load_fn load, void *ctx);
 
-/* Frees every table; safe on a zeroed or half-initialised cache. */
+/* Drops every table of this user; safe on a zeroed or half-initialised user.
+ * No other thread may use c during or after the call. */
 void vd_tcache_destroy(struct vd_tcache *c);
 
-/* Returns table idx (< n), loading it on first use, with the cache
- * read-locked: the caller must call vd_tcache_put() when done with the
- * pointer, and must not call back into the cache before that. Returns NULL
- * with *err = -errno when loading failed (nothing to put then). */
+/* Returns table idx, loading it on first use. The table stays valid until
+ * vd_tcache_put(c, idx) (a shard lock is held for reading meanwhile: do not
+ * call back into the cache before putting it). Returns NULL with *err =
+ * -errno when loading failed (nothing to put then). */
 const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err);
 
-/* Releases the lock vd_tcache_get() returned with. */
-void vd_tcache_put(struct vd_tcache *c);
+/* Releases the table vd_tcache_get(c, idx) returned. */
+void vd_tcache_put(struct vd_tcache *c, uint64_t idx);
 
-/* Tables currently held (zero tables excluded) and tables read so far. */
+/* Installs table as the content of idx (copied), replacing a cached copy:
+ * for writers that changed a table on disk. Returns 0 or -ENOMEM (then the
+ * cached copy, if any, is dropped so a stale table is never served). */
+int vd_tcache_set(struct vd_tcache *c, uint64_t idx, const void *table);
+
+/* Tables this user holds now and tables it has loaded so far. */
 void vd_tcache_stats(struct vd_tcache *c, uint64_t *held, uint64_t *loads);
+
+/* The budget in bytes that all users' tables share (default
+ * VD_TCACHE_DEFAULT_BUDGET). Set it before opening images. */
+#define VD_TCACHE_DEFAULT_BUDGET (16u << 20)
+void vd_tcache_budget_set(size_t bytes);
+
+/* Bytes of table memory held now by all users (tests, chain.json). */
+size_t vd_tcache_bytes(void);
 
 #endif

@@ -497,15 +497,18 @@ static int diff_run(struct vd_image *img, uint32_t block, uint32_t k, uint32_t l
 	return r;
 }
 
-static int vhd_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum)
+static int vhd_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+			    struct vd_map *map)
 {
 	struct vhd_state *st = img->priv;
 	uint64_t block, in, run;
-	uint32_t sector;
+	uint32_t sector, k, count;
 	int r;
 
 	if (st->ftr.type == VHD_TYPE_FIXED) {
 		*pnum = len;
+		map->fd = img->fd;
+		map->off = off;
 		return VD_DATA;
 	}
 	block = off / st->block_size;
@@ -513,60 +516,26 @@ static int vhd_block_status(struct vd_image *img, uint64_t off, uint64_t len, ui
 	run = vd_min_u64(len, st->block_size - in);
 	pthread_rwlock_rdlock(&st->lock);
 	sector = st->bat[block];
-	if (sector == VHD_BAT_UNUSED || st->ftr.type == VHD_TYPE_DYNAMIC) {
+	if (sector == VHD_BAT_UNUSED) {
 		pthread_rwlock_unlock(&st->lock);
 		*pnum = run;
-		return sector == VHD_BAT_UNUSED ? VD_UNALLOC : VD_DATA;
+		return VD_UNALLOC;
 	}
-	{
-		uint32_t k = (uint32_t)(in / VHD_SECTOR), count;
-		uint32_t limit = (uint32_t)vd_div_round_up(in + run, VHD_SECTOR);
-		r = diff_run(img, (uint32_t)block, k, limit, &count);
-		if (r >= 0) {
-			/* The run ends on a sector boundary (or at off + len). */
-			uint64_t end = (uint64_t)(k + count) * VHD_SECTOR;
-			*pnum = vd_min_u64(end, in + run) - in;
-		}
-	}
-	pthread_rwlock_unlock(&st->lock);
-	return r;
-}
-
-static int vhd_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
-{
-	struct vhd_state *st = img->priv;
-	uint8_t *p = buf;
-	int r;
-
-	if (st->ftr.type == VHD_TYPE_FIXED) {
-		r = vd_pread_full(img->fd, buf, len, off);
-		goto out;
-	}
-	while (len) {
-		uint64_t block = off / st->block_size, in = off % st->block_size;
-		size_t n = (size_t)vd_min_u64(len, st->block_size - in);
-		uint32_t sector;
-
-		pthread_rwlock_rdlock(&st->lock);
-		sector = st->bat[block];
+	/* An allocated BAT entry never moves: the map stays valid after unlock. */
+	map->fd = img->fd;
+	map->off = (uint64_t)sector * VHD_SECTOR + st->bitmap_bytes + in;
+	if (st->ftr.type == VHD_TYPE_DYNAMIC) {
 		pthread_rwlock_unlock(&st->lock);
-		if (sector == VHD_BAT_UNUSED) {
-			vd_log_err("vhd: %s: read of unallocated block %" PRIu64, img->path, block);
-			return -EIO;
-		}
-		/* An allocated entry never moves: the data read needs no lock. */
-		r = vd_pread_full(img->fd, p, n,
-				  (uint64_t)sector * VHD_SECTOR + st->bitmap_bytes + in);
-		if (r < 0)
-			goto out;
-		p += n;
-		off += n;
-		len -= n;
+		*pnum = run;
+		return VD_DATA;
 	}
-	return 0;
-out:
-	if (r < 0)
-		vd_log_err("vhd: %s: read at %" PRIu64 " failed: %s", img->path, off, strerror(-r));
+	k = (uint32_t)(in / VHD_SECTOR);
+	r = diff_run(img, (uint32_t)block, k, (uint32_t)vd_div_round_up(in + run, VHD_SECTOR),
+		     &count);
+	/* The run ends on a sector boundary (or at off + len). */
+	if (r >= 0)
+		*pnum = vd_min_u64((uint64_t)(k + count) * VHD_SECTOR, in + run) - in;
+	pthread_rwlock_unlock(&st->lock);
 	return r;
 }
 
@@ -631,7 +600,6 @@ const struct vd_format_ops vd_vhd_ops = {
     .open = vhd_open,
     .close = vhd_close,
     .block_status = vhd_block_status,
-    .read = vhd_read,
     .write = vhd_write,
     .flush = vhd_flush,
     .create_child = vhd_create_child,

@@ -518,7 +518,8 @@ static struct vmdk_extent *extent_find(struct vmdk_state *st, uint64_t off)
 	return &st->ext[lo];
 }
 
-static int vmdk_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum)
+static int vmdk_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+			     struct vd_map *map)
 {
 	struct vmdk_state *st = img->priv;
 	struct vmdk_extent *e = extent_find(st, off);
@@ -527,43 +528,26 @@ static int vmdk_block_status(struct vd_image *img, uint64_t off, uint64_t len, u
 
 	if (e->access == VMDK_ACCESS_NOACCESS) {
 		*pnum = n;
+		map->fd = -1; /* vmdk_read() refuses it */
 		return VD_DATA;
 	}
-	return e->ops->block_status(e, rel, n, pnum);
+	return e->ops->block_status(e, rel, n, pnum, map);
 }
 
+/* Reads a DATA run that is not stored verbatim: a stream extent's grains, or
+ * a NOACCESS extent (an error). The run lies in one extent. */
 static int vmdk_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 {
 	struct vmdk_state *st = img->priv;
-	uint8_t *p = buf;
+	struct vmdk_extent *e = extent_find(st, off);
 
-	while (len > 0) {
-		struct vmdk_extent *e;
-		uint64_t rel;
-		size_t n;
-		int r;
-
-		if (off >= img->size) {
-			memset(p, 0, len);
-			return 0;
-		}
-		e = extent_find(st, off);
-		rel = off - e->start;
-		n = (size_t)vd_min_u64(len, e->sectors * 512 - rel);
-		if (e->access == VMDK_ACCESS_NOACCESS) {
-			vd_log_err("vmdk: %s: read at offset %" PRIu64
-				   " falls in a NOACCESS extent (descriptor line %u)",
-				   img->path, off, st->desc.extents[e - st->ext].line);
-			return -EIO;
-		}
-		r = e->ops->read(e, p, n, rel);
-		if (r < 0)
-			return r;
-		p += n;
-		off += n;
-		len -= n;
+	if (e->access == VMDK_ACCESS_NOACCESS || !e->ops->read) {
+		vd_log_err("vmdk: %s: read at offset %" PRIu64
+			   " falls in a NOACCESS extent (descriptor line %u)",
+			   img->path, off, st->desc.extents[e - st->ext].line);
+		return -EIO;
 	}
-	return 0;
+	return e->ops->read(e, buf, len, off - e->start);
 }
 
 static void vmdk_describe(struct vd_image *img, struct vd_json *j)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "disk/disk.h"
+#include "disk/tcache.h"
 
 enum vmdk_access { VMDK_ACCESS_RW, VMDK_ACCESS_RDONLY, VMDK_ACCESS_NOACCESS };
 
@@ -38,8 +39,12 @@ struct vmdk_extent_ops {
 	 * e->grain_bytes. Logs one line naming e->path and the field on error. */
 	int (*open)(struct vmdk_extent *e);
 	void (*close)(struct vmdk_extent *e);
-	/* As vd_format_ops.block_status, for this extent only. */
-	int (*block_status)(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum);
+	/* As vd_format_ops.block_status, for this extent only: *map gets the
+	 * file position of a DATA run (fd -1 when not stored verbatim). */
+	int (*block_status)(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
+			    struct vd_map *map);
+	/* Produces a DATA run that is not stored verbatim (stream grains).
+	 * NULL for backends whose block_status always maps. */
 	int (*read)(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
 	/* Optional extra JSON members for this extent. */
 	void (*describe)(struct vmdk_extent *e, struct vd_json *j);
@@ -98,14 +103,72 @@ struct vmdk_kdmv_header {
  * only used for the message). */
 int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out);
 
-/* Reads [off, off+len) of an extent made of grain_bytes grains, where
- * lookup(e, off, &phys) returns the state of the grain holding off (VD_DATA
- * with *phys = file offset of that grain's first byte) or -errno. Grains that
- * are contiguous in the file are read with one pread; non-DATA pieces are
- * zero-filled. Returns 0 or -errno (logged by lookup or here). Thread-safe if
- * lookup is. Shared by the COWD and seSparse backends (vmdk_cowd.c). */
-int vmdk_grains_read(struct vmdk_extent *e, uint64_t grain_bytes, void *buf, size_t len,
-		     uint64_t off,
-		     int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys));
+/* --- vmdk_grains.c: what the grain-table backends (hosted sparse, COWD,
+ * seSparse) share ---------------------------------------------------------- */
+
+/* Decodes grain table entry ent of grain g: VD_DATA with *phys (file offset
+ * of the grain), VD_ZERO, VD_UNALLOC, or -EIO for a corrupt entry (logged
+ * only when log is set). */
+typedef int (*vmdk_gte_fn)(struct vmdk_extent *e, uint64_t g, uint64_t ent, bool log,
+			   uint64_t *phys);
+
+#define VMDK_NO_GT UINT64_MAX
+
+/* How a backend's grain directory and tables look. */
+struct vmdk_gt_format {
+	unsigned width;	 /* bytes per GT entry: 4 or 8 (native order once loaded) */
+	unsigned per_gt; /* entries per table */
+	/* Sets *gt to the cache index of the table that maps grain g, or
+	 * VMDK_NO_GT when the GD has none (the whole table's range is
+	 * unallocated). Returns 0 or -errno (logged). */
+	int (*gt_of)(struct vmdk_extent *e, uint64_t g, uint64_t *gt);
+	vmdk_gte_fn decode;
+};
+
+/* block_status for a GD -> GT extent whose tables sit in the cache gts: the
+ * run from off (< off + len) whose grains share a state and, for DATA, follow
+ * each other in the file (*map). A whole missing table is skipped in one
+ * step. Returns the state or -errno (logged). */
+int vmdk_gt_block_status(struct vmdk_extent *e, const struct vmdk_gt_format *f,
+			 struct vd_tcache *gts, uint64_t grain_bytes, uint64_t off, uint64_t len,
+			 uint64_t *pnum, struct vd_map *map);
+
+/* A grain directory, read lazily in pages through the metadata cache so that
+ * memory follows what is read, not the capacity a header claims. A small GD
+ * (up to VMDK_GD_EAGER_BYTES) is also checked whole at open, so a wild entry
+ * fails the mount rather than a later read. */
+#define VMDK_GD_EAGER_BYTES (1u << 20)
+struct vmdk_gd {
+	struct vmdk_extent *e;
+	uint64_t off;	 /* file offset of entry 0 */
+	uint64_t n;	 /* entries */
+	unsigned width;	 /* 4 or 8 bytes, little-endian on disk */
+	const char *what; /* for messages: "grain directory" */
+	/* Checks non-zero entry i: 0, or -EINVAL after logging. */
+	int (*check)(struct vmdk_extent *e, uint64_t i, uint64_t gde);
+	struct vd_tcache pages; /* pages of native u64 entries */
+};
+
+/* Sets up gd (fields e..check filled by the caller) and checks a small GD
+ * whole. Returns 0, -EINVAL (logged) or -errno. */
+int vmdk_gd_init(struct vmdk_gd *gd);
+
+/* Entry i (< gd->n) in *gde: 0 or a checked value. Returns 0, -EIO for an
+ * entry that failed its check (logged when its page was loaded), or -errno. */
+int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde);
+
+void vmdk_gd_destroy(struct vmdk_gd *gd);
+
+/* Reads one grain table of n entries of width bytes (4 or 8, little-endian)
+ * at file offset off into table, converted to native order in place. what and
+ * idx name it in the error message. Returns 0, VD_TCACHE_ZERO when every entry
+ * is zero (a table cache loader's contract), or -errno (logged). */
+int vmdk_gt_read(struct vmdk_extent *e, uint64_t off, unsigned n, unsigned width, void *table,
+		 const char *what, uint64_t idx);
+
+/* Reads [off, off+len) of extent e through its backend: block_status, then a
+ * pread of the mapped file or the backend's read(). Non-DATA runs read as
+ * zeros. For tests and tools; chain/ reads through vd_image_read(). */
+int vmdk_extent_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
 
 #endif

@@ -33,7 +33,6 @@
 #define COWD_GT_ENTRIES 4096u
 #define COWD_GT_BYTES (COWD_GT_ENTRIES * 4u)
 #define COWD_MAX_GRAIN 2048u /* sectors (1 MiB), formats.md 9 */
-#define COWD_GT_CACHE_BYTES (16u << 20)
 
 struct cowd_header {
 	uint32_t version, flags;
@@ -46,8 +45,8 @@ struct cowd_state {
 	uint64_t grain_bytes;
 	uint64_t gt_cover;     /* bytes of virtual disk one GT maps */
 	uint64_t meta_end;     /* first byte after header + GD: GTs and grains start here */
-	uint32_t *gd;	       /* gd_entries, immutable after open */
-	struct vd_tcache gts;  /* GT i by GD index, native order */
+	struct vmdk_gd gd;     /* read lazily */
+	struct vd_tcache gts;  /* GTs by sector, native order */
 	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
 
@@ -99,23 +98,27 @@ static int cowd_header_decode(const uint8_t *buf, const char *path, struct cowd_
 	return 0;
 }
 
-/* Table loader for st->gts: reads GT gdi (its GD entry was checked at open). */
-static int cowd_gt_load(void *ctx, uint64_t gdi, void *table)
+/* Table loader for st->gts: reads the GT at sector sec (a checked GD entry). */
+static int cowd_gt_load(void *ctx, uint64_t sec, void *table)
 {
 	struct cowd_state *st = ctx;
-	struct vmdk_extent *e = st->e;
-	uint32_t *gt = table;
-	int ret;
 
-	ret = vd_pread_full(e->fd, gt, COWD_GT_BYTES, (uint64_t)st->gd[gdi] * 512);
-	if (ret < 0) {
-		vd_log_err("vmdk: %s: cannot read COWD grain table %" PRIu64 ": %s", e->path, gdi,
-			   strerror(-ret));
-		return ret;
-	}
-	for (unsigned i = 0; i < COWD_GT_ENTRIES; i++)
-		gt[i] = vd_get_le32((const uint8_t *)&gt[i]);
-	return vd_mem_is_zero(gt, COWD_GT_BYTES) ? VD_TCACHE_ZERO : 0;
+	return vmdk_gt_read(st->e, sec * 512, COWD_GT_ENTRIES, 4, table,
+			    "COWD grain table at sector", sec);
+}
+
+/* vmdk_gd.check: a GT must lie after the header and GD, inside the file. */
+static int cowd_gde_check(struct vmdk_extent *e, uint64_t i, uint64_t gde)
+{
+	struct cowd_state *st = e->priv;
+	uint64_t gt_off = gde * 512;
+
+	if (gt_off >= st->meta_end && gt_off + COWD_GT_BYTES <= e->file_size)
+		return 0;
+	vd_log_err("vmdk: %s: COWD GD entry %" PRIu64 " (sector %" PRIu64
+		   ") outside [end of GD, EOF]",
+		   e->path, i, gde);
+	return -EINVAL;
 }
 
 static void cowd_close(struct vmdk_extent *e)
@@ -125,7 +128,7 @@ static void cowd_close(struct vmdk_extent *e)
 	if (!st)
 		return;
 	vd_tcache_destroy(&st->gts);
-	free(st->gd);
+	vmdk_gd_destroy(&st->gd);
 	free(st);
 	e->priv = NULL;
 }
@@ -184,32 +187,17 @@ static int cowd_open(struct vmdk_extent *e)
 		ret = -EINVAL;
 		goto fail;
 	}
-	/* gd_entries <= 2^32 / 4096 = 1 Mi, so the GD is at most 4 MiB. */
-	st->gd = malloc(gd_bytes);
-	if (!st->gd || vd_tcache_init(&st->gts, st->h.gd_entries, COWD_GT_BYTES,
-				      COWD_GT_CACHE_BYTES, cowd_gt_load, st) < 0) {
-		ret = -ENOMEM;
+	st->gd = (struct vmdk_gd){.e = e,
+				  .off = gd_off,
+				  .n = st->h.gd_entries,
+				  .width = 4,
+				  .what = "COWD grain directory",
+				  .check = cowd_gde_check};
+	ret = vd_tcache_init(&st->gts, COWD_GT_BYTES, cowd_gt_load, st);
+	if (ret == 0)
+		ret = vmdk_gd_init(&st->gd);
+	if (ret < 0)
 		goto fail;
-	}
-	ret = vd_pread_full(e->fd, st->gd, gd_bytes, gd_off);
-	if (ret < 0) {
-		vd_log_err("vmdk: %s: cannot read the COWD grain directory: %s", e->path,
-			   strerror(-ret));
-		goto fail;
-	}
-	for (uint32_t i = 0; i < st->h.gd_entries; i++) {
-		uint32_t gde = vd_get_le32((const uint8_t *)&st->gd[i]);
-		uint64_t gt_off = (uint64_t)gde * 512;
-
-		st->gd[i] = gde;
-		if (gde && (gt_off < st->meta_end || gt_off + COWD_GT_BYTES > e->file_size)) {
-			vd_log_err("vmdk: %s: COWD GD entry %" PRIu32 " (sector %" PRIu32
-				   ") outside [end of GD, EOF]",
-				   e->path, i, gde);
-			ret = -EINVAL;
-			goto fail;
-		}
-	}
 	e->grain_bytes = st->grain_bytes;
 	return 0;
 fail:
@@ -217,116 +205,45 @@ fail:
 	return ret;
 }
 
-/* Looks up the grain holding byte off: returns VD_DATA with *phys = its file
- * offset, VD_UNALLOC, or -errno. */
-static int cowd_lookup(struct vmdk_extent *e, uint64_t off, uint64_t *phys)
+/* vmdk_gte_fn: a GTE is 0 (unallocated) or the sector of the grain, which
+ * must lie after the header and GD and inside the file. */
+static int cowd_gte(struct vmdk_extent *e, uint64_t g, uint64_t gte, bool log, uint64_t *phys)
 {
 	struct cowd_state *st = e->priv;
-	uint64_t gdi = off / st->gt_cover;
-	uint64_t gti = off % st->gt_cover / st->grain_bytes;
-	const uint32_t *gt;
-	uint32_t gte;
-	uint64_t p;
-	int err;
+	uint64_t p = gte * 512;
 
-	if (!st->gd[gdi])
-		return VD_UNALLOC;
-	gt = vd_tcache_get(&st->gts, gdi, &err);
-	if (!gt)
-		return err;
-	gte = gt[gti];
-	vd_tcache_put(&st->gts);
 	if (!gte)
 		return VD_UNALLOC;
-	p = (uint64_t)gte * 512;
 	if (p < st->meta_end || p + st->grain_bytes > e->file_size) {
-		vd_log_err("vmdk: %s: COWD GT entry for grain %" PRIu64 " (sector %" PRIu32
-			   ") outside [end of GD, EOF]",
-			   e->path, off / st->grain_bytes, gte);
+		if (log)
+			vd_log_err("vmdk: %s: COWD GT entry for grain %" PRIu64 " (sector %" PRIu64
+				   ") outside [end of GD, EOF]",
+				   e->path, g, gte);
 		return -EIO;
 	}
 	*phys = p;
 	return VD_DATA;
 }
 
-static int cowd_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
+static int cowd_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt)
 {
 	struct cowd_state *st = e->priv;
-	uint64_t pos = off, end = off + len, phys;
-	int state = -1;
+	uint64_t gde;
+	int r = vmdk_gd_get(&st->gd, g / COWD_GT_ENTRIES, &gde);
 
-	while (pos < end) {
-		uint64_t next;
-		int s;
-
-		if (!st->gd[pos / st->gt_cover]) {
-			s = VD_UNALLOC;
-			next = (pos / st->gt_cover + 1) * st->gt_cover;
-		} else {
-			s = cowd_lookup(e, pos, &phys);
-			if (s < 0)
-				return s;
-			next = (pos / st->grain_bytes + 1) * st->grain_bytes;
-		}
-		if (state >= 0 && s != state)
-			break;
-		state = s;
-		pos = next;
-	}
-	*pnum = vd_min_u64(pos, end) - off;
-	return state;
+	*gt = gde ? gde : VMDK_NO_GT;
+	return r;
 }
 
-int vmdk_grains_read(struct vmdk_extent *e, uint64_t grain_bytes, void *buf, size_t len,
-		     uint64_t off,
-		     int (*lookup)(struct vmdk_extent *e, uint64_t off, uint64_t *phys))
-{
-	uint8_t *out = buf;
+static const struct vmdk_gt_format cowd_gt_format = {4, COWD_GT_ENTRIES, cowd_gt_of, cowd_gte};
 
-	while (len) {
-		uint64_t phys = 0, run_phys = 0, n = 0;
-		int s;
-
-		/* Extend the run while the next grain follows in the file. */
-		for (;;) {
-			uint64_t in = (off + n) % grain_bytes;
-			uint64_t chunk = vd_min_u64(grain_bytes - in, len - n);
-
-			s = lookup(e, off + n, &phys);
-			if (s < 0)
-				return s;
-			if (n && (s != VD_DATA || phys + in != run_phys + n))
-				break;
-			if (!n)
-				run_phys = s == VD_DATA ? phys + in : 0;
-			n += chunk;
-			if (s != VD_DATA || n == len)
-				break;
-		}
-		/* phys is never 0 for DATA: offset 0 holds the header */
-		if (run_phys) {
-			int ret = vd_pread_full(e->fd, out, n, run_phys);
-			if (ret < 0) {
-				vd_log_err("vmdk: %s: read of %" PRIu64 " bytes at %" PRIu64
-					   " failed: %s",
-					   e->path, n, run_phys, strerror(-ret));
-				return ret;
-			}
-		} else {
-			memset(out, 0, n); /* not DATA: the caller should not ask; never leak */
-		}
-		out += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
-}
-
-static int cowd_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
+static int cowd_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
+			     struct vd_map *map)
 {
 	struct cowd_state *st = e->priv;
 
-	return vmdk_grains_read(e, st->grain_bytes, buf, len, off, cowd_lookup);
+	return vmdk_gt_block_status(e, &cowd_gt_format, &st->gts, st->grain_bytes, off, len, pnum,
+				    map);
 }
 
 static void cowd_describe(struct vmdk_extent *e, struct vd_json *j)
@@ -351,6 +268,5 @@ const struct vmdk_extent_ops vmdk_cowd_ops = {
     .open = cowd_open,
     .close = cowd_close,
     .block_status = cowd_block_status,
-    .read = cowd_read,
     .describe = cowd_describe,
 };

@@ -37,22 +37,13 @@ static void flat_close(struct vmdk_extent *e)
 	(void)e;
 }
 
-static int flat_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
+static int flat_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
+			     struct vd_map *map)
 {
-	(void)e;
-	(void)off;
 	*pnum = len;
+	map->fd = e->fd;
+	map->off = e->flat_offset + off;
 	return VD_DATA;
-}
-
-static int flat_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
-{
-	int r = vd_pread_full(e->fd, buf, len, e->flat_offset + off);
-
-	if (r < 0)
-		vd_log_err("vmdk: %s: cannot read %zu bytes at %" PRIu64 ": %s", e->path, len,
-			   e->flat_offset + off, strerror(-r));
-	return r;
 }
 
 const struct vmdk_extent_ops vmdk_flat_ops = {
@@ -60,7 +51,6 @@ const struct vmdk_extent_ops vmdk_flat_ops = {
     .open = flat_open,
     .close = flat_close,
     .block_status = flat_block_status,
-    .read = flat_read,
 };
 
 static int zero_open(struct vmdk_extent *e)
@@ -69,20 +59,14 @@ static int zero_open(struct vmdk_extent *e)
 	return 0;
 }
 
-static int zero_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
+static int zero_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
+			     struct vd_map *map)
 {
 	(void)e;
 	(void)off;
+	(void)map;
 	*pnum = len;
 	return VD_ZERO;
-}
-
-static int zero_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
-{
-	(void)e;
-	(void)off;
-	memset(buf, 0, len);
-	return 0;
 }
 
 const struct vmdk_extent_ops vmdk_zero_ops = {
@@ -90,5 +74,4 @@ const struct vmdk_extent_ops vmdk_zero_ops = {
     .open = zero_open,
     .close = flat_close,
     .block_status = zero_block_status,
-    .read = zero_read,
 };

@@ -97,12 +97,11 @@ struct ses_state {
 	uint64_t free_gt, next_txn;
 	uint64_t gd_entries;   /* entries used: ceil(capacity / GT coverage) */
 	uint64_t n_gts;	       /* GTs the region can hold */
-	uint64_t *gd;	       /* immutable after open */
+	struct vmdk_gd gd;     /* read lazily */
 	struct vd_tcache gts;  /* by GT index (not GD index), native order */
 	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
 
-#define SES_GT_CACHE_BYTES (16u << 20)
 
 /* Decodes and checks the const header against every constant QEMU requires.
  * No I/O. */
@@ -156,13 +155,25 @@ static bool ses_region_ok(uint64_t off, uint64_t size, uint64_t max_bytes)
 	return !vd_add_ovf(off, size, &end) && end <= max_bytes / 512;
 }
 
+/* vmdk_gd.check: the tag, and a GT number inside the GT region. */
+static int ses_gde_check(struct vmdk_extent *e, uint64_t i, uint64_t gde)
+{
+	struct ses_state *st = e->priv;
+
+	if (gde >> 32 == SES_GDE_TAG && (gde & 0xffffffffu) < st->n_gts)
+		return 0;
+	vd_log_err("vmdk: %s: seSparse GD entry %" PRIu64 " is 0x%016" PRIx64
+		   " (bad tag or GT index >= %" PRIu64 ")",
+		   e->path, i, gde, st->n_gts);
+	return -EINVAL;
+}
+
 /* Table loader for st->gts: reads GT number idx. */
 static int ses_gt_load(void *ctx, uint64_t idx, void *table)
 {
 	struct ses_state *st = ctx;
 	struct vmdk_extent *e = st->e;
-	uint64_t *gt = table, sec = st->f[SES_GTS_OFF] + idx * SES_GT_SECTORS;
-	int ret;
+	uint64_t sec = st->f[SES_GTS_OFF] + idx * SES_GT_SECTORS;
 
 	if (!ses_region_ok(sec, SES_GT_SECTORS, e->file_size)) {
 		vd_log_err("vmdk: %s: seSparse grain table %" PRIu64 " (sector %" PRIu64
@@ -170,15 +181,7 @@ static int ses_gt_load(void *ctx, uint64_t idx, void *table)
 			   e->path, idx, sec);
 		return -EIO;
 	}
-	ret = vd_pread_full(e->fd, gt, SES_GT_ENTRIES * 8, sec * 512);
-	if (ret < 0) {
-		vd_log_err("vmdk: %s: cannot read seSparse grain table %" PRIu64 ": %s", e->path,
-			   idx, strerror(-ret));
-		return ret;
-	}
-	for (unsigned i = 0; i < SES_GT_ENTRIES; i++)
-		gt[i] = vd_get_le64((const uint8_t *)&gt[i]);
-	return vd_mem_is_zero(gt, SES_GT_ENTRIES * 8) ? VD_TCACHE_ZERO : 0;
+	return vmdk_gt_read(e, sec * 512, SES_GT_ENTRIES, 8, table, "seSparse grain table", idx);
 }
 
 static void ses_close(struct vmdk_extent *e)
@@ -188,7 +191,7 @@ static void ses_close(struct vmdk_extent *e)
 	if (!st)
 		return;
 	vd_tcache_destroy(&st->gts);
-	free(st->gd);
+	vmdk_gd_destroy(&st->gd);
 	free(st);
 	e->priv = NULL;
 }
@@ -295,30 +298,17 @@ static int ses_open(struct vmdk_extent *e)
 		goto fail;
 	}
 	st->n_gts = st->f[SES_GTS_SIZE] / SES_GT_SECTORS;
-	st->gd = malloc(gd_bytes);
-	if (!st->gd || vd_tcache_init(&st->gts, st->n_gts, SES_GT_ENTRIES * 8, SES_GT_CACHE_BYTES,
-				      ses_gt_load, st) < 0) {
-		ret = -ENOMEM;
+	st->gd = (struct vmdk_gd){.e = e,
+				  .off = st->f[SES_GD_OFF] * 512,
+				  .n = st->gd_entries,
+				  .width = 8,
+				  .what = "seSparse grain directory",
+				  .check = ses_gde_check};
+	ret = vd_tcache_init(&st->gts, SES_GT_ENTRIES * 8, ses_gt_load, st);
+	if (ret == 0)
+		ret = vmdk_gd_init(&st->gd);
+	if (ret < 0)
 		goto fail;
-	}
-	ret = vd_pread_full(e->fd, st->gd, gd_bytes, st->f[SES_GD_OFF] * 512);
-	if (ret < 0) {
-		vd_log_err("vmdk: %s: cannot read the seSparse grain directory: %s", e->path,
-			   strerror(-ret));
-		goto fail;
-	}
-	for (uint64_t i = 0; i < st->gd_entries; i++) {
-		uint64_t gde = vd_get_le64((const uint8_t *)&st->gd[i]);
-
-		st->gd[i] = gde;
-		if (gde && (gde >> 32 != SES_GDE_TAG || (gde & 0xffffffffu) >= st->n_gts)) {
-			vd_log_err("vmdk: %s: seSparse GD entry %" PRIu64 " is 0x%016" PRIx64
-				   " (bad tag or GT index >= %" PRIu64 ")",
-				   e->path, i, gde, st->n_gts);
-			ret = -EINVAL;
-			goto fail;
-		}
-	}
 	e->grain_bytes = SES_GRAIN_SECTORS * 512;
 	return 0;
 fail:
@@ -326,37 +316,25 @@ fail:
 	return ret;
 }
 
-/* State of the grain holding byte off; for VD_DATA *phys is the file offset of
- * the grain. *span is the bytes from the grain (or the unmapped GT) start
- * that the answer covers. Returns a vd_block_state or -errno. */
-static int ses_lookup(struct vmdk_extent *e, uint64_t off, uint64_t *phys, uint64_t *span)
+/* vmdk_gte_fn. A GT entry, by top nibble: 0 unallocated (parent), 1
+ * SCSI-unmapped (zeros, as QEMU reads it), 2 zero grain, 3 allocated (cluster
+ * number split across two fields), anything else corrupt. */
+static int ses_gte(struct vmdk_extent *e, uint64_t g, uint64_t ent, bool log, uint64_t *phys)
 {
 	struct ses_state *st = e->priv;
-	const uint64_t gb = SES_GRAIN_SECTORS * 512, cover = gb * SES_GT_ENTRIES;
-	uint64_t gde = st->gd[off / cover], g = off / gb, ent, cluster, sec;
-	const uint64_t *gt;
-	int err = 0;
+	uint64_t cluster, sec;
 
-	if (!gde) {
-		*span = cover;
-		return VD_UNALLOC;
-	}
-	*span = gb;
-	gt = vd_tcache_get(&st->gts, gde & 0xffffffffu, &err);
-	if (!gt)
-		return err;
-	ent = gt[g % SES_GT_ENTRIES];
-	vd_tcache_put(&st->gts);
 	switch (ent >> 60) {
 	case 0:
 		if (ent) {
-			vd_log_err("vmdk: %s: seSparse GT entry for grain %" PRIu64
-				   " is 0x%016" PRIx64 " (type 0 with bits set)",
-				   e->path, g, ent);
+			if (log)
+				vd_log_err("vmdk: %s: seSparse GT entry for grain %" PRIu64
+					   " is 0x%016" PRIx64 " (type 0 with bits set)",
+					   e->path, g, ent);
 			return -EIO;
 		}
 		return VD_UNALLOC;
-	case 1: /* SCSI unmapped: QEMU reads zeros (formats.md 4.2) */
+	case 1:
 	case 2:
 		return VD_ZERO;
 	case 3:
@@ -364,50 +342,44 @@ static int ses_lookup(struct vmdk_extent *e, uint64_t off, uint64_t *phys, uint6
 		sec = st->f[SES_GRAINS_OFF] + cluster * SES_GRAIN_SECTORS;
 		if (cluster >= st->f[SES_GRAINS_SIZE] / SES_GRAIN_SECTORS ||
 		    !ses_region_ok(sec, SES_GRAIN_SECTORS, e->file_size)) {
-			vd_log_err("vmdk: %s: seSparse grain %" PRIu64 " maps to cluster %" PRIu64
-				   ", outside the grains region or past EOF",
-				   e->path, g, cluster);
+			if (log)
+				vd_log_err("vmdk: %s: seSparse grain %" PRIu64
+					   " maps to cluster %" PRIu64
+					   ", outside the grains region or past EOF",
+					   e->path, g, cluster);
 			return -EIO;
 		}
 		*phys = sec * 512;
 		return VD_DATA;
 	default:
-		vd_log_err("vmdk: %s: seSparse GT entry for grain %" PRIu64
-			   " has unknown type %" PRIu64,
-			   e->path, g, ent >> 60);
+		if (log)
+			vd_log_err("vmdk: %s: seSparse GT entry for grain %" PRIu64
+				   " has unknown type %" PRIu64,
+				   e->path, g, ent >> 60);
 		return -EIO;
 	}
 }
 
-static int ses_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
+static int ses_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt)
 {
-	uint64_t pos = off, end = off + len, phys, span;
-	int state = -1;
+	struct ses_state *st = e->priv;
+	uint64_t gde;
+	int r = vmdk_gd_get(&st->gd, g / SES_GT_ENTRIES, &gde);
 
-	while (pos < end) {
-		int s = ses_lookup(e, pos, &phys, &span);
-
-		if (s < 0)
-			return s;
-		if (state >= 0 && s != state)
-			break;
-		state = s;
-		pos = (pos / span + 1) * span;
-	}
-	*pnum = vd_min_u64(pos, end) - off;
-	return state;
+	/* GD entries name GTs by number (checked when their page loads) */
+	*gt = gde ? gde & 0xffffffffu : VMDK_NO_GT;
+	return r;
 }
 
-static int ses_lookup_phys(struct vmdk_extent *e, uint64_t off, uint64_t *phys)
-{
-	uint64_t span;
+static const struct vmdk_gt_format ses_gt_format = {8, SES_GT_ENTRIES, ses_gt_of, ses_gte};
 
-	return ses_lookup(e, off, phys, &span);
-}
-
-static int ses_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
+static int ses_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
+			    struct vd_map *map)
 {
-	return vmdk_grains_read(e, SES_GRAIN_SECTORS * 512, buf, len, off, ses_lookup_phys);
+	struct ses_state *st = e->priv;
+
+	return vmdk_gt_block_status(e, &ses_gt_format, &st->gts, SES_GRAIN_SECTORS * 512, off, len,
+				    pnum, map);
 }
 
 static void ses_describe(struct vmdk_extent *e, struct vd_json *j)
@@ -432,6 +404,5 @@ const struct vmdk_extent_ops vmdk_sesparse_ops = {
     .open = ses_open,
     .close = ses_close,
     .block_status = ses_block_status,
-    .read = ses_read,
     .describe = ses_describe,
 };

@@ -41,9 +41,6 @@
 #define KDMV_GTES 512u
 #define KDMV_GT_BYTES (KDMV_GTES * 4u)
 #define KDMV_KNOWN_INCOMPAT (VMDK_FLAG_COMPRESSED | VMDK_FLAG_MARKERS)
-/* GT cache budget per extent: 16 MiB of non-empty GTs covers 256 GiB of
- * allocated 64 KiB grains; past that a miss costs one 2 KiB pread. */
-#define SPARSE_GT_CACHE_BYTES (16u << 20)
 
 struct sparse_state {
 	struct vmdk_kdmv_header h;
@@ -51,9 +48,9 @@ struct sparse_state {
 	uint64_t ext_bytes;	   /* virtual size of the extent */
 	uint64_t min_grain_sector; /* no grain may start below this */
 	uint64_t desc_end;	   /* first sector after the embedded descriptor */
-	uint32_t *gd;		   /* native order, immutable after open */
-	uint64_t n_gd;
-	struct vd_tcache gts;  /* GT i, native order */
+	uint64_t n_gd;		   /* GD entries */
+	struct vmdk_gd gd;	   /* read lazily */
+	struct vd_tcache gts;	   /* GTs by sector, native order */
 	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
 
@@ -181,47 +178,39 @@ static void sparse_close(struct vmdk_extent *e)
 	if (!st)
 		return;
 	vd_tcache_destroy(&st->gts);
-	free(st->gd);
+	vmdk_gd_destroy(&st->gd);
 	free(st);
 	e->priv = NULL;
 }
 
-/* A non-zero GD entry must name a whole GT inside the file, clear of the
- * header and the embedded descriptor. */
-static bool sparse_gde_ok(const struct vmdk_extent *e, const struct sparse_state *st, uint64_t gde)
+/* vmdk_gd.check: a non-zero GD entry must name a whole GT inside the file,
+ * clear of the header and the embedded descriptor. */
+static int sparse_gde_check(struct vmdk_extent *e, uint64_t i, uint64_t gde)
 {
+	struct sparse_state *st = e->priv;
 	uint64_t end;
 
-	if (gde < 1 || (st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset))
-		return false;
-	return !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) && end <= e->file_size;
+	if (gde >= 1 && !(st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset) &&
+	    !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) && end <= e->file_size)
+		return 0;
+	vd_log_err("vmdk: %s: grain directory entry %" PRIu64 " points to sector %" PRIu64
+		   ", outside the file's metadata area",
+		   e->path, i, gde);
+	return -EINVAL;
 }
 
-/* Table loader for st->gts: reads GT gt_idx (its GD entry was checked at open). */
-static int sparse_gt_load(void *ctx, uint64_t gt_idx, void *table)
+/* Table loader for st->gts: reads the GT at sector sec (a checked GD entry). */
+static int sparse_gt_load(void *ctx, uint64_t sec, void *table)
 {
 	struct sparse_state *st = ctx;
-	struct vmdk_extent *e = st->e;
-	uint64_t gde = st->gd[gt_idx];
-	uint8_t raw[KDMV_GT_BYTES];
-	uint32_t *gt = table;
-	int r;
 
-	r = vd_pread_full(e->fd, raw, sizeof(raw), gde * 512);
-	if (r < 0) {
-		vd_log_err("vmdk: %s: cannot read grain table %" PRIu64 ": %s", e->path, gt_idx,
-			   strerror(-r));
-		return r;
-	}
-	for (unsigned i = 0; i < KDMV_GTES; i++)
-		gt[i] = vd_get_le32(raw + i * 4);
-	return vd_mem_is_zero(gt, KDMV_GT_BYTES) ? VD_TCACHE_ZERO : 0;
+	return vmdk_gt_read(st->e, sec * 512, KDMV_GTES, 4, table, "grain table at sector", sec);
 }
 
 static int sparse_open(struct vmdk_extent *e)
 {
 	struct sparse_state *st;
-	uint8_t hdr[512], *raw = NULL;
+	uint8_t hdr[512];
 	int r;
 
 	st = calloc(1, sizeof(*st));
@@ -243,48 +232,29 @@ static int sparse_open(struct vmdk_extent *e)
 	st->ext_bytes = st->h.capacity * 512;
 	e->grain_bytes = st->grain_bytes;
 
-	raw = malloc(st->n_gd * 4);
-	st->gd = malloc(st->n_gd * sizeof(*st->gd));
 	st->e = e;
-	if (!raw || !st->gd ||
-	    vd_tcache_init(&st->gts, st->n_gd, KDMV_GT_BYTES, SPARSE_GT_CACHE_BYTES, sparse_gt_load,
-			   st) < 0) {
-		vd_log_err("vmdk: %s: out of memory for the grain directory", e->path);
-		r = -ENOMEM;
+	st->gd = (struct vmdk_gd){.e = e,
+				  .off = st->h.gd_offset * 512,
+				  .n = st->n_gd,
+				  .width = 4,
+				  .what = "grain directory",
+				  .check = sparse_gde_check};
+	r = vd_tcache_init(&st->gts, KDMV_GT_BYTES, sparse_gt_load, st);
+	if (r == 0)
+		r = vmdk_gd_init(&st->gd);
+	if (r < 0)
 		goto fail;
-	}
-	r = vd_pread_full(e->fd, raw, st->n_gd * 4, st->h.gd_offset * 512);
-	if (r < 0) {
-		vd_log_err("vmdk: %s: cannot read the grain directory: %s", e->path, strerror(-r));
-		goto fail;
-	}
-	/* The GD is small and in memory: check every entry now, so a wild GT
-	 * offset fails the open (and the mount) instead of surfacing as EIO
-	 * later. GT contents are checked as each GT is loaded. */
-	for (uint64_t i = 0; i < st->n_gd; i++) {
-		st->gd[i] = vd_get_le32(raw + i * 4);
-		if (st->gd[i] && !sparse_gde_ok(e, st, st->gd[i])) {
-			vd_log_err("vmdk: %s: grain directory entry %" PRIu64
-				   " points to sector %" PRIu32
-				   ", outside the file's metadata area",
-				   e->path, i, st->gd[i]);
-			r = -EINVAL;
-			goto fail;
-		}
-	}
-	free(raw);
 	return 0;
 fail:
-	free(raw);
 	sparse_close(e);
 	return r;
 }
 
-/* State of grain entry gte: VD_UNALLOC, VD_ZERO, VD_DATA, or -EIO for a
- * corrupt entry (logged only when log is set: the first grain of a request). */
-static int sparse_gte_state(struct vmdk_extent *e, struct sparse_state *st, uint64_t grain,
-			    uint32_t gte, bool log)
+/* vmdk_gte_fn: a GTE is 0 (unallocated), 1 (zeroed, with the flag) or the
+ * sector of the grain, which must lie in the grain area and inside the file. */
+static int sparse_gte(struct vmdk_extent *e, uint64_t grain, uint64_t gte, bool log, uint64_t *phys)
 {
+	struct sparse_state *st = e->priv;
 	uint64_t start = grain * st->grain_bytes;
 	uint64_t need = vd_min_u64(st->grain_bytes, st->ext_bytes - start), end;
 
@@ -292,128 +262,36 @@ static int sparse_gte_state(struct vmdk_extent *e, struct sparse_state *st, uint
 		return VD_UNALLOC;
 	if (gte == 1 && (st->h.flags & VMDK_FLAG_ZERO_GTE))
 		return VD_ZERO;
-	if (gte < st->min_grain_sector || vd_add_ovf((uint64_t)gte * 512, need, &end) ||
-	    end > e->file_size) {
+	if (gte < st->min_grain_sector || vd_add_ovf(gte * 512, need, &end) || end > e->file_size) {
 		if (log)
-			vd_log_err("vmdk: %s: grain %" PRIu64 " has table entry %" PRIu32
+			vd_log_err("vmdk: %s: grain %" PRIu64 " has table entry %" PRIu64
 				   " (sector), outside the file's grain area",
 				   e->path, grain, gte);
 		return -EIO;
 	}
+	*phys = gte * 512;
 	return VD_DATA;
 }
 
-/* Scans the grains of one GT from grain g, extending the run of state *state
- * (negative: not started yet; then sets it and *file_off). Returns the number
- * of grains that belong to the run (0 when the first grain ends it), or -EIO
- * when the first grain of the request is corrupt. gt NULL = whole GT missing. */
-static int64_t sparse_scan_gt(struct vmdk_extent *e, struct sparse_state *st, const uint32_t *gt,
-			      uint64_t g, uint64_t g_end, int *state, uint32_t *last_gte)
-{
-	uint64_t n = 0;
-
-	for (; g < g_end; g++, n++) {
-		uint32_t gte = gt ? gt[g % KDMV_GTES] : 0;
-		int s = sparse_gte_state(e, st, g, gte, *state < 0);
-
-		if (s < 0)
-			return *state < 0 ? s : (int64_t)n;
-		if (*state < 0) {
-			*state = s;
-		} else if (s != *state || (s == VD_DATA && gte != *last_gte + st->h.grain_size)) {
-			break;
-		}
-		*last_gte = gte;
-	}
-	return (int64_t)n;
-}
-
-/* Maps [off, off+len) of the extent: returns the state of the run from off,
- * its length in *pnum, and for VD_DATA the file offset of off in *file_off. */
-static int sparse_map(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
-		      uint64_t *file_off)
+static int sparse_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt)
 {
 	struct sparse_state *st = e->priv;
-	uint64_t g = off / st->grain_bytes;
-	uint64_t g_last = (off + len - 1) / st->grain_bytes;
-	uint64_t first_gte = 0, run_end;
-	uint32_t last_gte = 0;
-	int state = -1;
+	uint64_t gde;
+	int r = vmdk_gd_get(&st->gd, g / KDMV_GTES, &gde);
 
-	while (g <= g_last) {
-		uint64_t gt_idx = g / KDMV_GTES;
-		uint64_t g_end = vd_min_u64((gt_idx + 1) * KDMV_GTES, g_last + 1);
-		bool first = state < 0;
-		int64_t n;
-
-		if (st->gd[gt_idx] == 0) {
-			n = sparse_scan_gt(e, st, NULL, g, g_end, &state, &last_gte);
-		} else {
-			int r = 0;
-			const uint32_t *gt = vd_tcache_get(&st->gts, gt_idx, &r);
-
-			if (!gt) {
-				if (!first)
-					break;
-				return r;
-			}
-			n = sparse_scan_gt(e, st, gt, g, g_end, &state, &last_gte);
-			vd_tcache_put(&st->gts);
-		}
-		if (n < 0)
-			return (int)n;
-		if (first && state == VD_DATA)
-			first_gte = last_gte - (uint64_t)(n - 1) * st->h.grain_size;
-		g += (uint64_t)n;
-		if (g < g_end)
-			break;
-	}
-	if (state < 0)
-		return -EIO;
-	run_end = vd_min_u64(g * st->grain_bytes, off + len);
-	*pnum = run_end - off;
-	if (state == VD_DATA)
-		*file_off = first_gte * 512 + off % st->grain_bytes;
-	return state;
+	*gt = gde ? gde : VMDK_NO_GT;
+	return r;
 }
 
-static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
+static const struct vmdk_gt_format sparse_gt_format = {4, KDMV_GTES, sparse_gt_of, sparse_gte};
+
+static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
+			       struct vd_map *map)
 {
-	uint64_t file_off;
+	struct sparse_state *st = e->priv;
 
-	return sparse_map(e, off, len, pnum, &file_off);
-}
-
-static int sparse_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-
-	while (len > 0) {
-		uint64_t pnum, file_off;
-		int s = sparse_map(e, off, len, &pnum, &file_off);
-
-		if (s < 0)
-			return s;
-		if (s == VD_DATA) {
-			int r = vd_pread_full(e->fd, p, pnum, file_off);
-
-			if (r < 0) {
-				vd_log_err("vmdk: %s: cannot read %" PRIu64 " bytes at %" PRIu64
-					   ": %s",
-					   e->path, pnum, file_off, strerror(-r));
-				return r;
-			}
-		} else if (s == VD_ZERO) {
-			memset(p, 0, pnum);
-		} else {
-			vd_log_err("vmdk: %s: read of unallocated range at %" PRIu64, e->path, off);
-			return -EIO;
-		}
-		p += pnum;
-		off += pnum;
-		len -= pnum;
-	}
-	return 0;
+	return vmdk_gt_block_status(e, &sparse_gt_format, &st->gts, st->grain_bytes, off, len, pnum,
+				    map);
 }
 
 static void sparse_describe(struct vmdk_extent *e, struct vd_json *j)
@@ -431,6 +309,5 @@ const struct vmdk_extent_ops vmdk_sparse_ops = {
     .open = sparse_open,
     .close = sparse_close,
     .block_status = sparse_block_status,
-    .read = sparse_read,
     .describe = sparse_describe,
 };

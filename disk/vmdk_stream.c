@@ -517,7 +517,8 @@ static int stream_state_of(const struct stream_state *st, uint64_t g)
 	return st->idx[g] == 1 ? VD_ZERO : VD_DATA;
 }
 
-static int stream_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
+static int stream_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
+			       struct vd_map *map)
 {
 	struct stream_state *st = e->priv;
 	uint64_t g = off / st->grain_bytes, end = off + len;
@@ -526,6 +527,7 @@ static int stream_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len
 	while (++g < st->n_grains && g * st->grain_bytes < end && stream_state_of(st, g) == state)
 		;
 	*pnum = vd_min_u64(g * st->grain_bytes, end) - off;
+	map->fd = -1; /* compressed: stream_read() inflates */
 	return state;
 }
 

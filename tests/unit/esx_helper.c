@@ -155,14 +155,14 @@ int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint
 		return -ENOMEM;
 	while (off < size) {
 		uint64_t want = size - off < chunk ? size - off : chunk, pnum = 0;
-		int st = e->ops->block_status(e, off, want, &pnum);
+		int st = esx_status(e, off, want, &pnum);
 
 		if (st < 0)
 			return st;
 		if (pnum == 0 || pnum > want || st > VD_ZERO)
 			return -ERANGE;
 		if (st == VD_DATA) {
-			int ret = e->ops->read(e, buf + off, pnum, off);
+			int ret = vmdk_extent_read(e, buf + off, pnum, off);
 			if (ret < 0)
 				return ret;
 		}

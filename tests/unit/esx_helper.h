@@ -54,4 +54,12 @@ int esx_vmfs_base(uint64_t sectors);
  * if needle is not NULL, requires it in that JSON. */
 int esx_chain_check(const char *top, unsigned depth, const char *const *models, const char *needle);
 
+/* The extent's block_status without the map (tests that only want the state). */
+static inline int esx_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
+{
+	struct vd_map map;
+
+	return e->ops->block_status(e, off, len, pnum, &map);
+}
+
 #endif

@@ -110,7 +110,8 @@ static void fake_close(struct vd_image *img)
 	free(s);
 }
 
-static int fake_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum)
+static int fake_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+			     struct vd_map *map)
 {
 	struct fake_state *s = img->priv;
 	uint64_t g = off / s->grain;
@@ -121,6 +122,7 @@ static int fake_block_status(struct vd_image *img, uint64_t off, uint64_t len, u
 	while (end < off + len && s->map[end / s->grain] == st)
 		end += s->grain;
 	*pnum = vd_min_u64(end, off + len) - off;
+	map->fd = -1; /* no file: fake_read() makes the bytes */
 	return st == 1 ? VD_DATA : st == 2 ? VD_ZERO : VD_UNALLOC;
 }
 

@@ -1,5 +1,7 @@
-/* The bounded table cache: lazy loads, the budget, contents after eviction,
- * load failures, and concurrent readers racing evictions. */
+/* The process-wide metadata cache: lazy loads, the one budget shared by every
+ * user, contents after eviction, shared zero tables, load failures, set(),
+ * users that do not see each other's tables, and concurrent readers racing
+ * evictions. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -7,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -17,23 +20,22 @@
 
 static unsigned long loads_done;
 
-/* Table i holds i * 1000 + k in entry k, except every 7th, which is all
- * zero; table 13 cannot be read. */
-static uint32_t want(uint64_t idx, unsigned k)
+/* Table i of user tag holds tag + i * 1000 + k in entry k, except every 7th,
+ * which is all zero; table 13 cannot be read. */
+static uint32_t want(uintptr_t tag, uint64_t idx, unsigned k)
 {
-	return idx % 7 ? (uint32_t)(idx * 1000 + k) : 0;
+	return idx % 7 ? (uint32_t)(tag + idx * 1000 + k) : 0;
 }
 
 static int load(void *ctx, uint64_t idx, void *table)
 {
 	uint32_t *t = table;
 
-	(void)ctx;
 	__atomic_add_fetch(&loads_done, 1, __ATOMIC_RELAXED);
 	if (idx == 13)
 		return -EIO;
 	for (unsigned k = 0; k < TBYTES / 4; k++)
-		t[k] = want(idx, k);
+		t[k] = want((uintptr_t)ctx, idx, k);
 	return idx % 7 ? 0 : VD_TCACHE_ZERO;
 }
 
@@ -45,7 +47,7 @@ static uint32_t entry(struct vd_tcache *c, uint64_t idx, unsigned k)
 
 	assert_non_null(t);
 	v = t[k];
-	vd_tcache_put(c);
+	vd_tcache_put(c, idx);
 	return v;
 }
 
@@ -53,26 +55,45 @@ static void test_budget_and_contents(void **state)
 {
 	struct vd_tcache c;
 	uint64_t held, n_loads;
+	size_t budget = 64 * (TBYTES + 128);
 
 	(void)state;
-	/* 32 tables' worth of budget */
-	assert_int_equal(vd_tcache_init(&c, N, TBYTES, 32 * TBYTES, load, NULL), 0);
+	vd_tcache_budget_set(budget);
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load, NULL), 0);
 	loads_done = 0;
 	for (unsigned round = 0; round < 3; round++)
 		for (uint64_t i = 0; i < N; i++)
 			if (i != 13)
 				assert_int_equal(entry(&c, i, (unsigned)(i % 64)),
-						 want(i, (unsigned)(i % 64)));
+						 want(0, i, (unsigned)(i % 64)));
 	vd_tcache_stats(&c, &held, &n_loads);
-	/* zero tables are shared, loaded once and never evicted */
-	unsigned zeros = (N + 6) / 7, others = N - zeros - 1;
-	assert_int_equal(held, 32);
-	assert_int_equal(n_loads, 3 * others + zeros);
-	assert_int_equal(loads_done, 3 * others + zeros);
-	/* a hot table stays cached: no new load */
+	/* what is held stays within the budget; every sweep reloads */
+	assert_true(vd_tcache_bytes() <= budget);
+	assert_true(held > 0 && held < N / 4);
+	assert_int_equal(n_loads, loads_done);
+	assert_true(n_loads > 2 * N);
+	/* a table just read stays cached: no new load */
 	unsigned long before = loads_done;
 	assert_int_equal(entry(&c, N - 1, 5), (N - 1) * 1000 + 5);
 	assert_int_equal(loads_done, before);
+	vd_tcache_destroy(&c);
+	assert_int_equal(vd_tcache_bytes(), 0);
+	vd_tcache_budget_set(VD_TCACHE_DEFAULT_BUDGET);
+}
+
+static void test_zero_tables_cost_no_table_memory(void **state)
+{
+	struct vd_tcache c;
+	uint64_t held, n_loads;
+
+	(void)state;
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load, NULL), 0);
+	for (uint64_t i = 0; i < 7 * 100; i += 7)
+		assert_int_equal(entry(&c, i, 3), 0);
+	vd_tcache_stats(&c, &held, &n_loads);
+	assert_int_equal(held, 100);
+	/* 100 entries, one shared zero table outside the count */
+	assert_true(vd_tcache_bytes() < 100 * TBYTES);
 	vd_tcache_destroy(&c);
 }
 
@@ -82,29 +103,41 @@ static void test_load_failure(void **state)
 	int err = 0;
 
 	(void)state;
-	assert_int_equal(vd_tcache_init(&c, N, TBYTES, 1 << 20, load, NULL), 0);
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load, NULL), 0);
 	assert_null(vd_tcache_get(&c, 13, &err));
 	assert_int_equal(err, -EIO);
 	/* the cache still works after a failure (no lock left held) */
 	assert_int_equal(entry(&c, 12, 1), 12001);
 	assert_int_equal(entry(&c, 14, 1), 0);
 	vd_tcache_destroy(&c);
+	vd_tcache_destroy(&c); /* safe twice (zeroed) */
+	assert_int_equal(vd_tcache_init(&c, 0, load, NULL), -EINVAL);
 }
 
-static void test_minimum_and_small_counts(void **state)
+static void test_users_apart_and_set(void **state)
 {
-	struct vd_tcache c;
-	uint64_t held, n_loads;
+	struct vd_tcache a, b;
+	uint32_t fresh[TBYTES / 4];
 
 	(void)state;
-	/* a budget below 16 tables still keeps 16; fewer tables than that: all */
-	assert_int_equal(vd_tcache_init(&c, 5, TBYTES, 1, load, NULL), 0);
-	for (uint64_t i = 0; i < 5; i++)
-		assert_int_equal(entry(&c, i, 3), want(i, 3));
-	vd_tcache_stats(&c, &held, &n_loads);
-	assert_int_equal(held, 4); /* table 0 is a zero table */
-	vd_tcache_destroy(&c);
-	vd_tcache_destroy(&c); /* safe twice (zeroed) */
+	assert_int_equal(vd_tcache_init(&a, TBYTES, load, (void *)(uintptr_t)1000000), 0);
+	assert_int_equal(vd_tcache_init(&b, TBYTES, load, (void *)(uintptr_t)2000000), 0);
+	assert_int_equal(entry(&a, 5, 2), 1005002);
+	assert_int_equal(entry(&b, 5, 2), 2005002);
+	/* set() replaces a cached table and installs an uncached one */
+	for (unsigned k = 0; k < TBYTES / 4; k++)
+		fresh[k] = 42 + k;
+	assert_int_equal(vd_tcache_set(&a, 5, fresh), 0);
+	assert_int_equal(vd_tcache_set(&a, 7, fresh), 0);
+	assert_int_equal(entry(&a, 5, 2), 44);
+	assert_int_equal(entry(&a, 7, 3), 45);
+	assert_int_equal(entry(&b, 5, 2), 2005002);
+	/* destroying one user leaves the other's tables */
+	unsigned long before = loads_done;
+	vd_tcache_destroy(&a);
+	assert_int_equal(entry(&b, 5, 2), 2005002);
+	assert_int_equal(loads_done, before);
+	vd_tcache_destroy(&b);
 }
 
 static void *reader(void *arg)
@@ -121,9 +154,13 @@ static void *reader(void *arg)
 		if (i == 13)
 			continue;
 		t = vd_tcache_get(c, i, &err);
-		if (!t || t[k] != want(i, k))
+		if (!t)
 			return (void *)1;
-		vd_tcache_put(c);
+		if (t[k] != want(0, i, k)) {
+			vd_tcache_put(c, i);
+			return (void *)1;
+		}
+		vd_tcache_put(c, i);
 	}
 	return NULL;
 }
@@ -135,7 +172,8 @@ static void test_concurrent_readers(void **state)
 	void *ret;
 
 	(void)state;
-	assert_int_equal(vd_tcache_init(&c, N, TBYTES, 16 * TBYTES, load, NULL), 0);
+	vd_tcache_budget_set(32 * (TBYTES + 128));
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load, NULL), 0);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, reader, &c), 0);
 	for (int i = 0; i < 4; i++) {
@@ -143,14 +181,16 @@ static void test_concurrent_readers(void **state)
 		assert_null(ret);
 	}
 	vd_tcache_destroy(&c);
+	vd_tcache_budget_set(VD_TCACHE_DEFAULT_BUDGET);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_budget_and_contents),
+	    cmocka_unit_test(test_zero_tables_cost_no_table_memory),
 	    cmocka_unit_test(test_load_failure),
-	    cmocka_unit_test(test_minimum_and_small_counts),
+	    cmocka_unit_test(test_users_apart_and_set),
 	    cmocka_unit_test(test_concurrent_readers),
 	};
 	return cmocka_run_group_tests_name("tcache", tests, NULL, NULL);

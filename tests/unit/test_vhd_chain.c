@@ -220,13 +220,14 @@ static void test_midbyte_run(void **state)
 	/* the child layer itself: UNALLOC 0-2, DATA 3-5, UNALLOC from 6 */
 	{
 		struct vd_image *top = vd_chain_layer(c, 1);
-		assert_int_equal(top->ops->block_status(top, 0, 1u << 20, &n), VD_UNALLOC);
+		assert_int_equal(vd_image_block_status(top, 0, 1u << 20, &n, NULL), VD_UNALLOC);
 		assert_int_equal(n, 3 * 512);
-		assert_int_equal(top->ops->block_status(top, 3 * 512, 1u << 20, &n), VD_DATA);
+		assert_int_equal(vd_image_block_status(top, 3 * 512, 1u << 20, &n, NULL), VD_DATA);
 		assert_int_equal(n, 3 * 512);
-		assert_int_equal(top->ops->block_status(top, 4 * 512 + 7, 100, &n), VD_DATA);
+		assert_int_equal(vd_image_block_status(top, 4 * 512 + 7, 100, &n, NULL), VD_DATA);
 		assert_int_equal(n, 100);
-		assert_int_equal(top->ops->block_status(top, 6 * 512, 512u << 10, &n), VD_UNALLOC);
+		assert_int_equal(vd_image_block_status(top, 6 * 512, 512u << 10, &n, NULL),
+				 VD_UNALLOC);
 		assert_int_equal(n, (512u << 10) - 6 * 512);
 	}
 	assert_int_equal(vd_chain_block_status(c, 1, 6 * 512, 512, &n, &owner), VD_DATA);

@@ -76,11 +76,11 @@ static void test_unaligned_read(void **st)
 	model = esx_slurp(esx_path("c.raw"), &mlen);
 	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
 	/* 1000000 rounds down to grain 1953 (999936): the written run covers 70064+ bytes. */
-	assert_int_equal(e.ops->block_status(&e, 1000001, 3000, &pnum), VD_DATA);
+	assert_int_equal(esx_status(&e, 1000001, 3000, &pnum), VD_DATA);
 	assert_int_equal(pnum, 3000);
-	assert_int_equal(e.ops->read(&e, buf, sizeof(buf), 1000001), 0);
+	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), 1000001), 0);
 	assert_memory_equal(buf, model + 1000001, sizeof(buf));
-	assert_int_equal(e.ops->block_status(&e, 4096, 2000000, &pnum), VD_UNALLOC);
+	assert_int_equal(esx_status(&e, 4096, 2000000, &pnum), VD_UNALLOC);
 	assert_int_equal(pnum, 999936 - 4096);
 	free(model);
 	esx_extent_close(&e);
@@ -174,10 +174,10 @@ static void test_bad_gte(void **st)
 	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), gt0, 0x7ffffff0), 0);
 	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), gt0 + 4, 1), 0);
 	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
-	assert_int_equal(e.ops->block_status(&e, 0, 512, &pnum), -EIO);
-	assert_int_equal(e.ops->read(&e, buf, 512, 0), -EIO);
-	assert_int_equal(e.ops->block_status(&e, 4096, 512, &pnum), -EIO);
-	assert_int_equal(e.ops->read(&e, buf, 512, 4096), -EIO);
+	assert_int_equal(esx_status(&e, 0, 512, &pnum), -EIO);
+	assert_int_equal(vmdk_extent_read(&e, buf, 512, 0), -EIO);
+	assert_int_equal(esx_status(&e, 4096, 512, &pnum), -EIO);
+	assert_int_equal(vmdk_extent_read(&e, buf, 512, 4096), -EIO);
 	esx_extent_close(&e);
 }
 

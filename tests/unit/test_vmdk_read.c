@@ -73,18 +73,19 @@ static void test_offsets_and_size(void **state)
 	assert_string_equal(img->subformat, "twoGbMaxExtentFlat");
 	assert_int_equal(img->cow_unit, 512);
 	assert_int_equal(img->alloc_unit, 0);
-	assert_int_equal(img->ops->block_status(img, 0, TOTAL * 512, &n), VD_DATA);
+	assert_int_equal(vd_image_block_status(img, 0, TOTAL * 512, &n, NULL), VD_DATA);
 	assert_int_equal(n, S1 * 512);
-	assert_int_equal(img->ops->block_status(img, S1 * 512 + 3, TOTAL * 512 - S1 * 512 - 3, &n),
-			 VD_ZERO);
+	assert_int_equal(
+	    vd_image_block_status(img, S1 * 512 + 3, TOTAL * 512 - S1 * 512 - 3, &n, NULL),
+	    VD_ZERO);
 	assert_int_equal(n, S2 * 512 - 3);
-	assert_int_equal(img->ops->block_status(img, (S1 + S2) * 512, 10, &n), VD_DATA);
+	assert_int_equal(vd_image_block_status(img, (S1 + S2) * 512, 10, &n, NULL), VD_DATA);
 	assert_int_equal(n, 10);
-	assert_int_equal(img->ops->block_status(img, (S1 + S2 + S3) * 512,
-						TOTAL * 512 - (S1 + S2 + S3) * 512, &n),
+	assert_int_equal(vd_image_block_status(img, (S1 + S2 + S3) * 512,
+					       TOTAL * 512 - (S1 + S2 + S3) * 512, &n, NULL),
 			 VD_DATA);
 	assert_int_equal(n, S4 * 512);
-	assert_int_equal(img->ops->block_status(img, (TOTAL - 1) * 512, 512, &n), VD_DATA);
+	assert_int_equal(vd_image_block_status(img, (TOTAL - 1) * 512, 512, &n, NULL), VD_DATA);
 	assert_int_equal(n, 512);
 	vd_image_close(img);
 }

@@ -176,10 +176,10 @@ static void poke_gte(unsigned k, uint64_t v)
 	gen();
 	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), GT0 + 8 * k, v), 0);
 	assert_int_equal(open_s(&e), 0);
-	assert_int_equal(e.ops->block_status(&e, 4096ull * k, 4096, &pnum), -EIO);
-	assert_int_equal(e.ops->read(&e, buf, 4096, 4096ull * k), -EIO);
+	assert_int_equal(esx_status(&e, 4096ull * k, 4096, &pnum), -EIO);
+	assert_int_equal(vmdk_extent_read(&e, buf, 4096, 4096ull * k), -EIO);
 	/* other grains still read */
-	assert_int_equal(e.ops->block_status(&e, 4096ull * (k + 40), 4096, &pnum), VD_UNALLOC);
+	assert_int_equal(esx_status(&e, 4096ull * (k + 40), 4096, &pnum), VD_UNALLOC);
 	esx_extent_close(&e);
 }
 
@@ -203,7 +203,7 @@ static void test_gt_past_eof(void **st)
 	/* grain_tables_offset moved so GT 0 lies past EOF, caught on first touch. */
 	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), 144, 1ull << 30), 0);
 	assert_int_equal(open_s(&e), 0);
-	assert_int_equal(e.ops->block_status(&e, 0, 4096, &pnum), -EIO);
+	assert_int_equal(esx_status(&e, 0, 4096, &pnum), -EIO);
 	esx_extent_close(&e);
 }
 

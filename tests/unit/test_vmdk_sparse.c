@@ -81,7 +81,7 @@ static void expect_status(struct vd_image *img, uint64_t off, uint64_t len, int 
 {
 	uint64_t n = 0;
 
-	assert_int_equal(img->ops->block_status(img, off, len, &n), state);
+	assert_int_equal(vd_image_block_status(img, off, len, &n, NULL), state);
 	assert_int_equal(n, pnum);
 }
 
@@ -306,9 +306,9 @@ static void test_run_stops_before_corrupt(void **state)
 	kgen_set_gte(&g, 4, (uint32_t)(g.len / 512 + 100));
 	kgen_write(&g, p);
 	assert_int_equal(vd_image_open(p, 0, &img), 0);
-	assert_int_equal(img->ops->block_status(img, 3 * GB, 4 * GB, &n), VD_UNALLOC);
+	assert_int_equal(vd_image_block_status(img, 3 * GB, 4 * GB, &n, NULL), VD_UNALLOC);
 	assert_int_equal(n, GB);
-	assert_int_equal(img->ops->block_status(img, 4 * GB, GB, &n), -EIO);
+	assert_int_equal(vd_image_block_status(img, 4 * GB, GB, &n, NULL), -EIO);
 	vd_image_close(img);
 	kgen_free(&g);
 }
@@ -340,13 +340,13 @@ static void test_split(void **state)
 	assert_int_equal(vd_image_open(kgen_path("sp.vmdk"), 0, &img), 0);
 	assert_int_equal(img->size, size);
 	assert_string_equal(img->subformat, "twoGbMaxExtentSparse");
-	assert_int_equal(img->ops->block_status(img, 999 * 512, 100 * 512, &n), VD_DATA);
+	assert_int_equal(vd_image_block_status(img, 999 * 512, 100 * 512, &n, NULL), VD_DATA);
 	assert_int_equal(n, 512);
-	assert_int_equal(img->ops->block_status(img, 0, 100 * 512, &n), VD_UNALLOC);
+	assert_int_equal(vd_image_block_status(img, 0, 100 * 512, &n, NULL), VD_UNALLOC);
 	assert_int_equal(n, 100 * 512);
-	assert_int_equal(img->ops->block_status(img, 1000 * 512, 100 * 512, &n), VD_ZERO);
+	assert_int_equal(vd_image_block_status(img, 1000 * 512, 100 * 512, &n, NULL), VD_ZERO);
 	assert_int_equal(n, 24 * 512);
-	assert_int_equal(img->ops->block_status(img, 1024 * 512, 100 * 512, &n), VD_DATA);
+	assert_int_equal(vd_image_block_status(img, 1024 * 512, 100 * 512, &n, NULL), VD_DATA);
 	assert_int_equal(n, GB);
 	vd_image_close(img);
 	assert_int_equal(vd_chain_open(kgen_path("sp.vmdk"), 0, &c), 0);
@@ -492,7 +492,7 @@ static void test_qemu_2tib_open(void **state)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	assert_true((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6 < 100.0);
 	assert_int_equal(img->size, 2ull << 40);
-	assert_int_equal(img->ops->read(img, buf, sizeof(buf), 2199023000000ull), 0);
+	assert_int_equal(vd_image_read(img, buf, sizeof(buf), 2199023000000ull, NULL), 0);
 	assert_int_equal(buf[0], 0x42);
 	assert_int_equal(buf[4095], 0x42);
 	vd_image_close(img);

@@ -145,9 +145,9 @@ static void test_block_status(void **st)
 	mk("");
 	assert_int_equal(open_s(&e), 0);
 	/* grains 0, 1 data; grain 2 holds 1-bytes (data); grain 3 is zero */
-	assert_int_equal(e.ops->block_status(&e, 100, 4 * 65536, &pnum), VD_DATA);
+	assert_int_equal(esx_status(&e, 100, 4 * 65536, &pnum), VD_DATA);
 	assert_int_equal(pnum, 3 * 65536 - 100);
-	assert_int_equal(e.ops->block_status(&e, 3 * 65536 + 5, 65536 * 2, &pnum), VD_UNALLOC);
+	assert_int_equal(esx_status(&e, 3 * 65536 + 5, 65536 * 2, &pnum), VD_UNALLOC);
 	assert_int_equal(pnum, 65536 - 5);
 	esx_extent_close(&e);
 }
@@ -317,8 +317,8 @@ static void test_zip_bomb(void **st)
 		uint64_t pnum;
 
 		assert_int_equal(open_s(&e), 0);
-		assert_int_equal(e.ops->block_status(&e, 0, 512, &pnum), VD_DATA);
-		assert_int_equal(e.ops->read(&e, buf, sizeof(buf), 0), -EIO);
+		assert_int_equal(esx_status(&e, 0, 512, &pnum), VD_DATA);
+		assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), 0), -EIO);
 		esx_extent_close(&e);
 	}
 }

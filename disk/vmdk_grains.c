@@ -1,0 +1,211 @@
+/* What the grain-table extent backends share (hosted sparse, COWD, seSparse):
+ * turning per-grain answers into runs, and reading a grain table.
+ *
+ * A backend answers for a grain (and as many following grains as it can
+ * without another lookup); vmdk_gt_block_status() strings the answers into the
+ * longest run that shares a state and, for DATA, lies contiguously in the
+ * file, so one block_status call maps a whole multi-grain request and the read
+ * that follows is a single pread. */
+#include "disk/vmdk.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "disk/endian.h"
+#include "disk/tcache.h"
+
+static uint64_t gt_entry(const void *gt, unsigned width, uint64_t i)
+{
+	return width == 4 ? ((const uint32_t *)gt)[i] : ((const uint64_t *)gt)[i];
+}
+
+/* Grain g and up to max - 1 following grains of the same table that share
+ * its state (and, for DATA, lie contiguously from *phys): the state, or
+ * -errno; *count grains. */
+static int gt_grains(struct vmdk_extent *e, const struct vmdk_gt_format *f,
+		     struct vd_tcache *gts, uint64_t grain_bytes, uint64_t g, uint64_t max,
+		     uint64_t *phys, uint64_t *count)
+{
+	uint64_t i = g % f->per_gt, n = 1, limit = vd_min_u64(f->per_gt - i, max), p;
+	uint64_t gt_idx;
+	const void *gt;
+	int s, err = f->gt_of(e, g, &gt_idx);
+
+	if (err < 0)
+		return err;
+	if (gt_idx == VMDK_NO_GT) {
+		*count = limit;
+		return VD_UNALLOC;
+	}
+	gt = vd_tcache_get(gts, gt_idx, &err);
+	if (!gt)
+		return err;
+	s = f->decode(e, g, gt_entry(gt, f->width, i), true, phys);
+	while (s >= 0 && n < limit) {
+		if (f->decode(e, g + n, gt_entry(gt, f->width, i + n), false, &p) != s ||
+		    (s == VD_DATA && p != *phys + n * grain_bytes))
+			break;
+		n++;
+	}
+	vd_tcache_put(gts, gt_idx);
+	*count = n;
+	return s;
+}
+
+int vmdk_gt_block_status(struct vmdk_extent *e, const struct vmdk_gt_format *f,
+			 struct vd_tcache *gts, uint64_t grain_bytes, uint64_t off, uint64_t len,
+			 uint64_t *pnum, struct vd_map *map)
+{
+	uint64_t g = off / grain_bytes, end = off + len, pos = off;
+	uint64_t next_phys = 0, first_phys = 0;
+	int state = -1;
+
+	while (pos < end) {
+		uint64_t phys = 0, count = 0;
+		uint64_t max = vd_div_round_up(end - g * grain_bytes, grain_bytes);
+		int s = gt_grains(e, f, gts, grain_bytes, g, max, &phys, &count);
+
+		if (s < 0) {
+			if (state < 0)
+				return s;
+			break; /* the run ends before a bad grain; asked again, it fails */
+		}
+		if (state >= 0 && (s != state || (s == VD_DATA && phys != next_phys)))
+			break;
+		if (state < 0) {
+			state = s;
+			first_phys = phys + off % grain_bytes;
+		}
+		next_phys = phys + count * grain_bytes;
+		g += count;
+		pos = g * grain_bytes;
+	}
+	*pnum = vd_min_u64(pos, end) - off;
+	if (state == VD_DATA) {
+		map->fd = e->fd;
+		map->off = first_phys;
+	}
+	return state;
+}
+
+int vmdk_gt_read(struct vmdk_extent *e, uint64_t off, unsigned n, unsigned width, void *table,
+		 const char *what, uint64_t idx)
+{
+	uint8_t *raw = table;
+	int r = vd_pread_full(e->fd, table, (size_t)n * width, off);
+
+	if (r < 0) {
+		vd_log_err("vmdk: %s: cannot read %s %" PRIu64 " at offset %" PRIu64 ": %s",
+			   e->path, what, idx, off, strerror(-r));
+		return r;
+	}
+	if (width == 4)
+		for (unsigned i = 0; i < n; i++)
+			((uint32_t *)table)[i] = vd_get_le32(raw + (size_t)i * 4);
+	else
+		for (unsigned i = 0; i < n; i++)
+			((uint64_t *)table)[i] = vd_get_le64(raw + (size_t)i * 8);
+	return vd_mem_is_zero(table, (size_t)n * width) ? VD_TCACHE_ZERO : 0;
+}
+
+int vmdk_extent_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		struct vd_map map = {.fd = -1};
+		uint64_t n;
+		int st = e->ops->block_status(e, off, len, &n, &map), r = 0;
+
+		if (st < 0)
+			return st;
+		if (n == 0 || n > len)
+			return -EIO;
+		if (st != VD_DATA)
+			memset(p, 0, n);
+		else if (map.fd >= 0)
+			r = vd_pread_full(map.fd, p, n, map.off);
+		else
+			r = e->ops->read ? e->ops->read(e, p, n, off) : -EIO;
+		if (r < 0)
+			return r;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+#define GD_PAGE_ENTRIES 512u /* 4 KiB of native u64 per cached page */
+#define GDE_BAD UINT64_MAX   /* an entry that failed its check */
+
+/* Page loader: decodes up to GD_PAGE_ENTRIES entries; entries that fail the
+ * check become GDE_BAD so only the grains they cover fail. */
+static int gd_page_load(void *ctx, uint64_t page, void *table)
+{
+	struct vmdk_gd *gd = ctx;
+	uint64_t first = page * GD_PAGE_ENTRIES, *out = table;
+	unsigned n = (unsigned)vd_min_u64(GD_PAGE_ENTRIES, gd->n - first);
+	uint8_t raw[GD_PAGE_ENTRIES * 8];
+	int r = vd_pread_full(gd->e->fd, raw, (size_t)n * gd->width, gd->off + first * gd->width);
+
+	if (r < 0) {
+		vd_log_err("vmdk: %s: cannot read the %s at offset %" PRIu64 ": %s", gd->e->path,
+			   gd->what, gd->off + first * gd->width, strerror(-r));
+		return r;
+	}
+	memset(out, 0, GD_PAGE_ENTRIES * 8);
+	for (unsigned i = 0; i < n; i++) {
+		out[i] = gd->width == 4 ? vd_get_le32(raw + i * 4) : vd_get_le64(raw + i * 8);
+		if (out[i] && gd->check(gd->e, first + i, out[i]) < 0)
+			out[i] = GDE_BAD;
+	}
+	return vd_mem_is_zero(out, GD_PAGE_ENTRIES * 8) ? VD_TCACHE_ZERO : 0;
+}
+
+int vmdk_gd_init(struct vmdk_gd *gd)
+{
+	uint64_t bytes = gd->n * gd->width;
+	uint8_t *raw;
+	int r;
+
+	r = vd_tcache_init(&gd->pages, GD_PAGE_ENTRIES * 8, gd_page_load, gd);
+	if (r < 0 || bytes > VMDK_GD_EAGER_BYTES)
+		return r;
+	raw = malloc(bytes ? bytes : 1);
+	if (!raw)
+		return -ENOMEM;
+	r = vd_pread_full(gd->e->fd, raw, bytes, gd->off);
+	if (r < 0)
+		vd_log_err("vmdk: %s: cannot read the %s: %s", gd->e->path, gd->what,
+			   strerror(-r));
+	for (uint64_t i = 0; r == 0 && i < gd->n; i++) {
+		uint64_t gde = gd->width == 4 ? vd_get_le32(raw + i * 4) : vd_get_le64(raw + i * 8);
+
+		if (gde)
+			r = gd->check(gd->e, i, gde);
+	}
+	free(raw);
+	return r;
+}
+
+int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde)
+{
+	uint64_t page = i / GD_PAGE_ENTRIES;
+	const uint64_t *t;
+	int err = 0;
+
+	t = vd_tcache_get(&gd->pages, page, &err);
+	if (!t)
+		return err;
+	*gde = t[i % GD_PAGE_ENTRIES];
+	vd_tcache_put(&gd->pages, page);
+	return *gde == GDE_BAD ? -EIO : 0;
+}
+
+void vmdk_gd_destroy(struct vmdk_gd *gd)
+{
+	vd_tcache_destroy(&gd->pages);
+}
