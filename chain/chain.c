@@ -26,7 +26,10 @@ struct vd_chain {
 	struct vd_chain_link *links; /* links[i]: how layers[i] found its parent layers[i-1] */
 	unsigned depth;
 	unsigned flags;
-	char **warnings; /* validation warnings, for chain.json */
+	struct vd_policy *policy; /* the caller's, or own_policy */
+	struct vd_policy own_policy;
+	const struct vd_chain_opts *opts; /* during open only */
+	char **warnings;		  /* validation warnings, for chain.json */
 	unsigned n_warnings;
 };
 
@@ -94,21 +97,47 @@ static void chain_warn(struct vd_chain *c, const char *fmt, ...)
 		c->n_warnings++;
 }
 
-/* Finds and opens the parent of child. Returns 0 and *out, or -errno (logged). */
-static int parent_open(struct vd_image *child, struct vd_image **out, unsigned *hint_idx)
+/* Opens a --parent file whose identity is the one child expects. Returns 0
+ * and *out, or -ENOENT when none matches. */
+static int parent_from_list(struct vd_chain *c, struct vd_image *child, struct vd_image **out)
+{
+	for (unsigned i = 0; i < c->opts->n_parents; i++) {
+		struct vd_image *p = NULL;
+
+		if (vd_image_open_in(c->opts->parents[i], 0, c->policy, NULL, &p) < 0)
+			continue;
+		if (p->id.len == child->parent_id.len &&
+		    !memcmp(p->id.bytes, child->parent_id.bytes, p->id.len)) {
+			*out = p;
+			return 0;
+		}
+		vd_image_close(p);
+	}
+	return -ENOENT;
+}
+
+/* Finds and opens the parent of child: its hints in the driver's order, then
+ * the --parent files. Returns 0 and *out, or -errno (logged). */
+static int parent_open(struct vd_chain *c, struct vd_image *child, struct vd_image **out,
+		       struct vd_chain_link *link)
 {
 	struct vd_buf all = {0};
 	int r = -ENOENT;
 
 	for (unsigned i = 0; i < child->n_hints; i++) {
-		char *tried = NULL;
-		char *p = vd_chain_resolve_hint(child->path, child->hints[i].path, &tried);
+		char *tried = NULL, *how = NULL;
+		char *p = vd_chain_resolve_hint(child->path, child->hints[i].path, c->policy, &how,
+						&tried);
 		if (p) {
 			free(tried);
-			r = vd_image_open(p, 0, out);
+			r = vd_image_open_in(p, 0, c->policy, child->path, out);
 			free(p);
-			if (r == 0)
-				*hint_idx = i;
+			if (r == 0) {
+				link->hint_kind = child->hints[i].kind;
+				link->how = how;
+			} else {
+				free(how);
+			}
 			vd_buf_free(&all);
 			return r;
 		}
@@ -116,7 +145,14 @@ static int parent_open(struct vd_image *child, struct vd_image **out, unsigned *
 			      child->hints[i].kind, child->hints[i].path, tried ? tried : "-");
 		free(tried);
 	}
-	vd_log_err("%s: parent not found: %s", child->path, all.data ? all.data : "no hint");
+	if (parent_from_list(c, child, out) == 0) {
+		link->hint_kind = "--parent";
+		link->how = strdup("named on the command line, identity matches");
+		vd_buf_free(&all);
+		return 0;
+	}
+	vd_log_err("%s: parent not found: %s%s", child->path, all.data ? all.data : "no hint",
+		   c->opts->n_parents ? "; no --parent file has the expected identity" : "");
 	vd_buf_free(&all);
 	return r;
 }
@@ -160,6 +196,14 @@ static int link_check(struct vd_chain *c, struct vd_image *child, struct vd_imag
 
 int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
 {
+	struct vd_chain_opts o = {.flags = flags};
+
+	return vd_chain_open_opts(top_path, &o, out);
+}
+
+int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
+		       struct vd_chain **out)
+{
 	struct seen_file *seen = NULL;
 	struct vd_chain *c;
 	struct vd_image *img = NULL;
@@ -173,10 +217,19 @@ int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->flags = flags;
+	c->flags = opts->flags;
+	c->opts = opts;
+	c->policy = opts->policy;
+	if (!c->policy) {
+		vd_policy_init(&c->own_policy);
+		c->policy = &c->own_policy;
+		r = vd_policy_add_image(c->policy, top_path);
+		if (r < 0)
+			goto fail;
+	}
 	memset(links, 0, sizeof(links));
 
-	r = vd_image_open(top_path, 0, &img);
+	r = vd_image_open_in(top_path, 0, c->policy, NULL, &img);
 	if (r < 0)
 		goto fail;
 	for (;;) {
@@ -207,12 +260,10 @@ int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
 		}
 		if (!img->has_parent)
 			break;
-		unsigned hi = 0;
 		struct vd_image *parent = NULL;
-		r = parent_open(img, &parent, &hi);
+		r = parent_open(c, img, &parent, &links[n - 1]);
 		if (r < 0)
 			goto fail;
-		links[n - 1].hint_kind = img->hints[hi].kind;
 		img = parent;
 	}
 
@@ -230,12 +281,15 @@ int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
 		c->links[i] = links[n - 1 - i];
 	}
 	c->depth = n;
+	c->opts = NULL;
 	seen_free(&seen);
 	*out = c;
 	return 0;
 fail:
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < n; i++) {
 		vd_image_close(stack[i]);
+		free(links[i].how);
+	}
 	seen_free(&seen);
 	free(c->layers);
 	c->layers = NULL;
@@ -248,8 +302,12 @@ void vd_chain_close(struct vd_chain *c)
 {
 	if (!c)
 		return;
-	for (unsigned i = 0; i < c->depth; i++)
+	for (unsigned i = 0; i < c->depth; i++) {
 		vd_image_close(c->layers[i]);
+		free(c->links[i].how);
+	}
+	if (c->policy == &c->own_policy)
+		vd_policy_free(&c->own_policy);
 	for (unsigned i = 0; i < c->n_warnings; i++)
 		free(c->warnings[i]);
 	free(c->warnings);
@@ -400,6 +458,29 @@ int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uin
 	return 0;
 }
 
+/* "confinement": what images may make us open, and what was allowed beyond. */
+static void chain_describe_policy(struct vd_policy *p, struct vd_json *j)
+{
+	vd_json_obj_begin(j, "confinement");
+	vd_json_arr_begin(j, "roots");
+	for (unsigned i = 0; i < p->n_roots; i++)
+		vd_json_str(j, NULL, p->roots[i]);
+	vd_json_arr_end(j);
+	vd_json_arr_begin(j, "search");
+	for (unsigned i = 0; i < p->n_search; i++)
+		vd_json_str(j, NULL, p->search[i]);
+	vd_json_arr_end(j);
+	vd_json_bool(j, "allow_outside", p->allow_outside);
+	vd_json_bool(j, "allow_devices", p->allow_devices);
+	vd_json_arr_begin(j, "allowed_by_option");
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < p->n_exceptions; i++)
+		vd_json_str(j, NULL, p->exceptions[i]);
+	pthread_mutex_unlock(&p->lock);
+	vd_json_arr_end(j);
+	vd_json_obj_end(j);
+}
+
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 {
 	char idb[37];
@@ -434,6 +515,7 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 		vd_json_arr_end(j);
 		if (i > 0) {
 			vd_json_str(j, "parent_found_by", c->links[i].hint_kind);
+			vd_json_str(j, "parent_found_how", c->links[i].how);
 			vd_json_bool(j, "parent_id_match", c->links[i].id_match);
 			vd_json_bool(j, "parent_timestamp_match", c->links[i].stamp_match);
 		}
@@ -457,6 +539,7 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 		vd_json_str(j, NULL, c->warnings[i]);
 	vd_json_arr_end(j);
 	vd_json_obj_end(j);
+	chain_describe_policy(c->policy, j);
 	vd_json_obj_end(j);
 	return j->buf.oom ? -ENOMEM : 0;
 }

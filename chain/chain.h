@@ -24,9 +24,20 @@
 
 /* How a layer's parent was found, kept for chain.json and --info. */
 struct vd_chain_link {
-	const char *hint_kind; /* points into the child's vd_hint, NULL for the base */
-	bool id_match;	       /* child's parent id == parent's id */
-	bool stamp_match;      /* timestamps agree (or the format has none) */
+	const char
+	    *hint_kind;	  /* "parentFileNameHint", "W2ru", ... or "--parent"; NULL for the base */
+	char *how;	  /* how the file was derived from the hint ("base name, in ..."); owned */
+	bool id_match;	  /* child's parent id == parent's id */
+	bool stamp_match; /* timestamps agree (or the format has none) */
+};
+
+/* Everything vd_chain_open_opts() may be told. */
+struct vd_chain_opts {
+	unsigned flags;		    /* VD_CHAIN_* */
+	struct vd_policy *policy;   /* what images may make us open (disk/confine.h); NULL:
+				       the top image's directory tree. Kept, not owned. */
+	const char *const *parents; /* --parent files: tried, by identity, for a layer */
+	unsigned n_parents;	    /* whose hints lead nowhere */
 };
 
 /* Opaque: front ends (fs/, the nbdkit plugin, --info) use the accessors below. */
@@ -37,6 +48,10 @@ struct vd_chain;
  * -ELOOP (loop or depth > VD_CHAIN_MAX_DEPTH), -EINVAL (bad metadata, id
  * mismatch without VD_CHAIN_FORCE, mixed formats), ... */
 int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out);
+
+/* vd_chain_open() with a confinement policy and --parent files. */
+int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
+		       struct vd_chain **out);
 
 /* Closes every layer and frees the chain; NULL is a no-op. */
 void vd_chain_close(struct vd_chain *c);
@@ -81,10 +96,14 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
 /* Resolves a parent hint written in child_path against the filesystem:
  * relative hints against the child's directory; absolute paths as they are;
  * Windows paths (backslashes, drive letters, UNC) and ESXi /vmfs/volumes paths
- * fall back to the same base name in the child's directory. Returns a malloc'd
- * path that exists, or NULL (and *tried gets a malloc'd ", "-joined list of
- * the candidates, for the error message). */
-char *vd_chain_resolve_hint(const char *child_path, const char *hint, char **tried);
+ * by their base name; the base name is then looked for in the child's
+ * directory and in policy's --search directories. The first candidate that
+ * exists and that policy allows wins: returns it malloc'd, with *how (malloc'd)
+ * saying how it was derived. NULL when none: *tried (if non-NULL) gets a
+ * malloc'd ", "-joined list of the candidates, with the reason for each one
+ * the policy refused. */
+char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_policy *policy,
+			    char **how, char **tried);
 
 /* File stem used for directory and layer names: base name without a known
  * image extension (.vmdk, .vhd, .vhdx, .avhd, .avhdx). Returns a malloc'd

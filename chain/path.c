@@ -5,6 +5,7 @@
 #include "chain/chain.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -59,32 +60,32 @@ static bool is_windows(const char *h)
 	return isalpha((unsigned char)h[0]) && h[1] == ':';
 }
 
-/* Only something an image can be: a hint naming a directory, device node or
- * FIFO (hostile or just wrong) counts as not found, so the error names the
- * child whose hint it was. */
-static bool exists(const char *p)
-{
-	struct stat st;
+#define MAX_CAND 16
 
-	return stat(p, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+struct cand {
+	char *path;
+	char *how; /* how the path was derived from the hint, for chain.json */
+};
+
+static void cand_add(struct cand *c, unsigned *n, char *path, const char *fmt, const char *arg)
+{
+	if (*n == MAX_CAND || !path) {
+		free(path);
+		return;
+	}
+	c[*n].path = path;
+	if (asprintf(&c[*n].how, fmt, arg) < 0)
+		c[*n].how = NULL;
+	(*n)++;
 }
 
-#define MAX_CAND 3
-
-char *vd_chain_resolve_hint(const char *child_path, const char *hint, char **tried)
+/* The candidates for hint, most trusted first. */
+static unsigned cand_list(const char *dir, const char *hint, const struct vd_policy *policy,
+			  struct cand *c)
 {
-	char *cand[MAX_CAND] = {NULL};
-	char *dir = dir_of(child_path);
-	char *found = NULL;
-	struct vd_buf list = {0};
+	const char *base = base_of(hint);
 	unsigned n = 0;
 
-	if (tried)
-		*tried = NULL;
-	if (!dir)
-		return NULL;
-	if (!*hint)
-		goto out;
 	if (is_windows(hint)) {
 		/* A relative Windows path ("..\\base\\b.vmdk", ".\\p.vhd") keeps its
 		 * directories; anything with a drive or UNC prefix is foreign. */
@@ -95,36 +96,64 @@ char *vd_chain_resolve_hint(const char *child_path, const char *hint, char **tri
 				for (char *q = h; *q; q++)
 					if (*q == '\\')
 						*q = '/';
-				cand[n++] = join(dir, h);
+				cand_add(c, &n, join(dir, h), "%sWindows relative path, as written",
+					 "");
 				free(h);
 			}
 		}
 	} else if (hint[0] == '/') {
-		cand[n++] = strdup(hint);
+		cand_add(c, &n, strdup(hint), "%sabsolute path, as written", "");
 	} else {
-		cand[n++] = join(dir, hint);
+		cand_add(c, &n, join(dir, hint), "%srelative to the child's directory", "");
 	}
-	cand[n++] = join(dir, base_of(hint));
+	cand_add(c, &n, join(dir, base), "%sbase name, in the child's directory", "");
+	for (unsigned i = 0; policy && i < policy->n_search; i++)
+		cand_add(c, &n, join(policy->search[i], base), "base name, in --search %s",
+			 policy->search[i]);
+	return n;
+}
 
+char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_policy *policy,
+			    char **how, char **tried)
+{
+	struct cand c[MAX_CAND];
+	char *dir = dir_of(child_path);
+	char *found = NULL;
+	struct vd_buf list = {0};
+	unsigned n = 0;
+
+	*how = NULL;
+	if (tried)
+		*tried = NULL;
+	if (!dir)
+		return NULL;
+	if (*hint)
+		n = cand_list(dir, hint, policy, c);
 	for (unsigned i = 0; i < n; i++) {
-		if (!cand[i])
-			continue;
+		char *why = NULL;
 		bool dup = false;
+		int r;
+
 		for (unsigned k = 0; k < i; k++)
-			if (cand[k] && !strcmp(cand[k], cand[i]))
+			if (c[k].path && !strcmp(c[k].path, c[i].path))
 				dup = true;
 		if (dup)
 			continue;
-		if (!found && exists(cand[i])) {
-			found = cand[i];
-			cand[i] = NULL;
+		r = vd_policy_check(policy, c[i].path, &why);
+		if (r == 0) {
+			found = c[i].path;
+			*how = c[i].how;
+			c[i].path = c[i].how = NULL;
 			break;
 		}
-		vd_buf_printf(&list, "%s%s", list.len ? ", " : "", cand[i]);
+		vd_buf_printf(&list, "%s%s%s%s%s", list.len ? ", " : "", c[i].path,
+			      why ? " (refused: it " : "", why ? why : "", why ? ")" : "");
+		free(why);
 	}
-out:
-	for (unsigned i = 0; i < n; i++)
-		free(cand[i]);
+	for (unsigned i = 0; i < n; i++) {
+		free(c[i].path);
+		free(c[i].how);
+	}
 	free(dir);
 	if (!found && tried && !list.oom) {
 		*tried = list.data ? list.data : strdup("nothing (empty hint)");

@@ -25,7 +25,8 @@ void vd_formats_set(const struct vd_format_ops *const *list)
 
 #define PROBE_LEN 65536
 
-static int image_alloc(const char *path, unsigned flags, struct vd_image **out)
+static int image_alloc(const char *path, unsigned flags, struct vd_policy *policy,
+		       const char *referrer, struct vd_image **out)
 {
 	struct vd_image *img = calloc(1, sizeof(*img));
 	int fd, r;
@@ -38,13 +39,29 @@ static int image_alloc(const char *path, unsigned flags, struct vd_image **out)
 		free(img);
 		return -ENOMEM;
 	}
+	img->policy = policy;
+	if (!policy) {
+		img->policy = malloc(sizeof(*img->policy));
+		if (!img->policy) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		vd_policy_init(img->policy);
+		img->own_policy = true;
+		r = vd_policy_add_image(img->policy, path);
+		if (r < 0)
+			goto fail;
+	}
 	if (flags & VD_OPEN_RDWR)
 		fd = open(path, O_RDWR | O_CLOEXEC);
+	else if (referrer)
+		fd = vd_policy_open(img->policy, path, referrer, "parent");
 	else
 		fd = vd_open_ro(path);
 	if (fd < 0) {
 		r = fd;
-		vd_log_err("%s: cannot open: %s", path, strerror(-r));
+		if (r != -EPERM) /* a refusal was logged with its reason */
+			vd_log_err("%s: cannot open: %s", path, strerror(-r));
 		goto fail;
 	}
 	img->fd = fd;
@@ -76,25 +93,13 @@ static int image_finish_open(struct vd_image *img, unsigned flags)
 	return 0;
 }
 
-int vd_image_open_with(const struct vd_format_ops *ops, const char *path, unsigned flags,
-		       struct vd_image **out)
+int vd_image_open(const char *path, unsigned flags, struct vd_image **out)
 {
-	struct vd_image *img;
-	int r = image_alloc(path, flags, &img);
-
-	if (r < 0)
-		return r;
-	img->ops = ops;
-	r = image_finish_open(img, flags);
-	if (r < 0) {
-		vd_image_close(img);
-		return r;
-	}
-	*out = img;
-	return 0;
+	return vd_image_open_in(path, flags, NULL, NULL, out);
 }
 
-int vd_image_open(const char *path, unsigned flags, struct vd_image **out)
+int vd_image_open_in(const char *path, unsigned flags, struct vd_policy *policy,
+		     const char *referrer, struct vd_image **out)
 {
 	const struct vd_format_ops *best = NULL;
 	struct vd_image *img;
@@ -102,7 +107,7 @@ int vd_image_open(const char *path, unsigned flags, struct vd_image **out)
 	size_t len;
 	int best_score = 0, r;
 
-	r = image_alloc(path, flags, &img);
+	r = image_alloc(path, flags, policy, referrer, &img);
 	if (r < 0)
 		return r;
 	len = img->file_size < PROBE_LEN ? (size_t)img->file_size : PROBE_LEN;
@@ -153,6 +158,10 @@ void vd_image_close(struct vd_image *img)
 	}
 	if (img->fd >= 0)
 		close(img->fd);
+	if (img->own_policy) {
+		vd_policy_free(img->policy);
+		free(img->policy);
+	}
 	free(img->path);
 	free(img);
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "disk/confine.h"
 #include "disk/util.h"
 
 struct vd_image;
@@ -61,6 +62,10 @@ struct vd_image {
 	int fd;		    /* the file named by path; O_RDONLY unless VD_OPEN_RDWR */
 	uint64_t file_size; /* of fd at open */
 	unsigned flags;	    /* VD_OPEN_* */
+	/* What this image may make us open (extents); not owned unless
+	 * own_policy (then it confines to the image's own directory). */
+	struct vd_policy *policy;
+	bool own_policy;
 
 	/* Set by the driver's open(): */
 	uint64_t size;	   /* virtual size in bytes */
@@ -125,12 +130,17 @@ struct vd_format_ops {
 };
 
 /* Opens path as a single layer: probes every known format and calls the best
- * driver's open(). Errors are logged with the path. Returns 0 or -errno. */
+ * driver's open(). Files the image names (extents) are confined to the
+ * image's own directory tree (see vd_image_open_in). Errors are logged with
+ * the path. Returns 0 or -errno. */
 int vd_image_open(const char *path, unsigned flags, struct vd_image **out);
 
-/* Like vd_image_open() with a chosen driver (tests; fake drivers). */
-int vd_image_open_with(const struct vd_format_ops *ops, const char *path, unsigned flags,
-		       struct vd_image **out);
+/* As vd_image_open(), with the files the image names judged by policy (kept,
+ * not owned; NULL = the image's own directory). When referrer is non-NULL
+ * the image itself is a file that referrer named (a parent) and is judged
+ * too; NULL means the user named it. */
+int vd_image_open_in(const char *path, unsigned flags, struct vd_policy *policy,
+		     const char *referrer, struct vd_image **out);
 
 /* Closes and frees; NULL is a no-op. */
 void vd_image_close(struct vd_image *img);

@@ -135,41 +135,38 @@ static const struct vmdk_extent_ops *extent_backend(struct vmdk_extent *e)
 	}
 }
 
+/* Opens extent name (as written, or its UTF-8 spelling) relative to the
+ * descriptor, through the image's confinement policy. Sets e->path. Returns
+ * the fd or -errno. */
+static int extent_open_name(struct vd_image *img, struct vmdk_extent *e, const char *name)
+{
+	free(e->path);
+	e->path = extent_path(img->path, name);
+	if (!e->path)
+		return -ENOMEM;
+	return vd_policy_open(img->policy, e->path, img->path, "extent");
+}
+
 /* Opens the file of extent e (text-descriptor case) and checks it is neither
  * the descriptor itself nor a directory. */
 static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
 {
+	struct vmdk_state *st = img->priv;
+	char *u8 = name_to_utf8(desc_charset(&st->desc), e->name);
 	struct stat ds, es;
-	int fd, r;
+	int fd = -ENOENT, r;
 
 	/* A name in a legacy charset: the UTF-8 spelling first, then the bytes
 	 * as written. */
-	fd = -ENOENT;
-	{
-		struct vmdk_state *st = img->priv;
-		char *u8 = name_to_utf8(desc_charset(&st->desc), e->name);
-
-		if (u8) {
-			e->path = extent_path(img->path, u8);
-			free(u8);
-			if (!e->path)
-				return -ENOMEM;
-			fd = vd_open_ro(e->path);
-			if (fd == -ENOENT) {
-				free(e->path);
-				e->path = NULL;
-			}
-		}
-	}
-	if (!e->path) {
-		e->path = extent_path(img->path, e->name);
-		if (!e->path)
-			return -ENOMEM;
-		fd = vd_open_ro(e->path);
-	}
+	if (u8)
+		fd = extent_open_name(img, e, u8);
+	free(u8);
+	if (fd == -ENOENT)
+		fd = extent_open_name(img, e, e->name);
 	if (fd < 0) {
-		vd_log_err("vmdk: %s: cannot open extent file %s: %s", img->path, e->path,
-			   strerror(-fd));
+		if (fd != -EPERM) /* a refusal was logged with its reason */
+			vd_log_err("vmdk: %s: cannot open extent file %s: %s", img->path,
+				   e->path ? e->path : e->name, strerror(-fd));
 		return fd;
 	}
 	e->fd = fd;

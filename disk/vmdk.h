@@ -140,9 +140,9 @@ int vmdk_gt_block_status(struct vmdk_extent *e, const struct vmdk_gt_format *f,
 #define VMDK_GD_EAGER_BYTES (1u << 20)
 struct vmdk_gd {
 	struct vmdk_extent *e;
-	uint64_t off;	 /* file offset of entry 0 */
-	uint64_t n;	 /* entries */
-	unsigned width;	 /* 4 or 8 bytes, little-endian on disk */
+	uint64_t off;	  /* file offset of entry 0 */
+	uint64_t n;	  /* entries */
+	unsigned width;	  /* 4 or 8 bytes, little-endian on disk */
 	const char *what; /* for messages: "grain directory" */
 	/* Checks non-zero entry i: 0, or -EINVAL after logging. */
 	int (*check)(struct vmdk_extent *e, uint64_t i, uint64_t gde);

@@ -24,9 +24,9 @@ static uint64_t gt_entry(const void *gt, unsigned width, uint64_t i)
 /* Grain g and up to max - 1 following grains of the same table that share
  * its state (and, for DATA, lie contiguously from *phys): the state, or
  * -errno; *count grains. */
-static int gt_grains(struct vmdk_extent *e, const struct vmdk_gt_format *f,
-		     struct vd_tcache *gts, uint64_t grain_bytes, uint64_t g, uint64_t max,
-		     uint64_t *phys, uint64_t *count)
+static int gt_grains(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct vd_tcache *gts,
+		     uint64_t grain_bytes, uint64_t g, uint64_t max, uint64_t *phys,
+		     uint64_t *count)
 {
 	uint64_t i = g % f->per_gt, n = 1, limit = vd_min_u64(f->per_gt - i, max), p;
 	uint64_t gt_idx;
@@ -179,8 +179,7 @@ int vmdk_gd_init(struct vmdk_gd *gd)
 		return -ENOMEM;
 	r = vd_pread_full(gd->e->fd, raw, bytes, gd->off);
 	if (r < 0)
-		vd_log_err("vmdk: %s: cannot read the %s: %s", gd->e->path, gd->what,
-			   strerror(-r));
+		vd_log_err("vmdk: %s: cannot read the %s: %s", gd->e->path, gd->what, strerror(-r));
 	for (uint64_t i = 0; r == 0 && i < gd->n; i++) {
 		uint64_t gde = gd->width == 4 ? vd_get_le32(raw + i * 4) : vd_get_le64(raw + i * 8);
 

@@ -102,7 +102,6 @@ struct ses_state {
 	struct vmdk_extent *e; /* back pointer for the GT loader */
 };
 
-
 /* Decodes and checks the const header against every constant QEMU requires.
  * No I/O. */
 static int ses_const_decode(const uint8_t *buf, const char *path, uint64_t *f)

@@ -51,7 +51,7 @@ struct sparse_state {
 	uint64_t n_gd;		   /* GD entries */
 	struct vmdk_gd gd;	   /* read lazily */
 	struct vd_tcache gts;	   /* GTs by sector, native order */
-	struct vmdk_extent *e; /* back pointer for the GT loader */
+	struct vmdk_extent *e;	   /* back pointer for the GT loader */
 };
 
 int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out)

@@ -15,7 +15,9 @@
 #include "fs/fs.h"
 
 struct opts {
-	bool foreground, debug, single, force;
+	bool foreground, debug, single, force, allow_outside, allow_devices;
+	const char **search, **parents; /* --search DIR, --parent FILE (argv strings) */
+	unsigned n_search, n_parents;
 	struct vd_buf fuse_o; /* comma-joined -o options */
 	char **images;
 	unsigned n_images;
@@ -38,6 +40,13 @@ static void usage(FILE *f)
 		   "  -s            single-threaded\n"
 		   "  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
 		   "  --force       mount even if a parent's CID/unique id does not match\n"
+		   "  --search DIR  also look for parents (by file name) in DIR, and let\n"
+		   "                images refer to files below DIR\n"
+		   "  --parent FILE a parent that moved: used for the layer whose parent id it\n"
+		   "                has when that layer's hints lead nowhere (repeatable)\n"
+		   "  --allow-outside  let images refer to files outside the directories of\n"
+		   "                the images given and of --search (absolute extents, hints)\n"
+		   "  --allow-devices  let images refer to block devices (extents, parents)\n"
 		   "  -h, --help    this help\n"
 		   "  -V, --version print the version\n");
 }
@@ -45,10 +54,10 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-	    {"force", no_argument, NULL, 'F'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
+	    {"force", no_argument, NULL, 'F'},	       {"search", required_argument, NULL, 'S'},
+	    {"parent", required_argument, NULL, 'P'},  {"allow-outside", no_argument, NULL, 'O'},
+	    {"allow-devices", no_argument, NULL, 'D'}, {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -68,6 +77,24 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 'F':
 			o->force = true;
+			break;
+		case 'S':
+		case 'P': {
+			const char ***v = c == 'S' ? &o->search : &o->parents;
+			unsigned *n = c == 'S' ? &o->n_search : &o->n_parents;
+			const char **nv = realloc(*v, (*n + 1) * sizeof(*nv));
+
+			if (!nv)
+				return -ENOMEM;
+			nv[(*n)++] = optarg;
+			*v = nv;
+			break;
+		}
+		case 'O':
+			o->allow_outside = true;
+			break;
+		case 'D':
+			o->allow_devices = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -186,10 +213,12 @@ int main(int argc, char **argv)
 	struct fs_tree *tree = NULL;
 	struct fuse *f = NULL;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct vd_policy policy;
 	struct stat st;
 	bool mounted = false;
 	int r, ret = 1;
 
+	vd_policy_init(&policy);
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
 	if (o.debug)
@@ -202,8 +231,26 @@ int main(int argc, char **argv)
 	disks = calloc(o.n_images, sizeof(*disks));
 	if (!disks)
 		goto out;
+	/* Images may refer only to files below the directories of the images
+	 * given and of --search (disk/confine.h). */
+	policy.allow_outside = o.allow_outside;
+	policy.allow_devices = o.allow_devices;
+	for (unsigned i = 0; i < o.n_images; i++)
+		if (vd_policy_add_image(&policy, o.images[i]) < 0)
+			goto out;
+	for (unsigned i = 0; i < o.n_parents; i++)
+		if (vd_policy_add_image(&policy, o.parents[i]) < 0)
+			goto out;
+	for (unsigned i = 0; i < o.n_search; i++)
+		if (vd_policy_add_search(&policy, o.search[i]) < 0)
+			goto out;
 	for (unsigned i = 0; i < o.n_images; i++) {
-		r = vd_chain_open(o.images[i], o.force ? VD_CHAIN_FORCE : 0, &disks[i].chain);
+		struct vd_chain_opts co = {.flags = o.force ? VD_CHAIN_FORCE : 0,
+					   .policy = &policy,
+					   .parents = o.parents,
+					   .n_parents = o.n_parents};
+
+		r = vd_chain_open_opts(o.images[i], &co, &disks[i].chain);
 		if (r < 0)
 			goto out;
 	}
@@ -258,6 +305,9 @@ out:
 		free(disks[i].dir);
 	}
 	free(disks);
+	vd_policy_free(&policy);
+	free(o.search);
+	free(o.parents);
 	vd_buf_free(&o.fuse_o);
 	return ret;
 }

@@ -378,49 +378,135 @@ static void touch(const char *rel)
 	fclose(f);
 }
 
-static void expect_hint(const char *hint, const char *want_rel)
+static struct vd_policy hint_policy;
+
+/* Resolves hint for tmpdir/child.vmdk under hint_policy; want_rel NULL:
+ * nothing may be found. Returns *tried (malloc'd) when nothing was found. */
+static char *expect_hint_how(const char *hint, const char *want_rel, const char *want_how)
 {
 	char child[300], want[600];
-	char *tried = NULL;
+	char *tried = NULL, *how = NULL;
 
 	snprintf(child, sizeof(child), "%s/child.vmdk", tmpdir);
-	char *got = vd_chain_resolve_hint(child, hint, &tried);
+	char *got = vd_chain_resolve_hint(child, hint, &hint_policy, &how, &tried);
 	if (!want_rel) {
 		assert_null(got);
+		assert_null(how);
 		assert_non_null(tried);
-		free(tried);
-		return;
+		return tried;
 	}
 	snprintf(want, sizeof(want), "%s/%s", tmpdir, want_rel);
 	assert_non_null(got);
 	assert_string_equal(got, want);
+	if (want_how)
+		assert_string_equal(how, want_how);
 	free(got);
+	free(how);
+	return NULL;
+}
+
+static void expect_hint(const char *hint, const char *want_rel)
+{
+	free(expect_hint_how(hint, want_rel, NULL));
 }
 
 static void test_hint_resolution(void **state)
 {
 	(void)state;
-	char sub[300], abs[600];
+	char sub[300], abs[600], img[600];
 
 	snprintf(sub, sizeof(sub), "%s/sub", tmpdir);
 	assert_int_equal(mkdir(sub, 0755), 0);
+	vd_policy_init(&hint_policy);
+	snprintf(img, sizeof(img), "%s/child.vmdk", tmpdir);
+	assert_int_equal(vd_policy_add_image(&hint_policy, img), 0);
 	touch("base.vmdk");
 	touch("sub/deep.vmdk");
-	expect_hint("base.vmdk", "base.vmdk");
+	expect_hint_how("base.vmdk", "base.vmdk", "relative to the child's directory");
 	expect_hint("sub/deep.vmdk", "sub/deep.vmdk");
-	expect_hint("sub\\deep.vmdk", "sub/deep.vmdk");
+	expect_hint_how("sub\\deep.vmdk", "sub/deep.vmdk", "Windows relative path, as written");
 	expect_hint(".\\base.vmdk", "base.vmdk");
 	expect_hint("./sub/deep.vmdk", "sub/deep.vmdk");
-	expect_hint("C:\\Users\\u\\VMs\\W10\\base.vmdk", "base.vmdk");
+	expect_hint_how("C:\\Users\\u\\VMs\\W10\\base.vmdk", "base.vmdk",
+			"base name, in the child's directory");
 	expect_hint("\\\\server\\share\\base.vmdk", "base.vmdk");
 	expect_hint("/vmfs/volumes/5f2a1b3c-0d4e5f60-7a8b-001122334455/vm1/base.vmdk", "base.vmdk");
 	expect_hint("/nonexistent/dir/base.vmdk", "base.vmdk");
 	expect_hint("../elsewhere/base.vmdk", "base.vmdk");
 	snprintf(abs, sizeof(abs), "%s/sub/deep.vmdk", tmpdir);
-	expect_hint(abs, "sub/deep.vmdk");
+	expect_hint_how(abs, "sub/deep.vmdk", "absolute path, as written");
 	expect_hint("missing.vmdk", NULL);
 	expect_hint("", NULL);
 	expect_hint("sub", NULL); /* a directory is not a parent */
+	vd_policy_free(&hint_policy);
+}
+
+/* Class 2 of the hostile-evidence issue: a hint may not lead outside the
+ * image directories (absolute path, ../, or a symlink), nor to a device. */
+static void test_hint_confinement(void **state)
+{
+	char out[] = "/tmp/vd-outside.XXXXXX", path[700], img[600], srch[600];
+	char *tried;
+
+	(void)state;
+	assert_non_null(mkdtemp(out));
+	snprintf(path, sizeof(path), "%s/secret.vmdk", out);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	vd_policy_init(&hint_policy);
+	snprintf(img, sizeof(img), "%s/child.vmdk", tmpdir);
+	assert_int_equal(vd_policy_add_image(&hint_policy, img), 0);
+
+	/* absolute, relative and symlinked ways out are refused, naming the option */
+	tried = expect_hint_how(path, NULL, NULL);
+	assert_non_null(strstr(tried, "--allow-outside"));
+	free(tried);
+	snprintf(srch, sizeof(srch), "../%s/secret.vmdk", strrchr(out, '/') + 1);
+	tried = expect_hint_how(srch, NULL, NULL);
+	assert_non_null(strstr(tried, "--allow-outside"));
+	free(tried);
+	snprintf(srch, sizeof(srch), "%s/link.vmdk", tmpdir);
+	assert_int_equal(symlink(path, srch), 0);
+	tried = expect_hint_how("link.vmdk", NULL, NULL);
+	assert_non_null(strstr(tried, "really"));
+	free(tried);
+	tried = expect_hint_how("/dev/null", NULL, NULL);
+	assert_non_null(strstr(tried, "not a regular file"));
+	free(tried);
+	/* the base name inside the child's directory still works */
+	touch("secret.vmdk");
+	expect_hint_how(path, "secret.vmdk", "base name, in the child's directory");
+	unlink(path);
+
+	/* --search makes a directory a root and a place to look */
+	char found[700];
+	snprintf(found, sizeof(found), "%s/moved.vmdk", out);
+	f = fopen(found, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_int_equal(vd_policy_add_search(&hint_policy, out), 0);
+	char *how = NULL,
+	     *got = vd_chain_resolve_hint(img, "C:\\old\\moved.vmdk", &hint_policy, &how, NULL);
+	assert_non_null(got);
+	assert_non_null(strstr(how, "--search"));
+	free(got);
+	free(how);
+	vd_policy_free(&hint_policy);
+
+	/* --allow-outside lifts the rule and records the exception */
+	vd_policy_init(&hint_policy);
+	assert_int_equal(vd_policy_add_image(&hint_policy, img), 0);
+	hint_policy.allow_outside = true;
+	got = vd_chain_resolve_hint(img, found, &hint_policy, &how, NULL);
+	assert_non_null(got);
+	assert_int_equal(hint_policy.n_exceptions, 1);
+	assert_non_null(strstr(hint_policy.exceptions[0], "--allow-outside"));
+	free(got);
+	free(how);
+	vd_policy_free(&hint_policy);
+	unlink(found);
+	rmdir(out);
 }
 
 int main(void)
@@ -440,6 +526,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_mixed_formats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_describe, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hint_resolution, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hint_confinement, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("chain", tests, NULL, NULL);
 }

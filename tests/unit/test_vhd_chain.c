@@ -365,12 +365,31 @@ static void test_discovery(void **state)
 	vd_chain_close(c);
 	expect_raw(tpath("b/deeper/c.vhd"), model, sizeof(model));
 
-	/* the child moved away from its parent: the absolute MacX locator */
+	/* the child moved away from its parent: the absolute MacX locator names
+	 * a file outside the child's directory, which confinement refuses unless
+	 * --allow-outside or a --search directory says otherwise */
 	sh("mkdir -p %s/elsewhere && mv %s/b/deeper/c.vhd %s/elsewhere/", dir, dir, dir);
 	sh("mv %s/b/deeper %s/a", dir, dir); /* where the absolute locators point */
-	assert_int_equal(vd_chain_open(tpath("elsewhere/c.vhd"), 0, &c), 0);
-	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "MacX");
-	vd_chain_close(c);
+	assert_int_equal(vd_chain_open(tpath("elsewhere/c.vhd"), 0, &c), -ENOENT);
+	{
+		struct vd_policy pol;
+		struct vd_chain_opts o = {.policy = &pol};
+
+		vd_policy_init(&pol);
+		assert_int_equal(vd_policy_add_image(&pol, tpath("elsewhere/c.vhd")), 0);
+		pol.allow_outside = true;
+		assert_int_equal(vd_chain_open_opts(tpath("elsewhere/c.vhd"), &o, &c), 0);
+		assert_string_equal(vd_chain_link(c, 1)->hint_kind, "MacX");
+		vd_chain_close(c);
+		assert_int_equal(pol.n_exceptions, 1);
+		pol.allow_outside = false;
+		assert_int_equal(vd_policy_add_search(&pol, tpath("a")), 0);
+		assert_int_equal(vd_chain_open_opts(tpath("elsewhere/c.vhd"), &o, &c), 0);
+		assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
+		assert_non_null(strstr(vd_chain_link(c, 1)->how, "--search"));
+		vd_chain_close(c);
+		vd_policy_free(&pol);
+	}
 	sh("mv %s/elsewhere/c.vhd %s/a/", dir, dir);
 
 	/* a renamed parent (issue 4): the header's parent name is still the old
