@@ -12,36 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
-}
-
-static char *join(const char *dir, const char *name)
-{
-	size_t a, b;
-
-	/* ".\\p.vhd" (W2ru) and "./p.vmdk" name the child's own directory */
-	while (name[0] == '.' && name[1] == '/')
-		name += 2;
-	a = strlen(dir);
-	b = strlen(name);
-	char *p = malloc(a + b + 2);
-
-	if (!p)
-		return NULL;
-	memcpy(p, dir, a);
-	p[a] = '/';
-	memcpy(p + a + 1, name, b + 1);
-	return p;
-}
-
 /* Last component, splitting on both '/' and '\\'. */
 static const char *base_of(const char *p)
 {
@@ -96,19 +66,19 @@ static unsigned cand_list(const char *dir, const char *hint, const struct vd_pol
 				for (char *q = h; *q; q++)
 					if (*q == '\\')
 						*q = '/';
-				cand_add(c, &n, join(dir, h), "%sWindows relative path, as written",
-					 "");
+				cand_add(c, &n, vd_path_join(dir, h),
+					 "%sWindows relative path, as written", "");
 				free(h);
 			}
 		}
 	} else if (hint[0] == '/') {
 		cand_add(c, &n, strdup(hint), "%sabsolute path, as written", "");
 	} else {
-		cand_add(c, &n, join(dir, hint), "%srelative to the child's directory", "");
+		cand_add(c, &n, vd_path_join(dir, hint), "%srelative to the child's directory", "");
 	}
-	cand_add(c, &n, join(dir, base), "%sbase name, in the child's directory", "");
+	cand_add(c, &n, vd_path_join(dir, base), "%sbase name, in the child's directory", "");
 	for (unsigned i = 0; policy && i < policy->n_search; i++)
-		cand_add(c, &n, join(policy->search[i], base), "base name, in --search %s",
+		cand_add(c, &n, vd_path_join(policy->search[i], base), "base name, in --search %s",
 			 policy->search[i]);
 	return n;
 }
@@ -117,7 +87,7 @@ char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_
 			    char **how, char **tried)
 {
 	struct cand c[MAX_CAND];
-	char *dir = dir_of(child_path);
+	char *dir = vd_path_dir(child_path);
 	char *found = NULL;
 	struct vd_buf list = {0};
 	unsigned n = 0;

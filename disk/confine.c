@@ -73,25 +73,13 @@ static int root_add(struct vd_policy *p, const char *dir)
 	return r;
 }
 
-/* Directory part of path ("." when there is none). Malloc'd or NULL. */
-static char *dir_part(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
-}
-
 int vd_policy_add_image(struct vd_policy *p, const char *path)
 {
-	char *dir = dir_part(path), *real = realpath(path, NULL), *rdir = NULL;
+	char *dir = vd_path_dir(path), *real = realpath(path, NULL), *rdir = NULL;
 	int r = dir ? root_add(p, dir) : -ENOMEM;
 
 	if (r == 0 && real) {
-		rdir = dir_part(real);
+		rdir = vd_path_dir(real);
 		r = rdir ? root_add(p, rdir) : -ENOMEM;
 	}
 	free(dir);
@@ -229,8 +217,7 @@ int vd_policy_check(struct vd_policy *p, const char *path, char **why)
 	return r;
 }
 
-int vd_policy_open(struct vd_policy *p, const char *path, const char *referrer,
-		   const char *role)
+int vd_policy_open(struct vd_policy *p, const char *path, const char *referrer, const char *role)
 {
 	char *why = NULL;
 	int fd = vd_open_ro(path), r;

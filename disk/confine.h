@@ -48,8 +48,7 @@ int vd_policy_add_search(struct vd_policy *p, const char *dir);
  * own error (not logged: the caller knows what it was looking for), or
  * -EPERM after logging one line that names the file, the referrer, the rule
  * and the option that lifts it. */
-int vd_policy_open(struct vd_policy *p, const char *path, const char *referrer,
-		   const char *role);
+int vd_policy_open(struct vd_policy *p, const char *path, const char *referrer, const char *role);
 
 /* Like vd_policy_open() without keeping the file and without logging:
  * 0 when path exists and may be opened, -ENOENT (or another open error) when

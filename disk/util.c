@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,70 @@ int vd_fd_size(int fd, uint64_t *out)
 		return -EINVAL;
 	*out = (uint64_t)st.st_size;
 	return 0;
+}
+
+char *vd_path_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+char *vd_path_join(const char *dir, const char *name)
+{
+	char *p;
+
+	if (name[0] == '/')
+		return strdup(name);
+	/* ".\\p.vhd" (W2ru, after '\\' -> '/') and "./p.vmdk" name dir itself */
+	while (name[0] == '.' && name[1] == '/')
+		name += 2;
+	if (!strcmp(dir, "."))
+		return strdup(name);
+	if (asprintf(&p, "%s%s%s", dir, dir[0] && dir[strlen(dir) - 1] == '/' ? "" : "/", name) < 0)
+		return NULL;
+	return p;
+}
+
+char *vd_path_beside(const char *path, const char *name)
+{
+	char *dir = vd_path_dir(path), *p;
+
+	if (!dir)
+		return NULL;
+	p = vd_path_join(dir, name);
+	free(dir);
+	return p;
+}
+
+char *vd_path_relative(const char *dir, const char *target)
+{
+	size_t common = 0, i = 0;
+	struct vd_buf b = {0};
+
+	/* Longest common prefix ending at a component boundary. */
+	for (;; i++) {
+		bool dend = dir[i] == 0 || dir[i] == '/';
+		if (dend && target[i] == '/')
+			common = i;
+		if (dir[i] == 0 || dir[i] != target[i])
+			break;
+	}
+	if (dir[common] == '/' || dir[common] == 0) {
+		for (const char *p = dir + common; *p; p++)
+			if (*p == '/' && p[1])
+				vd_buf_printf(&b, "../");
+	}
+	vd_buf_printf(&b, "%s", target + common + 1);
+	if (b.oom) {
+		vd_buf_free(&b);
+		return NULL;
+	}
+	return b.data;
 }
 
 static const char *const log_tag[] = {"error: ", "warning: ", "", "debug: "};

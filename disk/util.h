@@ -64,6 +64,21 @@ int vd_open_ro(const char *path);
 /* Size of the file behind fd in bytes (block devices included), or -errno. */
 int vd_fd_size(int fd, uint64_t *out);
 
+/* Paths (all return malloc'd strings, or NULL when out of memory). */
+
+/* Directory part of path: "." when it has none, "/" for a file in /. */
+char *vd_path_dir(const char *path);
+
+/* dir + "/" + name, with leading "./" of name dropped; name alone when it
+ * is absolute or dir is ".". */
+char *vd_path_join(const char *dir, const char *name);
+
+/* name relative to the directory of path (as vd_path_join). */
+char *vd_path_beside(const char *path, const char *name);
+
+/* Relative path from directory dir to file target (both absolute and real). */
+char *vd_path_relative(const char *dir, const char *target);
+
 /* Logging. One line per message, without a trailing newline. By default
  * lines go to stderr as "vdmount: <level tag><message>"; a front end can send
  * them elsewhere (syslog, nbdkit_error, a test's buffer) with vd_log_set_sink. */

@@ -187,33 +187,6 @@ int vhd_create_dynamic(const char *path, uint64_t size, uint32_t block_size)
 	return layout_create(path, &f, &h, NULL, 0);
 }
 
-/* Relative path from directory dir to file target (both absolute, real). */
-static char *path_relative(const char *dir, const char *target)
-{
-	size_t common = 0, i = 0;
-	struct vd_buf b = {0};
-
-	/* Longest common prefix ending at a component boundary. */
-	for (;; i++) {
-		bool dend = dir[i] == 0 || dir[i] == '/';
-		if (dend && target[i] == '/')
-			common = i;
-		if (dir[i] == 0 || dir[i] != target[i])
-			break;
-	}
-	if (dir[common] == '/' || dir[common] == 0) {
-		for (const char *p = dir + common; *p; p++)
-			if (*p == '/' && p[1])
-				vd_buf_printf(&b, "../");
-	}
-	vd_buf_printf(&b, "%s", target + common + 1);
-	if (b.oom) {
-		vd_buf_free(&b);
-		return NULL;
-	}
-	return b.data;
-}
-
 static int loc_utf16le(struct loc_data *l, uint32_t code, const char *path, char sep)
 {
 	size_t cap = strlen(path) * 4 + 4;
@@ -291,7 +264,7 @@ int vhd_create_child(struct vd_image *parent, const char *path)
 		free(cdir);
 		cdir = real;
 	}
-	rel = path_relative(cdir, preal);
+	rel = vd_path_relative(cdir, preal);
 	if (!rel || asprintf(&dot, "./%s", rel) < 0) {
 		dot = NULL;
 		r = -ENOMEM;

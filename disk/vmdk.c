@@ -93,18 +93,6 @@ static char *name_to_utf8(const char *charset, const char *name)
 	return out;
 }
 
-static char *extent_path(const char *desc_path, const char *name)
-{
-	const char *slash = strrchr(desc_path, '/');
-	char *p;
-
-	if (name[0] == '/' || !slash)
-		return strdup(name);
-	if (asprintf(&p, "%.*s/%s", (int)(slash - desc_path), desc_path, name) < 0)
-		return NULL;
-	return p;
-}
-
 /* Chooses the backend of a SPARSE extent: compressed KDMV files are streams. */
 static const struct vmdk_extent_ops *sparse_backend(struct vmdk_extent *e)
 {
@@ -141,7 +129,7 @@ static const struct vmdk_extent_ops *extent_backend(struct vmdk_extent *e)
 static int extent_open_name(struct vd_image *img, struct vmdk_extent *e, const char *name)
 {
 	free(e->path);
-	e->path = extent_path(img->path, name);
+	e->path = vd_path_beside(img->path, name);
 	if (!e->path)
 		return -ENOMEM;
 	return vd_policy_open(img->policy, e->path, img->path, "extent");
