@@ -3,6 +3,8 @@
  * between FUSE worker threads (STYLE.md section 7). */
 #include "disk/util.h"
 
+#include "disk/text.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -262,42 +264,31 @@ void vd_buf_free(struct vd_buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
+/* Writes s as a JSON string. Bytes that are not strict UTF-8 (stray bytes,
+ * overlong forms, surrogates, code points past U+10FFFF) are written as
+ * \\u00XX, one per byte, so the output is valid JSON whatever s holds. */
 static void json_escape(struct vd_buf *b, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s);
 
 	vd_buf_printf(b, "\"");
-	while (*p) {
-		unsigned c = *p;
-		size_t n = 0;
-		if (c == '"' || c == '\\') {
-			vd_buf_printf(b, "\\%c", c);
-			p++;
-			continue;
-		}
-		if (c < 0x20) {
-			vd_buf_printf(b, "\\u%04x", c);
-			p++;
-			continue;
-		}
-		if (c < 0x80)
+	while (left) {
+		uint32_t cp;
+		size_t n = vd_utf8_get(p, left, &cp);
+
+		if (n == 1 && (cp == '"' || cp == '\\'))
+			vd_buf_printf(b, "\\%c", (int)cp);
+		else if (n == 1 && cp < 0x20)
+			vd_buf_printf(b, "\\u%04x", (unsigned)cp);
+		else if (n == 0)
+			vd_buf_printf(b, "\\u%04x", (unsigned)p[0]);
+		else
+			vd_buf_printf(b, "%.*s", (int)n, (const char *)p);
+		if (n == 0)
 			n = 1;
-		else if ((c & 0xe0) == 0xc0 && c >= 0xc2)
-			n = 2;
-		else if ((c & 0xf0) == 0xe0)
-			n = 3;
-		else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
-			n = 4;
-		for (size_t i = 1; n && i < n; i++)
-			if ((p[i] & 0xc0) != 0x80)
-				n = 0;
-		if (!n) {
-			vd_buf_printf(b, "\\u%04x", c);
-			p++;
-			continue;
-		}
-		vd_buf_printf(b, "%.*s", (int)n, (const char *)p);
 		p += n;
+		left -= n;
 	}
 	vd_buf_printf(b, "\"");
 }
@@ -374,12 +365,6 @@ void vd_json_u64(struct vd_json *j, const char *key, uint64_t val)
 {
 	json_key(j, key);
 	vd_buf_printf(&j->buf, "%" PRIu64, val);
-}
-
-void vd_json_i64(struct vd_json *j, const char *key, int64_t val)
-{
-	json_key(j, key);
-	vd_buf_printf(&j->buf, "%" PRId64, val);
 }
 
 void vd_json_bool(struct vd_json *j, const char *key, bool val)

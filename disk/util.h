@@ -128,7 +128,6 @@ void vd_json_arr_begin(struct vd_json *j, const char *key);
 void vd_json_arr_end(struct vd_json *j);
 void vd_json_str(struct vd_json *j, const char *key, const char *val); /* NULL val -> null */
 void vd_json_u64(struct vd_json *j, const char *key, uint64_t val);
-void vd_json_i64(struct vd_json *j, const char *key, int64_t val);
 void vd_json_bool(struct vd_json *j, const char *key, bool val);
 void vd_json_null(struct vd_json *j, const char *key);
 

@@ -211,7 +211,7 @@ static int locator_load(struct vd_image *img, struct vhd_state *st, int i, uint6
 	if (l->code == VHD_PLAT_MACX)
 		r = vhd_macx_decode(buf, l->length, &st->locs[i].path);
 	else
-		r = vhd_utf16_to_utf8(buf, l->length, false, &st->locs[i].path);
+		r = vd_utf16_to_utf8(buf, l->length, false, &st->locs[i].path);
 	if (r == -EINVAL)
 		vd_log_err("vhd: %s: locator %d (%s): invalid %s path", img->path, i, kind,
 			   l->code == VHD_PLAT_MACX ? "file URL" : "UTF-16");
@@ -236,7 +236,7 @@ static int parent_load(struct vd_image *img, struct vhd_state *st, uint64_t data
 			return r;
 		(*n_spans)++;
 	}
-	r = vhd_utf16_to_utf8(st->hdr.parent_name, VHD_HDR_PARENT_NAME_LEN, true, &st->parent_name);
+	r = vd_utf16_to_utf8(st->hdr.parent_name, VHD_HDR_PARENT_NAME_LEN, true, &st->parent_name);
 	if (r == -EINVAL)
 		vd_log_err("vhd: %s: parent unicode name is not valid UTF-16BE", img->path);
 	if (r < 0)

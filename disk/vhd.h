@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "disk/disk.h"
+#include "disk/text.h"
 
 #define VHD_SECTOR 512u
 #define VHD_FOOTER_SIZE 512u
@@ -188,15 +189,6 @@ void vhd_header_encode(const struct vhd_header *h, uint8_t *buf);
 /* Bytes a locator's data space covers: < 512 means sectors, else a multiple of
  * 512 means bytes (as blktap reads it). Returns 0 or -EINVAL. */
 int vhd_locator_span(uint32_t space, uint64_t *bytes);
-
-/* Converts UTF-16 (big- or little-endian) to a malloc'd UTF-8 string. Trailing
- * NUL code units end the string; an inner NUL, an odd length or an unpaired
- * surrogate is -EINVAL. Returns 0, -EINVAL or -ENOMEM. */
-int vhd_utf16_to_utf8(const uint8_t *in, size_t len, bool big_endian, char **out);
-
-/* Converts UTF-8 to UTF-16 into out (capacity cap bytes). Returns the byte
- * length written or -EINVAL (bad UTF-8) / -E2BIG. */
-long vhd_utf8_to_utf16(const char *in, bool big_endian, uint8_t *out, size_t cap);
 
 /* Decodes a MacX payload (UTF-8 file URL): strips "file://" and an optional
  * "localhost", percent-decodes. Returns 0 and a malloc'd path, or -EINVAL /

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "disk/endian.h"
+#include "disk/text.h"
 
 uint32_t vhd_checksum(const uint8_t *buf, size_t len, size_t csum_off)
 {
@@ -194,144 +195,6 @@ int vhd_locator_span(uint32_t space, uint64_t *bytes)
 	return 0;
 }
 
-/* Appends code point cp as UTF-8. */
-static size_t utf8_put(char *o, uint32_t cp)
-{
-	if (cp < 0x80) {
-		o[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		o[0] = (char)(0xC0 | cp >> 6);
-		o[1] = (char)(0x80 | (cp & 0x3F));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		o[0] = (char)(0xE0 | cp >> 12);
-		o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-		o[2] = (char)(0x80 | (cp & 0x3F));
-		return 3;
-	}
-	o[0] = (char)(0xF0 | cp >> 18);
-	o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-	o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-	o[3] = (char)(0x80 | (cp & 0x3F));
-	return 4;
-}
-
-int vhd_utf16_to_utf8(const uint8_t *in, size_t len, bool big_endian, char **out)
-{
-	size_t n, o = 0;
-	char *s;
-
-	if (len % 2)
-		return -EINVAL;
-	n = len / 2;
-	/* Trailing NULs are padding; one before other text is an inner NUL. */
-	while (n && !in[2 * n - 2] && !in[2 * n - 1])
-		n--;
-	s = malloc(n * 3 + 1); /* a BMP unit gives <= 3 bytes, a pair 4 for 2 units */
-	if (!s)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		const uint8_t *p = in + 2 * i;
-		uint32_t u = big_endian ? vd_get_be16(p) : vd_get_le16(p);
-
-		if (u == 0)
-			goto bad;
-		if (u >= 0xDC00 && u <= 0xDFFF)
-			goto bad;
-		if (u >= 0xD800 && u <= 0xDBFF) {
-			uint32_t lo;
-			if (i + 1 >= n)
-				goto bad;
-			lo = big_endian ? vd_get_be16(p + 2) : vd_get_le16(p + 2);
-			if (lo < 0xDC00 || lo > 0xDFFF)
-				goto bad;
-			u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
-			i++;
-		}
-		o += utf8_put(s + o, u);
-	}
-	s[o] = 0;
-	*out = s;
-	return 0;
-bad:
-	free(s);
-	return -EINVAL;
-}
-
-/* Decodes one UTF-8 sequence at s; returns its length (0 = invalid). */
-static size_t utf8_get(const unsigned char *s, uint32_t *cp)
-{
-	size_t n;
-	uint32_t c = s[0];
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if ((c & 0xE0) == 0xC0) {
-		n = 2;
-		c &= 0x1F;
-	} else if ((c & 0xF0) == 0xE0) {
-		n = 3;
-		c &= 0x0F;
-	} else if ((c & 0xF8) == 0xF0) {
-		n = 4;
-		c &= 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		c = c << 6 | (s[i] & 0x3F);
-	}
-	if ((n == 2 && c < 0x80) || (n == 3 && c < 0x800) || (n == 4 && c < 0x10000) ||
-	    c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-		return 0;
-	*cp = c;
-	return n;
-}
-
-static void utf16_put(uint8_t *p, uint16_t u, bool big_endian)
-{
-	if (big_endian)
-		vd_put_be16(p, u);
-	else
-		vd_put_le16(p, u);
-}
-
-long vhd_utf8_to_utf16(const char *in, bool big_endian, uint8_t *out, size_t cap)
-{
-	const unsigned char *s = (const unsigned char *)in;
-	size_t o = 0;
-
-	while (*s) {
-		uint32_t cp;
-		size_t n = utf8_get(s, &cp);
-
-		if (!n)
-			return -EINVAL;
-		s += n;
-		if (cp >= 0x10000) {
-			if (o + 4 > cap)
-				return -E2BIG;
-			cp -= 0x10000;
-			utf16_put(out + o, (uint16_t)(0xD800 | cp >> 10), big_endian);
-			utf16_put(out + o + 2, (uint16_t)(0xDC00 | (cp & 0x3FF)), big_endian);
-			o += 4;
-		} else {
-			if (o + 2 > cap)
-				return -E2BIG;
-			utf16_put(out + o, (uint16_t)cp, big_endian);
-			o += 2;
-		}
-	}
-	return (long)o;
-}
-
 static int hexval(int c)
 {
 	if (c >= '0' && c <= '9')
@@ -372,14 +235,7 @@ int vhd_macx_decode(const uint8_t *in, size_t len, char **out)
 		s[o++] = (char)c;
 	}
 	s[o] = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p;) {
-		uint32_t cp;
-		size_t n = utf8_get(p, &cp);
-		if (!n)
-			goto bad;
-		p += n;
-	}
-	if (!o)
+	if (!o || !vd_utf8_valid(s, o))
 		goto bad;
 	*out = s;
 	return 0;

@@ -201,7 +201,7 @@ static int loc_utf16le(struct loc_data *l, uint32_t code, const char *path, char
 	for (char *q = p; *q; q++)
 		if (*q == '/')
 			*q = sep;
-	n = vhd_utf8_to_utf16(p, false, l->buf, cap);
+	n = vd_utf8_to_utf16(p, false, l->buf, cap);
 	free(p);
 	if (n < 0)
 		return (int)n;
@@ -283,7 +283,7 @@ int vhd_create_child(struct vd_image *parent, const char *path)
 	memcpy(h.parent_uuid, ps->ftr.uuid, 16);
 	h.parent_stamp = ps->ftr.timestamp;
 	base = strrchr(preal, '/') ? strrchr(preal, '/') + 1 : preal;
-	n = vhd_utf8_to_utf16(base, true, h.parent_name, sizeof(h.parent_name));
+	n = vd_utf8_to_utf16(base, true, h.parent_name, sizeof(h.parent_name));
 	if (n < 0) {
 		vd_log_err("vhd: %s: parent name %s does not fit the header", path, base);
 		r = -ENAMETOOLONG;

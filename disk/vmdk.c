@@ -14,7 +14,6 @@
 #include "disk/vmdk.h"
 
 #include <errno.h>
-#include <iconv.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 
 #include "disk/endian.h"
 #include "disk/formats.h"
+#include "disk/text.h"
 #include "disk/vmdk_desc.h"
 
 #define COWD_MAGIC 0x44574f43u		     /* "COWD" as LE u32 */
@@ -69,26 +69,13 @@ static const char *desc_charset(const struct vmdk_desc *d)
  * valid in it, or the result is the same bytes. */
 static char *name_to_utf8(const char *charset, const char *name)
 {
-	size_t in_left = strlen(name), out_left = in_left * 4 + 1;
-	char *out, *in = (char *)name, *o;
-	iconv_t cd;
+	char *out = NULL;
 
-	if (!charset)
+	if (!charset || vd_iconv_to_utf8(charset, name, VMDK_DESC_MAX, &out) < 0)
 		return NULL;
-	cd = iconv_open("UTF-8", charset);
-	if (cd == (iconv_t)-1)
+	if (!strcmp(out, name)) {
+		free(out);
 		return NULL;
-	out = o = malloc(out_left);
-	if (out && iconv(cd, &in, &in_left, &o, &out_left) != (size_t)-1 && in_left == 0) {
-		*o = 0;
-	} else {
-		free(out);
-		out = NULL;
-	}
-	iconv_close(cd);
-	if (out && !strcmp(out, name)) {
-		free(out);
-		out = NULL;
 	}
 	return out;
 }

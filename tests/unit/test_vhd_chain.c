@@ -400,8 +400,8 @@ static void test_discovery(void **state)
 		assert_true(fd >= 0);
 		assert_int_equal(vd_pread_full(fd, hb, sizeof(hb), VHD_FOOTER_SIZE), 0);
 		memset(hb + VHD_HDR_PARENT_NAME, 0, VHD_HDR_PARENT_NAME_LEN);
-		assert_true(vhd_utf8_to_utf16("old-name.vhd", true, hb + VHD_HDR_PARENT_NAME,
-					      VHD_HDR_PARENT_NAME_LEN) > 0);
+		assert_true(vd_utf8_to_utf16("old-name.vhd", true, hb + VHD_HDR_PARENT_NAME,
+					     VHD_HDR_PARENT_NAME_LEN) > 0);
 		vd_put_be32(hb + VHD_HDR_CHECKSUM, vhd_checksum(hb, sizeof(hb), VHD_HDR_CHECKSUM));
 		assert_int_equal(vd_pwrite_full(fd, hb, sizeof(hb), VHD_FOOTER_SIZE), 0);
 		close(fd);

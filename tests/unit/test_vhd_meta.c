@@ -264,20 +264,20 @@ static void test_utf16(void **state)
 	uint8_t back[16];
 	char *s = NULL;
 
-	assert_int_equal(vhd_utf16_to_utf8(le, sizeof(le), false, &s), 0);
+	assert_int_equal(vd_utf16_to_utf8(le, sizeof(le), false, &s), 0);
 	assert_string_equal(s, "a\xC3\xA9\xF0\x9F\x98\x80");
-	assert_int_equal(vhd_utf8_to_utf16(s, false, back, sizeof(back)), 8);
+	assert_int_equal(vd_utf8_to_utf16(s, false, back, sizeof(back)), 8);
 	assert_memory_equal(back, le, 8);
 	free(s);
-	assert_int_equal(vhd_utf16_to_utf8(be, sizeof(be), true, &s), 0);
+	assert_int_equal(vd_utf16_to_utf8(be, sizeof(be), true, &s), 0);
 	assert_string_equal(s, "x/");
 	free(s);
-	assert_int_equal(vhd_utf16_to_utf8(lone_hi, sizeof(lone_hi), false, &s), -EINVAL);
-	assert_int_equal(vhd_utf16_to_utf8(lone_lo, sizeof(lone_lo), false, &s), -EINVAL);
-	assert_int_equal(vhd_utf16_to_utf8(inner_nul, sizeof(inner_nul), false, &s), -EINVAL);
-	assert_int_equal(vhd_utf16_to_utf8(be, 3, true, &s), -EINVAL);
-	assert_int_equal(vhd_utf8_to_utf16("\xC3", false, back, sizeof(back)), -EINVAL);
-	assert_int_equal(vhd_utf8_to_utf16("abcdefghijk", false, back, 8), -E2BIG);
+	assert_int_equal(vd_utf16_to_utf8(lone_hi, sizeof(lone_hi), false, &s), -EINVAL);
+	assert_int_equal(vd_utf16_to_utf8(lone_lo, sizeof(lone_lo), false, &s), -EINVAL);
+	assert_int_equal(vd_utf16_to_utf8(inner_nul, sizeof(inner_nul), false, &s), -EINVAL);
+	assert_int_equal(vd_utf16_to_utf8(be, 3, true, &s), -EINVAL);
+	assert_int_equal(vd_utf8_to_utf16("\xC3", false, back, sizeof(back)), -EINVAL);
+	assert_int_equal(vd_utf8_to_utf16("abcdefghijk", false, back, 8), -E2BIG);
 	(void)state;
 }
 

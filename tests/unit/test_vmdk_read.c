@@ -306,6 +306,32 @@ static void test_encoded_names(void **state)
 	vd_chain_close(c);
 	kgen_free(&b);
 	kgen_free(&d);
+
+	/* TSCII turns byte 0x82 into four Tamil characters (12 bytes of UTF-8).
+	 * The old conversion allocated 4n + 1 bytes for n input bytes and put
+	 * the NUL after the output: a name whose output fills exactly that
+	 * (two 0x82 and five ASCII bytes: 24 + 5 = 29 = 4 * 7 + 1) wrote one
+	 * byte past the buffer (ASan heap-buffer-overflow before the fix).
+	 * Every mix up to 24 bytes must give a clean "cannot open". */
+	for (unsigned n = 1; n <= 24; n++) {
+		for (unsigned k = 0; k <= n; k++) {
+			char name[64], text[256];
+			struct vd_image *img;
+			int r;
+
+			memset(name, 'a', n);
+			memset(name, 0x82, k);
+			name[n] = 0;
+			snprintf(text, sizeof(text),
+				 "# Disk DescriptorFile\nencoding=\"TSCII\"\nversion=1\n"
+				 "CID=44444444\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
+				 "RW 16 FLAT \"%s\" 0\n",
+				 name);
+			kgen_write_text(kgen_path("tscii.vmdk"), text);
+			r = vd_image_open(kgen_path("tscii.vmdk"), 0, &img);
+			assert_true(r == -ENOENT || r == -ENAMETOOLONG);
+		}
+	}
 }
 
 int main(void)
