@@ -23,9 +23,6 @@ enum vd_block_state {
 	VD_ZERO = 2,	/* explicitly zero in this layer (zeroed grain, ZERO extent) */
 };
 
-#define VD_CAP_WRITE 0x1u	 /* write() allocates in this layer */
-#define VD_CAP_CREATE_CHILD 0x2u /* create_child() makes a new delta of this format */
-
 /* open() flags */
 #define VD_OPEN_RDWR 0x1u /* only ever set for a delta vdmount created or the user named */
 
@@ -86,7 +83,6 @@ struct vd_image {
 
 struct vd_format_ops {
 	const char *name; /* "vmdk", "vhd" */
-	unsigned caps;	  /* VD_CAP_* */
 
 	/* Confidence 0..100 that the file whose first len bytes are head (len may be
 	 * shorter than the file) is of this format. No I/O, no allocation. */
@@ -113,20 +109,41 @@ struct vd_format_ops {
 	 * -errno. Thread-safe. */
 	int (*read)(struct vd_image *img, void *buf, size_t len, uint64_t off);
 
-	/* Writes into this layer, allocating as needed; never reads a parent. Any
-	 * still-unallocated cow_unit touched arrives whole (chain/ guarantees it).
-	 * NULL when the driver cannot write. */
+	/* The write side (NULL for drivers that cannot write). Only ever used on
+	 * an image opened with VD_OPEN_RDWR, which is always a delta that
+	 * create_child() has just made: empty, and ours alone.
+	 *
+	 * write(): writes len bytes at off into this layer, allocating as needed;
+	 * never reads a parent. A cow_unit that is not yet DATA here and that
+	 * the range touches arrives whole (chain/ does the read-modify-write),
+	 * and chain/ never writes one such unit from two threads at once;
+	 * everything else may run concurrently with other writes and reads.
+	 * The data is in the file when write() returns; the table entries that
+	 * point at newly allocated space are kept in memory (block_status and
+	 * read see them at once) and reach the file only in flush(), after the
+	 * data is durable. Returns 0 or -errno (logged); on error the layer
+	 * still reads and flushes consistently (ENOSPC leaves earlier writes). */
 	int (*write)(struct vd_image *img, const void *buf, size_t len, uint64_t off);
 
-	/* Makes earlier writes durable, in order. NULL for read-only drivers. */
+	/* Makes every write that returned before the call durable, in order:
+	 * fdatasync the data, write the pending table entries, fdatasync again.
+	 * A crash at any moment leaves a file that opens cleanly with every
+	 * flushed write (and possibly leaked space). Thread-safe. */
 	int (*flush)(struct vd_image *img);
 
-	/* Creates an empty delta at path whose parent is parent. NULL if unsupported. */
+	/* Creates an empty delta at path, whose parent is parent, in parent's
+	 * format; never replaces an existing file (-EEXIST). The parent hint is
+	 * written relative to path's directory. Returns 0 or -errno (logged). */
 	int (*create_child)(struct vd_image *parent, const char *path);
 
 	/* Adds format-specific members (createType, extents, grain size, ...) to
 	 * the JSON object the caller has open. May be NULL. */
 	void (*describe)(struct vd_image *img, struct vd_json *j);
+
+	/* Optional: makes [off, off+len) (whole cow_units) read as zeros in this
+	 * layer without storing data (VMDK zeroed grains). NULL: chain/ writes
+	 * zeros instead. Same durability rules as write(). */
+	int (*discard)(struct vd_image *img, uint64_t off, uint64_t len);
 };
 
 /* Opens path as a single layer: probes every known format and calls the best

@@ -74,7 +74,14 @@ static struct tc_shard *shard_of(const struct vd_tcache *c, uint64_t idx)
 
 static size_t entry_cost(const struct vd_tcache *c, const struct tc_entry *e)
 {
+	if (c->pinned)
+		return 0;
 	return sizeof(*e) + (e->table ? c->table_bytes : 0);
+}
+
+void vd_tcache_pin(struct vd_tcache *c)
+{
+	c->pinned = true;
 }
 
 int vd_tcache_init(struct vd_tcache *c, size_t table_bytes, vd_tcache_load_fn load, void *ctx)
@@ -128,8 +135,12 @@ static void entry_link(struct tc_shard *sh, struct vd_tcache *c, struct tc_entry
 {
 	size_t cost = entry_cost(c, e), share = budget / VD_TCACHE_SHARDS;
 
-	while (sh->head && sh->bytes + cost > share)
-		entry_drop(sh, sh->head);
+	/* Evict the oldest unpinned tables (pinned ones are skipped over). */
+	for (struct tc_entry *v = sh->head, *next; v && sh->bytes + cost > share; v = next) {
+		next = v->hh.next;
+		if (!v->key.owner->pinned)
+			entry_drop(sh, v);
+	}
 	HASH_ADD(hh, sh->head, key, sizeof(e->key), e);
 	sh->bytes += cost;
 	__atomic_add_fetch(&c->held, 1, __ATOMIC_RELAXED);
@@ -207,6 +218,39 @@ const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err)
 	if (!got)
 		*err = -ENOMEM;
 	return got;
+}
+
+void *vd_tcache_get_mut(struct vd_tcache *c, uint64_t idx, int *err)
+{
+	struct tc_shard *sh = shard_of(c, idx);
+	struct tc_key key = {c, idx};
+	struct tc_entry *e;
+
+	if (!c->pinned) {
+		*err = -EINVAL; /* an unpinned table could be evicted with its changes */
+		return NULL;
+	}
+	for (;;) {
+		const void *t = vd_tcache_get(c, idx, err);
+
+		if (!t)
+			return NULL;
+		vd_tcache_put(c, idx);
+		pthread_rwlock_wrlock(&sh->lock);
+		HASH_FIND(hh, sh->head, &key, sizeof(key), e);
+		if (e && !e->table) {
+			/* a shared zero table: give this one its own copy */
+			e->table = calloc(1, c->table_bytes);
+			if (!e->table) {
+				pthread_rwlock_unlock(&sh->lock);
+				*err = -ENOMEM;
+				return NULL;
+			}
+		}
+		if (e)
+			return e->table;
+		pthread_rwlock_unlock(&sh->lock); /* lost to a racing destroy: try again */
+	}
 }
 
 void vd_tcache_put(struct vd_tcache *c, uint64_t idx)

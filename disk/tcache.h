@@ -12,6 +12,7 @@
 #ifndef VD_TCACHE_H
 #define VD_TCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,7 @@ typedef int (*vd_tcache_load_fn)(void *ctx, uint64_t idx, void *table);
 
 struct vd_tcache {
 	size_t table_bytes;
+	bool pinned; /* tables are never evicted nor counted in the budget (writable layers) */
 	vd_tcache_load_fn load;
 	void *ctx;
 	void *zero;	/* shared all-zero table; written once under the shard lock */
@@ -36,6 +38,11 @@ struct vd_tcache {
  * Returns 0 or -EINVAL. */
 int vd_tcache_init(struct vd_tcache *c, size_t table_bytes, vd_tcache_load_fn load, void *ctx);
 
+/* Pins the user: its tables stay until vd_tcache_destroy() and do not count
+ * in the budget. For the tables of a writable layer, which hold entries not
+ * yet on disk: memory then grows with what is written, never with claims. */
+void vd_tcache_pin(struct vd_tcache *c);
+
 /* Drops every table of this user; safe on a zeroed or half-initialised user.
  * No other thread may use c during or after the call. */
 void vd_tcache_destroy(struct vd_tcache *c);
@@ -45,6 +52,10 @@ void vd_tcache_destroy(struct vd_tcache *c);
  * call back into the cache before putting it). Returns NULL with *err =
  * -errno when loading failed (nothing to put then). */
 const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err);
+
+/* As vd_tcache_get() for a pinned user, but the table may be changed in
+ * place: the shard is write-locked until vd_tcache_put(). */
+void *vd_tcache_get_mut(struct vd_tcache *c, uint64_t idx, int *err);
 
 /* Releases the table vd_tcache_get(c, idx) returned. */
 void vd_tcache_put(struct vd_tcache *c, uint64_t idx);

@@ -595,7 +595,6 @@ static void vhd_describe(struct vd_image *img, struct vd_json *j)
 
 const struct vd_format_ops vd_vhd_ops = {
     .name = "vhd",
-    .caps = VD_CAP_WRITE | VD_CAP_CREATE_CHILD,
     .probe = vhd_probe,
     .open = vhd_open,
     .close = vhd_close,

@@ -556,7 +556,6 @@ static void vmdk_describe(struct vd_image *img, struct vd_json *j)
 
 const struct vd_format_ops vd_vmdk_ops = {
     .name = "vmdk",
-    .caps = 0,
     .probe = vmdk_probe,
     .open = vmdk_open,
     .close = vmdk_close,

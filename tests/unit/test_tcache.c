@@ -140,6 +140,45 @@ static void test_users_apart_and_set(void **state)
 	vd_tcache_destroy(&b);
 }
 
+/* A pinned user's tables survive any pressure and may be changed in place. */
+static void test_pinned(void **state)
+{
+	struct vd_tcache w, other;
+	uint64_t held, n_loads;
+	int err = 0;
+
+	(void)state;
+	vd_tcache_budget_set(16 * (TBYTES + 128));
+	assert_int_equal(vd_tcache_init(&w, TBYTES, load, NULL), 0);
+	assert_int_equal(vd_tcache_init(&other, TBYTES, load, (void *)(uintptr_t)7), 0);
+	assert_null(vd_tcache_get_mut(&w, 1, &err));
+	assert_int_equal(err, -EINVAL);
+	vd_tcache_pin(&w);
+	for (uint64_t i = 0; i < 200; i++) {
+		uint32_t *t = vd_tcache_get_mut(&w, i, &err);
+
+		if (i == 13) {
+			assert_null(t);
+			continue;
+		}
+		assert_non_null(t);
+		t[0] = (uint32_t)(0xabc000 + i); /* zero tables get their own copy */
+		vd_tcache_put(&w, i);
+	}
+	for (uint64_t i = 0; i < 2000; i++)
+		if (i != 13)
+			entry(&other, i, 1);
+	for (uint64_t i = 0; i < 200; i++)
+		if (i != 13)
+			assert_int_equal(entry(&w, i, 0), 0xabc000 + i);
+	vd_tcache_stats(&w, &held, &n_loads);
+	assert_int_equal(n_loads, 199); /* loaded once each, never evicted */
+	assert_true(vd_tcache_bytes() <= 16 * (TBYTES + 128));
+	vd_tcache_destroy(&w);
+	vd_tcache_destroy(&other);
+	vd_tcache_budget_set(VD_TCACHE_DEFAULT_BUDGET);
+}
+
 static void *reader(void *arg)
 {
 	struct vd_tcache *c = arg;
@@ -191,6 +230,7 @@ int main(void)
 	    cmocka_unit_test(test_zero_tables_cost_no_table_memory),
 	    cmocka_unit_test(test_load_failure),
 	    cmocka_unit_test(test_users_apart_and_set),
+	    cmocka_unit_test(test_pinned),
 	    cmocka_unit_test(test_concurrent_readers),
 	};
 	return cmocka_run_group_tests_name("tcache", tests, NULL, NULL);

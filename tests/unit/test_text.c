@@ -132,7 +132,7 @@ static void test_iconv_every_charset(void **state)
 static void test_json_stays_valid(void **state)
 {
 	static const char *const bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-					  "a\xffz", "\xe2\x82", "ok \xc3\xa9 \"q\" \\ \x01"};
+					  "a\xffz",   "\xe2\x82",     "ok \xc3\xa9 \"q\" \\ \x01"};
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct vd_json j = {0};
