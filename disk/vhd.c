@@ -1,4 +1,4 @@
-/* VHD reader: fixed, dynamic and differencing disks (formats.md 6).
+/* VHD reader: fixed, dynamic and differencing disks (VHD spec sections 3-5).
  *
  * Fixed: data is [0, size) and the footer follows it. Dynamic/differencing:
  * footer copy @0, header at the footer's data offset, BAT of u32 sector
@@ -11,13 +11,14 @@
  * differencing disk (type 4) a set bit is DATA and a clear bit is UNALLOC
  * (read the parent), reported as runs that may end mid-byte.
  *
- * State: the BAT is loaded and validated at open (entries inside the file,
- * past the header/BAT, not overlapping each other or a locator) and kept in
- * memory under st->lock. Bitmaps are loaded lazily into a bounded
- * direct-mapped cache (slot = block % n_slots) under st->cache_lock, so a
- * lookup on the hot path is two read locks and no disk I/O. Allocated BAT
- * entries never change, so data reads happen outside any lock. */
-#include "disk/vhd.h"
+ * State (vhd_drv.h): the BAT is loaded and validated at open (entries inside
+ * the file, past the header/BAT, not overlapping each other or a locator)
+ * and kept in memory under st->lock; it costs 4 bytes per block of the
+ * disk, and the overlap check costs what the file holds. Bitmaps are loaded
+ * lazily through the metadata cache (vhd_bitmap.c), so a lookup on the hot
+ * path does disk I/O only on a cache miss. An allocated BAT entry never
+ * changes, so data reads happen outside any lock. */
+#include "disk/vhd_drv.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -26,8 +27,6 @@
 
 #include "disk/endian.h"
 #include "disk/formats.h"
-
-#define VHD_CACHE_BYTES (32u << 20) /* budget for cached differencing bitmaps */
 
 static int vhd_probe(const uint8_t *head, size_t len, uint64_t file_size)
 {
@@ -259,7 +258,9 @@ static int parent_load(struct vd_image *img, struct vhd_state *st, uint64_t data
 static int sparse_open(struct vd_image *img, struct vhd_state *st)
 {
 	uint8_t hbuf[VHD_HEADER_SIZE];
-	uint64_t data_end = st->ftr_from_copy ? img->file_size - VHD_FOOTER_SIZE : st->ftr_off;
+	/* Without a footer at EOF (a writer appending a block when it crashed,
+	 * see vhd_write.c) the last block may run to the end of the file. */
+	uint64_t data_end = st->ftr_from_copy ? img->file_size : st->ftr_off;
 	uint64_t bat_bytes, bat_end, hdr_end = st->ftr.data_offset + VHD_HEADER_SIZE;
 	struct vhd_span *spans = NULL;
 	size_t n_spans = 0;
@@ -308,8 +309,7 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 	}
 	st->bat = malloc(st->n_blocks ? (size_t)st->n_blocks * 4 : 4);
 	raw = malloc(bat_bytes ? bat_bytes : 1);
-	spans = calloc((size_t)st->n_blocks + VHD_NUM_LOCATORS, sizeof(*spans));
-	if (!st->bat || !raw || !spans) {
+	if (!st->bat || !raw) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -318,6 +318,16 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 		vd_log_err("vhd: %s: cannot read the block table: %s", img->path, strerror(-r));
 		goto out;
 	}
+	/* Spans only for the blocks in use: the overlap check costs what the
+	 * file holds, not what the header claims. */
+	for (uint32_t i = 0; i < st->n_blocks; i++)
+		n_spans += vd_get_be32(raw + 4 * (size_t)i) != VHD_BAT_UNUSED;
+	spans = calloc(n_spans + VHD_NUM_LOCATORS, sizeof(*spans));
+	if (!spans) {
+		r = -ENOMEM;
+		goto out;
+	}
+	n_spans = 0;
 	for (uint32_t i = 0; i < st->n_blocks; i++) {
 		uint64_t start, end;
 
@@ -344,19 +354,7 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 	if (r < 0)
 		goto out;
 	st->data_end = data_end;
-	if (st->ftr.type == VHD_TYPE_DIFF) {
-		uint32_t max = VHD_CACHE_BYTES / st->bitmap_bytes;
-		st->n_slots = st->n_blocks < max ? st->n_blocks : max;
-		if (!st->n_slots)
-			st->n_slots = 1;
-		st->slots = calloc(st->n_slots, sizeof(*st->slots));
-		if (!st->slots) {
-			r = -ENOMEM;
-			goto out;
-		}
-		for (uint32_t i = 0; i < st->n_slots; i++)
-			st->slots[i].block = VHD_BAT_UNUSED;
-	}
+	r = vhd_bitmaps_init(st, img->flags & VD_OPEN_RDWR);
 out:
 	free(raw);
 	free(spans);
@@ -369,19 +367,16 @@ static void vhd_close(struct vd_image *img)
 
 	if (!st)
 		return;
-	if (st->dirty)
+	if (st->written)
 		vhd_close_update(img);
-	for (uint32_t i = 0; st->slots && i < st->n_slots; i++)
-		free(st->slots[i].bits);
-	free(st->slots);
+	vd_tcache_destroy(&st->bitmaps);
+	vhd_write_free(st);
 	for (int i = 0; i < VHD_NUM_LOCATORS; i++)
 		free(st->locs[i].path);
 	free(st->parent_name);
 	free(st->bat);
 	if (st->lock_init)
 		pthread_rwlock_destroy(&st->lock);
-	if (st->cache_init)
-		pthread_rwlock_destroy(&st->cache_lock);
 	free(st);
 	img->priv = NULL;
 }
@@ -395,9 +390,10 @@ static int vhd_open(struct vd_image *img, unsigned flags)
 	if (!st)
 		return -ENOMEM;
 	img->priv = st;
-	if (pthread_rwlock_init(&st->lock, NULL) || pthread_rwlock_init(&st->cache_lock, NULL))
+	st->img = img;
+	if (pthread_rwlock_init(&st->lock, NULL))
 		return -ENOMEM; /* close() destroys only what was initialised */
-	st->lock_init = st->cache_init = true;
+	st->lock_init = true;
 	r = footer_find(img, st);
 	if (r < 0)
 		return r;
@@ -418,6 +414,8 @@ static int vhd_open(struct vd_image *img, unsigned flags)
 		return 0;
 	}
 	r = sparse_open(img, st);
+	if (r == 0 && (flags & VD_OPEN_RDWR))
+		r = vhd_write_init(st);
 	if (r < 0)
 		return r;
 	img->alloc_unit = st->block_size;
@@ -428,73 +426,6 @@ static int vhd_open(struct vd_image *img, unsigned flags)
 		img->parent_stamp = st->hdr.parent_stamp;
 	}
 	return 0;
-}
-
-void vhd_cache_put(struct vhd_state *st, uint32_t block, const uint8_t *bits)
-{
-	struct vhd_bm_slot *s = &st->slots[block % st->n_slots];
-
-	pthread_rwlock_wrlock(&st->cache_lock);
-	if (!s->bits)
-		s->bits = malloc(st->bitmap_bytes);
-	if (s->bits) {
-		memcpy(s->bits, bits, st->bitmap_bytes);
-		s->block = block;
-	} else {
-		s->block = VHD_BAT_UNUSED;
-	}
-	pthread_rwlock_unlock(&st->cache_lock);
-}
-
-int vhd_bitmap_get(struct vd_image *img, uint32_t block, uint8_t *bits)
-{
-	struct vhd_state *st = img->priv;
-	struct vhd_bm_slot *s = &st->slots[block % st->n_slots];
-	bool hit;
-	int r;
-
-	pthread_rwlock_rdlock(&st->cache_lock);
-	hit = s->block == block;
-	if (hit)
-		memcpy(bits, s->bits, st->bitmap_bytes);
-	pthread_rwlock_unlock(&st->cache_lock);
-	if (hit)
-		return 0;
-	r = vd_pread_full(img->fd, bits, st->bitmap_bytes, (uint64_t)st->bat[block] * VHD_SECTOR);
-	if (r < 0) {
-		vd_log_err("vhd: %s: cannot read the bitmap of block %" PRIu32 ": %s", img->path,
-			   block, strerror(-r));
-		return r;
-	}
-	vhd_cache_put(st, block, bits);
-	return 0;
-}
-
-/* Run of sector k (< limit) in a differencing block's bitmap, from the cache
- * when possible. Caller holds st->lock for reading. */
-static int diff_run(struct vd_image *img, uint32_t block, uint32_t k, uint32_t limit,
-		    uint32_t *count)
-{
-	struct vhd_state *st = img->priv;
-	struct vhd_bm_slot *s = &st->slots[block % st->n_slots];
-	uint8_t *tmp;
-	int r;
-
-	pthread_rwlock_rdlock(&st->cache_lock);
-	if (s->block == block) {
-		r = vhd_bitmap_run(s->bits, k, limit, count);
-		pthread_rwlock_unlock(&st->cache_lock);
-		return r;
-	}
-	pthread_rwlock_unlock(&st->cache_lock);
-	tmp = malloc(st->bitmap_bytes);
-	if (!tmp)
-		return -ENOMEM;
-	r = vhd_bitmap_get(img, block, tmp);
-	if (r == 0)
-		r = vhd_bitmap_run(tmp, k, limit, count);
-	free(tmp);
-	return r;
 }
 
 static int vhd_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
@@ -530,8 +461,8 @@ static int vhd_block_status(struct vd_image *img, uint64_t off, uint64_t len, ui
 		return VD_DATA;
 	}
 	k = (uint32_t)(in / VHD_SECTOR);
-	r = diff_run(img, (uint32_t)block, k, (uint32_t)vd_div_round_up(in + run, VHD_SECTOR),
-		     &count);
+	r = vhd_bitmap_state(st, (uint32_t)block, k,
+			     (uint32_t)vd_div_round_up(in + run, VHD_SECTOR), &count);
 	/* The run ends on a sector boundary (or at off + len). */
 	if (r >= 0)
 		*pnum = vd_min_u64((uint64_t)(k + count) * VHD_SECTOR, in + run) - in;

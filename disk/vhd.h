@@ -1,7 +1,7 @@
-/* VHD (Virtual PC / Hyper-V v1) driver internals, shared by vhd_meta.c
- * (pure decoders), vhd.c (reader) and vhd_write.c (writer), and by the unit
- * tests and the mkvhd generator. Not a public API: formats.md section 6 is
- * the reference for every field named here. */
+/* VHD (Virtual PC / Hyper-V v1) on-disk layout and its pure codecs
+ * (vhd_meta.c), shared by the driver, the unit tests and the mkvhd
+ * generator. The driver's own state is in vhd_drv.h. Reference: Microsoft's
+ * "Virtual Hard Disk Image Format Specification" (2006), sections 3-5. */
 #ifndef VD_VHD_H
 #define VD_VHD_H
 
@@ -112,43 +112,6 @@ struct vhd_header {
 	struct vhd_locator loc[VHD_NUM_LOCATORS];
 };
 
-/* Direct-mapped cache of differencing sector bitmaps (a slot per block % n). */
-struct vhd_bm_slot {
-	uint32_t block; /* VHD_BAT_UNUSED when empty */
-	uint8_t *bits;	/* bitmap_bytes */
-};
-
-/* Decoded locator kept for describe(). */
-struct vhd_loc_info {
-	uint32_t code;
-	char *path; /* UTF-8, NULL when undecodable */
-};
-
-struct vhd_state {
-	struct vhd_footer ftr;
-	struct vhd_header hdr;
-	uint64_t ftr_off;   /* where the footer used was read */
-	bool ftr_from_copy; /* EOF footer bad: using the copy at offset 0 */
-	bool eof_ftr_ok;    /* the footer at EOF was valid */
-	bool sums_lax;	    /* both footers identical with the same wrong checksum */
-	char *parent_name;  /* decoded header parent name or NULL */
-	struct vhd_loc_info locs[VHD_NUM_LOCATORS];
-
-	uint32_t block_size, spb, bitmap_bytes;
-	uint32_t n_blocks; /* ceil(size / block_size): BAT entries in use */
-
-	pthread_rwlock_t lock; /* protects bat, data_end, dirty */
-	bool lock_init;
-	uint32_t *bat;	   /* protected by lock: sector of each block or VHD_BAT_UNUSED */
-	uint64_t data_end; /* protected by lock: where the next block goes (footer position) */
-	bool dirty;	   /* protected by lock: written since open, footer needs a refresh */
-
-	pthread_rwlock_t cache_lock; /* protects slots; taken after lock, never before */
-	bool cache_init;
-	struct vhd_bm_slot *slots;
-	uint32_t n_slots;
-};
-
 /* --- vhd_meta.c: pure decoders and encoders (no I/O) ------------------- */
 
 #define VHD_WHY_NO_COOKIE "no \"conectix\" cookie"
@@ -205,30 +168,11 @@ int vhd_bitmap_run(const uint8_t *bm, uint32_t k, uint32_t limit, uint32_t *coun
 /* CHS geometry of the spec's appendix for a disk of size bytes. */
 void vhd_chs(uint64_t size, uint16_t *cyls, uint8_t *heads, uint8_t *spt);
 
-/* --- vhd_write.c -------------------------------------------------------- */
-
-/* Driver ops (STYLE.md section 2). img must be opened with VD_OPEN_RDWR;
- * off and len are multiples of 512. Thread-safe (allocation under st->lock). */
-int vhd_write(struct vd_image *img, const void *buf, size_t len, uint64_t off);
-int vhd_flush(struct vd_image *img);
-int vhd_create_child(struct vd_image *parent, const char *path);
-
-/* Rewrites both footer copies with a fresh timestamp if img was written.
- * Called by close(); returns 0 or -errno (logged). */
-int vhd_close_update(struct vd_image *img);
+/* --- vhd_write.c: creating files (also for tests and mkvhd) ------------ */
 
 /* Creates an empty dynamic VHD of size bytes (a multiple of 512) with the
- * given block size (power of 2 in [512 B, 256 MiB]). For tests and mkvhd.
- * Returns 0 or -errno (logged). */
+ * given block size (power of 2 in [512 B, 256 MiB]). Returns 0 or -errno
+ * (logged). */
 int vhd_create_dynamic(const char *path, uint64_t size, uint32_t block_size);
-
-/* --- vhd.c --------------------------------------------------------------- */
-
-/* Installs a block's bitmap into the cache (after the writer changed it). */
-void vhd_cache_put(struct vhd_state *st, uint32_t block, const uint8_t *bits);
-
-/* Copies the current bitmap of an allocated block into bits (cache or disk).
- * Caller holds st->lock. Returns 0 or -errno. */
-int vhd_bitmap_get(struct vd_image *img, uint32_t block, uint8_t *bits);
 
 #endif

@@ -18,16 +18,23 @@
  * the same absolute path as a file:// URL, which POSIX readers (vdmount,
  * blktap) use when the child has been moved away from its parent.
  *
- * Block allocation order (formats.md 6.3), each step fdatasync'd: (1) the new
- * footer at the new EOF (the gap in between is a hole, so unwritten sectors
- * read as zeros), (2) bitmap with bits only for the sectors written, and the
- * data, (3) the BAT entry. A crash before (3) only leaks space. Rewriting an
- * allocated block writes the data, syncs, then sets the bits. Footer
- * timestamps (both copies) are refreshed on close of a written image.
- *
- * Writes hold st->lock for writing around the metadata and data I/O of a
- * block: writes are rare next to reads and this keeps allocation simple. */
-#include "disk/vhd.h"
+ * Writing into an image opened VD_OPEN_RDWR follows the contract in
+ * disk/disk.h: data now, tables at flush, after the data is durable.
+ *   - A new block goes at the end: the footer first moves past it (the block
+ *     is a hole until written), then the old footer's place is overwritten
+ *     by the block's zeroed bitmap; its BAT entry exists in memory only.
+ *   - Data is pwritten outside any lock; then the block's bitmap bits are
+ *     set in the pinned in-memory copy (vhd_bitmap.c) and the block is put
+ *     on the dirty list. Readers see the new sectors from then on.
+ *   - flush(): snapshot the dirty blocks' bitmaps and BAT sectors;
+ *     fdatasync (everything they point at is durable); write them;
+ *     fdatasync. Two syncs per flush, none per write.
+ * A crash at any moment leaves the BAT and bitmaps of the last flush, with
+ * a valid footer at EOF or, if the crash tore the footer's move, the copy at
+ * offset 0 (the reader accepts that, with a warning): never a table entry
+ * pointing at data that did not reach the disk. Footer timestamps (both
+ * copies) are refreshed when a written image is closed. */
+#include "disk/vhd_drv.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -309,84 +316,101 @@ out:
 	return r;
 }
 
-/* Bitmap of an allocated block, from the cache when the image has one. */
-static int bitmap_load(struct vd_image *img, uint32_t block, uint8_t *bits)
-{
-	struct vhd_state *st = img->priv;
-
-	if (st->slots)
-		return vhd_bitmap_get(img, block, bits);
-	return vd_pread_full(img->fd, bits, st->bitmap_bytes,
-			     (uint64_t)st->bat[block] * VHD_SECTOR);
-}
-
-static void bits_set(uint8_t *bits, uint32_t first, uint32_t count, bool *changed)
-{
-	for (uint32_t k = first; k < first + count; k++) {
-		uint8_t m = (uint8_t)(0x80u >> (k % 8));
-		if (!(bits[k / 8] & m)) {
-			bits[k / 8] |= m;
-			*changed = true;
-		}
-	}
-}
-
 static int sync_fd(int fd)
 {
 	return fdatasync(fd) < 0 ? -errno : 0;
 }
 
-/* Writes n bytes at in inside block b. Caller holds st->lock for writing. */
-static int block_write(struct vd_image *img, uint32_t b, const uint8_t *p, size_t n, uint64_t in)
+/* Notes that block b's BAT entry or bitmap changed. st->lock held for
+ * writing. */
+static int dirty_add(struct vhd_state *st, uint32_t b)
 {
-	struct vhd_state *st = img->priv;
-	uint8_t fbuf[VHD_FOOTER_SIZE], be[4], *bits = calloc(1, st->bitmap_bytes);
-	bool alloc = st->bat[b] == VHD_BAT_UNUSED, changed = false;
-	uint64_t at = alloc ? st->data_end : (uint64_t)st->bat[b] * VHD_SECTOR;
-	uint64_t new_end = at + st->bitmap_bytes + st->block_size;
+	if (!st->dirty_map) {
+		st->dirty_map = calloc(vd_div_round_up(st->n_blocks, 8), 1);
+		if (!st->dirty_map)
+			return -ENOMEM;
+	}
+	if (st->dirty_map[b / 8] & (1u << (b % 8)))
+		return 0;
+	if (st->n_dirty == st->cap_dirty) {
+		uint32_t ncap = st->cap_dirty ? st->cap_dirty * 2 : 64;
+		uint32_t *nd = realloc(st->dirty, ncap * sizeof(*nd));
+
+		if (!nd)
+			return -ENOMEM;
+		st->dirty = nd;
+		st->cap_dirty = ncap;
+	}
+	st->dirty[st->n_dirty++] = b;
+	st->dirty_map[b / 8] |= (uint8_t)(1u << (b % 8));
+	return 0;
+}
+
+/* Gives block b its place at the end of the file. st->lock held for
+ * writing. The footer moves to the block's end first (the file grows, the
+ * block is a hole), and only then is the old footer overwritten by the
+ * block's bitmap, zeroed: at no moment does the file lack a footer at EOF,
+ * and a crash before the next flush leaves a block nothing points at.
+ * ENOSPC on the footer write shrinks the file back. */
+static int block_alloc(struct vd_image *img, struct vhd_state *st, uint32_t b)
+{
+	uint8_t fbuf[VHD_FOOTER_SIZE], zero[VHD_SECTOR];
+	uint64_t at = st->data_end, new_end = at + st->bitmap_bytes + st->block_size;
+	int r;
+
+	if (at % VHD_SECTOR || at / VHD_SECTOR >= VHD_BAT_UNUSED)
+		return -EFBIG;
+	vhd_footer_encode(&st->ftr, fbuf);
+	r = vd_pwrite_full(img->fd, fbuf, sizeof(fbuf), new_end);
+	if (r < 0) {
+		if (ftruncate(img->fd, (off_t)(at + VHD_FOOTER_SIZE)) < 0)
+			vd_log_warn("vhd: %s: cannot shrink back after a failed write", img->path);
+		return r;
+	}
+	memset(zero, 0, sizeof(zero));
+	for (uint32_t o = 0; r == 0 && o < st->bitmap_bytes; o += VHD_SECTOR)
+		r = vd_pwrite_full(img->fd, zero, sizeof(zero), at + o);
+	if (r == 0)
+		r = vhd_bitmap_fresh(st, b);
+	if (r == 0)
+		r = dirty_add(st, b);
+	if (r < 0)
+		return r;
+	st->bat[b] = (uint32_t)(at / VHD_SECTOR);
+	st->data_end = new_end;
+	return 0;
+}
+
+/* Writes n bytes at in inside block b (n and in sector multiples). */
+static int block_write(struct vd_image *img, struct vhd_state *st, uint32_t b, const uint8_t *p,
+		       size_t n, uint64_t in)
+{
+	uint32_t sector;
 	int r = 0;
 
-	if (!bits)
-		return -ENOMEM;
-	if (alloc) {
-		if (at / VHD_SECTOR >= VHD_BAT_UNUSED) {
-			r = -EFBIG;
-			goto out;
-		}
-		vhd_footer_encode(&st->ftr, fbuf);
-		r = vd_pwrite_full(img->fd, fbuf, sizeof(fbuf), new_end);
-		if (r == 0)
-			r = sync_fd(img->fd);
-	} else {
-		r = bitmap_load(img, b, bits);
+	pthread_rwlock_rdlock(&st->lock);
+	sector = st->bat[b];
+	pthread_rwlock_unlock(&st->lock);
+	if (sector == VHD_BAT_UNUSED) {
+		pthread_rwlock_wrlock(&st->lock);
+		if (st->bat[b] == VHD_BAT_UNUSED)
+			r = block_alloc(img, st, b);
+		sector = st->bat[b];
+		pthread_rwlock_unlock(&st->lock);
+		if (r < 0)
+			return r;
 	}
+	/* An allocated BAT entry never moves: the data write needs no lock. */
+	r = vd_pwrite_full(img->fd, p, n, (uint64_t)sector * VHD_SECTOR + st->bitmap_bytes + in);
 	if (r < 0)
-		goto out;
-	bits_set(bits, (uint32_t)(in / VHD_SECTOR), (uint32_t)(n / VHD_SECTOR), &changed);
-	r = vd_pwrite_full(img->fd, p, n, at + st->bitmap_bytes + in);
-	if (r == 0 && changed && !alloc)
-		r = sync_fd(img->fd); /* data before the bits that expose it */
-	if (r == 0 && changed)
-		r = vd_pwrite_full(img->fd, bits, st->bitmap_bytes, at);
-	if (r == 0 && alloc) {
-		r = sync_fd(img->fd);
-		vd_put_be32(be, (uint32_t)(at / VHD_SECTOR));
-		if (r == 0)
-			r = vd_pwrite_full(img->fd, be, 4, st->hdr.table_offset + 4 * (uint64_t)b);
-		if (r == 0)
-			r = sync_fd(img->fd);
-		if (r == 0) {
-			st->bat[b] = (uint32_t)(at / VHD_SECTOR);
-			st->data_end = new_end;
-		}
-	}
-	if (r == 0 && changed && st->slots)
-		vhd_cache_put(st, b, bits);
-out:
-	if (r < 0)
-		vd_log_err("vhd: %s: write into block %" PRIu32 " failed: %s", img->path, b,
-			   strerror(-r));
-	free(bits);
+		return r;
+	/* The bits go up only now that the data is in the file. */
+	pthread_rwlock_wrlock(&st->lock);
+	r = vhd_bitmap_mark(st, b, (uint32_t)(in / VHD_SECTOR), (uint32_t)(n / VHD_SECTOR));
+	if (r == 0)
+		r = dirty_add(st, b);
+	st->written = true;
+	pthread_rwlock_unlock(&st->lock);
 	return r;
 }
 
@@ -402,32 +426,137 @@ int vhd_write(struct vd_image *img, const void *buf, size_t len, uint64_t off)
 		return -EINVAL;
 	if (st->ftr.type == VHD_TYPE_FIXED) {
 		r = vd_pwrite_full(img->fd, buf, len, off);
-		if (r < 0)
-			vd_log_err("vhd: %s: write at %" PRIu64 " failed: %s", img->path, off,
-				   strerror(-r));
-		return r;
+		__atomic_store_n(&st->written, true, __ATOMIC_RELAXED);
+		goto out;
 	}
-	pthread_rwlock_wrlock(&st->lock);
-	st->dirty = true;
 	while (len && r == 0) {
 		uint64_t in = off % st->block_size;
 		size_t n = (size_t)vd_min_u64(len, st->block_size - in);
 
-		r = block_write(img, (uint32_t)(off / st->block_size), p, n, in);
+		r = block_write(img, st, (uint32_t)(off / st->block_size), p, n, in);
 		p += n;
 		off += n;
 		len -= n;
 	}
-	pthread_rwlock_unlock(&st->lock);
+out:
+	if (r < 0)
+		vd_log_err("vhd: %s: write at %" PRIu64 " failed: %s", img->path, off,
+			   strerror(-r));
 	return r;
+}
+
+/* What one flush writes: the dirty blocks' bitmaps and the BAT sectors that
+ * hold their entries, as they were when the flush began. */
+struct flush_set {
+	uint32_t *blocks;
+	uint32_t n;
+	uint8_t *bitmaps;   /* n * bitmap_bytes */
+	uint64_t *bat_secs; /* distinct BAT sector numbers, ascending */
+	uint8_t *bat_raw;   /* their contents, big-endian, 512 bytes each */
+	uint32_t n_secs;
+};
+
+static void flush_set_free(struct flush_set *f)
+{
+	free(f->blocks);
+	free(f->bitmaps);
+	free(f->bat_secs);
+	free(f->bat_raw);
+	memset(f, 0, sizeof(*f));
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Takes the dirty list (st->lock held for writing). */
+static int flush_snapshot(struct vhd_state *st, struct flush_set *f)
+{
+	const uint32_t per_sec = VHD_SECTOR / 4;
+
+	f->n = st->n_dirty;
+	if (!f->n)
+		return 0;
+	f->blocks = st->dirty;
+	st->dirty = NULL;
+	st->n_dirty = st->cap_dirty = 0;
+	qsort(f->blocks, f->n, sizeof(*f->blocks), u32_cmp);
+	for (uint32_t i = 0; i < f->n; i++)
+		st->dirty_map[f->blocks[i] / 8] &= (uint8_t) ~(1u << (f->blocks[i] % 8));
+	f->bitmaps = malloc((size_t)f->n * st->bitmap_bytes);
+	f->bat_secs = malloc((size_t)f->n * sizeof(*f->bat_secs));
+	f->bat_raw = malloc((size_t)f->n * VHD_SECTOR);
+	if (!f->bitmaps || !f->bat_secs || !f->bat_raw)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < f->n; i++) {
+		uint32_t b = f->blocks[i], s = b / per_sec;
+		int r;
+
+		r = vhd_bitmap_copy(st, b, f->bitmaps + (size_t)i * st->bitmap_bytes);
+		if (r < 0)
+			return r;
+		if (f->n_secs && f->bat_secs[f->n_secs - 1] == s)
+			continue;
+		for (uint32_t k = 0; k < per_sec; k++) {
+			uint32_t e = s * per_sec + k;
+			vd_put_be32(f->bat_raw + (size_t)f->n_secs * VHD_SECTOR + 4 * k,
+				    e < st->n_blocks ? st->bat[e] : VHD_BAT_UNUSED);
+		}
+		f->bat_secs[f->n_secs++] = s;
+	}
+	return 0;
+}
+
+/* Puts a failed flush's blocks back on the dirty list (st->lock held). */
+static void flush_restore(struct vhd_state *st, struct flush_set *f)
+{
+	for (uint32_t i = 0; i < f->n; i++)
+		if (dirty_add(st, f->blocks[i]) < 0)
+			break;
 }
 
 int vhd_flush(struct vd_image *img)
 {
-	int r = sync_fd(img->fd);
+	struct vhd_state *st = img->priv;
+	struct flush_set f = {0};
+	int r;
 
+	if (st->ftr.type == VHD_TYPE_FIXED || !st->flush_lock_init)
+		goto sync;
+	pthread_mutex_lock(&st->flush_lock);
+	pthread_rwlock_wrlock(&st->lock);
+	r = flush_snapshot(st, &f);
+	pthread_rwlock_unlock(&st->lock);
+	/* 1. Everything the snapshot points at (data, zeroed bitmaps, the file's
+	 * growth and its footer) is durable before any table names it. */
+	if (r == 0)
+		r = sync_fd(img->fd);
+	/* 2. The bitmaps, then the BAT sectors, as of the snapshot. */
+	for (uint32_t i = 0; r == 0 && i < f.n; i++)
+		r = vd_pwrite_full(img->fd, f.bitmaps + (size_t)i * st->bitmap_bytes,
+				   st->bitmap_bytes, (uint64_t)st->bat[f.blocks[i]] * VHD_SECTOR);
+	for (uint32_t i = 0; r == 0 && i < f.n_secs; i++)
+		r = vd_pwrite_full(img->fd, f.bat_raw + (size_t)i * VHD_SECTOR, VHD_SECTOR,
+				   st->hdr.table_offset + f.bat_secs[i] * VHD_SECTOR);
+	/* 3. And those are durable when flush returns. */
+	if (r == 0 && f.n)
+		r = sync_fd(img->fd);
+	if (r < 0) {
+		pthread_rwlock_wrlock(&st->lock);
+		flush_restore(st, &f);
+		pthread_rwlock_unlock(&st->lock);
+	}
+	pthread_mutex_unlock(&st->flush_lock);
+	flush_set_free(&f);
+	goto out;
+sync:
+	r = sync_fd(img->fd);
+out:
 	if (r < 0)
-		vd_log_err("vhd: %s: fdatasync: %s", img->path, strerror(-r));
+		vd_log_err("vhd: %s: flush: %s", img->path, strerror(-r));
 	return r;
 }
 
@@ -435,19 +564,41 @@ int vhd_close_update(struct vd_image *img)
 {
 	struct vhd_state *st = img->priv;
 	uint8_t fbuf[VHD_FOOTER_SIZE];
-	int r;
+	int r = vhd_flush(img);
 
+	if (r < 0)
+		return r;
 	st->ftr.timestamp = vhd_now();
 	vhd_footer_encode(&st->ftr, fbuf);
-	r = vd_pwrite_full(img->fd, fbuf, sizeof(fbuf), st->data_end);
+	r = vd_pwrite_full(img->fd, fbuf, sizeof(fbuf),
+			   st->ftr.type == VHD_TYPE_FIXED ? img->size : st->data_end);
 	if (r == 0)
 		r = sync_fd(img->fd);
-	if (r == 0)
+	if (r == 0 && st->ftr.type != VHD_TYPE_FIXED)
 		r = vd_pwrite_full(img->fd, fbuf, sizeof(fbuf), 0);
 	if (r == 0)
 		r = sync_fd(img->fd);
 	if (r < 0)
 		vd_log_err("vhd: %s: cannot update the footer: %s", img->path, strerror(-r));
-	st->dirty = false;
+	st->written = false;
 	return r;
+}
+
+int vhd_write_init(struct vhd_state *st)
+{
+	if (pthread_mutex_init(&st->flush_lock, NULL))
+		return -ENOMEM;
+	st->flush_lock_init = true;
+	return 0;
+}
+
+void vhd_write_free(struct vhd_state *st)
+{
+	free(st->dirty);
+	free(st->dirty_map);
+	st->dirty = NULL;
+	st->dirty_map = NULL;
+	if (st->flush_lock_init)
+		pthread_mutex_destroy(&st->flush_lock);
+	st->flush_lock_init = false;
 }
