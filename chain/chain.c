@@ -11,7 +11,7 @@
  * one level down). Below the base, and past the end of a shorter layer, the
  * answer is zeros. Drivers keep their tables in memory, so a lookup that falls
  * through 32 layers costs 32 in-memory lookups, not 32 disk reads. */
-#include "chain/chain.h"
+#include "chain/chain_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -20,18 +20,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <uthash.h>
-
-struct vd_chain {
-	struct vd_image **layers;    /* [0] base ... [depth-1] top; owned */
-	struct vd_chain_link *links; /* links[i]: how layers[i] found its parent layers[i-1] */
-	unsigned depth;
-	unsigned flags;
-	struct vd_policy *policy; /* the caller's, or own_policy */
-	struct vd_policy own_policy;
-	const struct vd_chain_opts *opts; /* during open only */
-	char **warnings;		  /* validation warnings, for chain.json */
-	unsigned n_warnings;
-};
 
 struct seen_file {
 	struct {
@@ -302,6 +290,7 @@ void vd_chain_close(struct vd_chain *c)
 {
 	if (!c)
 		return;
+	vd_cow_close(c);
 	for (unsigned i = 0; i < c->depth; i++) {
 		vd_image_close(c->layers[i]);
 		free(c->links[i].how);
@@ -540,6 +529,7 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 	vd_json_arr_end(j);
 	vd_json_obj_end(j);
 	chain_describe_policy(c->policy, j);
+	vd_cow_describe(c, j);
 	vd_json_obj_end(j);
 	return j->buf.oom ? -ENOMEM : 0;
 }

@@ -4,10 +4,11 @@
  * Layer index 0 is the base; depth-1 is the top. Every layer can be read as
  * "the disk as it was at that layer" with vd_chain_read(level).
  *
- * Lock order: image locks from top to bottom, then driver caches. Reads take
- * no chain lock: the layer array is immutable after vd_chain_open(), and
- * drivers lock their own tables. (Writable mounts will add a chain lock for
- * copy-on-write, taken before any image lock.) */
+ * Lock order: the copy-on-write stripe locks (cow.c, in index order), then
+ * image locks from top to bottom, then the metadata cache's shard locks.
+ * Reads take no chain lock: the layer array is immutable once the chain is
+ * open and its writable delta (if any) added, and drivers lock their own
+ * tables. */
 #ifndef VD_CHAIN_H
 #define VD_CHAIN_H
 
@@ -92,6 +93,41 @@ int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uin
 /* Writes the chain's metadata (layers base first, formats, sizes, ids, hints,
  * validation) as one JSON object into j. Returns 0 or -errno. */
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
+
+/* --- copy-on-write into a new delta (cow.c) --------------------------- */
+
+struct vd_delta_opts {
+	const char *path;  /* the new file, or a directory for it; NULL: beside the parent
+			      (a temporary directory when scratch) as <stem>-vdm-NNNNNN.<ext> */
+	unsigned at;	   /* the parent is layer at (1 = base); 0: the top. Layers above it
+			      leave this chain; their files are untouched. */
+	bool scratch;	   /* the file is unlinked once open: it vanishes at close */
+	unsigned flush_ms; /* periodic flush interval (0: 5000 ms) */
+};
+
+/* Creates an empty delta of the chain's format whose parent is the chosen
+ * layer, opens it (the only file vdmount ever opens for writing) and makes
+ * it the chain's top: vd_chain_write() and friends then work. An existing
+ * file is never replaced. Call before any reads start. Returns 0 or -errno
+ * (logged). */
+int vd_chain_delta_add(struct vd_chain *c, const struct vd_delta_opts *o);
+
+/* Whether the chain has a writable delta, and its path (NULL if none). */
+bool vd_chain_writable(const struct vd_chain *c);
+const char *vd_chain_delta_path(const struct vd_chain *c);
+
+/* Writes len bytes at off of the disk as seen from the top (the delta):
+ * copy-on-write, read-your-writes, thread-safe. Durable after
+ * vd_chain_flush() (or the periodic flush). -EROFS without a delta,
+ * -ENOSPC past the virtual size. */
+int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off);
+
+/* Makes [off, off+len) read as zeros (discard / punch hole): zeroed units
+ * where the format has them, zeros written otherwise. */
+int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len);
+
+/* Makes every write that returned before it durable. 0 without a delta. */
+int vd_chain_flush(struct vd_chain *c);
 
 /* Resolves a parent hint written in child_path against the filesystem:
  * relative hints against the child's directory; absolute paths as they are;

@@ -37,8 +37,7 @@ int vhd_bitmaps_init(struct vhd_state *st, bool writable)
 	return r;
 }
 
-int vhd_bitmap_state(struct vhd_state *st, uint32_t b, uint32_t k, uint32_t limit,
-		     uint32_t *count)
+int vhd_bitmap_state(struct vhd_state *st, uint32_t b, uint32_t k, uint32_t limit, uint32_t *count)
 {
 	int err = 0, r;
 	const uint8_t *bits = vd_tcache_get(&st->bitmaps, b, &err);

@@ -49,7 +49,7 @@ struct vhd_state {
 	uint32_t n_dirty, cap_dirty;
 	uint8_t *dirty_map; /* bit per block: in dirty[] already */
 
-	struct vd_tcache bitmaps; /* sector bitmaps by block (differencing; pinned when RDWR) */
+	struct vd_tcache bitmaps;   /* sector bitmaps by block (differencing; pinned when RDWR) */
 	pthread_mutex_t flush_lock; /* one flush at a time */
 	bool flush_lock_init;
 };
@@ -63,8 +63,7 @@ int vhd_bitmaps_init(struct vhd_state *st, bool writable);
  * and the number of sectors from k sharing it (*count). Caller holds
  * st->lock for reading (the BAT entry must not change). Returns the state or
  * -errno (logged). */
-int vhd_bitmap_state(struct vhd_state *st, uint32_t b, uint32_t k, uint32_t limit,
-		     uint32_t *count);
+int vhd_bitmap_state(struct vhd_state *st, uint32_t b, uint32_t k, uint32_t limit, uint32_t *count);
 
 /* Sets the bits of sectors [first, first + count) of block b in the cached
  * bitmap of a writable image. Returns 0 or -errno. */
