@@ -140,9 +140,7 @@ vd_e2e_init()
 		echo "FAIL $VD_NAME: VDMOUNT (path of the vdmount binary) is not set or not executable"
 		exit 1
 	}
-	VD_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vd-$VD_NAME.XXXXXX")
-	trap vd_cleanup EXIT
-	trap 'exit 130' INT TERM
+	vd_e2e_tmp
 	VD_ASAN=0
 	if nm -a "$VDMOUNT" 2>/dev/null | grep -q __asan_init ||
 		grep -q __asan_init "$VDMOUNT" 2>/dev/null; then
@@ -151,6 +149,14 @@ vd_e2e_init()
 		export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}:log_path=$VD_TMP/asan/vdmount"
 		export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}:log_path=$VD_TMP/asan/vdmount"
 	fi
+}
+
+# vd_e2e_tmp: makes $VD_TMP and installs the cleanup traps.
+vd_e2e_tmp()
+{
+	VD_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vd-$VD_NAME.XXXXXX")
+	trap vd_cleanup EXIT
+	trap 'exit 130' INT TERM
 }
 
 vd_pass()
@@ -282,40 +288,56 @@ vd_expect_erofs()
 # and matches PROBLEM-ERE (case-insensitive), and leave nothing mounted.
 vd_expect_fail()
 {
-	local desc=$1 img=$2 needle=$3 problem=$4 rc=0 n mnt=$VD_TMP/mnt-fail
+	local desc=$1 img=$2 needle=$3 problem=$4 rc=0 mnt=$VD_TMP/mnt-fail why
 	shift 4
 	mkdir -p "$mnt"
 	VD_MOUNTS+=("$mnt")
 	timeout -k 5 20 "$VDMOUNT" "$@" "$img" "$mnt" >"$VD_TMP/out" 2>"$VD_TMP/err" </dev/null ||
 		rc=$?
-	n=$(wc -l <"$VD_TMP/err")
-	local why=
-	if [ $rc -eq 0 ]; then
-		why="exit 0"
-	elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-		why="hung (killed after 20 s)"
-	elif [ $rc -ge 128 ]; then
-		why="killed by signal $((rc - 128))"
-	elif grep -qE 'Sanitizer|runtime error' "$VD_TMP/err"; then
-		why="sanitizer report"
-	elif [ "$n" -ne 1 ]; then
-		why="$n lines on stderr, expected 1"
-	elif ! grep -q '^vdmount: error: ' "$VD_TMP/err"; then
-		why="stderr is not 'vdmount: error: ...'"
-	elif ! grep -qF -- "$needle" "$VD_TMP/err"; then
-		why="error does not name $needle"
-	elif ! grep -qiE -- "$problem" "$VD_TMP/err"; then
-		why="error does not say what is wrong (/$problem/)"
-	fi
+	why=$(vd_refusal_why $rc "$VD_TMP/err" 'vdmount: error: ' "$needle" "$problem")
 	if mountpoint -q "$mnt"; then
 		why="${why:+$why; }left a mount behind"
 		vd_umount "$mnt"
 	fi
-	if [ -z "$why" ]; then
-		vd_pass "$desc: $(cat "$VD_TMP/err")"
+	vd_refusal_report "$desc" "$why" $rc "$VD_TMP/err"
+}
+
+# vd_refusal_why RC ERRFILE PREFIX NEEDLE PROBLEM-ERE: what is wrong with a
+# refusal (nothing when it is right): a program that exited RC (from
+# timeout -k 5 20) must have failed by itself, without a sanitizer report,
+# leaving exactly one line in ERRFILE, which starts with PREFIX, contains
+# NEEDLE and matches PROBLEM-ERE (case-insensitive).
+vd_refusal_why()
+{
+	local rc=$1 err=$2 prefix=$3 needle=$4 problem=$5 n
+	n=$(wc -l <"$err")
+	if [ "$rc" -eq 0 ]; then
+		echo "exit 0"
+	elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		echo "hung (killed after 20 s)"
+	elif [ "$rc" -ge 128 ]; then
+		echo "killed by signal $((rc - 128))"
+	elif grep -qE 'Sanitizer|runtime error' "$err"; then
+		echo "sanitizer report"
+	elif [ "$n" -ne 1 ]; then
+		echo "$n lines on stderr, expected 1"
+	elif ! grep -q "^$prefix" "$err"; then
+		echo "stderr is not '$prefix...'"
+	elif ! grep -qF -- "$needle" "$err"; then
+		echo "error does not name $needle"
+	elif ! grep -qiE -- "$problem" "$err"; then
+		echo "error does not say what is wrong (/$problem/)"
+	fi
+}
+
+# vd_refusal_report DESC WHY RC ERRFILE: PASS (with the error line) or FAIL.
+vd_refusal_report()
+{
+	if [ -z "$2" ]; then
+		vd_pass "$1: $(cat "$4")"
 	else
-		vd_fail "$desc: $why (exit $rc)"
-		sed 's/^/    | /' "$VD_TMP/err" | head -20
+		vd_fail "$1: $2 (exit $3)"
+		sed 's/^/    | /' "$4" | head -20
 	fi
 }
 
@@ -351,6 +373,33 @@ vd_same()
 		return 1
 	fi
 	timeout 300 cmp "$1" "$2" >&2
+}
+
+# vd_chains_init: W (source images), E (expected raws) and M (mount points)
+# under $VD_TMP, and empty CHAINS and EXPECT, for the chain builders in
+# tests/e2e/chains/ and vd_check_chains.
+vd_chains_init()
+{
+	W=$VD_TMP/img
+	E=$VD_TMP/exp
+	M=$VD_TMP/mnt
+	mkdir -p "$W" "$E" "$M"
+	declare -gA EXPECT=() # layer file -> expected raw
+	CHAINS=()	      # "name|layer1 layer2 ... top" (base first)
+}
+
+# vd_expect_convert: every layer of CHAINS without an EXPECT entry gets the raw
+# qemu-img convert makes of it, $E/<stem>.raw (qemu follows the backing chain).
+vd_expect_convert()
+{
+	local c l
+	for c in "${CHAINS[@]}"; do
+		for l in ${c#*|}; do
+			[ -n "${EXPECT[$l]:-}" ] && continue
+			EXPECT[$l]=$E/$(vd_stem "$l").raw
+			qemu-img convert -O raw "$l" "${EXPECT[$l]}" || vd_die "qemu-img convert $l"
+		done
+	done
 }
 
 # vd_check_chains MODE: mounts each "name|layer ... top" entry of the global
@@ -457,3 +506,4 @@ vd_finish()
 	echo "$VD_NAME: all checks passed"
 	exit 0
 }
+
