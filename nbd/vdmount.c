@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "chain/chain.h"
+#include "disk/confine.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -43,12 +44,20 @@ struct vdn_export {
 	unsigned level;
 };
 
+/* A repeatable path parameter, made absolute (nbdkit changes directory when
+ * it daemonizes) but not canonical: parents are looked for beside the path
+ * given, as vdmount does. */
+struct vdn_paths {
+	char **v;
+	unsigned n;
+};
+
 /* Configuration (written only by .config and .config_complete, before any
  * connection) and the export table built from it (immutable afterwards). */
-static char **vdn_files; /* absolute paths, in command-line order */
-static unsigned vdn_n_files;
+static struct vdn_paths vdn_files, vdn_search, vdn_parents; /* file=, search=, parent= */
 static unsigned vdn_layer; /* layer=N (1 = base); 0 = the merged disk */
 static bool vdn_force;
+static struct vd_policy vdn_policy; /* what images may make us open; outlives the chains */
 static struct vd_chain **vdn_chains;
 static struct vdn_export *vdn_exports;
 static unsigned vdn_n_exports;
@@ -77,6 +86,41 @@ static void vdn_log_sink(void *ctx, enum vd_log_level lvl, const char *msg)
 static void vdn_load(void)
 {
 	vd_log_set_sink(vdn_log_sink, NULL);
+	vd_policy_init(&vdn_policy);
+}
+
+static void vdn_paths_free(struct vdn_paths *l)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+}
+
+static int vdn_paths_add(struct vdn_paths *l, const char *value)
+{
+	char **nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
+
+	if (!nv) {
+		nbdkit_error("out of memory");
+		return -1;
+	}
+	l->v = nv;
+	l->v[l->n] = nbdkit_absolute_path(value);
+	if (!l->v[l->n])
+		return -1;
+	l->n++;
+	return 0;
+}
+
+/* A boolean parameter: 0 or -1 (nbdkit has said why). */
+static int vdn_bool(const char *value, bool *out)
+{
+	int b = nbdkit_parse_bool(value);
+
+	if (b == -1)
+		return -1;
+	*out = b;
+	return 0;
 }
 
 static void vdn_unload(void)
@@ -86,33 +130,30 @@ static void vdn_unload(void)
 		free(vdn_exports[i].desc);
 	}
 	free(vdn_exports);
-	for (unsigned i = 0; vdn_chains && i < vdn_n_files; i++)
+	for (unsigned i = 0; vdn_chains && i < vdn_files.n; i++)
 		vd_chain_close(vdn_chains[i]);
 	free(vdn_chains);
-	for (unsigned i = 0; i < vdn_n_files; i++)
-		free(vdn_files[i]);
-	free(vdn_files);
+	vd_policy_free(&vdn_policy);
+	vdn_paths_free(&vdn_files);
+	vdn_paths_free(&vdn_search);
+	vdn_paths_free(&vdn_parents);
 	vd_log_set_sink(NULL, NULL);
 }
 
 static int vdn_config(const char *key, const char *value)
 {
-	if (!strcmp(key, "file")) {
-		char **nf = realloc(vdn_files, (vdn_n_files + 1) * sizeof(*nf));
-		if (!nf) {
-			nbdkit_error("out of memory");
-			return -1;
-		}
-		vdn_files = nf;
-		/* Absolute (nbdkit changes directory when it daemonizes) but not
-		 * canonical: parents are looked for beside the path given, as
-		 * vdmount does. */
-		vdn_files[vdn_n_files] = nbdkit_absolute_path(value);
-		if (!vdn_files[vdn_n_files])
-			return -1;
-		vdn_n_files++;
-		return 0;
-	}
+	if (!strcmp(key, "file"))
+		return vdn_paths_add(&vdn_files, value);
+	if (!strcmp(key, "search"))
+		return vdn_paths_add(&vdn_search, value);
+	if (!strcmp(key, "parent"))
+		return vdn_paths_add(&vdn_parents, value);
+	if (!strcmp(key, "force"))
+		return vdn_bool(value, &vdn_force);
+	if (!strcmp(key, "allow-outside"))
+		return vdn_bool(value, &vdn_policy.allow_outside);
+	if (!strcmp(key, "allow-devices"))
+		return vdn_bool(value, &vdn_policy.allow_devices);
 	if (!strcmp(key, "layer")) {
 		if (nbdkit_parse_unsigned("layer", value, &vdn_layer) == -1)
 			return -1;
@@ -120,13 +161,6 @@ static int vdn_config(const char *key, const char *value)
 			nbdkit_error("layer=0: layers are numbered from 1 (the base)");
 			return -1;
 		}
-		return 0;
-	}
-	if (!strcmp(key, "force")) {
-		int b = nbdkit_parse_bool(value);
-		if (b == -1)
-			return -1;
-		vdn_force = b;
 		return 0;
 	}
 	if (!strcmp(key, "write") || !strcmp(key, "delta")) {
@@ -142,9 +176,9 @@ static int vdn_config(const char *key, const char *value)
 /* Directory names for several files: their stems, made unique with -2, -3... */
 static char **vdn_dirs_make(void)
 {
-	char **dirs = calloc(vdn_n_files, sizeof(*dirs));
+	char **dirs = calloc(vdn_files.n, sizeof(*dirs));
 
-	for (unsigned i = 0; dirs && i < vdn_n_files; i++) {
+	for (unsigned i = 0; dirs && i < vdn_files.n; i++) {
 		struct vd_chain *c = vdn_chains[i];
 		char *stem = vd_path_stem(vd_chain_layer(c, vd_chain_depth(c) - 1)->path);
 		char *name = stem ? strdup(stem) : NULL;
@@ -210,14 +244,14 @@ static int vdn_exports_build(void)
 	char **dirs = NULL;
 	int r = -ENOMEM;
 
-	for (unsigned i = 0; i < vdn_n_files; i++)
+	for (unsigned i = 0; i < vdn_files.n; i++)
 		total += 1 + vd_chain_depth(vdn_chains[i]);
 	vdn_exports = calloc(total, sizeof(*vdn_exports));
 	if (!vdn_exports)
 		return -ENOMEM;
-	if (vdn_n_files > 1 && !(dirs = vdn_dirs_make()))
+	if (vdn_files.n > 1 && !(dirs = vdn_dirs_make()))
 		return -ENOMEM;
-	for (unsigned i = 0; i < vdn_n_files; i++) {
+	for (unsigned i = 0; i < vdn_files.n; i++) {
 		struct vd_chain *c = vdn_chains[i];
 		char *dir = NULL;
 
@@ -241,7 +275,7 @@ static int vdn_exports_build(void)
 	}
 	r = 0;
 out:
-	for (unsigned i = 0; dirs && i < vdn_n_files; i++)
+	for (unsigned i = 0; dirs && i < vdn_files.n; i++)
 		free(dirs[i]);
 	free(dirs);
 	return r;
@@ -258,29 +292,45 @@ static void vdn_chain_debug(const char *file, struct vd_chain *c)
 
 static int vdn_config_complete(void)
 {
+	struct vd_chain_opts opts = {0};
 	int r;
 
-	if (vdn_n_files == 0) {
+	if (vdn_files.n == 0) {
 		nbdkit_error("file=IMAGE is required (the top image of a VMDK or VHD chain)");
 		return -1;
 	}
 	if (vdmount_debug_verbose)
 		vd_log_set_level(VD_LOG_DEBUG);
-	vdn_chains = calloc(vdn_n_files, sizeof(*vdn_chains));
+	/* Images may refer only to files below the directories of the files
+	 * given and of search= (disk/confine.h), as with vdmount. */
+	for (unsigned i = 0; i < vdn_files.n; i++)
+		if (vd_policy_add_image(&vdn_policy, vdn_files.v[i]) < 0)
+			return -1;
+	for (unsigned i = 0; i < vdn_parents.n; i++)
+		if (vd_policy_add_image(&vdn_policy, vdn_parents.v[i]) < 0)
+			return -1;
+	for (unsigned i = 0; i < vdn_search.n; i++)
+		if (vd_policy_add_search(&vdn_policy, vdn_search.v[i]) < 0)
+			return -1;
+	opts.flags = vdn_force ? VD_CHAIN_FORCE : 0;
+	opts.policy = &vdn_policy;
+	opts.parents = (const char *const *)vdn_parents.v;
+	opts.n_parents = vdn_parents.n;
+	vdn_chains = calloc(vdn_files.n, sizeof(*vdn_chains));
 	if (!vdn_chains) {
 		nbdkit_error("out of memory");
 		return -1;
 	}
-	for (unsigned i = 0; i < vdn_n_files; i++) {
+	for (unsigned i = 0; i < vdn_files.n; i++) {
 		/* vd_chain_open logs the file and the problem through the sink. */
-		r = vd_chain_open(vdn_files[i], vdn_force ? VD_CHAIN_FORCE : 0, &vdn_chains[i]);
+		r = vd_chain_open_opts(vdn_files.v[i], &opts, &vdn_chains[i]);
 		if (r < 0)
 			return -1;
 		if (vdmount_debug_verbose)
-			vdn_chain_debug(vdn_files[i], vdn_chains[i]);
+			vdn_chain_debug(vdn_files.v[i], vdn_chains[i]);
 	}
 	if (vdn_layer > vd_chain_depth(vdn_chains[0])) {
-		nbdkit_error("layer=%u: %s has %u layer%s", vdn_layer, vdn_files[0],
+		nbdkit_error("layer=%u: %s has %u layer%s", vdn_layer, vdn_files.v[0],
 			     vd_chain_depth(vdn_chains[0]),
 			     vd_chain_depth(vdn_chains[0]) == 1 ? "" : "s");
 		return -1;
@@ -417,9 +467,14 @@ static struct nbdkit_plugin plugin = {
     .unload = vdn_unload,
     .config = vdn_config,
     .config_complete = vdn_config_complete,
-    .config_help = "file=<IMAGE>    (required, repeatable) top image of a VMDK or VHD chain\n"
-		   "layer=<N>       the default export is layer N (1 = base), not the disk\n"
-		   "force=true      serve even if a parent's CID/unique id does not match",
+    .config_help = "file=<IMAGE>        (required, repeatable) top image of a VMDK or VHD chain\n"
+		   "layer=<N>           the default export is layer N (1 = base), not the disk\n"
+		   "force=true          serve even if a parent's CID/unique id does not match\n"
+		   "search=<DIR>        (repeatable) also look for parents by name in DIR, and\n"
+		   "                    let images refer to files below it\n"
+		   "parent=<FILE>       (repeatable) a parent that moved, matched by its id\n"
+		   "allow-outside=true  let images refer to files outside those directories\n"
+		   "allow-devices=true  let images refer to block devices",
     .magic_config_key = "file",
     .dump_plugin = vdn_dump_plugin,
     .list_exports = vdn_list_exports,

@@ -4,7 +4,8 @@
 # one error line naming the file and the problem, without a signal, a hang or
 # a sanitizer report. force=true serves the CID-mismatched delta (its exports
 # say so). A read that fails (a NOACCESS extent) is an NBD error for that
-# request, logged by nbdkit, and the server goes on. No source file changes.
+# request, logged by nbdkit, and the server goes on. Confinement works as
+# with vdmount (allow-outside=, search=, parent=). No source file changes.
 #
 # Env: VD_NBD_PLUGIN, VD_BUILD, VD_SRC (ctest sets them). Exit 77 = skipped.
 set -uo pipefail
@@ -37,12 +38,42 @@ NOACCESS 2048 FLAT "na-gone.bin" 0
 ddb.adapterType = "ide"
 EOD
 
-mapfile -t SOURCES < <(find "$W" -type f | sort)
+# Confinement (disk/confine.h), as with vdmount: an extent outside the
+# directories of the files given is refused unless allow-outside=true;
+# search=DIR finds a parent that moved away, parent=FILE one that was renamed.
+O=$VD_TMP/outside
+mkdir -p "$O" conf lone renamed
+head -c 1M /dev/urandom >"$O/secret.raw"
+printf '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n# Extent description\nRW 2048 FLAT "%s" 0\n' \
+	"$O/secret.raw" >conf/abs.vmdk
+cp chain/snap.vmdk lone/
+cp chain/base.vmdk renamed/old-base.vmdk
+
+mapfile -t SOURCES < <(find "$W" "$O" -type f | sort)
 vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
 for c in "${CASES[@]}"; do
 	IFS='|' read -r desc img needle problem <<<"$c"
 	vd_nbd_refused "$desc" "$needle" "$problem" file="$img"
+done
+
+vd_nbd_refused "extent outside the image directories" secret.raw "allow-outside" \
+	file=conf/abs.vmdk
+if vd_nbd_serve outside file=conf/abs.vmdk allow-outside=true; then
+	vd_check "allow-outside=true: the named file's bytes" \
+		vd_nbd_same "$(vd_nbd_uri disk)" "$O/secret.raw"
+	vd_check "allow-outside=true: nbdkit stops cleanly" vd_nbd_stop
+else
+	vd_fail "allow-outside=true: nbdkit serves conf/abs.vmdk"
+fi
+for how in "search=$W/chain" "parent=$W/renamed/old-base.vmdk"; do
+	if vd_nbd_serve moved file=lone/snap.vmdk "$how"; then
+		vd_check "${how%%=*}=: finds the parent" \
+			vd_nbd_same "$(vd_nbd_uri disk)" "$VD_TMP/snap.raw"
+		vd_check "${how%%=*}=: nbdkit stops cleanly" vd_nbd_stop
+	else
+		vd_fail "${how%%=*}=: nbdkit serves lone/snap.vmdk"
+	fi
 done
 
 # force=true serves the CID-mismatched delta, and says so.
