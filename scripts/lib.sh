@@ -9,8 +9,10 @@
 # so a failing check never leaves a mount behind.
 
 # Packages the build and the tests need (Debian names).
-VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev"
-VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils"
+# nbdkit-plugin-dev is optional for a build (without it there is no nbdkit
+# plugin); CI installs it, and nbdkit + libnbd-bin to test the plugin.
+VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev nbdkit-plugin-dev"
+VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin"
 
 vd_say()
 {
@@ -99,6 +101,7 @@ vd_vmdk_delta()
 
 VD_MOUNTS=()	  # mount points to undo at exit
 VD_FG_PIDS=()	  # foreground vdmount processes started by vd_mount_fg
+VD_NBD_PIDS=()	  # nbdkit servers started by vd_nbd_serve
 VD_TMP=
 VD_FAILS=0
 VD_MOUNT_TIMEOUT=${VD_MOUNT_TIMEOUT:-30}
@@ -106,6 +109,9 @@ VD_MOUNT_TIMEOUT=${VD_MOUNT_TIMEOUT:-30}
 vd_cleanup()
 {
 	local m p i j
+	for p in "${VD_NBD_PIDS[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
 	# Newest first: loop mounts of FUSE files go before the FUSE mount.
 	for ((j = ${#VD_MOUNTS[@]} - 1; j >= 0; j--)); do
 		m=${VD_MOUNTS[j]}
@@ -140,9 +146,7 @@ vd_e2e_init()
 		echo "FAIL $VD_NAME: VDMOUNT (path of the vdmount binary) is not set or not executable"
 		exit 1
 	}
-	VD_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vd-$VD_NAME.XXXXXX")
-	trap vd_cleanup EXIT
-	trap 'exit 130' INT TERM
+	vd_e2e_tmp
 	VD_ASAN=0
 	if nm -a "$VDMOUNT" 2>/dev/null | grep -q __asan_init ||
 		grep -q __asan_init "$VDMOUNT" 2>/dev/null; then
@@ -151,6 +155,14 @@ vd_e2e_init()
 		export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}:log_path=$VD_TMP/asan/vdmount"
 		export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}:log_path=$VD_TMP/asan/vdmount"
 	fi
+}
+
+# vd_e2e_tmp: makes $VD_TMP and installs the cleanup traps.
+vd_e2e_tmp()
+{
+	VD_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vd-$VD_NAME.XXXXXX")
+	trap vd_cleanup EXIT
+	trap 'exit 130' INT TERM
 }
 
 vd_pass()
@@ -282,40 +294,56 @@ vd_expect_erofs()
 # and matches PROBLEM-ERE (case-insensitive), and leave nothing mounted.
 vd_expect_fail()
 {
-	local desc=$1 img=$2 needle=$3 problem=$4 rc=0 n mnt=$VD_TMP/mnt-fail
+	local desc=$1 img=$2 needle=$3 problem=$4 rc=0 mnt=$VD_TMP/mnt-fail why
 	shift 4
 	mkdir -p "$mnt"
 	VD_MOUNTS+=("$mnt")
 	timeout -k 5 20 "$VDMOUNT" "$@" "$img" "$mnt" >"$VD_TMP/out" 2>"$VD_TMP/err" </dev/null ||
 		rc=$?
-	n=$(wc -l <"$VD_TMP/err")
-	local why=
-	if [ $rc -eq 0 ]; then
-		why="exit 0"
-	elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-		why="hung (killed after 20 s)"
-	elif [ $rc -ge 128 ]; then
-		why="killed by signal $((rc - 128))"
-	elif grep -qE 'Sanitizer|runtime error' "$VD_TMP/err"; then
-		why="sanitizer report"
-	elif [ "$n" -ne 1 ]; then
-		why="$n lines on stderr, expected 1"
-	elif ! grep -q '^vdmount: error: ' "$VD_TMP/err"; then
-		why="stderr is not 'vdmount: error: ...'"
-	elif ! grep -qF -- "$needle" "$VD_TMP/err"; then
-		why="error does not name $needle"
-	elif ! grep -qiE -- "$problem" "$VD_TMP/err"; then
-		why="error does not say what is wrong (/$problem/)"
-	fi
+	why=$(vd_refusal_why $rc "$VD_TMP/err" 'vdmount: error: ' "$needle" "$problem")
 	if mountpoint -q "$mnt"; then
 		why="${why:+$why; }left a mount behind"
 		vd_umount "$mnt"
 	fi
-	if [ -z "$why" ]; then
-		vd_pass "$desc: $(cat "$VD_TMP/err")"
+	vd_refusal_report "$desc" "$why" $rc "$VD_TMP/err"
+}
+
+# vd_refusal_why RC ERRFILE PREFIX NEEDLE PROBLEM-ERE: what is wrong with a
+# refusal (nothing when it is right): a program that exited RC (from
+# timeout -k 5 20) must have failed by itself, without a sanitizer report,
+# leaving exactly one line in ERRFILE, which starts with PREFIX, contains
+# NEEDLE and matches PROBLEM-ERE (case-insensitive).
+vd_refusal_why()
+{
+	local rc=$1 err=$2 prefix=$3 needle=$4 problem=$5 n
+	n=$(wc -l <"$err")
+	if [ "$rc" -eq 0 ]; then
+		echo "exit 0"
+	elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		echo "hung (killed after 20 s)"
+	elif [ "$rc" -ge 128 ]; then
+		echo "killed by signal $((rc - 128))"
+	elif grep -qE 'Sanitizer|runtime error' "$err"; then
+		echo "sanitizer report"
+	elif [ "$n" -ne 1 ]; then
+		echo "$n lines on stderr, expected 1"
+	elif ! grep -q "^$prefix" "$err"; then
+		echo "stderr is not '$prefix...'"
+	elif ! grep -qF -- "$needle" "$err"; then
+		echo "error does not name $needle"
+	elif ! grep -qiE -- "$problem" "$err"; then
+		echo "error does not say what is wrong (/$problem/)"
+	fi
+}
+
+# vd_refusal_report DESC WHY RC ERRFILE: PASS (with the error line) or FAIL.
+vd_refusal_report()
+{
+	if [ -z "$2" ]; then
+		vd_pass "$1: $(cat "$4")"
 	else
-		vd_fail "$desc: $why (exit $rc)"
-		sed 's/^/    | /' "$VD_TMP/err" | head -20
+		vd_fail "$1: $2 (exit $3)"
+		sed 's/^/    | /' "$4" | head -20
 	fi
 }
 
@@ -351,6 +379,33 @@ vd_same()
 		return 1
 	fi
 	timeout 300 cmp "$1" "$2" >&2
+}
+
+# vd_chains_init: W (source images), E (expected raws) and M (mount points)
+# under $VD_TMP, and empty CHAINS and EXPECT, for the chain builders in
+# tests/e2e/chains/ and vd_check_chains / vd_nbd_check_chains.
+vd_chains_init()
+{
+	W=$VD_TMP/img
+	E=$VD_TMP/exp
+	M=$VD_TMP/mnt
+	mkdir -p "$W" "$E" "$M"
+	declare -gA EXPECT=() # layer file -> expected raw
+	CHAINS=()	      # "name|layer1 layer2 ... top" (base first)
+}
+
+# vd_expect_convert: every layer of CHAINS without an EXPECT entry gets the raw
+# qemu-img convert makes of it, $E/<stem>.raw (qemu follows the backing chain).
+vd_expect_convert()
+{
+	local c l
+	for c in "${CHAINS[@]}"; do
+		for l in ${c#*|}; do
+			[ -n "${EXPECT[$l]:-}" ] && continue
+			EXPECT[$l]=$E/$(vd_stem "$l").raw
+			qemu-img convert -O raw "$l" "${EXPECT[$l]}" || vd_die "qemu-img convert $l"
+		done
+	done
 }
 
 # vd_check_chains MODE: mounts each "name|layer ... top" entry of the global
@@ -456,4 +511,245 @@ vd_finish()
 	fi
 	echo "$VD_NAME: all checks passed"
 	exit 0
+}
+
+# ---------------------------------------------------------------------------
+# nbdkit plugin helpers (tests/e2e/nbd_*.sh)
+
+
+# vd_nbd_init NAME: like vd_e2e_init for nbdkit-vdmount-plugin.so
+# ($VD_NBD_PLUGIN): makes $VD_TMP; exit 77 when the plugin was not built (no
+# nbdkit-plugin-dev), nbdkit/nbdcopy/nbdinfo are missing, or the plugin is the
+# sanitized one. The distribution's nbdkit is not sanitized, so it can only
+# load that plugin with libasan in LD_PRELOAD, and then it deadlocks at exit
+# whenever the plugin has called strerror (glibc's locale lock is left
+# unbalanced; p11-kit's destructor waits on it forever): the ASan tree builds
+# the plugin but does not run it.
+vd_nbd_init()
+{
+	VD_NAME=$1
+	local t
+	if [ -z "${VD_NBD_PLUGIN:-}" ] || [ ! -f "$VD_NBD_PLUGIN" ]; then
+		echo "SKIP $VD_NAME: the nbdkit plugin was not built (nbdkit-plugin-dev missing)"
+		exit 77
+	fi
+	if grep -q __asan_init "$VD_NBD_PLUGIN"; then
+		echo "SKIP $VD_NAME: sanitized plugin (an unsanitized nbdkit cannot run it reliably)"
+		exit 77
+	fi
+	for t in nbdkit nbdcopy nbdinfo; do
+		command -v $t >/dev/null || { echo "SKIP $VD_NAME: $t missing"; exit 77; }
+	done
+	vd_e2e_tmp
+	VD_ASAN=0
+}
+
+# vd_nbd_run CMD [plugin args...]: nbdkit -U - PLUGIN ARGS --run CMD (CMD sees
+# $uri, as nbdkit sets it), at most 300 s; nbdkit's stderr goes to
+# $VD_TMP/nbdkit.err. Returns nbdkit's exit status (CMD's, once it ran).
+vd_nbd_run()
+{
+	local cmd=$1
+	shift
+	timeout -k 5 300 nbdkit -U - "$VD_NBD_PLUGIN" "$@" --run "$cmd" \
+		2>"$VD_TMP/nbdkit.err" </dev/null
+}
+
+# vd_nbd_refused DESC NEEDLE PROBLEM-ERE [plugin args...]: nbdkit with the
+# plugin and ARGS must refuse to start within 20 s with exactly one line
+# "nbdkit: error: ..." naming NEEDLE (vd_refusal_why).
+vd_nbd_refused()
+{
+	local desc=$1 needle=$2 problem=$3 rc=0 why
+	shift 3
+	timeout -k 5 20 nbdkit -U - "$VD_NBD_PLUGIN" "$@" --run true \
+		>/dev/null 2>"$VD_TMP/nbdkit.err" </dev/null || rc=$?
+	why=$(vd_refusal_why $rc "$VD_TMP/nbdkit.err" 'nbdkit: error: ' "$needle" "$problem")
+	vd_refusal_report "$desc" "$why" $rc "$VD_TMP/nbdkit.err"
+}
+
+# vd_nbd_serve NAME [plugin args...]: starts nbdkit in the foreground on the
+# Unix socket $VD_TMP/NAME.sock (VD_NBD_SOCK) in the background, and waits
+# until it listens (its pid file appears). nbdkit's stderr goes to
+# $VD_TMP/nbdkit.err. Returns 1 (and shows stderr) if it does not come up.
+vd_nbd_serve()
+{
+	local name=$1 i pid
+	shift
+	VD_NBD_SOCK=$VD_TMP/$name.sock
+	rm -f "$VD_NBD_SOCK" "$VD_TMP/$name.pid"
+	nbdkit -f --exit-with-parent -U "$VD_NBD_SOCK" -P "$VD_TMP/$name.pid" \
+		"$VD_NBD_PLUGIN" "$@" 2>"$VD_TMP/nbdkit.err" </dev/null &
+	pid=$!
+	VD_NBD_PIDS+=("$pid")
+	for ((i = 0; i < VD_MOUNT_TIMEOUT * 10; i++)); do
+		[ -s "$VD_TMP/$name.pid" ] && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	sed 's/^/    | /' "$VD_TMP/nbdkit.err" >&2
+	return 1
+}
+
+# vd_nbd_stop: stops the last vd_nbd_serve server; fails unless it was still
+# running and exits 0.
+vd_nbd_stop()
+{
+	local pid=${VD_NBD_PIDS[${#VD_NBD_PIDS[@]} - 1]} rc=0
+	kill "$pid" 2>/dev/null || { echo "    nbdkit $pid was not running" >&2; return 1; }
+	wait "$pid" || rc=$?
+	[ $rc -eq 0 ] || sed 's/^/    | /' "$VD_TMP/nbdkit.err" >&2
+	return $rc
+}
+
+# vd_nbd_uri EXPORT: the URI of EXPORT on the last vd_nbd_serve server.
+vd_nbd_uri()
+{
+	printf 'nbd+unix:///%s?socket=%s' "$1" "$VD_NBD_SOCK"
+}
+
+# vd_nbd_list: the export names the last vd_nbd_serve server lists, one a line.
+vd_nbd_list()
+{
+	nbdinfo --list "$(vd_nbd_uri '')" | sed -n 's/^export="\(.*\)":$/\1/p'
+}
+
+# vd_nbd_names [PREFIX/] LAYER...: the exports the plugin must list for a
+# chain of these layers (base first): disk, then layers/NN-<stem>, NN
+# 1-based and zero-padded as vdmount pads it.
+vd_nbd_names()
+{
+	local pre=
+	case "$1" in */) pre=$1 && shift ;; esac
+	local n=$# w=2 i=1 l
+	[ ${#n} -gt 2 ] && w=${#n}
+	echo "${pre}disk"
+	for l in "$@"; do
+		printf '%slayers/%0*d-%s\n' "$pre" "$w" $i "$(vd_stem "$l")"
+		i=$((i + 1))
+	done
+}
+
+# vd_same_sparse FILE EXPECTED: same size and content, compared by qemu-img
+# compare, which skips the holes both files have (cmp reads gigabytes of
+# zeros from the 5 GiB test disks: 45 s a file on a loaded machine).
+vd_same_sparse()
+{
+	local got exp
+	got=$(stat -c %s "$1" 2>/dev/null) || { echo "    $1: cannot stat" >&2; return 1; }
+	exp=$(stat -c %s "$2")
+	if [ "$got" != "$exp" ]; then
+		echo "    $1: size $got, expected $exp" >&2
+		return 1
+	fi
+	timeout 300 qemu-img compare -q -f raw -F raw "$1" "$2" >&2
+}
+
+# vd_nbd_same URI EXPECTED [nbdcopy options...]: nbdcopy of URI into a file
+# equals EXPECTED.
+vd_nbd_same()
+{
+	local uri=$1 exp=$2 r=0
+	shift 2
+	rm -f "$VD_TMP/nbd-out.raw"
+	timeout 300 nbdcopy "$@" "$uri" "$VD_TMP/nbd-out.raw" ||
+		{ echo "    nbdcopy $uri failed" >&2; return 1; }
+	vd_same_sparse "$VD_TMP/nbd-out.raw" "$exp" || r=1
+	rm -f "$VD_TMP/nbd-out.raw"
+	return $r
+}
+
+# Allocation maps as merged runs, one a line: "start end D" (data) or
+# "start end H" (a hole that reads as zeros).
+vd_runs_merge()
+{
+	awk '{ s = $1; e = $1 + $2
+		if (n && $3 == t && s == le) { le = e; next }
+		if (n) printf "%.0f %.0f %s\n", ls, le, t
+		ls = s; le = e; t = $3; n = 1 }
+		END { if (n) printf "%.0f %.0f %s\n", ls, le, t }'
+}
+
+vd_map_qemu()
+{
+	local fmt=vmdk
+	# qemu probes a fixed VHD (no header at offset 0) as raw
+	case "$1" in *.vhd) fmt=vpc ;; esac
+	qemu-img map -f $fmt --output=json "$1" |
+		sed -n 's/.*"start": \([0-9]*\), "length": \([0-9]*\),.*"data": \([a-z]*\).*/\1 \2 \3/p' |
+		awk '{ print $1, $2, ($3 == "true" ? "D" : "H") }' | vd_runs_merge
+}
+
+vd_map_nbd()
+{
+	nbdinfo --map "$1" | awk '{ print $1, $2, ($3 % 2 ? "H" : "D") }' | vd_runs_merge
+}
+
+# vd_nbd_map_same MODE URI FILE: nbdinfo --map of URI against qemu-img map of
+# FILE. MODE exact: the same data and hole runs. MODE covers: every run qemu
+# calls data is data for the plugin (qemu also sees the holes of the host
+# files under flat extents, which the plugin reports as data).
+vd_nbd_map_same()
+{
+	local mode=$1 uri=$2 file=$3
+	vd_map_nbd "$uri" >"$VD_TMP/map.nbd" || return 1
+	vd_map_qemu "$file" >"$VD_TMP/map.qemu" || return 1
+	[ -s "$VD_TMP/map.nbd" ] || { echo "    empty map from nbdinfo" >&2; return 1; }
+	if [ "$mode" = exact ]; then
+		diff "$VD_TMP/map.qemu" "$VD_TMP/map.nbd" >&2
+		return
+	fi
+	awk 'BEGIN { n = 0 }
+		NR == FNR { if ($3 == "D") { s[n] = $1; e[n] = $2; n++ } next }
+		$3 == "D" { p = $1
+			for (i = 0; i < n && p < $2; i++)
+				if (s[i] <= p && p < e[i]) p = e[i]
+			if (p < $2) { printf "    qemu data %s-%s is a hole at %.0f\n", $1, $2, p >"/dev/stderr"; bad = 1 } }
+		END { exit bad }' "$VD_TMP/map.nbd" "$VD_TMP/map.qemu"
+}
+
+# vd_nbd_check_chains: serves each CHAINS entry with the plugin and checks it:
+# nbdkit --run 'nbdcopy "$uri" out' (the default export) equals the top's
+# ${EXPECT[...]}; nbdinfo --list shows exactly disk and every layers/NN-<stem>;
+# nbdcopy of each equals its EXPECT; where ${NBD_MAP[name]} (a global
+# associative array the caller fills) is exact or covers, nbdinfo --map of
+# each export agrees with qemu-img map of that layer (vd_nbd_map_same); and
+# nbdkit logs no error.
+vd_nbd_check_chains()
+{
+	local c name layers n top exports e i file mode
+	for c in "${CHAINS[@]}"; do
+		name=${c%%|*}
+		read -r -a layers <<<"${c#*|}"
+		n=${#layers[@]}
+		top=${layers[n - 1]}
+		mode=${NBD_MAP[$name]:-}
+		rm -f "$VD_TMP/nbd-out.raw"
+		if vd_nbd_run "nbdcopy \"\$uri\" '$VD_TMP/nbd-out.raw'" file="$top"; then
+			vd_check "$name: nbdkit --run nbdcopy (default export)" \
+				vd_same_sparse "$VD_TMP/nbd-out.raw" "${EXPECT[$top]}"
+		else
+			vd_fail "$name: nbdkit --run nbdcopy (default export)"
+			sed 's/^/    | /' "$VD_TMP/nbdkit.err"
+		fi
+		rm -f "$VD_TMP/nbd-out.raw"
+		if ! vd_nbd_serve "$name" file="$top"; then
+			vd_fail "$name: nbdkit serves the chain"
+			continue
+		fi
+		mapfile -t exports < <(vd_nbd_names "${layers[@]}")
+		vd_check "$name: nbdinfo --list shows disk and the $n layers" \
+			diff <(printf '%s\n' "${exports[@]}") <(vd_nbd_list)
+		for ((i = 0; i <= n; i++)); do
+			e=${exports[i]}
+			file=$top
+			[ $i -gt 0 ] && file=${layers[i - 1]}
+			vd_check "$name: $e" vd_nbd_same "$(vd_nbd_uri "$e")" "${EXPECT[$file]}"
+			[ -n "$mode" ] && vd_check "$name: $e: nbdinfo --map ~ qemu-img map ($mode)" \
+				vd_nbd_map_same "$mode" "$(vd_nbd_uri "$e")" "$file"
+		done
+		vd_check "$name: nbdkit stops cleanly" vd_nbd_stop
+		vd_check "$name: nbdkit logged no error" bash -c '! grep -i error "$1" >&2' _ \
+			"$VD_TMP/nbdkit.err"
+	done
 }
