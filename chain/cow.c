@@ -39,18 +39,21 @@
 #define VD_COW_STRIPES 64
 #define VD_COW_RUN_MAX VD_COW_STRIPES /* units written under one set of locks */
 #define VD_COW_FLUSH_MS 5000
+#define VD_SECTOR 512u
 
 struct vd_cow {
-	char *path;	   /* the delta as created (chain.json); kept after a scratch unlink */
-	bool scratch;	   /* unlinked right after opening: gone when we close */
-	unsigned parent;   /* index of the delta's parent layer */
-	unsigned dropped;  /* layers above --at N that left this chain */
+	char *path;	  /* the delta as created (chain.json); kept after a scratch unlink */
+	bool scratch;	  /* unlinked right after opening: gone when we close */
+	unsigned parent;  /* index of the delta's parent layer */
+	unsigned dropped; /* layers above --at N that left this chain */
 	pthread_mutex_t stripes[VD_COW_STRIPES];
-	atomic_bool dirty; /* written since the last flush */
+	atomic_bool dirty;	  /* written since the last flush began */
+	pthread_mutex_t flush_mx; /* one flush at a time: a second waits for the first */
 	atomic_uint_fast64_t writes, copied_up, flushes;
 
 	pthread_t flusher;
-	bool flusher_on;
+	bool flusher_on;	 /* protected by fl_lock; started at the first write, so that
+				    a front end may fork (daemonize) after opening the chain */
 	pthread_mutex_t fl_lock; /* protects stop; with fl_cond */
 	pthread_cond_t fl_cond;
 	bool stop;
@@ -90,8 +93,7 @@ static char *delta_stem(const char *parent_path)
 /* Creates the delta file for parent: at path when it names a file, else in
  * directory dir as the next free <stem>-vdm-NNNNNN.<ext>. Returns 0 and the
  * path in *out, or -errno (logged). */
-static int delta_create(struct vd_image *parent, const char *dir, const char *file,
-			char **out)
+static int delta_create(struct vd_image *parent, const char *dir, const char *file, char **out)
 {
 	const char *ext = !strcmp(parent->ops->name, "vhd") ? "vhd" : parent->ops->name;
 	char *stem = NULL, *p = NULL;
@@ -101,11 +103,7 @@ static int delta_create(struct vd_image *parent, const char *dir, const char *fi
 		p = strdup(file);
 		if (!p)
 			return -ENOMEM;
-		r = parent->ops->create_child(parent, p);
-		if (r == -EEXIST)
-			vd_log_err("%s: the delta file exists already: vdmount never overwrites a "
-				   "file (choose another --delta)",
-				   p);
+		r = parent->ops->create_child(parent, p); /* logs an existing file */
 		goto out;
 	}
 	stem = delta_stem(parent->path);
@@ -149,6 +147,7 @@ static void cow_free(struct vd_cow *w)
 		pthread_mutex_destroy(&w->stripes[i]);
 	pthread_mutex_destroy(&w->fl_lock);
 	pthread_cond_destroy(&w->fl_cond);
+	pthread_mutex_destroy(&w->flush_mx);
 	free(w->path);
 	free(w);
 }
@@ -163,6 +162,7 @@ static struct vd_cow *cow_new(void)
 		pthread_mutex_init(&w->stripes[i], NULL);
 	pthread_mutex_init(&w->fl_lock, NULL);
 	pthread_cond_init(&w->fl_cond, NULL);
+	pthread_mutex_init(&w->flush_mx, NULL);
 	return w;
 }
 
@@ -256,12 +256,6 @@ int vd_chain_delta_add(struct vd_chain *c, const struct vd_delta_opts *o)
 	w->parent = parent_idx;
 	w->flush_ms = o->flush_ms ? o->flush_ms : VD_COW_FLUSH_MS;
 	c->cow = w;
-	if (pthread_create(&w->flusher, NULL, flusher_main, c) == 0)
-		w->flusher_on = true;
-	else
-		vd_log_warn("%s: no periodic flush thread: data reaches the disk at fsync and "
-			    "unmount only",
-			    w->path);
 	vd_log_info("%s: writable delta over %s", w->path, parent->path);
 	return 0;
 fail:
@@ -323,6 +317,36 @@ static int unit_copy_up(struct vd_chain *c, uint64_t ustart, uint64_t ulen, cons
 	return r;
 }
 
+/* Writes [off, off+n) (p NULL: zeros), inside units the delta holds, as
+ * whole sectors: drivers write 512-byte-aligned ranges only, so ragged ends
+ * are read (from the delta itself), patched and written back. The caller
+ * holds the stripe locks of the units touched, so two such patches of one
+ * sector cannot lose each other's bytes. */
+static int sectors_patch(struct vd_chain *c, const uint8_t *p, uint64_t off, uint64_t n)
+{
+	struct vd_image *d = delta_of(c);
+	uint64_t a = off / VD_SECTOR * VD_SECTOR;
+	uint64_t b = vd_min_u64(vd_round_up(off + n, VD_SECTOR), d->size);
+	uint8_t *buf;
+	int r;
+
+	if (a == off && b == off + n && p) /* aligned already */
+		return d->ops->write(d, p, n, off);
+	buf = malloc(b - a);
+	if (!buf)
+		return -ENOMEM;
+	r = vd_chain_read(c, c->depth - 1, buf, b - a, a);
+	if (r == 0) {
+		if (p)
+			memcpy(buf + (off - a), p, n);
+		else
+			memset(buf + (off - a), 0, n);
+		r = d->ops->write(d, buf, b - a, a);
+	}
+	free(buf);
+	return r;
+}
+
 /* Writes [off, off+n) (p NULL: zeros) lying in units the delta does not
  * hold, under their stripe locks. n spans at most VD_COW_RUN_MAX units.
  * Returns 0 or -errno. */
@@ -341,12 +365,11 @@ static int run_write_new(struct vd_chain *c, const uint8_t *p, uint64_t off, uin
 
 		if (held < 0) {
 			r = held;
-		} else if (held || (pos == ustart && piece == ulen)) {
-			/* held meanwhile, or covered whole: a plain write */
-			if (p)
-				r = d->ops->write(d, p + (pos - off), piece, pos);
-			else
-				r = unit_copy_up(c, ustart, ulen, NULL, pos, piece);
+		} else if (held) {
+			/* held meanwhile: patched in place */
+			r = sectors_patch(c, p ? p + (pos - off) : NULL, pos, piece);
+		} else if (pos == ustart && piece == ulen && p) {
+			r = d->ops->write(d, p + (pos - off), piece, pos); /* covered whole */
 		} else {
 			r = unit_copy_up(c, ustart, ulen, p ? p + (pos - off) : NULL, pos, piece);
 		}
@@ -354,6 +377,31 @@ static int run_write_new(struct vd_chain *c, const uint8_t *p, uint64_t off, uin
 	}
 	stripes_lock(c->cow, first, last - first + 1, false);
 	return r;
+}
+
+/* Starts the periodic flusher on the first write (not earlier: no thread
+ * may exist when a front end forks into the background). */
+static void flusher_start(struct vd_chain *c)
+{
+	struct vd_cow *w = c->cow;
+
+	pthread_mutex_lock(&w->fl_lock);
+	if (!w->flusher_on && !w->stop) {
+		if (pthread_create(&w->flusher, NULL, flusher_main, c) == 0)
+			w->flusher_on = true;
+		else
+			vd_log_warn("%s: no periodic flush thread: data reaches the disk at "
+				    "fsync and unmount only",
+				    w->path);
+		w->stop = !w->flusher_on; /* do not try again */
+	}
+	pthread_mutex_unlock(&w->fl_lock);
+}
+
+static void cow_note_write(struct vd_chain *c)
+{
+	if (atomic_fetch_add(&c->cow->writes, 1) == 0)
+		flusher_start(c);
 }
 
 /* Writes buf (NULL: zeros) at off through the copy-on-write rules. */
@@ -370,34 +418,38 @@ static int cow_write(struct vd_chain *c, const uint8_t *buf, size_t len, uint64_
 	if (off > d->size || len > d->size - off)
 		return -ENOSPC;
 	end = off + len;
-	atomic_store(&c->cow->dirty, true);
-	atomic_fetch_add(&c->cow->writes, 1);
+	cow_note_write(c);
 	while (off < end && r == 0) {
 		uint64_t ustart = off / u * u, held_n, n;
 		int held = unit_held(d, ustart, vd_min_u64(end, d->size) - ustart, &held_n);
 
-		if (held < 0)
-			return held;
+		if (held < 0) {
+			r = held;
+			break;
+		}
 		/* held_n runs from the unit's start: the units that share its state */
 		n = vd_min_u64(ustart + held_n, end) - off;
-		if (held) {
-			/* Held units are overwritten in place; with buf NULL the
-			 * zeros go through a buffer of the unit's size at most. */
-			if (buf) {
-				r = d->ops->write(d, buf + (len - (end - off)), n, off);
-			} else {
-				uint64_t chunk = vd_min_u64(n, u);
-				uint8_t *z = calloc(1, chunk);
-				r = z ? d->ops->write(d, z, chunk, off) : -ENOMEM;
-				free(z);
-				n = chunk;
-			}
+		if (held && off % VD_SECTOR == 0 && (n % VD_SECTOR == 0 || off + n == d->size) &&
+		    buf) {
+			/* Held, whole sectors: overwritten in place, no lock. */
+			r = d->ops->write(d, buf + (len - (end - off)), n, off);
+		} else if (held) {
+			/* Ragged sectors (or zeros) in held units: patched under the
+			 * stripe lock, one unit at a time. */
+			n = vd_min_u64(n, ustart + u - off);
+			stripes_lock(c->cow, off / u, 1, true);
+			r = sectors_patch(c, buf ? buf + (len - (end - off)) : NULL, off, n);
+			stripes_lock(c->cow, off / u, 1, false);
 		} else {
 			n = vd_min_u64(n, VD_COW_RUN_MAX * u - (off - ustart));
 			r = run_write_new(c, buf ? buf + (len - (end - off)) : NULL, off, n);
 		}
 		off += n;
 	}
+	/* Dirty only once the write is done: a flush that began meanwhile may
+	 * not hold it, and the next one must run (vd_chain_flush skips a clean
+	 * chain). */
+	atomic_store(&c->cow->dirty, true);
 	return r;
 }
 
@@ -428,10 +480,11 @@ int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len)
 	if (r == 0) {
 		uint64_t units = vd_min_u64((b - a) / u, VD_COW_STRIPES);
 
-		atomic_store(&c->cow->dirty, true);
+		cow_note_write(c);
 		stripes_lock(c->cow, a / u, units, true);
 		r = d->ops->discard(d, a, b - a);
 		stripes_lock(c->cow, a / u, units, false);
+		atomic_store(&c->cow->dirty, true);
 	}
 	if (r == 0 && off + len > b)
 		r = cow_write(c, NULL, off + len - b, b);
@@ -441,17 +494,22 @@ int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len)
 int vd_chain_flush(struct vd_chain *c)
 {
 	struct vd_image *d;
-	int r;
+	int r = 0;
 
 	if (!c->cow)
 		return 0;
-	d = delta_of(c);
-	atomic_store(&c->cow->dirty, false);
-	r = d->ops->flush(d);
-	if (r < 0)
-		atomic_store(&c->cow->dirty, true);
-	else
-		atomic_fetch_add(&c->cow->flushes, 1);
+	/* Serialised, so that a flush finding nothing new to do returns only
+	 * after the one in progress (which holds its caller's writes) is done. */
+	pthread_mutex_lock(&c->cow->flush_mx);
+	if (atomic_exchange(&c->cow->dirty, false)) {
+		d = delta_of(c);
+		r = d->ops->flush(d);
+		if (r < 0)
+			atomic_store(&c->cow->dirty, true);
+		else
+			atomic_fetch_add(&c->cow->flushes, 1);
+	}
+	pthread_mutex_unlock(&c->cow->flush_mx);
 	return r;
 }
 
@@ -490,13 +548,12 @@ void vd_cow_close(struct vd_chain *c)
 
 	if (!w)
 		return;
-	if (w->flusher_on) {
-		pthread_mutex_lock(&w->fl_lock);
-		w->stop = true;
-		pthread_cond_signal(&w->fl_cond);
-		pthread_mutex_unlock(&w->fl_lock);
+	pthread_mutex_lock(&w->fl_lock);
+	w->stop = true;
+	pthread_cond_signal(&w->fl_cond);
+	pthread_mutex_unlock(&w->fl_lock);
+	if (w->flusher_on)
 		pthread_join(w->flusher, NULL);
-	}
 	vd_chain_flush(c);
 	c->cow = NULL;
 	cow_free(w);

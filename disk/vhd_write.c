@@ -160,10 +160,12 @@ static int layout_create(const char *path, struct vhd_footer *f, struct vhd_head
 				unlink(tmp);
 		}
 	}
-	if (r < 0) {
+	if (r == -EEXIST)
+		vd_log_err("%s: exists already: vdmount never replaces a file", path);
+	else if (r < 0)
 		vd_log_err("vhd: %s: cannot write: %s", path, strerror(-r));
+	if (r < 0)
 		unlink(tmp);
-	}
 out:
 	if (fd >= 0)
 		close(fd);

@@ -2,7 +2,9 @@
  *
  * The tree is built once at mount time and never changes: a uthash table maps
  * each absolute path ("/", "/disk", "/layers/01-base", "/chain.json") to a
- * node. Disk and layer files are read-only windows onto vd_chain_read() at a
+ * node. With a writable delta (vdmount -w) `disk` forwards writes, fsync
+ * and discard to the chain's copy-on-write; everything else stays
+ * read-only. Disk and layer files are windows onto vd_chain_read() at a
  * level; chain.json is rendered on first use (it walks every layer's tables to
  * count allocated bytes, which a mount must not wait for) and then cached.
  * Content never changes while mounted, so the kernel may keep its page cache
@@ -11,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +30,9 @@ struct fs_node {
 	enum fs_kind kind;
 	struct vd_chain *chain; /* FS_LAYER, FS_JSON */
 	unsigned level;		/* FS_LAYER */
+	bool writable;		/* FS_LAYER: the `disk` of a chain with a writable delta */
+	bool uncached;		/* FS_LAYER: a view of the writable delta other than `disk`:
+				   no page cache, so it never serves stale pages */
 	struct fs_node **kids;	/* FS_DIR, in listing order */
 	unsigned n_kids;
 	char *json; /* FS_JSON: rendered text, protected by tree->json_lock */
@@ -36,6 +42,7 @@ struct fs_node {
 
 struct fs_tree {
 	struct fs_node *nodes; /* uthash by path */
+	char *delta_dir;       /* directory of the (first) writable delta, for statfs */
 	pthread_mutex_t json_lock;
 	struct timespec mtime; /* mount time, shown on every node */
 	uid_t uid;
@@ -91,6 +98,7 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 		return -ENOMEM;
 	n->chain = c;
 	n->level = vd_chain_depth(c) - 1;
+	n->writable = vd_chain_writable(c);
 	layers = node_add(t, dir, "layers", FS_DIR);
 	if (!layers)
 		return -ENOMEM;
@@ -102,6 +110,7 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 		free(name);
 		if (!n)
 			return -ENOMEM;
+		n->uncached = vd_chain_writable(c) && i == vd_chain_depth(c) - 1;
 		n->chain = c;
 		n->level = i;
 	}
@@ -137,6 +146,11 @@ int fs_tree_build(struct fs_disk *disks, unsigned n, struct fs_tree **out)
 		r = disk_add(t, dir, disks[i].chain);
 		if (r < 0)
 			goto fail;
+		if (!t->delta_dir && vd_chain_delta_path(disks[i].chain)) {
+			t->delta_dir = vd_path_dir(vd_chain_delta_path(disks[i].chain));
+			if (!t->delta_dir)
+				goto fail;
+		}
 	}
 	*out = t;
 	return 0;
@@ -160,6 +174,7 @@ void fs_tree_free(struct fs_tree *t)
 		free(n);
 	}
 	pthread_mutex_destroy(&t->json_lock);
+	free(t->delta_dir);
 	free(t);
 }
 
@@ -228,7 +243,7 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		st->st_nlink = 2;
 		return 0;
 	}
-	st->st_mode = S_IFREG | 0444;
+	st->st_mode = S_IFREG | (n->writable ? 0644 : 0444);
 	st->st_nlink = 1;
 	st->st_size = (off_t)node_size(t, n, &err);
 	if (err < 0)
@@ -276,7 +291,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		return -ENOENT;
 	if (n->kind == FS_DIR)
 		return -EISDIR;
-	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+	if ((fi->flags & O_ACCMODE) != O_RDONLY && !n->writable)
 		return -EROFS;
 	if (n->kind == FS_JSON) {
 		int r = json_get(t, n);
@@ -284,8 +299,11 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 			return r;
 	}
 	fi->fh = (uintptr_t)n;
-	/* Read-only content never changes while mounted. */
-	fi->keep_cache = 1;
+	/* Read-only content never changes while mounted; the writable disk
+	 * changes only through this inode, whose page cache the kernel updates
+	 * on each write. Another view of the writable delta bypasses the cache. */
+	fi->keep_cache = !n->uncached;
+	fi->direct_io = n->uncached;
 	return 0;
 }
 
@@ -315,10 +333,96 @@ static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fu
 	return r < 0 ? r : (int)len;
 }
 
+static int fs_write(const char *path, const char *buf, size_t len, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	uint64_t size;
+	int r;
+
+	(void)path;
+	if (!n->writable)
+		return -EROFS;
+	if (off < 0)
+		return -EINVAL;
+	size = vd_chain_size(n->chain, n->level);
+	if ((uint64_t)off >= size)
+		return len ? -ENOSPC : 0; /* a disk does not grow */
+	if (len > size - (uint64_t)off)
+		len = (size_t)(size - (uint64_t)off);
+	r = vd_chain_write(n->chain, buf, len, (uint64_t)off);
+	return r < 0 ? r : (int)len;
+}
+
+static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+
+	(void)path;
+	(void)datasync;
+	return n->kind == FS_LAYER && n->writable ? vd_chain_flush(n->chain) : 0;
+}
+
+/* close(2) of a writable disk: the writes are durable when the last
+ * program using the disk has closed it, so `umount guest; fusermount3 -u`
+ * leaves a complete delta (the footers/clean flag follow at daemon exit). A
+ * clean chain costs nothing here. */
+static int fs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+
+	(void)path;
+	return n->kind == FS_LAYER && n->writable ? vd_chain_flush(n->chain) : 0;
+}
+
+/* Discard: fstrim through a loop device, fallocate --punch-hole. */
+static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	uint64_t size;
+
+	(void)path;
+	if (!n->writable)
+		return -EROFS;
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && !(mode & FALLOC_FL_ZERO_RANGE))
+		return -EOPNOTSUPP; /* allocation and growth make no sense for a disk */
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+		return -EOPNOTSUPP;
+	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
+		return 0; /* KEEP_SIZE alone: the space is the disk's already */
+	size = vd_chain_size(n->chain, n->level);
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	if ((uint64_t)off >= size)
+		return 0;
+	return vd_chain_discard(n->chain, (uint64_t)off,
+				vd_min_u64((uint64_t)len, size - (uint64_t)off));
+}
+
+/* The virtual size is fixed: only a truncate to the same size succeeds. */
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct fs_tree *t = tree_get();
+	struct fs_node *n = fi && fi->fh ? (struct fs_node *)(uintptr_t)fi->fh : node_find(t, path);
+
+	if (!n)
+		return -ENOENT;
+	if (n->kind != FS_LAYER || !n->writable)
+		return -EROFS;
+	return (uint64_t)size == vd_chain_size(n->chain, n->level) ? 0 : -EPERM;
+}
+
 static int fs_statfs(const char *path, struct statvfs *sv)
 {
+	struct fs_tree *t = tree_get();
+
 	(void)path;
 	memset(sv, 0, sizeof(*sv));
+	/* A writable mount reports the space left where its delta grows. */
+	if (t->delta_dir && statvfs(t->delta_dir, sv) == 0) {
+		sv->f_flag &= ~(unsigned long)ST_RDONLY;
+		return 0;
+	}
 	sv->f_bsize = 4096;
 	sv->f_frsize = 4096;
 	sv->f_namemax = 255;
@@ -344,6 +448,11 @@ const struct fuse_operations fs_ops = {
     .readdir = fs_readdir,
     .open = fs_open,
     .read = fs_read,
+    .write = fs_write,
+    .fsync = fs_fsync,
+    .flush = fs_flush,
+    .fallocate = fs_fallocate,
+    .truncate = fs_truncate,
     .statfs = fs_statfs,
     .init = fs_init,
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,9 @@
 
 struct opts {
 	bool foreground, debug, single, force, allow_outside, allow_devices;
+	bool write, scratch;		/* -w, --scratch */
+	const char *delta;		/* --delta PATH */
+	unsigned at;			/* --at N */
 	const char **search, **parents; /* --search DIR, --parent FILE (argv strings) */
 	unsigned n_search, n_parents;
 	struct vd_buf fuse_o; /* comma-joined -o options */
@@ -26,42 +30,52 @@ struct opts {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: vdmount [options] IMAGE... MOUNTPOINT\n"
-		   "\n"
-		   "Mounts VMDK and VHD snapshot chains read-only. Each disk appears as\n"
-		   "  disk              the merged view of the whole chain\n"
-		   "  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
-		   "  chain.json        chain metadata and validation result\n"
-		   "With several images, each gets a directory named after its file.\n"
-		   "\n"
-		   "options:\n"
-		   "  -f            stay in the foreground\n"
-		   "  -d            debug output (implies -f)\n"
-		   "  -s            single-threaded\n"
-		   "  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
-		   "  --force       mount even if a parent's CID/unique id does not match\n"
-		   "  --search DIR  also look for parents (by file name) in DIR, and let\n"
-		   "                images refer to files below DIR\n"
-		   "  --parent FILE a parent that moved: used for the layer whose parent id it\n"
-		   "                has when that layer's hints lead nowhere (repeatable)\n"
-		   "  --allow-outside  let images refer to files outside the directories of\n"
-		   "                the images given and of --search (absolute extents, hints)\n"
-		   "  --allow-devices  let images refer to block devices (extents, parents)\n"
-		   "  -h, --help    this help\n"
-		   "  -V, --version print the version\n");
+	fprintf(f,
+		"usage: vdmount [options] IMAGE... MOUNTPOINT\n"
+		"\n"
+		"Mounts VMDK and VHD snapshot chains, read-only unless -w. Each disk appears as\n"
+		"  disk              the merged view of the whole chain\n"
+		"  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
+		"  chain.json        chain metadata and validation result\n"
+		"With several images, each gets a directory named after its file.\n"
+		"\n"
+		"options:\n"
+		"  -f            stay in the foreground\n"
+		"  -d            debug output (implies -f)\n"
+		"  -s            single-threaded\n"
+		"  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
+		"  -w, --write   make disk writable: writes go into a NEW delta beside the top\n"
+		"                image (<stem>-vdm-NNNNNN.vmdk/.vhd); no existing file changes\n"
+		"  --delta PATH  with -w: the new delta's file (or directory for it)\n"
+		"  --scratch     with -w: a throw-away delta, deleted at unmount (in $TMPDIR\n"
+		"                unless --delta names a directory)\n"
+		"  --at N        with -w: the new delta's parent is layer N (1 = base), not the\n"
+		"                top; the layers above N are left out (their files untouched)\n"
+		"  --force       mount even if a parent's CID/unique id does not match\n"
+		"  --search DIR  also look for parents (by file name) in DIR, and let\n"
+		"                images refer to files below DIR\n"
+		"  --parent FILE a parent that moved: used for the layer whose parent id it\n"
+		"                has when that layer's hints lead nowhere (repeatable)\n"
+		"  --allow-outside  let images refer to files outside the directories of\n"
+		"                the images given and of --search (absolute extents, hints)\n"
+		"  --allow-devices  let images refer to block devices (extents, parents)\n"
+		"  -h, --help    this help\n"
+		"  -V, --version print the version\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-	    {"force", no_argument, NULL, 'F'},	       {"search", required_argument, NULL, 'S'},
+	    {"force", no_argument, NULL, 'F'},	       {"write", no_argument, NULL, 'w'},
+	    {"delta", required_argument, NULL, 'L'},   {"scratch", no_argument, NULL, 'T'},
+	    {"at", required_argument, NULL, 'A'},      {"search", required_argument, NULL, 'S'},
 	    {"parent", required_argument, NULL, 'P'},  {"allow-outside", no_argument, NULL, 'O'},
 	    {"allow-devices", no_argument, NULL, 'D'}, {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
 	};
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+fdso:hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+fdso:hVw", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			o->foreground = true;
@@ -93,6 +107,27 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'O':
 			o->allow_outside = true;
 			break;
+		case 'w':
+			o->write = true;
+			break;
+		case 'L':
+			o->delta = optarg;
+			break;
+		case 'T':
+			o->scratch = true;
+			break;
+		case 'A': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || !*optarg || v == 0 || v > VD_CHAIN_MAX_DEPTH) {
+				fprintf(stderr, "vdmount: error: --at %s: not a layer number\n",
+					optarg);
+				return -EINVAL;
+			}
+			o->at = (unsigned)v;
+			break;
+		}
 		case 'D':
 			o->allow_devices = true;
 			break;
@@ -115,6 +150,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	o->images = argv + optind;
 	o->n_images = (unsigned)(argc - optind - 1);
 	o->mountpoint = argv[argc - 1];
+	if ((o->delta || o->scratch || o->at) && !o->write) {
+		fprintf(stderr, "vdmount: error: --delta, --scratch and --at go with -w\n");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -206,6 +245,35 @@ static int name_disks(struct fs_disk *d, unsigned n)
 	return 0;
 }
 
+/* -w: a new delta on top of each chain. With several images --delta must
+ * be a directory (each disk gets its own delta there). A daemon that writes
+ * behind a loop device must not be throttled by the writeback it serves:
+ * PR_SET_IO_FLUSHER (Linux 5.6). */
+static int writable_setup(const struct opts *o, struct fs_disk *disks)
+{
+	struct stat st;
+
+	if (o->n_images > 1 && o->delta && (stat(o->delta, &st) < 0 || !S_ISDIR(st.st_mode))) {
+		fprintf(stderr,
+			"vdmount: error: %s: with several images --delta must be an "
+			"existing directory\n",
+			o->delta);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < o->n_images; i++) {
+		struct vd_delta_opts d = {.path = o->delta, .at = o->at, .scratch = o->scratch};
+		int r = vd_chain_delta_add(disks[i].chain, &d);
+
+		if (r < 0)
+			return r;
+	}
+	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+		vd_log_warn("PR_SET_IO_FLUSHER: %s: a writable mount behind a loop device may "
+			    "stall under memory pressure",
+			    strerror(errno));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = {0};
@@ -254,12 +322,15 @@ int main(int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
+	if (o.write && writable_setup(&o, disks) < 0)
+		goto out;
 	if (name_disks(disks, o.n_images) < 0 || fs_tree_build(disks, o.n_images, &tree) < 0) {
 		fprintf(stderr, "vdmount: error: out of memory\n");
 		goto out;
 	}
 
-	vd_buf_printf(&o.fuse_o, ",ro,fsname=vdmount,subtype=vdmount,default_permissions");
+	vd_buf_printf(&o.fuse_o, "%s,fsname=vdmount,subtype=vdmount,default_permissions",
+		      o.write ? "" : ",ro");
 	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, o.fuse_o.data + 1) ||
 	    (o.debug && fuse_opt_add_arg(&args, "-d"))) {

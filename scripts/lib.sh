@@ -262,6 +262,35 @@ vd_umount()
 	return 1
 }
 
+# vd_daemon_pid MNT: pid of the vdmount process serving MNT (empty if none):
+# the one whose command line holds MNT, as given or as an absolute path.
+vd_daemon_pid()
+{
+	local mnt p
+	mnt=$(realpath -m "$1")
+	for p in $(pgrep -x vdmount); do
+		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- " $1 " && { echo "$p"; return; }
+		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- " $mnt " && { echo "$p"; return; }
+	done
+}
+
+# vd_umount_wait MNT: unmounts MNT and waits (30 s at most) until the daemon
+# that served it has exited: a writable mount finishes its delta (final flush,
+# footers, clean flag) after the kernel lets go of the mount point.
+vd_umount_wait()
+{
+	local pid i
+	pid=$(vd_daemon_pid "$1")
+	vd_umount "$1" || return 1
+	[ -n "$pid" ] || return 0
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	echo "    vdmount (pid $pid) still running 30 s after unmounting $1" >&2
+	return 1
+}
+
 # vd_sums_save OUT FILE...: records sha256 of each file; vd_sums_check OUT
 # verifies them (the "no write to an input file" rule).
 vd_sums_save()
