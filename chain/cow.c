@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,11 +80,14 @@ const char *vd_chain_delta_path(const struct vd_chain *c)
 
 /* "<stem>-vdm-NNNNNN": a vdmount delta's own suffix is replaced, not
  * stacked, so -w on disk-vdm-000001 makes disk-vdm-000002. */
-static char *delta_stem(const char *parent_path)
+static char *delta_stem(const char *parent_path, const char *ext)
 {
 	char *stem = vd_path_stem(parent_path);
-	size_t n = stem ? strlen(stem) : 0;
+	size_t n = stem ? strlen(stem) : 0, e = strlen(ext);
 
+	/* an extension vd_path_stem does not know: the format's own name */
+	if (n > e + 1 && stem[n - e - 1] == '.' && !strcasecmp(stem + n - e, ext))
+		stem[n -= e + 1] = 0;
 	if (n > 11 && !strncmp(stem + n - 11, "-vdm-", 5) &&
 	    strspn(stem + n - 6, "0123456789") == 6)
 		stem[n - 11] = 0;
@@ -106,7 +110,7 @@ static int delta_create(struct vd_image *parent, const char *dir, const char *fi
 		r = parent->ops->create_child(parent, p); /* logs an existing file */
 		goto out;
 	}
-	stem = delta_stem(parent->path);
+	stem = delta_stem(parent->path, ext);
 	if (!stem)
 		return -ENOMEM;
 	r = -EEXIST;

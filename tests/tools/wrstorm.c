@@ -153,7 +153,8 @@ static int cmd_storm(int argc, char **argv)
 	buf = malloc(sizes[5]);
 	r = s.seed ^ 0x5555;
 	for (unsigned i = 0; buf && !s.failed && i < s.ops / 2; i++) {
-		uint64_t len = sizes[rng(&r) % 6], border = s.size / s.threads * (1 + rng(&r) % s.threads);
+		uint64_t len = sizes[rng(&r) % 6],
+			 border = s.size / s.threads * (1 + rng(&r) % s.threads);
 		uint64_t off = border > len / 2 ? border - len / 2 : 0;
 
 		if (off + len > s.size)
@@ -236,8 +237,9 @@ static int cmd_check(int argc, char **argv)
 		fill(want, RECORD, seed + i);
 		if (pread(fd, got, RECORD, (off_t)(i * RECORD)) != (ssize_t)RECORD ||
 		    memcmp(want, got, RECORD)) {
-			fprintf(stderr, "wrstorm: record %" PRIu64 " of %" PRIu64 " fsync'd is wrong\n",
-				i, n);
+			fprintf(stderr,
+				"wrstorm: record %" PRIu64 " of %" PRIu64 " fsync'd is wrong\n", i,
+				n);
 			return 1;
 		}
 	}

@@ -3,17 +3,26 @@
 #include "fake_helper.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 unsigned long fake_status_calls, fake_read_calls;
+unsigned long fake_write_calls, fake_flush_calls, fake_contract_breaks;
+unsigned fake_write_delay_us;
 
+/* map values: 0 unallocated, 1 data (fake_byte), 2 zero, 3 written here
+ * (bytes in data[]: a writable fake opened VD_OPEN_RDWR) */
 struct fake_state {
 	uint64_t grain;
 	uint64_t n_grains;
 	unsigned tag;
 	uint8_t *map;
+	uint8_t *data; /* n_grains * grain, RDWR only */
+	pthread_mutex_t lock;
 };
 
 static int fake_probe(const uint8_t *head, size_t len, uint64_t file_size)
@@ -43,7 +52,6 @@ static int fake_open(struct vd_image *img, unsigned flags)
 	char *text = calloc(1, img->file_size + 1);
 	int r = -EINVAL;
 
-	(void)flags;
 	img->priv = s;
 	if (!s || !text) {
 		free(text);
@@ -95,6 +103,14 @@ static int fake_open(struct vd_image *img, unsigned flags)
 	img->cow_unit = (uint32_t)s->grain;
 	img->alloc_unit = s->grain;
 	img->subformat = "fake";
+	pthread_mutex_init(&s->lock, NULL);
+	if (flags & VD_OPEN_RDWR) {
+		s->data = calloc(s->n_grains, s->grain);
+		if (!s->data) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
 	r = 0;
 out:
 	free(text);
@@ -105,8 +121,10 @@ static void fake_close(struct vd_image *img)
 {
 	struct fake_state *s = img->priv;
 
-	if (s)
+	if (s) {
 		free(s->map);
+		free(s->data);
+	}
 	free(s);
 }
 
@@ -115,15 +133,15 @@ static int fake_block_status(struct vd_image *img, uint64_t off, uint64_t len, u
 {
 	struct fake_state *s = img->priv;
 	uint64_t g = off / s->grain;
-	uint8_t st = s->map[g];
+	uint8_t st = __atomic_load_n(&s->map[g], __ATOMIC_ACQUIRE);
 	uint64_t end = (g + 1) * s->grain;
 
 	__atomic_add_fetch(&fake_status_calls, 1, __ATOMIC_RELAXED);
-	while (end < off + len && s->map[end / s->grain] == st)
+	while (end < off + len && __atomic_load_n(&s->map[end / s->grain], __ATOMIC_ACQUIRE) == st)
 		end += s->grain;
 	*pnum = vd_min_u64(end, off + len) - off;
 	map->fd = -1; /* no file: fake_read() makes the bytes */
-	return st == 1 ? VD_DATA : st == 2 ? VD_ZERO : VD_UNALLOC;
+	return st == 1 || st == 3 ? VD_DATA : st == 2 ? VD_ZERO : VD_UNALLOC;
 }
 
 static int fake_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
@@ -133,10 +151,70 @@ static int fake_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 
 	__atomic_add_fetch(&fake_read_calls, 1, __ATOMIC_RELAXED);
 	for (size_t i = 0; i < len; i++) {
-		if (s->map[(off + i) / s->grain] != 1)
+		uint8_t st = __atomic_load_n(&s->map[(off + i) / s->grain], __ATOMIC_ACQUIRE);
+		if (st != 1 && st != 3)
 			return -EIO; /* the chain asked for a range it was not told is DATA */
-		p[i] = fake_byte(s->tag, off + i);
+		p[i] = st == 3 ? s->data[off + i] : fake_byte(s->tag, off + i);
 	}
+	return 0;
+}
+
+/* The write contract of disk/disk.h, checked: whole sectors only; a grain not
+ * held here arrives whole. A break is counted (and refused) for the tests. */
+static int fake_write(struct vd_image *img, const void *buf, size_t len, uint64_t off)
+{
+	struct fake_state *s = img->priv;
+	const uint8_t *p = buf;
+
+	__atomic_add_fetch(&fake_write_calls, 1, __ATOMIC_RELAXED);
+	if (!s->data || off % 512 || (len % 512 && off + len != img->size) || off + len > img->size)
+		goto bad;
+	for (uint64_t g = off / s->grain; g <= (off + len - 1) / s->grain; g++) {
+		uint64_t gs = g * s->grain, ge = vd_min_u64(gs + s->grain, img->size);
+		uint8_t st = __atomic_load_n(&s->map[g], __ATOMIC_ACQUIRE);
+
+		if (st != 3 && (off > gs || off + len < ge))
+			goto bad;
+	}
+	if (fake_write_delay_us)
+		usleep(fake_write_delay_us); /* widen race windows for the tests */
+	memcpy(s->data + off, p, len);
+	for (uint64_t g = off / s->grain; g <= (off + len - 1) / s->grain; g++)
+		__atomic_store_n(&s->map[g], 3, __ATOMIC_RELEASE);
+	return 0;
+bad:
+	__atomic_add_fetch(&fake_contract_breaks, 1, __ATOMIC_RELAXED);
+	return -EPROTO;
+}
+
+static int fake_flush(struct vd_image *img)
+{
+	(void)img;
+	__atomic_add_fetch(&fake_flush_calls, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* A child: same size and grain, a new tag and id, the parent by base name. */
+static int fake_create_child(struct vd_image *parent, const char *path)
+{
+	struct fake_state *ps = parent->priv;
+	const char *base = strrchr(parent->path, '/');
+	unsigned long pid = (unsigned long)parent->id.bytes[0] << 24 | parent->id.bytes[1] << 16 |
+			    parent->id.bytes[2] << 8 | parent->id.bytes[3];
+	FILE *f;
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+
+	if (fd < 0)
+		return -errno;
+	f = fdopen(fd, "w");
+	if (!f) {
+		close(fd);
+		return -ENOMEM;
+	}
+	fprintf(f, "FAKEDISK\nsize %llu\ngrain %llu\ntag %u\nid %lx\nparentid %lx\nparent %s\n",
+		(unsigned long long)parent->size, (unsigned long long)ps->grain, ps->tag + 100,
+		pid + 0x10000, pid, base ? base + 1 : parent->path);
+	fclose(f);
 	return 0;
 }
 
@@ -147,6 +225,9 @@ const struct vd_format_ops fake_ops = {
     .close = fake_close,
     .block_status = fake_block_status,
     .read = fake_read,
+    .write = fake_write,
+    .flush = fake_flush,
+    .create_child = fake_create_child,
 };
 
 const struct vd_format_ops fake2_ops = {

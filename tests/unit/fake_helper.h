@@ -21,6 +21,13 @@ extern const struct vd_format_ops *const fake_formats[];
 /* Number of block_status / read calls since the last reset (all threads). */
 extern unsigned long fake_status_calls, fake_read_calls;
 
+/* The writable side: a fake opened VD_OPEN_RDWR keeps written grains in
+ * memory; create_child writes a child file (tag + 100). Write calls, flush
+ * calls, and writes that broke the contract of disk/disk.h (not whole
+ * sectors, or a grain not held here written in part). */
+extern unsigned long fake_write_calls, fake_flush_calls, fake_contract_breaks;
+extern unsigned fake_write_delay_us; /* each write sleeps this long first */
+
 static inline uint8_t fake_byte(unsigned tag, uint64_t off)
 {
 	return (uint8_t)(tag * 37u + (off % 251u) + (off / 4096u) * 3u + 1u);
