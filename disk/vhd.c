@@ -220,7 +220,7 @@ out:
 }
 
 /* Locators and parent name of a differencing disk, added as hints in the
- * order W2ru, W2ku, MacX, parent name (formats.md 6.2). */
+ * order W2ru, W2ku, MacX, parent name (VHD spec, "Parent Locator Entries"). */
 static int parent_load(struct vd_image *img, struct vhd_state *st, uint64_t data_end,
 		       struct vhd_span *spans, size_t *n_spans)
 {

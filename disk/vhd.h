@@ -18,7 +18,7 @@
 #define VHD_HEADER_SIZE 1024u
 #define VHD_NUM_LOCATORS 8
 
-/* Footer field offsets (formats.md 6.1). */
+/* Footer field offsets (VHD spec, "Hard Disk Footer Format"). */
 #define VHD_FTR_COOKIE 0
 #define VHD_FTR_FEATURES 8
 #define VHD_FTR_VERSION 12
@@ -35,7 +35,7 @@
 #define VHD_FTR_UUID 68
 #define VHD_FTR_SAVED 84
 
-/* Dynamic header field offsets (formats.md 6.2). */
+/* Dynamic header field offsets (VHD spec, "Dynamic Disk Header Format"). */
 #define VHD_HDR_COOKIE 0
 #define VHD_HDR_DATA_OFFSET 8
 #define VHD_HDR_TABLE_OFFSET 16
@@ -63,7 +63,7 @@
 #define VHD_MAX_LOCATOR (32u << 10) /* payload bytes */
 #define VHD_EPOCH 946684800	    /* 2000-01-01 00:00:00 UTC in Unix time */
 
-/* Platform codes of parent locators (formats.md 6.2). */
+/* Platform codes of parent locators (VHD spec, "Parent Locator Entries"). */
 #define VHD_PLAT_NONE 0u
 #define VHD_PLAT_WI2R 0x57693272u
 #define VHD_PLAT_WI2K 0x5769326Bu

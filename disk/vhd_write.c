@@ -10,7 +10,7 @@
  *
  * Creator: "win " (Hyper-V), version 10.0, host "Wi2k". QEMU and readers like
  * it take the virtual size from the CHS geometry for any creator they do not
- * know (formats.md 6.1); claiming Hyper-V makes them use the current size,
+ * know (VHD spec, "Hard Disk Footer Format": Disk Geometry and Current Size); claiming Hyper-V makes them use the current size,
  * which is what we copy from the parent and what vdmount reads.
  *
  * W2ku holds the parent's absolute POSIX real path with '/' turned into '\',

@@ -1,4 +1,5 @@
-/* VMDK vmfsSparse ("COWD") extent backend, read-only (formats.md 4.1, 9).
+/* VMDK vmfsSparse ("COWD") extent backend, read-only. Reference: QEMU's
+ * block/vmdk.c (vmdk_open_vmfs_sparse, VMDK3Header); no public specification.
  *
  * Layout: a 2048-byte LE header, a grain directory (GD) of u32 sector numbers
  * at gdOffset, and grain tables (GT) of 4096 u32 sector numbers (16 KiB each)
@@ -32,7 +33,7 @@
 
 #define COWD_GT_ENTRIES 4096u
 #define COWD_GT_BYTES (COWD_GT_ENTRIES * 4u)
-#define COWD_MAX_GRAIN 2048u /* sectors (1 MiB), formats.md 9 */
+#define COWD_MAX_GRAIN 2048u /* sectors (1 MiB): larger grains are refused */
 
 struct cowd_header {
 	uint32_t version, flags;

@@ -1,4 +1,4 @@
-/* VMDK text descriptor parser (formats.md section 1).
+/* VMDK text descriptor parser (VMware Virtual Disk Format 5.0, "The Descriptor File").
  *
  * The text is hostile: it is parsed line by line with explicit bounds, never
  * with sscanf or strstr over the whole buffer. Keys and enum words are

@@ -1,4 +1,4 @@
-/* VMDK text descriptor parser (formats.md section 1). Not a public API: used by
+/* VMDK text descriptor parser (VMware Virtual Disk Format 5.0, "The Descriptor File"). Not a public API: used by
  * vmdk.c and the unit tests. */
 #ifndef VD_VMDK_DESC_H
 #define VD_VMDK_DESC_H

@@ -1,4 +1,6 @@
-/* VMDK seSparse extent backend (ESXi >= 6.5), read-only (formats.md 4.2, 9).
+/* VMDK seSparse extent backend (ESXi >= 6.5), read-only. seSparse has no public
+ * specification: the reference is QEMU's block/vmdk.c (vmdk_open_se_sparse),
+ * whose checks are all made here.
  *
  * Layout (all LE u64, offsets and sizes in sectors): a const header at sector
  * 0 (26 fields + zero padding), a volatile header (magic 0xCAFECAFE, journal
@@ -34,7 +36,7 @@
 #define SES_GDE_TAG 0x10000000ull
 #define SES_GD_CAP (1u << 22) /* 4 Mi GD entries (32 MiB) covers 64 TiB */
 
-/* Const header field indexes (formats.md 4.2). */
+/* Const header field indexes (QEMU block/vmdk.c, VMDKSESparseConstHeader). */
 enum ses_field {
 	SES_MAGIC,
 	SES_VERS,

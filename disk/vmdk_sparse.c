@@ -1,5 +1,5 @@
 /* Hosted sparse ("KDMV") extent backend: header decode, GD/GT lookup
- * (formats.md section 2).
+ * (VMware Virtual Disk Format 5.0, "Hosted Sparse Extents").
  *
  * A grain is unallocated (GTE 0), zeroed (GTE 1, only with flag bit 2), or at
  * sector GTE of the extent file: GD -> GT -> grain. Only the primary GD is
@@ -22,7 +22,7 @@
 #include "disk/endian.h"
 #include "disk/tcache.h"
 
-/* KDMV header field offsets (formats.md 2.1). */
+/* KDMV header field offsets (Virtual Disk Format 5.0, "Hosted Sparse Extent Header"). */
 #define KDMV_MAGIC 0
 #define KDMV_VERSION 4
 #define KDMV_FLAGS 8

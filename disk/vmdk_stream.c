@@ -1,4 +1,5 @@
-/* VMDK streamOptimized extent backend, read-only (formats.md 3, 9).
+/* VMDK streamOptimized extent backend, read-only (VMware Virtual Disk
+ * Format 5.0, "Stream-Optimized Compressed Sparse Extents").
  *
  * A stream is a KDMV file whose grains are zlib-compressed, each behind a
  * 12-byte grain marker (lba u64, size u32) when flag bit 17 is set. Two

@@ -35,7 +35,8 @@ struct fs_node {
 				   no page cache, so it never serves stale pages */
 	struct fs_node **kids;	/* FS_DIR, in listing order */
 	unsigned n_kids;
-	char *json; /* FS_JSON: rendered text, protected by tree->json_lock */
+	char *json; /* FS_JSON: rendered text; written once, under tree->json_lock, by the
+		       first open; read without the lock by reads, which follow an open */
 	size_t json_len;
 	UT_hash_handle hh;
 };

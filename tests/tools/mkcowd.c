@@ -1,4 +1,4 @@
-/* mkcowd: writes a vmfsSparse (COWD) extent for tests (formats.md 4.1), since
+/* mkcowd: writes a vmfsSparse (COWD) extent for tests (layout as QEMU's block/vmdk.c reads it), since
  * qemu-img cannot create one.
  *
  *   mkcowd OUT SECTORS GRAIN [--write OFF:LEN:SEED]... [--model OUT.raw [--over P.raw]]

@@ -1,4 +1,4 @@
-/* mksesparse: writes a seSparse extent for tests (formats.md 4.2), since
+/* mksesparse: writes a seSparse extent for tests (layout as QEMU's block/vmdk.c reads it), since
  * qemu-img cannot create one.
  *
  *   mksesparse OUT SECTORS [--write OFF:LEN:SEED]... [--zero OFF:LEN]... [--unmap OFF:LEN]...

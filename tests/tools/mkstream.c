@@ -1,5 +1,5 @@
 /* mkstream: writes a VMware-layout streamOptimized VMDK from a raw file, for
- * tests (formats.md 3), since qemu-img only writes the qemu layout.
+ * tests (Virtual Disk Format 5.0, stream-optimized), since qemu-img only writes the qemu layout.
  *
  *   mkstream IN.raw OUT.vmdk [--grain SECTORS] [--raw-deflate] [--no-footer]
  *            [--store LEVEL] [--cid HEX]

@@ -1,6 +1,6 @@
 /* vmfsSparse (COWD) extent backend against mkcowd's exact model: several
  * grain sizes, a partial last GT, unaligned and odd-sized requests, a
- * cross-check with qemu-img, and every COWD check of formats.md section 9
+ * cross-check with qemu-img, and every COWD header and table check
  * reached by a poked field (-EINVAL at open, -EIO at read, never a crash). */
 #include <errno.h>
 #include <setjmp.h>

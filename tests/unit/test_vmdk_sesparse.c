@@ -1,7 +1,7 @@
 /* seSparse extent backend against mksesparse's exact model (data, zero and
  * unmapped grains, clusters past 4095 to exercise the split cluster field), the
  * real ESXi extent from the corpus, a cross-check with qemu-img, and every
- * seSparse check of formats.md section 9 reached by a poked field. */
+ * seSparse header and table check reached by a poked field. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -2,7 +2,7 @@
  * and raw deflate, incompressible grains, a final partial grain, no footer so
  * the markers are scanned, small grains), a qemu-layout stream from qemu-img,
  * the grain cache (a sequential read inflates each grain once), truncation,
- * and every stream check of formats.md section 9 reached by a poked field. */
+ * and every stream header, marker and footer check reached by a poked field. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>

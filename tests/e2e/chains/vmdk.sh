@@ -4,7 +4,7 @@
 # One chain per VMDK flavour qemu can make (plus hand-written vmfs and
 # ZERO/RDONLY descriptors); the layers get patterns and random data (writes
 # straddling grains, odd virtual sizes, the 2 GiB extent boundary). Where qemu
-# reads a descriptor wrongly (vmfs sizes, ZERO/RDONLY extents; formats.md 1.1)
+# reads a descriptor wrongly (vmfs sizes, ZERO/RDONLY extents; Virtual Disk Format 5.0, extent descriptions)
 # the expected raw is built here; every other layer's is qemu-img convert's.
 #
 # Uses the caller's W (images), E (expected raws), EXPECT and CHAINS (see
