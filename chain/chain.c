@@ -189,18 +189,50 @@ int vd_chain_open(const char *top_path, unsigned flags, struct vd_chain **out)
 	return vd_chain_open_opts(top_path, &o, out);
 }
 
+/* Opens top_path and walks its parents: stack[0] is the top, links[k] how
+ * stack[k] found stack[k+1]. On failure the images opened so far are in
+ * stack[0..*n) for the caller to close. Returns 0 or -errno (logged). */
+static int chain_walk(struct vd_chain *c, const char *top_path, struct vd_image **stack,
+		      struct vd_chain_link *links, unsigned *n)
+{
+	struct seen_file *seen = NULL;
+	struct vd_image *img = NULL;
+	bool dup;
+	int r = vd_image_open_in(top_path, 0, c->policy, NULL, &img);
+
+	while (r == 0) {
+		r = seen_add(&seen, img, &dup);
+		if (r < 0)
+			vd_log_err("%s: stat: %s", img->path, strerror(-r));
+		else if (dup)
+			vd_log_err("%s: loop in the chain: %s is already a layer above it",
+				   stack[*n - 1]->path, img->path);
+		else if (*n == VD_CHAIN_MAX_DEPTH)
+			vd_log_err("%s: chain deeper than %d layers", top_path, VD_CHAIN_MAX_DEPTH);
+		if (r < 0 || dup || *n == VD_CHAIN_MAX_DEPTH) {
+			vd_image_close(img);
+			r = r < 0 ? r : -ELOOP;
+			break;
+		}
+		stack[(*n)++] = img;
+		if (*n > 1)
+			r = link_check(c, stack[*n - 2], img, &links[*n - 2]);
+		if (r < 0 || !img->has_parent)
+			break;
+		r = parent_open(c, img, &img, &links[*n - 1]);
+	}
+	seen_free(&seen);
+	return r;
+}
+
 int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
 		       struct vd_chain **out)
 {
-	struct seen_file *seen = NULL;
-	struct vd_chain *c;
-	struct vd_image *img = NULL;
-	/* Collected top first, reversed at the end. */
 	struct vd_image *stack[VD_CHAIN_MAX_DEPTH];
 	struct vd_chain_link links[VD_CHAIN_MAX_DEPTH];
+	struct vd_chain *c;
 	unsigned n = 0;
-	bool dup;
-	int r;
+	int r = 0;
 
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -212,55 +244,17 @@ int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
 		vd_policy_init(&c->own_policy);
 		c->policy = &c->own_policy;
 		r = vd_policy_add_image(c->policy, top_path);
-		if (r < 0)
-			goto fail;
 	}
 	memset(links, 0, sizeof(links));
-
-	r = vd_image_open_in(top_path, 0, c->policy, NULL, &img);
+	if (r == 0)
+		r = chain_walk(c, top_path, stack, links, &n);
+	if (r == 0) {
+		c->layers = calloc(n, sizeof(*c->layers));
+		c->links = calloc(n, sizeof(*c->links));
+		r = c->layers && c->links ? 0 : -ENOMEM;
+	}
 	if (r < 0)
 		goto fail;
-	for (;;) {
-		r = seen_add(&seen, img, &dup);
-		if (r < 0) {
-			vd_log_err("%s: stat: %s", img->path, strerror(-r));
-			vd_image_close(img);
-			goto fail;
-		}
-		if (dup) {
-			vd_log_err("%s: loop in the chain: %s is already a layer above it",
-				   stack[n - 1]->path, img->path);
-			vd_image_close(img);
-			r = -ELOOP;
-			goto fail;
-		}
-		if (n == VD_CHAIN_MAX_DEPTH) {
-			vd_log_err("%s: chain deeper than %d layers", top_path, VD_CHAIN_MAX_DEPTH);
-			vd_image_close(img);
-			r = -ELOOP;
-			goto fail;
-		}
-		stack[n++] = img;
-		if (n > 1) {
-			r = link_check(c, stack[n - 2], img, &links[n - 2]);
-			if (r < 0)
-				goto fail;
-		}
-		if (!img->has_parent)
-			break;
-		struct vd_image *parent = NULL;
-		r = parent_open(c, img, &parent, &links[n - 1]);
-		if (r < 0)
-			goto fail;
-		img = parent;
-	}
-
-	c->layers = calloc(n, sizeof(*c->layers));
-	c->links = calloc(n, sizeof(*c->links));
-	if (!c->layers || !c->links) {
-		r = -ENOMEM;
-		goto fail;
-	}
 	/* stack[0] is the top; layers[0] must be the base. links[k] describes how
 	 * stack[k+1] was found from stack[k]; store it with the child, which is the
 	 * layer whose hint was used. */
@@ -270,7 +264,6 @@ int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
 	}
 	c->depth = n;
 	c->opts = NULL;
-	seen_free(&seen);
 	*out = c;
 	return 0;
 fail:
@@ -278,7 +271,6 @@ fail:
 		vd_image_close(stack[i]);
 		free(links[i].how);
 	}
-	seen_free(&seen);
 	free(c->layers);
 	c->layers = NULL;
 	c->depth = 0;

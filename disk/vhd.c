@@ -254,21 +254,13 @@ static int parent_load(struct vd_image *img, struct vhd_state *st, uint64_t data
 	return 0;
 }
 
-/* Header, BAT and locators of a dynamic or differencing disk. */
-static int sparse_open(struct vd_image *img, struct vhd_state *st)
+/* The dynamic header: decoded, checked, block geometry derived. */
+static int header_load(struct vd_image *img, struct vhd_state *st)
 {
 	uint8_t hbuf[VHD_HEADER_SIZE];
-	/* Without a footer at EOF (a writer appending a block when it crashed,
-	 * see vhd_write.c) the last block may run to the end of the file. */
-	uint64_t data_end = st->ftr_from_copy ? img->file_size : st->ftr_off;
-	uint64_t bat_bytes, bat_end, hdr_end = st->ftr.data_offset + VHD_HEADER_SIZE;
-	struct vhd_span *spans = NULL;
-	size_t n_spans = 0;
-	uint8_t *raw = NULL;
 	const char *why;
-	int r;
+	int r = vd_pread_full(img->fd, hbuf, sizeof(hbuf), st->ftr.data_offset);
 
-	r = vd_pread_full(img->fd, hbuf, sizeof(hbuf), st->ftr.data_offset);
 	if (r < 0) {
 		vd_log_err("vhd: %s: cannot read the dynamic header: %s", img->path, strerror(-r));
 		return r;
@@ -298,8 +290,22 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 			   img->path, st->hdr.max_entries);
 		return -EINVAL;
 	}
-	bat_bytes = vhd_bat_bytes(st->n_blocks);
-	bat_end = st->hdr.table_offset + bat_bytes; /* both bounded: no overflow */
+	return 0;
+}
+
+/* Reads the BAT into st->bat and checks each entry lies between the
+ * metadata (bat_end) and data_end; adds a span per block in use to *spans
+ * (allocated here, with room for the locators). */
+static int bat_load(struct vd_image *img, struct vhd_state *st, uint64_t data_end,
+		    struct vhd_span **spans, size_t *n_spans)
+{
+	uint64_t bat_bytes = vhd_bat_bytes(st->n_blocks);
+	uint64_t bat_end = st->hdr.table_offset + bat_bytes; /* both bounded: no overflow */
+	uint64_t hdr_end = st->ftr.data_offset + VHD_HEADER_SIZE;
+	uint8_t *raw;
+	size_t n = 0;
+	int r;
+
 	if (st->hdr.table_offset < VHD_FOOTER_SIZE || bat_end > data_end ||
 	    (st->hdr.table_offset < hdr_end && bat_end > st->ftr.data_offset)) {
 		vd_log_err("vhd: %s: block table at %" PRIu64 " (%" PRIu64
@@ -310,8 +316,8 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 	st->bat = malloc(st->n_blocks ? (size_t)st->n_blocks * 4 : 4);
 	raw = malloc(bat_bytes ? bat_bytes : 1);
 	if (!st->bat || !raw) {
-		r = -ENOMEM;
-		goto out;
+		free(raw);
+		return -ENOMEM;
 	}
 	r = vd_pread_full(img->fd, raw, bat_bytes, st->hdr.table_offset);
 	if (r < 0) {
@@ -321,13 +327,12 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 	/* Spans only for the blocks in use: the overlap check costs what the
 	 * file holds, not what the header claims. */
 	for (uint32_t i = 0; i < st->n_blocks; i++)
-		n_spans += vd_get_be32(raw + 4 * (size_t)i) != VHD_BAT_UNUSED;
-	spans = calloc(n_spans + VHD_NUM_LOCATORS, sizeof(*spans));
-	if (!spans) {
+		n += vd_get_be32(raw + 4 * (size_t)i) != VHD_BAT_UNUSED;
+	*spans = calloc(n + VHD_NUM_LOCATORS, sizeof(**spans));
+	if (!*spans) {
 		r = -ENOMEM;
 		goto out;
 	}
-	n_spans = 0;
 	for (uint32_t i = 0; i < st->n_blocks; i++) {
 		uint64_t start, end;
 
@@ -343,20 +348,33 @@ static int sparse_open(struct vd_image *img, struct vhd_state *st)
 			r = -EINVAL;
 			goto out;
 		}
-		spans[n_spans++] = (struct vhd_span){start, end, i};
+		(*spans)[(*n_spans)++] = (struct vhd_span){start, end, i};
 	}
-	if (st->ftr.type == VHD_TYPE_DIFF) {
-		r = parent_load(img, st, data_end, spans, &n_spans);
-		if (r < 0)
-			goto out;
-	}
-	r = spans_check(img, spans, n_spans);
-	if (r < 0)
-		goto out;
-	st->data_end = data_end;
-	r = vhd_bitmaps_init(st, img->flags & VD_OPEN_RDWR);
 out:
 	free(raw);
+	return r;
+}
+
+/* Header, BAT and locators of a dynamic or differencing disk. */
+static int sparse_open(struct vd_image *img, struct vhd_state *st)
+{
+	/* Without a footer at EOF (a writer appending a block when it crashed,
+	 * see vhd_write.c) the last block may run to the end of the file. */
+	uint64_t data_end = st->ftr_from_copy ? img->file_size : st->ftr_off;
+	struct vhd_span *spans = NULL;
+	size_t n_spans = 0;
+	int r = header_load(img, st);
+
+	if (r == 0)
+		r = bat_load(img, st, data_end, &spans, &n_spans);
+	if (r == 0 && st->ftr.type == VHD_TYPE_DIFF)
+		r = parent_load(img, st, data_end, spans, &n_spans);
+	if (r == 0)
+		r = spans_check(img, spans, n_spans);
+	if (r == 0) {
+		st->data_end = data_end;
+		r = vhd_bitmaps_init(st, img->flags & VD_OPEN_RDWR);
+	}
 	free(spans);
 	return r;
 }

@@ -3,8 +3,8 @@
  * I/O, no logging; a failure returns -EINVAL with a short reason in *why so
  * the caller can log one line naming the file.
  *
- * All VHD fields are big-endian (VHD spec, "Hard Disk Footer Format", "Dynamic Disk Header Format"). Only W2ru/W2ku payloads are
- * UTF-16LE; the header's parent name is UTF-16BE. */
+ * All VHD fields are big-endian (VHD spec, "Hard Disk Footer Format", "Dynamic Disk Header
+ * Format"). Only W2ru/W2ku payloads are UTF-16LE; the header's parent name is UTF-16BE. */
 #include "disk/vhd.h"
 
 #include <errno.h>

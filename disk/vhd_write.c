@@ -10,8 +10,8 @@
  *
  * Creator: "win " (Hyper-V), version 10.0, host "Wi2k". QEMU and readers like
  * it take the virtual size from the CHS geometry for any creator they do not
- * know (VHD spec, "Hard Disk Footer Format": Disk Geometry and Current Size); claiming Hyper-V makes them use the current size,
- * which is what we copy from the parent and what vdmount reads.
+ * know (VHD spec, "Hard Disk Footer Format": Disk Geometry and Current Size); claiming Hyper-V
+ * makes them use the current size, which is what we copy from the parent and what vdmount reads.
  *
  * W2ku holds the parent's absolute POSIX real path with '/' turned into '\',
  * because that is all we know; a Windows reader falls back to W2ru. MacX holds

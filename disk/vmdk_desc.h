@@ -1,5 +1,5 @@
-/* VMDK text descriptor parser (VMware Virtual Disk Format 5.0, "The Descriptor File"). Not a public API: used by
- * vmdk.c and the unit tests. */
+/* VMDK text descriptor parser (VMware Virtual Disk Format 5.0, "The Descriptor File"). Not a public
+ * API: used by vmdk.c and the unit tests. */
 #ifndef VD_VMDK_DESC_H
 #define VD_VMDK_DESC_H
 

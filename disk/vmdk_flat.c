@@ -1,4 +1,5 @@
-/* Flat (FLAT, VMFS) and ZERO extent backends (VMware Virtual Disk Format 5.0, "Extent Descriptions").
+/* Flat (FLAT, VMFS) and ZERO extent backends (VMware Virtual Disk Format 5.0, "Extent
+ * Descriptions").
  *
  * A flat extent is the raw data at flat_offset in its file; all of it is DATA
  * in this layer. A file shorter than flat_offset + SECTORS*512 is refused at

@@ -1,5 +1,5 @@
-/* mkcowd: writes a vmfsSparse (COWD) extent for tests (layout as QEMU's block/vmdk.c reads it), since
- * qemu-img cannot create one.
+/* mkcowd: writes a vmfsSparse (COWD) extent for tests (layout as QEMU's block/vmdk.c reads it),
+ * since qemu-img cannot create one.
  *
  *   mkcowd OUT SECTORS GRAIN [--write OFF:LEN:SEED]... [--model OUT.raw [--over P.raw]]
  *          [--mask OUT.mask] [--descriptor DESC [--parent P_DESC --parent-cid HEX] --cid HEX]

@@ -67,13 +67,16 @@ static struct vd_chain *chain_make(uint8_t *model)
 	fclose(f);
 	f = fopen(tpath("top.fake"), "w");
 	assert_non_null(f);
-	fprintf(f, "FAKEDISK\nsize %u\ngrain %u\ntag 2\nid 2000\nparentid 1000\nparent base.fake\n"
-		   "data 3 2\nzero 8 1\n",
+	fprintf(f,
+		"FAKEDISK\nsize %u\ngrain %u\ntag 2\nid 2000\nparentid 1000\nparent base.fake\n"
+		"data 3 2\nzero 8 1\n",
 		SIZE, GRAIN);
 	fclose(f);
 	for (uint64_t i = 0; i < SIZE; i++) {
 		uint64_t g = i / GRAIN;
-		model[i] = g >= 3 && g < 5 ? fake_byte(2, i) : g < 6 && g != 8 ? fake_byte(1, i) : 0;
+		model[i] = g >= 3 && g < 5   ? fake_byte(2, i)
+			   : g < 6 && g != 8 ? fake_byte(1, i)
+					     : 0;
 	}
 	assert_int_equal(vd_chain_open(tpath("top.fake"), 0, &c), 0);
 	return c;
