@@ -2,8 +2,10 @@
 # vdmount demo: builds vdmount, makes a small VMDK snapshot chain holding an
 # ext4 filesystem in which /hello.txt changes from snapshot to snapshot, mounts
 # the chain and shows each layer's /hello.txt through read-only loop mounts of
-# MOUNT/disk and MOUNT/layers/*. Everything lives in a temporary directory and
-# is unmounted and removed at exit. Needs root (loop mounts).
+# MOUNT/disk and MOUNT/layers/*; then mounts it writable (-w), changes the
+# file in the guest, and shows the new delta beside the untouched originals
+# and the 4-layer chain it makes. Everything lives in a temporary directory
+# and is unmounted and removed at exit. Needs root (loop mounts).
 #
 # Env: VD_BUILD_DIR (default build/), VD_KEEP=1 keeps the temporary directory.
 set -euo pipefail
@@ -102,5 +104,32 @@ vd_say "unmounting"
 run fusermount3 -u "$MNT"
 vd_say "the images are unchanged:"
 sha256sum -c "$VD_TMP/before.sha256"
+
+vd_say "the write half: vdmount -w writes into a NEW delta, never into these files"
+run "$VDMOUNT" -w base-000002.vmdk "$MNT"
+d=$VD_TMP/rw
+mkdir -p "$d"
+VD_MOUNTS+=("$d")
+run mount -o loop,offset=$OFF "$MNT/disk" "$d"
+echo "hello from a vdmount -w session" >"$d/hello.txt"
+echo "  wrote /hello.txt through the writable disk"
+run umount "$d"
+pid=$(vd_daemon_pid "$MNT")
+run fusermount3 -u "$MNT"
+while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+run ls -l "$W"
+vd_say "the originals are still unchanged:"
+sha256sum -c "$VD_TMP/before.sha256"
+run qemu-img info --backing-chain base-000002-vdm-000001.vmdk | grep -E '^(image|backing file):'
+
+vd_say "the new 4-layer chain, read-only"
+run "$VDMOUNT" base-000002-vdm-000001.vmdk "$MNT"
+for f in "$MNT/disk" "$MNT"/layers/*; do
+	mount -o loop,ro,offset=$OFF "$f" "$d"
+	printf '  %-36s /hello.txt: %s
+' "${f#"$MNT"/}" "$(cat "$d/hello.txt")"
+	umount "$d"
+done
+run fusermount3 -u "$MNT"
 [ -n "${VD_KEEP:-}" ] && echo "(kept $VD_TMP)"
 vd_say "demo done"
