@@ -85,6 +85,18 @@ static void chain_warn(struct vd_chain *c, const char *fmt, ...)
 		c->n_warnings++;
 }
 
+static bool id_equal(const struct vd_id *a, const struct vd_id *b)
+{
+	return a->len == b->len && !memcmp(a->bytes, b->bytes, a->len);
+}
+
+/* Driver open flags for every layer: --force reaches the drivers too (a
+ * corrupt VHDX log is then skipped with a warning). */
+static unsigned chain_open_flags(const struct vd_chain *c)
+{
+	return c->flags & VD_CHAIN_FORCE ? VD_OPEN_FORCE : 0;
+}
+
 /* Opens a --parent file whose identity is the one child expects. Returns 0
  * and *out, or -ENOENT when none matches. */
 static int parent_from_list(struct vd_chain *c, struct vd_image *child, struct vd_image **out)
@@ -92,10 +104,11 @@ static int parent_from_list(struct vd_chain *c, struct vd_image *child, struct v
 	for (unsigned i = 0; i < c->opts->n_parents; i++) {
 		struct vd_image *p = NULL;
 
-		if (vd_image_open_in(c->opts->parents[i], 0, c->policy, NULL, &p) < 0)
+		if (vd_image_open_in(c->opts->parents[i], chain_open_flags(c), c->policy, NULL,
+				     &p) < 0)
 			continue;
-		if (p->id.len == child->parent_id.len &&
-		    !memcmp(p->id.bytes, child->parent_id.bytes, p->id.len)) {
+		if (id_equal(&child->parent_id, &p->id) ||
+		    (child->parent_id2.len && id_equal(&child->parent_id2, &p->id))) {
 			*out = p;
 			return 0;
 		}
@@ -118,7 +131,7 @@ static int parent_open(struct vd_chain *c, struct vd_image *child, struct vd_ima
 						&tried);
 		if (p) {
 			free(tried);
-			r = vd_image_open_in(p, 0, c->policy, child->path, out);
+			r = vd_image_open_in(p, chain_open_flags(c), c->policy, child->path, out);
 			free(p);
 			if (r == 0) {
 				link->hint_kind = child->hints[i].kind;
@@ -155,8 +168,8 @@ static int link_check(struct vd_chain *c, struct vd_image *child, struct vd_imag
 			   child->path, parent->path, parent->ops->name, child->ops->name);
 		return -EINVAL;
 	}
-	link->id_match = child->parent_id.len == parent->id.len &&
-			 !memcmp(child->parent_id.bytes, parent->id.bytes, parent->id.len);
+	link->id_match = id_equal(&child->parent_id, &parent->id) ||
+			 (child->parent_id2.len && id_equal(&child->parent_id2, &parent->id));
 	if (!link->id_match) {
 		const char *what = child->parent_id.len == 4 ? "CID" : "unique id";
 		if (!(c->flags & VD_CHAIN_FORCE)) {
@@ -198,7 +211,7 @@ static int chain_walk(struct vd_chain *c, const char *top_path, struct vd_image 
 	struct seen_file *seen = NULL;
 	struct vd_image *img = NULL;
 	bool dup;
-	int r = vd_image_open_in(top_path, 0, c->policy, NULL, &img);
+	int r = vd_image_open_in(top_path, chain_open_flags(c), c->policy, NULL, &img);
 
 	while (r == 0) {
 		r = seen_add(&seen, img, &dup);

@@ -20,7 +20,7 @@
 #define VD_CHAIN_MAX_DEPTH 255
 
 /* vd_chain_open() flags */
-#define VD_CHAIN_FORCE 0x1u	  /* open despite a CID/UUID mismatch (logged as a warning) */
+#define VD_CHAIN_FORCE 0x1u /* open despite a CID/UUID mismatch or a corrupt VHDX log (warned) */
 #define VD_CHAIN_ALLOW_MIXED 0x2u /* allow a parent of another format than its child */
 
 /* How a layer's parent was found, kept for chain.json and --info. */

@@ -13,7 +13,7 @@
 
 #include "disk/formats.h"
 
-const struct vd_format_ops *const vd_formats[] = {&vd_vmdk_ops, &vd_vhd_ops, NULL};
+const struct vd_format_ops *const vd_formats[] = {&vd_vmdk_ops, &vd_vhdx_ops, &vd_vhd_ops, NULL};
 
 /* Probe list in use; tests swap in fake drivers through vd_formats_set(). */
 static const struct vd_format_ops *const *formats = vd_formats;

@@ -25,6 +25,9 @@ enum vd_block_state {
 
 /* open() flags */
 #define VD_OPEN_RDWR 0x1u /* only ever set for a delta vdmount created or the user named */
+#define VD_OPEN_FORCE                                                                              \
+	0x2u /* the user said --force: a driver may open damaged metadata it can                   \
+		skip (a corrupt VHDX log), with a warning */
 
 /* Where the bytes of a VD_DATA run live, handed back by block_status() so
  * that reading (and, for a writable delta, overwriting) the run needs no
@@ -71,6 +74,8 @@ struct vd_image {
 	const char *subformat;	/* static string: createType ("monolithicSparse"), "dynamic", ... */
 	struct vd_id id;	/* this layer's identity (CID / unique id) */
 	struct vd_id parent_id; /* identity the parent must have; len 0 for a base */
+	struct vd_id parent_id2; /* a second identity the parent may have instead (VHDX
+				    parent_linkage2); len 0 when none */
 	bool has_parent; /* the format says this is a delta (parentCID != ffffffff, type 4) */
 	struct vd_hint hints[VD_MAX_HINTS]; /* parent locations, in trial order */
 	unsigned n_hints;

@@ -6,5 +6,6 @@
 
 extern const struct vd_format_ops vd_vmdk_ops;
 extern const struct vd_format_ops vd_vhd_ops;
+extern const struct vd_format_ops vd_vhdx_ops;
 
 #endif
