@@ -193,6 +193,14 @@ static int regions_load(struct vd_image *img, struct vhdx_state *st)
 		vd_log_warn("%s: VHDX region table 1 is bad (%s); using table 2", img->path,
 			    why[0]);
 	st->rt = rt[st->rt_index - 1];
+	if (st->rt.bat.offset + st->rt.bat.length > st->vfile_size ||
+	    st->rt.meta.offset + st->rt.meta.length > st->vfile_size) {
+		/* offsets <= VHDX_MAX_OFFSET, lengths < 2^32: no overflow */
+		vd_log_err("vhdx: %s: %s region ends past the end of the file", img->path,
+			   st->rt.bat.offset + st->rt.bat.length > st->vfile_size ? "BAT"
+										  : "metadata");
+		r = -EINVAL;
+	}
 out:
 	free(buf);
 	return r;
@@ -345,14 +353,6 @@ static int bat_scan(struct vd_image *img, struct vhdx_state *st)
 	    (struct vhdx_span){st->rt.bat.offset, st->rt.bat.offset + st->rt.bat.length, -3};
 	spans[n_spans++] =
 	    (struct vhdx_span){st->rt.meta.offset, st->rt.meta.offset + st->rt.meta.length, -4};
-	for (size_t i = 1; i < n_spans; i++)
-		if (spans[i].tag <= -3 && spans[i].end > st->vfile_size) {
-			char a[48];
-			span_name(&spans[i], a, sizeof(a));
-			vd_log_err("vhdx: %s: %s ends past the end of the file", img->path, a);
-			r = -EINVAL;
-			goto out;
-		}
 	for (uint64_t base = 0; base < g->bat_entries; base += chunk) {
 		size_t n = (size_t)vd_min_u64(chunk, g->bat_entries - base);
 		uint8_t *b = (uint8_t *)raw;

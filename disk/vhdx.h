@@ -37,7 +37,8 @@
 #define VHDX_SB_SIZE VHDX_MiB		    /* 2.4: a sector bitmap block */
 #define VHDX_SB_SECTORS (1ull << 23)	    /* 2.4: sectors one SB block covers */
 #define VHDX_LOG_SECTOR 4096u		    /* 2.3.1 */
-#define VHDX_MAX_LOG (256u * 1024 * 1024)   /* our cap on LogLength (Hyper-V: 1 MiB) */
+#define VHDX_MAX_LOG (64u * 1024 * 1024)    /* our cap on LogLength (Hyper-V: 1 MiB) */
+#define VHDX_MAX_OFFSET (1ull << 50)	    /* no structure lies further: sums cannot overflow */
 
 /* 2.2.2 header field offsets. */
 #define VHDX_HDR_SIG 0

@@ -237,7 +237,7 @@ int vhdx_region_table_decode(const uint8_t *buf, struct vhdx_regions *out, const
 			continue;
 		}
 		if (r.offset % VHDX_MiB || r.offset < VHDX_HEADER_SECTION || r.length % VHDX_MiB ||
-		    r.length == 0) {
+		    r.length == 0 || r.offset > VHDX_MAX_OFFSET) {
 			*why = "BAT or metadata region not 1 MiB-aligned, empty, or in the header "
 			       "section";
 			return -EINVAL;
