@@ -627,12 +627,12 @@ static void test_log_entry(void **state)
 	} bad[] = {
 	    {0, 4, 0x65676F6D, true},		  /* signature */
 	    {8, 4, 0, true},			  /* length 0 */
-	    {8, 4, 4097, true},		  /* length unaligned */
+	    {8, 4, 4097, true},			  /* length unaligned */
 	    {8, 4, 1u << 21, true},		  /* length past the log */
-	    {12, 4, 100, true},		  /* tail unaligned */
+	    {12, 4, 100, true},			  /* tail unaligned */
 	    {12, 4, 1u << 20, true},		  /* tail past the log */
 	    {16, 8, 0, true},			  /* sequence 0 */
-	    {24, 4, 400, true},		  /* descriptors past the entry */
+	    {24, 4, 400, true},			  /* descriptors past the entry */
 	    {32, 4, 0xDEAD, true},		  /* LogGuid */
 	    {40, 4, 0x1234, false},		  /* checksum */
 	    {64 + 24, 8, 9, true},		  /* descriptor sequence */
@@ -723,9 +723,9 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_crc32c),    cmocka_unit_test(test_guid),
+	    cmocka_unit_test(test_crc32c),     cmocka_unit_test(test_guid),
 	    cmocka_unit_test(test_bitmap_run), cmocka_unit_test(test_log_entry),
-	    cmocka_unit_test(test_pokes),     cmocka_unit_test(test_truncated),
+	    cmocka_unit_test(test_pokes),      cmocka_unit_test(test_truncated),
 	    cmocka_unit_test(test_readonly),
 	};
 
