@@ -376,13 +376,21 @@ vd_refusal_report()
 	fi
 }
 
-# vd_stem FILE: the layer name vdmount uses (base name without .vmdk/.vhd).
+# vd_stem FILE: the layer name vdmount uses (base name without .vmdk, .vhd,
+# .vhdx, .avhd or .avhdx; chain/path.c's vd_path_stem, case-insensitive).
 vd_stem()
 {
-	local b
+	local b e
 	b=$(basename "$1")
-	b=${b%.vmdk}
-	echo "${b%.vhd}"
+	for e in .vmdk .vhdx .avhdx .avhd .vhd; do
+		case "${b,,}" in
+		?*"$e")
+			b=${b:0:$((${#b} - ${#e}))}
+			break
+			;;
+		esac
+	done
+	echo "$b"
 }
 
 # vd_qemu_io FMT IMG CMD...: runs qemu-io -f FMT -c CMD... on IMG (dies on error).

@@ -5,7 +5,7 @@
  *   mkvhdx OUT SIZE [--block BYTES] [--sector 512|4096] [--physical 512|4096]
  *          [--fixed] [--parent PARENT.vhdx [--linkage2] [--no-relative]]
  *          [--seed S] [--writes N] [--max-len SECTORS] [--zero-blocks N]
- *          [--log] [--bad-header 1|2] [--model OUT.raw [--over BELOW.raw]]
+ *          [--log | --corrupt-log] [--bad-header 1|2] [--model OUT.raw [--over BELOW.raw]]
  *
  * --parent makes a differencing child whose parent_linkage is the parent's
  * DataWriteGuid (read with the vdcore reader) and whose locator holds
@@ -15,7 +15,9 @@
  * parent_linkage2 and puts a stale one in parent_linkage (as Hyper-V does
  * mid-merge). --writes random sector runs (short runs ending mid-bitmap-
  * byte, whole blocks, runs across blocks), --zero-blocks blocks set to
- * ZERO/UNMAPPED/UNDEFINED in turn. --model writes this layer's view over
+ * ZERO/UNMAPPED/UNDEFINED in turn. --log leaves a pending log (stale
+ * metadata in place); --corrupt-log a log whose every entry has a bad
+ * CRC-32C over metadata that is current. --model writes this layer's view over
  * --over (the parent's model) or zeros.
  *
  * Exit status 0 on success, 1 on error, 2 on bad usage. */
@@ -35,7 +37,8 @@ static int usage(void)
 		"[--fixed]\n"
 		"              [--parent PARENT [--linkage2] [--no-relative]] [--seed S] "
 		"[--writes N]\n"
-		"              [--max-len SECTORS] [--zero-blocks N] [--log] [--bad-header 1|2]\n"
+		"              [--max-len SECTORS] [--zero-blocks N] [--log | --corrupt-log]\n"
+		"              [--bad-header 1|2]\n"
 		"              [--model OUT.raw [--over BELOW.raw]]\n");
 	return 2;
 }
@@ -69,6 +72,8 @@ int main(int argc, char **argv)
 			o.fixed = true;
 		else if (!strcmp(a, "--log"))
 			o.pending_log = true;
+		else if (!strcmp(a, "--corrupt-log"))
+			o.pending_log = o.corrupt_log = true;
 		else if (!strcmp(a, "--linkage2"))
 			linkage2 = true;
 		else if (!strcmp(a, "--no-relative"))

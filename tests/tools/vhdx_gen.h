@@ -39,6 +39,8 @@ struct vxg_opts {
 	char linkage2[40];
 	const char *relative_path, *volume_path, *absolute_path; /* UTF-8, NULL = absent */
 	bool pending_log;					 /* see the top of the file */
+	bool corrupt_log; /* with pending_log: metadata in place stays current and every log
+			     entry's CRC is broken (a log that cannot be replayed) */
 	int bad_header;	  /* 1 or 2: that header gets a bad checksum */
 	bool old_headers; /* header 2 current (higher sequence number) unless this is set */
 };
@@ -385,7 +387,8 @@ static inline int vxg_log_write(struct vxg_layer *l, int fd, const struct vxg_re
 		    (e & 7) != VHDX_PAYLOAD_PARTIALLY_PRESENT)
 			continue;
 		zoff = e & VHDX_BAT_OFFSET_MASK;
-		for (uint64_t k = a; k < a + 4096 / l->o.lss && k < l->sectors; k++)
+		for (uint64_t k = a; k < a + 4096 / l->o.lss && k < l->sectors && !l->o.corrupt_log;
+		     k++)
 			memset(l->data + k * l->o.lss, 0, l->o.lss);
 	}
 	pos = (uint32_t)(vxg_rand(&s) % (l->log_len / 4096)) * 4096;
@@ -450,6 +453,13 @@ static inline int vxg_log_write(struct vxg_layer *l, int fd, const struct vxg_re
 				    &j1, g);
 		for (uint32_t b = 0; b < len; b++)
 			ring[(pos + used + b) % l->log_len] = ent[b];
+	}
+	if (l->o.corrupt_log) {
+		for (uint64_t k = 0; k < l->log_len; k += 4096)
+			if (!memcmp(ring + k, "loge", 4))
+				ring[k + 200] ^= 0x99;
+		r = vxg_pwrite(fd, ring, l->log_len, l->log_off);
+		goto out;
 	}
 	/* stale on-disk content: the logged sectors are zeroed */
 	for (unsigned i = 0; i < n; i++)

@@ -46,7 +46,10 @@ static size_t loglen;
 static void sink(void *ctx, enum vd_log_level lvl, const char *msg)
 {
 	int n = snprintf(logbuf + loglen, sizeof(logbuf) - loglen, "%s%s\n",
-			 lvl == VD_LOG_ERR ? "error: " : lvl == VD_LOG_WARN ? "warning: " : "", msg);
+			 lvl == VD_LOG_ERR    ? "error: "
+			 : lvl == VD_LOG_WARN ? "warning: "
+					      : "",
+			 msg);
 	if (n > 0 && loglen + (size_t)n < sizeof(logbuf))
 		loglen += (size_t)n;
 }
@@ -139,7 +142,8 @@ static void test_chain_1(void **state)
 {
 	struct gchain c = {0};
 
-	layer_add(&c, (struct vxg_opts){.size = 7 * VHDX_MiB + 5 * 512, .block = VHDX_MiB, .seed = 1},
+	layer_add(&c,
+		  (struct vxg_opts){.size = 7 * VHDX_MiB + 5 * 512, .block = VHDX_MiB, .seed = 1},
 		  30, 64, 3);
 	gchain_check(&c);
 	gchain_free(&c);
@@ -152,7 +156,8 @@ static void test_chain_3(void **state)
 
 	layer_add(&c, (struct vxg_opts){.size = size, .block = 2 * VHDX_MiB, .seed = 2}, 30, 64, 2);
 	layer_add(&c, (struct vxg_opts){.size = size, .block = VHDX_MiB, .seed = 3}, 60, 40, 2);
-	layer_add(&c, (struct vxg_opts){.size = size + 2 * VHDX_MiB, .block = 2 * VHDX_MiB, .seed = 4},
+	layer_add(&c,
+		  (struct vxg_opts){.size = size + 2 * VHDX_MiB, .block = 2 * VHDX_MiB, .seed = 4},
 		  60, 17, 1);
 	gchain_check(&c);
 	gchain_free(&c);
@@ -164,8 +169,10 @@ static void test_chain_16(void **state)
 
 	for (unsigned i = 0; i < 16; i++)
 		layer_add(&c,
-			  (struct vxg_opts){.size = 6 * VHDX_MiB + 4096, .block = VHDX_MiB,
-					    .lss = 4096, .seed = 100 + i},
+			  (struct vxg_opts){.size = 6 * VHDX_MiB + 4096,
+					    .block = VHDX_MiB,
+					    .lss = 4096,
+					    .seed = 100 + i},
 			  12, 9, i % 3 == 2);
 	gchain_check(&c);
 	gchain_free(&c);
@@ -176,20 +183,21 @@ static void test_big_blocks(void **state)
 {
 	struct gchain c = {0};
 
-	layer_add(&c,
-		  (struct vxg_opts){.size = 100 * VHDX_MiB + 512, .block = 32 * VHDX_MiB, .seed = 5},
-		  20, 300, 1);
-	layer_add(&c, (struct vxg_opts){.size = 100 * VHDX_MiB + 512, .block = 32 * VHDX_MiB,
-					.seed = 6},
-		  40, 70, 0);
+	layer_add(
+	    &c, (struct vxg_opts){.size = 100 * VHDX_MiB + 512, .block = 32 * VHDX_MiB, .seed = 5},
+	    20, 300, 1);
+	layer_add(
+	    &c, (struct vxg_opts){.size = 100 * VHDX_MiB + 512, .block = 32 * VHDX_MiB, .seed = 6},
+	    40, 70, 0);
 	gchain_check(&c);
 	gchain_free(&c);
 	layer_add(&c,
-		  (struct vxg_opts){.size = 300 * VHDX_MiB, .block = 256 * VHDX_MiB, .lss = 4096,
-				    .seed = 7},
+		  (struct vxg_opts){
+		      .size = 300 * VHDX_MiB, .block = 256 * VHDX_MiB, .lss = 4096, .seed = 7},
 		  10, 200, 0);
-	layer_add(&c, (struct vxg_opts){.size = 300 * VHDX_MiB, .block = 256 * VHDX_MiB,
-					.lss = 4096, .seed = 8},
+	layer_add(&c,
+		  (struct vxg_opts){
+		      .size = 300 * VHDX_MiB, .block = 256 * VHDX_MiB, .lss = 4096, .seed = 8},
 		  30, 20, 1);
 	gchain_check(&c);
 	gchain_free(&c);
@@ -200,8 +208,8 @@ static void test_fixed(void **state)
 	struct gchain c = {0};
 
 	layer_add(&c,
-		  (struct vxg_opts){.size = 5 * VHDX_MiB + 512, .block = VHDX_MiB, .fixed = true,
-				    .seed = 9},
+		  (struct vxg_opts){
+		      .size = 5 * VHDX_MiB + 512, .block = VHDX_MiB, .fixed = true, .seed = 9},
 		  20, 64, 0);
 	layer_add(&c, (struct vxg_opts){.size = 5 * VHDX_MiB + 512, .block = VHDX_MiB, .seed = 10},
 		  20, 30, 1);
@@ -246,16 +254,16 @@ static void test_log_replay(void **state)
 	uint8_t *before, *after, *buf;
 	size_t n1, n2;
 
-	layer_add(&c,
-		  (struct vxg_opts){.size = size, .block = VHDX_MiB, .seed = 21, .pending_log = true},
-		  30, 64, 2);
-	layer_add(&c,
-		  (struct vxg_opts){.size = size, .block = VHDX_MiB, .seed = 22, .pending_log = true},
-		  40, 30, 1);
-	layer_add(&c,
-		  (struct vxg_opts){.size = size, .block = 2 * VHDX_MiB, .seed = 23,
-				    .pending_log = true},
-		  40, 30, 0);
+	layer_add(
+	    &c, (struct vxg_opts){.size = size, .block = VHDX_MiB, .seed = 21, .pending_log = true},
+	    30, 64, 2);
+	layer_add(
+	    &c, (struct vxg_opts){.size = size, .block = VHDX_MiB, .seed = 22, .pending_log = true},
+	    40, 30, 1);
+	layer_add(
+	    &c,
+	    (struct vxg_opts){.size = size, .block = 2 * VHDX_MiB, .seed = 23, .pending_log = true},
+	    40, 30, 0);
 	before = slurp(tpath(c.name[2]), &n1);
 	gchain_check(&c);
 	after = slurp(tpath(c.name[2]), &n2);
@@ -333,8 +341,8 @@ static void test_log_corrupt(void **state)
 	gchain_free(&c);
 
 	layer_add(&c,
-		  (struct vxg_opts){.size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 32,
-				    .pending_log = true},
+		  (struct vxg_opts){
+		      .size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 32, .pending_log = true},
 		  10, 64, 0);
 	/* FlushedFileOffset past EOF: truncated (2.3.3) */
 	b = slurp(tpath(c.name[0]), &n);
@@ -456,8 +464,9 @@ static void test_deep_cached(void **state)
 	uint8_t *buf = malloc(VHDX_MiB);
 
 	for (unsigned i = 0; i < 32; i++)
-		layer_add(&c, (struct vxg_opts){.size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 60 + i},
-			  4, 8, 0);
+		layer_add(
+		    &c, (struct vxg_opts){.size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 60 + i},
+		    4, 8, 0);
 	assert_int_equal(vd_chain_open(tpath(c.name[c.n - 1]), 0, &ch), 0);
 	for (int pass = 0; pass < 3; pass++)
 		for (uint64_t off = 0; off < 4 * VHDX_MiB; off += VHDX_MiB)
