@@ -42,6 +42,7 @@
 #include "chain/chain.h"
 #include "disk/endian.h"
 #include "disk/vhd.h"
+#include "disk/vhdx.h"
 #include "esx_helper.h"
 
 #define FZ_MAX_FILES 8
@@ -85,6 +86,7 @@ struct fz_hots {
 	struct fz_hot h[FZ_MAX_HOT];
 	unsigned n;
 	bool vhd;	   /* recompute VHD checksums after mutating */
+	bool vhdx;	   /* recompute VHDX CRC-32Cs (headers, region tables, log) */
 	uint64_t text_off; /* descriptor text region (embedded or whole file) */
 	uint64_t text_len;
 };
@@ -372,6 +374,49 @@ static void fz_hots_vhd(struct fz_hots *hs, const uint8_t *b, size_t len)
 	}
 }
 
+/* VHDX: header fields, region table entries, the metadata table and
+ * items, the first BAT entries, the first log entry and its descriptor. */
+static void fz_hots_vhdx(struct fz_hots *hs, const uint8_t *b, size_t len)
+{
+	static const uint8_t hdr[] = {8, 8, 48, 4, 64, 2, 66, 2, 68, 4, 72, 8};
+	static const uint8_t rte[] = {0, 4, 16, 8, 24, 4, 28, 4};
+	static const uint8_t mte[] = {16, 4, 20, 4, 24, 4};
+	static const uint8_t loge[] = {8,  4, 12, 4, 16, 8, 24, 4, 48, 8,
+				       56, 8, 64, 4, 72, 8, 80, 8, 88, 8};
+	uint64_t meta = 0, bat = 0, log = vd_get_le64(b + VHDX_HEADER1_OFF + VHDX_HDR_LOG_OFFSET);
+
+	hs->vhdx = true;
+	fz_hot_fields(hs, VHDX_HEADER1_OFF, hdr, sizeof(hdr), false, len);
+	fz_hot_fields(hs, VHDX_HEADER2_OFF, hdr, sizeof(hdr), false, len);
+	fz_hot_add(hs, VHDX_RT1_OFF + VHDX_RT_COUNT, 4, false, len);
+	for (unsigned i = 0; i < 2; i++) {
+		uint64_t e = VHDX_RT1_OFF + VHDX_RT_ENTRIES + i * VHDX_RT_ENTRY_SIZE;
+		fz_hot_fields(hs, e, rte, sizeof(rte), false, len);
+		if (e + 32 <= len && !memcmp(b + e, vhdx_guid_metadata, 16))
+			meta = vd_get_le64(b + e + 16);
+		if (e + 32 <= len && !memcmp(b + e, vhdx_guid_bat, 16))
+			bat = vd_get_le64(b + e + 16);
+	}
+	if (meta && meta < len) {
+		fz_hot_add(hs, meta + VHDX_MT_COUNT, 2, false, len);
+		for (unsigned i = 0; i < 6; i++) {
+			uint64_t e = meta + VHDX_MT_ENTRIES + i * VHDX_MT_ENTRY_SIZE;
+			fz_hot_fields(hs, e, mte, sizeof(mte), false, len);
+			if (e + 32 <= len) {
+				uint64_t it = meta + vd_get_le32(b + e + 16);
+				fz_hot_add(hs, it, 4, false, len);	/* block size, size, ... */
+				fz_hot_add(hs, it + 4, 4, false, len);	/* flags */
+				fz_hot_add(hs, it + 18, 2, false, len); /* locator count */
+				fz_hot_table(hs, it + 20, 4, 6, false, len); /* locator entries */
+			}
+		}
+	}
+	if (bat && bat < len)
+		fz_hot_table(hs, bat, 8, 6, false, len);
+	if (log && log < len && !memcmp(b + log, "loge", 4))
+		fz_hot_fields(hs, log, loge, sizeof(loge), false, len);
+}
+
 static bool fz_is_text(const uint8_t *b, size_t len)
 {
 	size_t n = vd_min_u64(len, 512);
@@ -393,6 +438,8 @@ static void fz_hots_find(struct fz_hots *hs, const uint8_t *b, size_t len)
 		fz_hots_sesparse(hs, b, len);
 	else if (len >= 512 && !memcmp(b + len - 512, "conectix", 8))
 		fz_hots_vhd(hs, b, len);
+	else if (len >= VHDX_HEADER_SECTION && !memcmp(b, "vhdxfile", 8))
+		fz_hots_vhdx(hs, b, len);
 	else if (fz_is_text(b, len)) {
 		hs->text_off = 0;
 		hs->text_len = len;
@@ -645,6 +692,34 @@ static void fz_vhd_fix(struct fz_mut *m)
 	dyn = vd_get_be64(m->data + m->len - 512 + VHD_FTR_DATA_OFFSET);
 	if (dyn < m->len && m->len - dyn >= 1024 && !memcmp(m->data + dyn, "cxsparse", 8))
 		fz_vhd_sum(m, dyn, 1024, VHD_HDR_CHECKSUM);
+}
+
+/* Recomputes the CRC-32C of both headers, both region tables and every log
+ * entry of the current header's log whose length fits, so that mutants get
+ * past the checksums to the checks behind them. */
+static void fz_vhdx_fix(struct fz_mut *m)
+{
+	uint64_t log, loglen;
+
+	if (m->len < VHDX_HEADER_SECTION)
+		return;
+	for (uint64_t h = VHDX_HEADER1_OFF; h <= VHDX_HEADER2_OFF; h += VHDX_HEADER1_OFF)
+		vd_put_le32(m->data + h + VHDX_HDR_CHECKSUM,
+			    vhdx_checksum(m->data + h, VHDX_HEADER_SIZE, VHDX_HDR_CHECKSUM));
+	for (uint64_t t = VHDX_RT1_OFF; t <= VHDX_RT2_OFF; t += VHDX_RT2_OFF - VHDX_RT1_OFF)
+		vd_put_le32(m->data + t + VHDX_RT_CHECKSUM,
+			    vhdx_checksum(m->data + t, VHDX_RT_SIZE, VHDX_RT_CHECKSUM));
+	log = vd_get_le64(m->data + VHDX_HEADER1_OFF + VHDX_HDR_LOG_OFFSET);
+	loglen = vd_get_le32(m->data + VHDX_HEADER1_OFF + VHDX_HDR_LOG_LENGTH);
+	if (log >= m->len || loglen > m->len - log)
+		return;
+	for (uint64_t k = 0; k + 4096 <= loglen; k += 4096) {
+		uint8_t *e = m->data + log + k;
+		uint32_t el = vd_get_le32(e + VHDX_LOG_ENTRY_LENGTH);
+		if (!memcmp(e, "loge", 4) && el >= 4096 && el <= loglen - k)
+			vd_put_le32(e + VHDX_LOG_ENTRY_CHECKSUM,
+				    vhdx_checksum(e, el, VHDX_LOG_ENTRY_CHECKSUM));
+	}
 }
 
 /* One mutation of m (a copy of a file whose metadata map is hs). */
@@ -910,6 +985,8 @@ static int fz_mutant(struct fz_set *set, unsigned idx, struct fz_mut *m, uint8_t
 		fz_mutate_once(&s, m, &hs);
 	if (hs.vhd && fz_below(&s, 4))
 		fz_vhd_fix(m);
+	if (hs.vhdx && fz_below(&s, 5))
+		fz_vhdx_fix(m);
 	return fz_run_mutant(set, fi, m, &s, buf, st, log);
 }
 
@@ -1045,6 +1122,10 @@ static const struct fz_seed fz_seeds[] = {
      "\"$T/mkvhd\" dynamic p.vhd 4194304 --block 524288 && "
      "\"$T/mkvhd\" write p.vhd --seed 1 --count 12 && \"$T/mkvhd\" child p.vhd c.vhd && "
      "\"$T/mkvhd\" write c.vhd --seed 2 --count 12"},
+    {"vhdx_diff_log", "c.avhdx", NULL,
+     "\"$T/mkvhdx\" p.vhdx 4194304 --block 1048576 --writes 8 --zero-blocks 1 && "
+     "\"$T/mkvhdx\" c.avhdx 4194304 --block 1048576 --parent p.vhdx --writes 12 --max-len 20 "
+     "--log --seed 2"},
 };
 
 static int fz_build(struct fz_set *set, const struct fz_seed *seed)
@@ -1148,6 +1229,7 @@ FZ_TEST(7)
 FZ_TEST(8)
 FZ_TEST(9)
 FZ_TEST(10)
+FZ_TEST(11)
 
 int main(void)
 {
@@ -1155,12 +1237,12 @@ int main(void)
 	    cmocka_unit_test(test_0), cmocka_unit_test(test_1),	 cmocka_unit_test(test_2),
 	    cmocka_unit_test(test_3), cmocka_unit_test(test_4),	 cmocka_unit_test(test_5),
 	    cmocka_unit_test(test_6), cmocka_unit_test(test_7),	 cmocka_unit_test(test_8),
-	    cmocka_unit_test(test_9), cmocka_unit_test(test_10),
+	    cmocka_unit_test(test_9), cmocka_unit_test(test_10), cmocka_unit_test(test_11),
 	};
 	struct sigaction sa = {.sa_handler = fz_on_alarm};
 	int ret;
 
-	_Static_assert(sizeof(fz_seeds) / sizeof(fz_seeds[0]) == 11, "one test per seed");
+	_Static_assert(sizeof(fz_seeds) / sizeof(fz_seeds[0]) == 12, "one test per seed");
 	fz_saved_stderr = dup(2);
 	if (__sanitizer_set_report_fd)
 		__sanitizer_set_report_fd((void *)(intptr_t)fz_saved_stderr);
