@@ -33,7 +33,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: vdmount [options] IMAGE... MOUNTPOINT\n"
 		"\n"
-		"Mounts VMDK and VHD snapshot chains, read-only unless -w. Each disk appears as\n"
+		"Mounts VMDK, VHD and VHDX snapshot chains, read-only unless -w. Each disk appears as\n"
 		"  disk              the merged view of the whole chain\n"
 		"  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
 		"  chain.json        chain metadata and validation result\n"
@@ -51,7 +51,8 @@ static void usage(FILE *f)
 		"                unless --delta names a directory)\n"
 		"  --at N        with -w: the new delta's parent is layer N (1 = base), not the\n"
 		"                top; the layers above N are left out (their files untouched)\n"
-		"  --force       mount even if a parent's CID/unique id does not match\n"
+		"  --force       mount even if a parent's CID/unique id does not match, or\n"
+		"                a VHDX log is corrupt (without replaying it)\n"
 		"  --search DIR  also look for parents (by file name) in DIR, and let\n"
 		"                images refer to files below DIR\n"
 		"  --parent FILE a parent that moved: used for the layer whose parent id it\n"
