@@ -378,3 +378,27 @@ void vd_json_null(struct vd_json *j, const char *key)
 	json_key(j, key);
 	vd_buf_printf(&j->buf, "null");
 }
+
+static inline bool bitmap_bit(const uint8_t *bm, uint64_t k, bool msb_first)
+{
+	return bm[k / 8] >> (msb_first ? 7 - k % 8 : k % 8) & 1;
+}
+
+uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_first, bool *set)
+{
+	bool s = bitmap_bit(bm, k, msb_first);
+	uint8_t whole = s ? 0xFF : 0x00;
+	uint64_t j = k + 1;
+
+	while (j < limit) {
+		if (j % 8 == 0 && j + 8 <= limit && bm[j / 8] == whole) {
+			j += 8;
+			continue;
+		}
+		if (bitmap_bit(bm, j, msb_first) != s)
+			break;
+		j++;
+	}
+	*set = s;
+	return j - k;
+}

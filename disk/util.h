@@ -45,10 +45,27 @@ static inline uint64_t vd_round_up(uint64_t a, uint64_t b)
 	return vd_div_round_up(a, b) * b;
 }
 
+/* Value of hex digit c, or -1. */
+static inline int vd_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 static inline uint64_t vd_min_u64(uint64_t a, uint64_t b)
 {
 	return a < b ? a : b;
 }
+
+/* Length of the run of equal bits from bit k (< limit) of a sector bitmap,
+ * bits numbered MSB-first in each byte (VHD) or LSB-first (VHDX); *set gets
+ * bit k. Whole bytes of the run are skipped at once; runs may end mid-byte. */
+uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_first, bool *set);
 
 /* Reads exactly len bytes at off. Returns 0, -EIO on a short read (EOF), or -errno.
  * Safe on a descriptor shared between threads (pread only). */

@@ -195,17 +195,6 @@ int vhd_locator_span(uint32_t space, uint64_t *bytes)
 	return 0;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int vhd_macx_decode(const uint8_t *in, size_t len, char **out)
 {
 	size_t o = 0, i = 0;
@@ -223,8 +212,8 @@ int vhd_macx_decode(const uint8_t *in, size_t len, char **out)
 	for (; i < len; i++) {
 		int c = in[i];
 		if (c == '%') {
-			int hi = i + 2 < len ? hexval(in[i + 1]) : -1;
-			int lo = hi >= 0 ? hexval(in[i + 2]) : -1;
+			int hi = i + 2 < len ? vd_hexval(in[i + 1]) : -1;
+			int lo = hi >= 0 ? vd_hexval(in[i + 2]) : -1;
 			if (lo < 0)
 				goto bad;
 			c = hi << 4 | lo;
@@ -264,28 +253,11 @@ const char *vhd_plat_name(uint32_t code)
 	}
 }
 
-static inline bool bm_bit(const uint8_t *bm, uint32_t k)
-{
-	return bm[k / 8] & (0x80u >> (k % 8));
-}
-
 int vhd_bitmap_run(const uint8_t *bm, uint32_t k, uint32_t limit, uint32_t *count)
 {
-	bool set = bm_bit(bm, k);
-	uint8_t whole = set ? 0xFF : 0x00;
-	uint32_t j = k + 1;
+	bool set;
 
-	while (j < limit) {
-		/* Skip whole bytes of the same state; runs may still end mid-byte. */
-		if (j % 8 == 0 && j + 8 <= limit && bm[j / 8] == whole) {
-			j += 8;
-			continue;
-		}
-		if (bm_bit(bm, j) != set)
-			break;
-		j++;
-	}
-	*count = j - k;
+	*count = (uint32_t)vd_bitmap_run(bm, k, limit, true, &set);
 	return set ? VD_DATA : VD_UNALLOC;
 }
 

@@ -40,7 +40,7 @@
 
 #include "disk/endian.h"
 #include "disk/formats.h"
-#include "disk/vhd.h" /* vhd_utf16_to_utf8 */
+#include "disk/text.h"
 
 #define VHDX_SPANS_MAX (4u << 20) /* allocated blocks checked for overlaps at open */
 
@@ -78,7 +78,7 @@ static int headers_load(struct vd_image *img, struct vhdx_state *st)
 		r = -EINVAL;
 		goto out;
 	}
-	if (vhd_utf16_to_utf8(buf + 8, 512, false, &creator) == 0) {
+	if (vd_utf16_to_utf8(buf + 8, 512, false, &creator) == 0) {
 		snprintf(st->creator, sizeof(st->creator), "%s", creator);
 		free(creator);
 	}
@@ -707,7 +707,6 @@ static void vhdx_describe(struct vd_image *img, struct vd_json *j)
 
 const struct vd_format_ops vd_vhdx_ops = {
     .name = "vhdx",
-    .caps = 0,
     .probe = vhdx_probe,
     .open = vhdx_open,
     .close = vhdx_close,

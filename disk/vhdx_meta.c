@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "disk/endian.h"
-#include "disk/vhd.h" /* vhd_utf16_to_utf8 */
+#include "disk/text.h"
 
 /* A GUID's on-disk bytes from its text form a-b-c-d (2: little-endian u32,
  * u16, u16, then 8 bytes as written). */
@@ -88,17 +88,6 @@ void vhdx_guid_to_id(const uint8_t raw[16], struct vd_id *out)
 	memcpy(out->bytes + 8, raw + 8, 8);
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int vhdx_guid_parse(const char *s, struct vd_id *out)
 {
 	size_t n = strlen(s), k = 0;
@@ -116,8 +105,8 @@ int vhdx_guid_parse(const char *s, struct vd_id *out)
 				return -EINVAL;
 			continue;
 		}
-		hi = hexval(s[i]);
-		lo = hexval(s[i + 1]);
+		hi = vd_hexval(s[i]);
+		lo = vd_hexval(s[i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out->bytes[k++] = (uint8_t)(hi << 4 | lo);
@@ -432,9 +421,9 @@ int vhdx_locator_decode(const uint8_t *item, uint32_t len, struct vhdx_locator *
 			r = -EINVAL;
 			goto fail;
 		}
-		r = vhd_utf16_to_utf8(item + ko, kl, false, &key);
+		r = vd_utf16_to_utf8(item + ko, kl, false, &key);
 		if (r == 0)
-			r = vhd_utf16_to_utf8(item + vo, vl, false, &val);
+			r = vd_utf16_to_utf8(item + vo, vl, false, &val);
 		if (r < 0) {
 			free(key);
 			if (r == -EINVAL)
@@ -541,27 +530,10 @@ int vhdx_bat_entry_check(uint64_t e, bool payload, bool has_parent, uint64_t nee
 	return 0;
 }
 
-static inline bool bm_bit(const uint8_t *bm, uint64_t k)
-{
-	return bm[k / 8] >> (k % 8) & 1;
-}
-
 int vhdx_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, uint64_t *count)
 {
-	bool set = bm_bit(bm, k);
-	uint8_t whole = set ? 0xFF : 0x00;
-	uint64_t j = k + 1;
+	bool set;
 
-	while (j < limit) {
-		/* Skip whole bytes of the same state; runs may still end mid-byte. */
-		if (j % 8 == 0 && j + 8 <= limit && bm[j / 8] == whole) {
-			j += 8;
-			continue;
-		}
-		if (bm_bit(bm, j) != set)
-			break;
-		j++;
-	}
-	*count = j - k;
+	*count = vd_bitmap_run(bm, k, limit, false, &set);
 	return set ? VD_DATA : VD_UNALLOC;
 }

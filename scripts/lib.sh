@@ -514,6 +514,28 @@ vd_check_tree()
 		bash -c 'ls "$1" >/dev/null' _ "$dir/layers"
 }
 
+# vd_info_vhdimount TOP EXPECTED NAME WHY: informational only (never fails):
+# says whether libvhdi's vhdimount reads TOP's merged disk as EXPECTED; WHY
+# explains a known difference. Mounts under $M/vhdimount.
+vd_info_vhdimount()
+{
+	local top=$1 exp=$2 name=$3 why=$4 vm=$M/vhdimount last
+	command -v vhdimount >/dev/null || return 0
+	mkdir -p "$vm"
+	VD_MOUNTS+=("$vm")
+	if timeout 30 vhdimount "$top" "$vm" >/dev/null 2>&1; then
+		last=$(ls "$vm" | sort -V | tail -1)
+		if [ -n "$last" ] && cmp -s "$vm/$last" "$exp"; then
+			echo "INFO vhdimount agrees with the model on $name"
+		else
+			echo "INFO vhdimount differs from the model on $name ($why)"
+		fi
+		umount "$vm" 2>/dev/null || fusermount3 -u "$vm" 2>/dev/null || true
+	else
+		echo "INFO vhdimount could not mount $name"
+	fi
+}
+
 # vd_asan_check: after all unmounts, fails on any sanitizer error reported by a
 # daemonized vdmount; leaks are printed but do not fail (the daemon's exit
 # path is not the product's hot path).

@@ -60,23 +60,8 @@ run_pass multi
 run_pass single
 
 # Informational: libvhdi's view of the 3-layer chain (its mid-byte runs bug).
-if command -v vhdimount >/dev/null; then
-	vm=$M/vhdimount
-	mkdir -p "$vm"
-	VD_MOUNTS+=("$vm")
-	top=$W/diff3/diff3-03.vhd
-	if timeout 30 vhdimount "$top" "$vm" >/dev/null 2>&1; then
-		last=$(ls "$vm" | sort -V | tail -1)
-		if [ -n "$last" ] && cmp -s "$vm/$last" "${EXPECT[$top]}"; then
-			echo "INFO vhdimount agrees with the model on diff3"
-		else
-			echo "INFO vhdimount differs from the model on diff3 (libvhdi mid-byte bitmap runs)"
-		fi
-		umount "$vm" 2>/dev/null || fusermount3 -u "$vm" 2>/dev/null || true
-	else
-		echo "INFO vhdimount could not mount diff3"
-	fi
-fi
+vd_info_vhdimount "$W/diff3/diff3-03.vhd" "${EXPECT[$W/diff3/diff3-03.vhd]}" diff3 \
+	"libvhdi mid-byte bitmap runs"
 
 vd_check "source files unchanged (sha256)" vd_sums_check "$VD_TMP/sources.sha256"
 vd_finish

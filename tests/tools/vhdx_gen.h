@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "disk/endian.h"
+#include "disk/text.h"
 #include "disk/vhd.h"
 #include "disk/vhdx.h"
 
@@ -233,10 +234,23 @@ static inline int vxg_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 	return vd_pwrite_full(fd, buf, len, off);
 }
 
+/* Writes buf as the whole file path (tests poking copies). Returns 0 or -errno. */
+static inline int vxg_file_put(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644), r;
+
+	if (fd < 0)
+		return -errno;
+	r = vd_pwrite_full(fd, buf, len, 0);
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
 /* UTF-16LE of s at p; returns bytes written. */
 static inline size_t vxg_utf16(const char *s, uint8_t *p, size_t cap)
 {
-	long n = vhd_utf8_to_utf16(s, false, p, cap);
+	long n = vd_utf8_to_utf16(s, false, p, cap);
 
 	return n < 0 ? 0 : (size_t)n;
 }

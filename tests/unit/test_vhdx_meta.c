@@ -23,6 +23,7 @@
 #include "disk/endian.h"
 #include "disk/formats.h"
 #include "disk/vhdx.h"
+#include "esx_helper.h"
 #include "tests/tools/vhdx_gen.h"
 
 static char dir[64];
@@ -44,27 +45,15 @@ static size_t base_len, child_len;
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
-	struct stat sb;
-	uint8_t *b;
-	int fd = open(path, O_RDONLY);
+	uint8_t *b = esx_slurp(path, len);
 
-	assert_true(fd >= 0);
-	assert_int_equal(fstat(fd, &sb), 0);
-	b = malloc((size_t)sb.st_size);
 	assert_non_null(b);
-	assert_int_equal(vd_pread_full(fd, b, (size_t)sb.st_size, 0), 0);
-	close(fd);
-	*len = (size_t)sb.st_size;
 	return b;
 }
 
 static void spit(const char *path, const uint8_t *b, size_t len)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	assert_true(fd >= 0);
-	assert_int_equal(vd_pwrite_full(fd, b, len, 0), 0);
-	close(fd);
+	assert_int_equal(vxg_file_put(path, b, len), 0);
 }
 
 static void fix_header(uint8_t *img, uint64_t off)
