@@ -1,17 +1,21 @@
 /* The namespace and the FUSE callbacks.
  *
  * The tree is built once at mount time and never changes: a uthash table maps
- * each absolute path ("/", "/disk", "/layers/01-base", "/chain.json") to a
- * node. Disk and layer files are read-only windows onto vd_chain_read() at a
- * level; chain.json is rendered on first use (it walks every layer's tables to
- * count allocated bytes, which a mount must not wait for) and then cached.
- * Content never changes while mounted, so the kernel may keep its page cache
- * across opens (keep_cache) and attributes are cached for a long time. */
+ * each absolute path ("/", "/disk", "/disk.p1", "/layers/01-base",
+ * "/layers/01-base.changed", "/chain.json") to a node. Disk, layer and
+ * partition files are views (chain/part.h): read-only windows onto a chain
+ * level, which also answer SEEK_DATA/SEEK_HOLE and the allocated size
+ * (st_blocks). chain.json and the .changed lists are rendered on first use
+ * (they walk every table, which a mount must not wait for) and then cached;
+ * so is each view's allocated size. Content never changes while mounted, so
+ * the kernel may keep its page cache across opens (keep_cache) and attributes
+ * are cached for a long time. Layer files carry their image file's mtime. */
 #include "fs/fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,25 +23,28 @@
 #include <unistd.h>
 #include <uthash.h>
 
-enum fs_kind { FS_DIR, FS_LAYER, FS_JSON };
+#include "chain/part.h"
+
+enum fs_kind { FS_DIR, FS_VIEW, FS_JSON, FS_CHANGES };
 
 struct fs_node {
 	char *path; /* hash key */
 	const char *name;
 	enum fs_kind kind;
-	struct vd_chain *chain; /* FS_LAYER, FS_JSON */
-	unsigned level;		/* FS_LAYER */
-	struct fs_node **kids;	/* FS_DIR, in listing order */
+	struct vd_view view;   /* FS_VIEW; view.chain/level also for FS_JSON, FS_CHANGES */
+	struct timespec mtime; /* the image file's for views and change lists */
+	struct fs_node **kids; /* FS_DIR, in listing order */
 	unsigned n_kids;
-	char *json; /* FS_JSON: rendered text, protected by tree->json_lock */
-	size_t json_len;
+	char *text; /* FS_JSON, FS_CHANGES: rendered text, protected by tree->text_lock */
+	size_t text_len;
+	int64_t alloc; /* FS_VIEW: allocated bytes, -1 until known; protected by text_lock */
 	UT_hash_handle hh;
 };
 
 struct fs_tree {
 	struct fs_node *nodes; /* uthash by path */
-	pthread_mutex_t json_lock;
-	struct timespec mtime; /* mount time, shown on every node */
+	pthread_mutex_t text_lock;
+	struct timespec mtime; /* mount time, shown on directories and chain.json */
 	uid_t uid;
 	gid_t gid;
 };
@@ -69,6 +76,8 @@ static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const ch
 	}
 	n->name = dir ? strrchr(n->path, '/') + 1 : n->path;
 	n->kind = kind;
+	n->mtime = t->mtime;
+	n->alloc = -1;
 	if (dir) {
 		struct fs_node **k = realloc(dir->kids, (dir->n_kids + 1) * sizeof(*k));
 		if (!k) {
@@ -83,32 +92,87 @@ static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const ch
 	return n;
 }
 
+/* The image file's modification time (the layer's own, not the mount's). */
+static struct timespec layer_mtime(struct fs_tree *t, struct vd_chain *c, unsigned level)
+{
+	struct stat st;
+
+	if (fstat(vd_chain_layer(c, level)->fd, &st) < 0)
+		return t->mtime;
+	return st.st_mtim;
+}
+
+/* A view file "name" in dir for the disk at level, and "name.pN" beside it
+ * for each partition. Warnings about the table are logged for the merged
+ * disk only (the layers usually share its table). */
+static int view_add(struct fs_tree *t, struct fs_node *dir, const char *name, struct vd_chain *c,
+		    unsigned level, bool log_warnings)
+{
+	struct vd_part_table *pt = NULL;
+	struct timespec mt = layer_mtime(t, c, level);
+	struct fs_node *n = node_add(t, dir, name, FS_VIEW);
+	int r;
+
+	if (!n)
+		return -ENOMEM;
+	n->view = vd_view_disk(c, level);
+	n->mtime = mt;
+	r = vd_part_scan(c, level, &pt);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; log_warnings && i < pt->n_warnings; i++)
+		vd_log_warn("%s: %s", vd_chain_layer(c, level)->path, pt->warnings[i]);
+	for (unsigned i = 0; i < pt->n && r == 0; i++) {
+		char *pname;
+		if (asprintf(&pname, "%s.p%u", name, pt->parts[i].number) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		n = node_add(t, dir, pname, FS_VIEW);
+		free(pname);
+		if (!n) {
+			r = -ENOMEM;
+			break;
+		}
+		n->view = vd_view_part(c, level, &pt->parts[i]);
+		n->mtime = mt;
+	}
+	vd_part_table_free(pt);
+	return r;
+}
+
 static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 {
 	struct fs_node *n, *layers;
-	n = node_add(t, dir, "disk", FS_LAYER);
-	if (!n)
-		return -ENOMEM;
-	n->chain = c;
-	n->level = vd_chain_depth(c) - 1;
+	unsigned top = vd_chain_depth(c) - 1;
+	int r = view_add(t, dir, "disk", c, top, true);
+
+	if (r < 0)
+		return r;
 	layers = node_add(t, dir, "layers", FS_DIR);
 	if (!layers)
 		return -ENOMEM;
-	for (unsigned i = 0; i < vd_chain_depth(c); i++) {
-		char *name = vd_chain_layer_name(c, i);
+	for (unsigned i = 0; i <= top; i++) {
+		char *name = vd_chain_layer_name(c, i), *cname = NULL;
 		if (!name)
 			return -ENOMEM;
-		n = node_add(t, layers, name, FS_LAYER);
+		r = view_add(t, layers, name, c, i, false);
+		if (r == 0 && asprintf(&cname, "%s.changed", name) < 0)
+			r = -ENOMEM;
 		free(name);
+		if (r < 0)
+			return r;
+		n = node_add(t, layers, cname, FS_CHANGES);
+		free(cname);
 		if (!n)
 			return -ENOMEM;
-		n->chain = c;
-		n->level = i;
+		n->view = vd_view_disk(c, i);
+		n->mtime = layer_mtime(t, c, i);
 	}
 	n = node_add(t, dir, "chain.json", FS_JSON);
 	if (!n)
 		return -ENOMEM;
-	n->chain = c;
+	n->view = vd_view_disk(c, top);
 	return 0;
 }
 
@@ -120,7 +184,7 @@ int fs_tree_build(struct fs_disk *disks, unsigned n, struct fs_tree **out)
 
 	if (!t)
 		return -ENOMEM;
-	pthread_mutex_init(&t->json_lock, NULL);
+	pthread_mutex_init(&t->text_lock, NULL);
 	clock_gettime(CLOCK_REALTIME, &t->mtime);
 	t->uid = getuid();
 	t->gid = getgid();
@@ -155,11 +219,11 @@ void fs_tree_free(struct fs_tree *t)
 	{
 		HASH_DEL(t->nodes, n);
 		free(n->kids);
-		free(n->json);
+		free(n->text);
 		free(n->path);
 		free(n);
 	}
-	pthread_mutex_destroy(&t->json_lock);
+	pthread_mutex_destroy(&t->text_lock);
 	free(t);
 }
 
@@ -176,24 +240,45 @@ static struct fs_node *node_find(struct fs_tree *t, const char *path)
 	return n;
 }
 
-/* Renders chain.json once; later calls return the cached text. */
-static int json_get(struct fs_tree *t, struct fs_node *n)
+/* Renders chain.json or a change list once; later calls return the cached text. */
+static int text_get(struct fs_tree *t, struct fs_node *n)
 {
 	struct vd_json j = {0};
 	int r = 0;
 
-	pthread_mutex_lock(&t->json_lock);
-	if (n->json)
+	pthread_mutex_lock(&t->text_lock);
+	if (n->text)
 		goto out;
-	r = vd_chain_describe(n->chain, &j);
+	if (n->kind == FS_JSON)
+		r = vd_chain_describe(n->view.chain, &j);
+	else
+		r = vd_chain_changes(n->view.chain, n->view.level, &j.buf);
 	if (r < 0) {
 		vd_buf_free(&j.buf);
 		goto out;
 	}
-	n->json = j.buf.data;
-	n->json_len = j.buf.len;
+	n->text = j.buf.data;
+	n->text_len = j.buf.len;
 out:
-	pthread_mutex_unlock(&t->json_lock);
+	pthread_mutex_unlock(&t->text_lock);
+	return r;
+}
+
+/* Allocated bytes of a view, computed once. */
+static int alloc_get(struct fs_tree *t, struct fs_node *n, uint64_t *out)
+{
+	uint64_t a;
+	int r = 0;
+
+	pthread_mutex_lock(&t->text_lock);
+	if (n->alloc < 0) {
+		r = vd_view_allocated(&n->view, &a);
+		if (r == 0)
+			n->alloc = (int64_t)a;
+	}
+	if (r == 0)
+		*out = (uint64_t)n->alloc;
+	pthread_mutex_unlock(&t->text_lock);
 	return r;
 }
 
@@ -201,11 +286,12 @@ static uint64_t node_size(struct fs_tree *t, struct fs_node *n, int *err)
 {
 	*err = 0;
 	switch (n->kind) {
-	case FS_LAYER:
-		return vd_chain_size(n->chain, n->level);
+	case FS_VIEW:
+		return n->view.size;
 	case FS_JSON:
-		*err = json_get(t, n);
-		return n->json_len;
+	case FS_CHANGES:
+		*err = text_get(t, n);
+		return n->text_len;
 	default:
 		return 0;
 	}
@@ -222,7 +308,7 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	memset(st, 0, sizeof(*st));
 	st->st_uid = t->uid;
 	st->st_gid = t->gid;
-	st->st_mtim = st->st_ctim = st->st_atim = t->mtime;
+	st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
 	if (n->kind == FS_DIR) {
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
@@ -234,7 +320,15 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	if (err < 0)
 		return err;
 	st->st_blksize = 65536;
-	st->st_blocks = (st->st_size + 511) / 512;
+	if (n->kind == FS_VIEW) {
+		uint64_t a = 0;
+		err = alloc_get(t, n, &a);
+		if (err < 0)
+			return err;
+		st->st_blocks = (blkcnt_t)((a + 511) / 512);
+	} else {
+		st->st_blocks = (st->st_size + 511) / 512;
+	}
 	return 0;
 }
 
@@ -278,8 +372,8 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		return -EISDIR;
 	if ((fi->flags & O_ACCMODE) != O_RDONLY)
 		return -EROFS;
-	if (n->kind == FS_JSON) {
-		int r = json_get(t, n);
+	if (n->kind == FS_JSON || n->kind == FS_CHANGES) {
+		int r = text_get(t, n);
 		if (r < 0)
 			return r;
 	}
@@ -298,21 +392,42 @@ static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fu
 	(void)path;
 	if (off < 0)
 		return -EINVAL;
-	if (n->kind == FS_JSON) {
-		if ((uint64_t)off >= n->json_len)
+	if (n->kind != FS_VIEW) {
+		if ((uint64_t)off >= n->text_len)
 			return 0;
-		if (len > n->json_len - (uint64_t)off)
-			len = n->json_len - (uint64_t)off;
-		memcpy(buf, n->json + off, len);
+		if (len > n->text_len - (uint64_t)off)
+			len = n->text_len - (uint64_t)off;
+		memcpy(buf, n->text + off, len);
 		return (int)len;
 	}
-	size = vd_chain_size(n->chain, n->level);
+	size = n->view.size;
 	if ((uint64_t)off >= size)
 		return 0;
 	if (len > size - (uint64_t)off)
 		len = (size_t)(size - (uint64_t)off);
-	r = vd_chain_read(n->chain, n->level, buf, len, (uint64_t)off);
+	r = vd_view_read(&n->view, buf, len, (uint64_t)off);
 	return r < 0 ? r : (int)len;
+}
+
+/* SEEK_DATA / SEEK_HOLE; the kernel handles SEEK_SET/CUR/END itself. Text
+ * files are all data. */
+static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	uint64_t pos, size;
+	int r;
+
+	(void)path;
+	if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE))
+		return -EINVAL;
+	if (n->kind != FS_VIEW) {
+		size = n->text_len;
+		if ((uint64_t)off >= size)
+			return -ENXIO;
+		return whence == SEEK_DATA ? off : (off_t)size;
+	}
+	r = vd_view_seek(&n->view, (uint64_t)off, whence == SEEK_DATA, &pos);
+	return r < 0 ? r : (off_t)pos;
 }
 
 static int fs_statfs(const char *path, struct statvfs *sv)
@@ -344,6 +459,7 @@ const struct fuse_operations fs_ops = {
     .readdir = fs_readdir,
     .open = fs_open,
     .read = fs_read,
+    .lseek = fs_lseek,
     .statfs = fs_statfs,
     .init = fs_init,
 };
