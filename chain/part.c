@@ -113,8 +113,10 @@ static int mbr_logicals(struct vd_chain *c, unsigned level, struct vd_part_table
 		if (r < 0)
 			return r;
 		if (vd_mbr_decode(sec, &m, &why) < 0) {
-			table_warn(t, "EBR at sector %" PRIu64 ": %s: logical partitions after it "
-				      "skipped", ebr, why);
+			table_warn(t,
+				   "EBR at sector %" PRIu64 ": %s: logical partitions after it "
+				   "skipped",
+				   ebr, why);
 			return 0;
 		}
 		for (unsigned i = 0; i < 2; i++) {
@@ -133,8 +135,10 @@ static int mbr_logicals(struct vd_chain *c, unsigned level, struct vd_part_table
 					    .bootable = e->status == 0x80,
 					    .mbr_type = e->type};
 			if (ebr + e->lba + e->sectors > ext + ext_sectors) {
-				table_warn(t, "logical partition %u leaves its extended partition: "
-					      "skipped", p.number);
+				table_warn(t,
+					   "logical partition %u leaves its extended partition: "
+					   "skipped",
+					   p.number);
 				continue;
 			}
 			r = part_add(t, &p, disk);
@@ -144,8 +148,10 @@ static int mbr_logicals(struct vd_chain *c, unsigned level, struct vd_part_table
 		if (!next)
 			return 0;
 		if (ext + next->lba <= ebr || next->lba >= ext_sectors) {
-			table_warn(t, "EBR chain at sector %" PRIu64 " points backwards or outside "
-				      "the extended partition: stopped", ebr);
+			table_warn(t,
+				   "EBR chain at sector %" PRIu64 " points backwards or outside "
+				   "the extended partition: stopped",
+				   ebr);
 			return 0;
 		}
 		ebr = ext + next->lba;
@@ -168,13 +174,16 @@ static int mbr_scan(struct vd_chain *c, unsigned level, struct vd_part_table *t,
 			continue;
 		if (vd_mbr_type_is_extended(e->type)) {
 			if (have_ext) {
-				table_warn(t, "second extended partition (entry %u) ignored", i + 1);
+				table_warn(t, "second extended partition (entry %u) ignored",
+					   i + 1);
 				continue;
 			}
 			have_ext = true;
 			if ((uint64_t)e->lba + e->sectors > disk / VD_MBR_SIZE || e->lba == 0) {
-				table_warn(t, "extended partition %u leaves the disk: its logical "
-					      "partitions are skipped", i + 1);
+				table_warn(t,
+					   "extended partition %u leaves the disk: its logical "
+					   "partitions are skipped",
+					   i + 1);
 				continue;
 			}
 			r = mbr_logicals(c, level, t, e->lba, e->sectors, disk);
@@ -259,8 +268,10 @@ static int gpt_scan(struct vd_chain *c, unsigned level, struct vd_part_table *t,
 	if (r == -EINVAL) {
 		r = gpt_load(c, level, ss, n_sectors - 1, n_sectors, &h, &arr, &why2);
 		if (r == -EINVAL)
-			return table_note(t, "protective MBR but no valid GPT (primary header: %s; "
-					     "backup header: %s)", why1, why2);
+			return table_note(t,
+					  "protective MBR but no valid GPT (primary header: %s; "
+					  "backup header: %s)",
+					  why1, why2);
 		if (r == 0) {
 			t->backup_used = true;
 			table_warn(t, "primary GPT header damaged (%s): using the backup header",
@@ -287,8 +298,10 @@ static int gpt_scan(struct vd_chain *c, unsigned level, struct vd_part_table *t,
 			continue;
 		}
 		if (p.gpt.first_lba < h.first_usable || p.gpt.last_lba > h.last_usable) {
-			table_warn(t, "GPT entry %u lies outside the usable LBAs %" PRIu64 "-%" PRIu64
-				      ": skipped", i + 1, h.first_usable, h.last_usable);
+			table_warn(t,
+				   "GPT entry %u lies outside the usable LBAs %" PRIu64 "-%" PRIu64
+				   ": skipped",
+				   i + 1, h.first_usable, h.last_usable);
 			continue;
 		}
 		p.start = p.gpt.first_lba * ss;

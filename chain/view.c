@@ -12,7 +12,8 @@
 
 struct vd_view vd_view_disk(struct vd_chain *c, unsigned level)
 {
-	struct vd_view v = {.chain = c, .level = level, .start = 0, .size = vd_chain_size(c, level)};
+	struct vd_view v = {
+	    .chain = c, .level = level, .start = 0, .size = vd_chain_size(c, level)};
 
 	return v;
 }

@@ -61,7 +61,8 @@ int vd_mbr_decode(const uint8_t buf[VD_MBR_SIZE], struct vd_mbr *out, const char
 		e->lba = vd_get_le32(p + 8);
 		e->sectors = vd_get_le32(p + 12);
 		if (e->status != 0 && e->status != 0x80) {
-			*why = "entry status byte is neither 00 nor 80 (a boot sector, not a table)";
+			*why =
+			    "entry status byte is neither 00 nor 80 (a boot sector, not a table)";
 			return -EINVAL;
 		}
 		if (e->type == VD_MBR_TYPE_EMPTY)
@@ -139,7 +140,8 @@ int vd_gpt_header_decode(const uint8_t *buf, uint32_t sector_size, struct vd_gpt
 int vd_gpt_header_check(const struct vd_gpt_header *h, uint64_t lba, uint64_t n_sectors,
 			uint32_t sector_size, const char **why)
 {
-	uint64_t array_sectors = vd_div_round_up((uint64_t)h->n_entries * h->entry_size, sector_size);
+	uint64_t array_sectors =
+	    vd_div_round_up((uint64_t)h->n_entries * h->entry_size, sector_size);
 
 	if (h->my_lba != lba) {
 		*why = "MyLBA does not match where the header is";
@@ -310,7 +312,8 @@ const char *vd_fs_sniff(const uint8_t *buf, size_t len)
 	if (at(buf, len, 0, "LUKS\xba\xbe", 6))
 		return "luks";
 	for (size_t s = 0; s < 4; s++)
-		if (at(buf, len, 512 * s, "LABELONE", 8) && at(buf, len, 512 * s + 24, "LVM2 001", 8))
+		if (at(buf, len, 512 * s, "LABELONE", 8) &&
+		    at(buf, len, 512 * s + 24, "LVM2 001", 8))
 			return "lvm2";
 	if (at(buf, len, 4086, "SWAPSPACE2", 10) || at(buf, len, 4086, "SWAP-SPACE", 10))
 		return "swap";

@@ -22,7 +22,7 @@
 struct vd_mbr_entry {
 	uint8_t status; /* 0x80 bootable, 0x00 not */
 	uint8_t type;
-	uint32_t lba;	  /* first sector: relative to the disk (MBR) or to the EBR / extended start */
+	uint32_t lba; /* first sector: relative to the disk (MBR) or to the EBR / extended start */
 	uint32_t sectors; /* 0 = unused slot */
 };
 
@@ -42,7 +42,7 @@ bool vd_mbr_type_is_extended(uint8_t type);
 /* GPT header (UEFI 2.10 table 5-5), decoded. */
 #define VD_GPT_HEADER_MIN 92u
 #define VD_GPT_ENTRY_MIN 128u
-#define VD_GPT_MAX_ENTRIES 16384u	     /* sanity cap; every known tool writes 128 */
+#define VD_GPT_MAX_ENTRIES 16384u   /* sanity cap; every known tool writes 128 */
 #define VD_GPT_MAX_ARRAY (4u << 20) /* bytes of entry array read at most */
 
 struct vd_gpt_header {

@@ -48,6 +48,8 @@ struct vmdk_extent_ops {
 	int (*read)(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
 	/* Optional extra JSON members for this extent. */
 	void (*describe)(struct vmdk_extent *e, struct vd_json *j);
+	/* Optional metadata check (vd_format_ops.check) of this extent's file. */
+	int (*check)(struct vmdk_extent *e, struct vd_check *chk);
 };
 
 struct vmdk_extent {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "fs/inspect.h"
 
 struct opts {
 	bool foreground, debug, single, force, allow_outside, allow_devices;
@@ -218,6 +219,8 @@ int main(int argc, char **argv)
 	bool mounted = false;
 	int r, ret = 1;
 
+	if ((r = fs_inspect_main(argc, argv)) >= 0)
+		return r;
 	vd_policy_init(&policy);
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;

@@ -68,8 +68,8 @@ struct gpt_part {
 	const char *name;
 };
 
-static void gpt_header(uint8_t *h, uint64_t my, uint64_t alt, uint64_t entries, uint64_t last_usable,
-		       uint32_t entries_crc)
+static void gpt_header(uint8_t *h, uint64_t my, uint64_t alt, uint64_t entries,
+		       uint64_t last_usable, uint32_t entries_crc)
 {
 	memset(h, 0, 92);
 	memcpy(h, "EFI PART", 8);
@@ -284,7 +284,8 @@ static void test_gpt_entry_decode(void **state)
 	vd_put_le16(e + 56, 'h');
 	vd_put_le16(e + 58, 0xe9); /* é: UTF-16 to UTF-8 */
 	assert_int_equal(vd_gpt_entry_decode(e, &out, &why), 1);
-	assert_string_equal(vd_guid_format(out.type_guid, g), "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+	assert_string_equal(vd_guid_format(out.type_guid, g),
+			    "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
 	assert_string_equal(vd_gpt_type_name(out.type_guid), "Linux filesystem");
 	assert_string_equal(out.name, "h\xc3\xa9");
 	assert_int_equal(out.first_lba, 2048);
@@ -319,12 +320,9 @@ static void test_fs_sniff(void **state)
 		const char *magic;
 		const char *fs;
 	} sigs[] = {
-	    {0, "XFSB", "xfs"},
-	    {0x10040, "_BHRfS_M", "btrfs"},
-	    {3, "NTFS    ", "ntfs"},
-	    {3, "-FVE-FS-", "bitlocker"},
-	    {3, "EXFAT   ", "exfat"},
-	    {4086, "SWAPSPACE2", "swap"},
+	    {0, "XFSB", "xfs"},		 {0x10040, "_BHRfS_M", "btrfs"},
+	    {3, "NTFS    ", "ntfs"},	 {3, "-FVE-FS-", "bitlocker"},
+	    {3, "EXFAT   ", "exfat"},	 {4086, "SWAPSPACE2", "swap"},
 	    {0, "LUKS\xba\xbe", "luks"},
 	};
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -406,7 +404,7 @@ static void test_scan_mbr_skips(void **state)
 	(void)state;
 	memset(disk, 0, DISK);
 	mbr_entry(disk, 0, 0, 0x83, 2048, 4096);
-	mbr_entry(disk, 1, 0, 0x83, 4096, 2048);      /* overlaps 1 */
+	mbr_entry(disk, 1, 0, 0x83, 4096, 2048);       /* overlaps 1 */
 	mbr_entry(disk, 2, 0, 0x83, 8192, DISK / 512); /* leaves the disk */
 	mbr_entry(disk, 3, 0, 0x07, 6144, 1024);
 	t = scan(disk, DISK, &c);
@@ -445,12 +443,8 @@ static void test_scan_gpt(void **state)
 	struct vd_chain *c;
 	struct vd_part_table *t;
 	struct gpt_part p[] = {
-	    {2048, 4095, 0xa1, "one"},
-	    {4096, 6143, 0xa2, "two"},
-	    {0, 0, 0, NULL},
-	    {6144, 8191, 0xa4, "four"},
-	    {8192, 10239, 0xa5, "five"},
-	    {10240, 12287, 0xa6, "six"},
+	    {2048, 4095, 0xa1, "one"},	{4096, 6143, 0xa2, "two"},   {0, 0, 0, NULL},
+	    {6144, 8191, 0xa4, "four"}, {8192, 10239, 0xa5, "five"}, {10240, 12287, 0xa6, "six"},
 	};
 
 	(void)state;
@@ -524,8 +518,8 @@ static void test_scan_gpt(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_mbr_decode),	   cmocka_unit_test(test_gpt_header_decode),
-	    cmocka_unit_test(test_gpt_entry_decode), cmocka_unit_test(test_fs_sniff),
+	    cmocka_unit_test(test_mbr_decode),	      cmocka_unit_test(test_gpt_header_decode),
+	    cmocka_unit_test(test_gpt_entry_decode),  cmocka_unit_test(test_fs_sniff),
 	    cmocka_unit_test(test_scan_mbr_logicals), cmocka_unit_test(test_scan_mbr_skips),
 	    cmocka_unit_test(test_scan_gpt),
 	};
