@@ -58,10 +58,10 @@ int vd_space_check(struct vd_space *s, uint64_t from, uint64_t to, struct vd_che
 		if (far && p->start < far->start + far->len) {
 			if (++overlaps <= REPORTS_MAX)
 				vd_check_report(chk, path,
-						"%s %" PRIu32 " (at byte %" PRIu64 ") overlaps %s %" PRIu32
-						" (at byte %" PRIu64 ")%s",
-						s->kinds[p->kind], p->idx, p->start, s->kinds[far->kind],
-						far->idx, far->start,
+						"%s %" PRIu32 " (at byte %" PRIu64
+						") overlaps %s %" PRIu32 " (at byte %" PRIu64 ")%s",
+						s->kinds[p->kind], p->idx, p->start,
+						s->kinds[far->kind], far->idx, far->start,
 						p->kind == far->kind ? ": space used twice" : "");
 		}
 		if (!far || end > far->start + far->len)

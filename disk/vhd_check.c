@@ -26,8 +26,9 @@ static void footers_check(struct vd_image *img, struct vhd_state *st, struct vd_
 	if (st->sums_lax)
 		vd_check_report(chk, img->path, "footer checksum wrong (in both copies)");
 	if (!st->eof_ftr_ok)
-		vd_check_report(chk, img->path, "footer at the end of the file is damaged (the "
-						"copy at offset 0 was used)");
+		vd_check_report(chk, img->path,
+				"footer at the end of the file is damaged (the "
+				"copy at offset 0 was used)");
 	if (st->ftr.saved_state)
 		vd_check_report(chk, img->path,
 				"saved-state flag set (the disk was in use by a saved VM)");
@@ -50,7 +51,8 @@ static void footers_check(struct vd_image *img, struct vhd_state *st, struct vd_
 /* BAT entries from n_blocks to max_entries must be unused. */
 static int bat_tail_check(struct vd_image *img, struct vhd_state *st, struct vd_check *chk)
 {
-	uint32_t extra = st->hdr.max_entries > st->n_blocks ? st->hdr.max_entries - st->n_blocks : 0;
+	uint32_t extra =
+	    st->hdr.max_entries > st->n_blocks ? st->hdr.max_entries - st->n_blocks : 0;
 	uint8_t raw[4];
 
 	for (uint32_t i = 0; i < extra; i++) {
@@ -63,8 +65,8 @@ static int bat_tail_check(struct vd_image *img, struct vhd_state *st, struct vd_
 		}
 		if (vd_get_be32(raw) != VHD_BAT_UNUSED)
 			vd_check_report(chk, img->path,
-					"BAT entry %" PRIu32 " past the disk's end is used (sector %" PRIu32
-					")",
+					"BAT entry %" PRIu32
+					" past the disk's end is used (sector %" PRIu32 ")",
 					st->n_blocks + i, vd_get_be32(raw));
 	}
 	return 0;
@@ -75,7 +77,8 @@ static int bitmap_check(struct vd_image *img, struct vhd_state *st, uint32_t blo
 			struct vd_check *chk)
 {
 	uint64_t first = (uint64_t)block * st->spb, valid = img->size / VHD_SECTOR - first;
-	int r = vd_pread_full(img->fd, bits, st->bitmap_bytes, (uint64_t)st->bat[block] * VHD_SECTOR);
+	int r =
+	    vd_pread_full(img->fd, bits, st->bitmap_bytes, (uint64_t)st->bat[block] * VHD_SECTOR);
 
 	if (r < 0) {
 		vd_log_err("vhd: %s: cannot read the bitmap of block %" PRIu32 ": %s", img->path,
@@ -84,7 +87,8 @@ static int bitmap_check(struct vd_image *img, struct vhd_state *st, uint32_t blo
 	}
 	if (vd_mem_is_zero(bits, st->bitmap_bytes)) {
 		vd_check_report(chk, img->path,
-				"block %" PRIu32 " is allocated but its bitmap marks no sector", block);
+				"block %" PRIu32 " is allocated but its bitmap marks no sector",
+				block);
 		return 0;
 	}
 	for (uint64_t k = valid; k < st->spb; k++) {

@@ -84,7 +84,8 @@ static void info_partitions(struct vd_chain *c)
 	printf("partitions (merged disk): %s", schemes[t->scheme]);
 	if (t->scheme != VD_PART_NONE)
 		printf(", %" PRIu32 "-byte sectors%s%s", t->sector_size,
-		       t->hybrid ? ", hybrid MBR" : "", t->backup_used ? ", backup GPT header" : "");
+		       t->hybrid ? ", hybrid MBR" : "",
+		       t->backup_used ? ", backup GPT header" : "");
 	printf("\n");
 	if (t->note)
 		printf("  note: %s\n", t->note);
@@ -279,7 +280,8 @@ static void progress_show(struct progress *p, bool final)
 		return;
 	p->last = now;
 	if (!p->tty) {
-		fprintf(stderr, "progress %s %" PRIu64 " %" PRIu64 "\n", p->name, p->done, p->total);
+		fprintf(stderr, "progress %s %" PRIu64 " %" PRIu64 "\n", p->name, p->done,
+			p->total);
 		return;
 	}
 	el = since(&p->start, &now);
@@ -380,10 +382,14 @@ static int do_hash(struct vd_chain *c, const char *image, const EVP_MD *md, cons
 static int inspect_parse(int argc, char **argv, struct inspect_opts *o)
 {
 	static const struct option longopts[] = {
-	    {"info", no_argument, NULL, 'I'},	 {"json", no_argument, NULL, 'J'},
-	    {"check", no_argument, NULL, 'C'},	 {"hash", no_argument, NULL, 'H'},
-	    {"changes", no_argument, NULL, 'c'}, {"algo", required_argument, NULL, 'a'},
-	    {"force", no_argument, NULL, 'F'},	 {"help", no_argument, NULL, 'h'},
+	    {"info", no_argument, NULL, 'I'},
+	    {"json", no_argument, NULL, 'J'},
+	    {"check", no_argument, NULL, 'C'},
+	    {"hash", no_argument, NULL, 'H'},
+	    {"changes", no_argument, NULL, 'c'},
+	    {"algo", required_argument, NULL, 'a'},
+	    {"force", no_argument, NULL, 'F'},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	enum inspect_mode m;
@@ -396,8 +402,10 @@ static int inspect_parse(int argc, char **argv, struct inspect_opts *o)
 		case 'J':
 		case 'C':
 		case 'H':
-			m = ch == 'I' ? MODE_INFO : ch == 'J' ? MODE_JSON : ch == 'C' ? MODE_CHECK
-										    : MODE_HASH;
+			m = ch == 'I'	? MODE_INFO
+			    : ch == 'J' ? MODE_JSON
+			    : ch == 'C' ? MODE_CHECK
+					: MODE_HASH;
 			if (o->mode != MODE_NONE && o->mode != m) {
 				fprintf(stderr, "vdmount: error: --info, --json, --check and "
 						"--hash exclude each other\n");
@@ -484,7 +492,8 @@ int fs_inspect_main(int argc, char **argv)
 			rc = o.mode == MODE_CHECK && r != -EINVAL && r != -ELOOP ? 2 : 1;
 			if (o.mode == MODE_CHECK)
 				printf("%s: %s\n", argv[i],
-				       rc == 2 ? "cannot be read" : "problem: the chain does not open");
+				       rc == 2 ? "cannot be read"
+					       : "problem: the chain does not open");
 			ret = rc > ret ? rc : ret;
 			continue;
 		}
