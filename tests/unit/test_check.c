@@ -69,23 +69,6 @@ static void expect_clean(const char *path)
 	free(text);
 }
 
-static void file_get(const char *p, uint64_t off, void *b, size_t n)
-{
-	int fd = open(p, O_RDONLY);
-
-	assert_true(fd >= 0);
-	assert_int_equal(vd_pread_full(fd, b, n, off), 0);
-	close(fd);
-}
-
-static uint64_t file_size(const char *p)
-{
-	struct stat st;
-
-	assert_int_equal(stat(p, &st), 0);
-	return (uint64_t)st.st_size;
-}
-
 /* --- VMDK hosted sparse ------------------------------------------------------ */
 
 /* 40 MiB: 640 grains of 64 KiB, two GTs (the second only partly used). */
@@ -123,13 +106,13 @@ static struct kdmv kdmv_get(const char *p)
 	uint8_t h[512], e[8];
 	struct kdmv k;
 
-	file_get(p, 0, h, sizeof(h));
+	kgen_peek(p, 0, h, sizeof(h));
 	k.rgd = vd_get_le64(h + 48);
 	k.gd = vd_get_le64(h + 56);
-	file_get(p, k.gd * 512, e, 8);
+	kgen_peek(p, k.gd * 512, e, 8);
 	k.gt[0] = vd_get_le32(e);
 	k.gt[1] = vd_get_le32(e + 4);
-	file_get(p, k.rgd * 512, e, 8);
+	kgen_peek(p, k.rgd * 512, e, 8);
 	k.rgt[0] = vd_get_le32(e);
 	k.rgt[1] = vd_get_le32(e + 4);
 	return k;
@@ -152,7 +135,7 @@ static uint32_t gte_get(const char *p, unsigned t, unsigned i)
 	struct kdmv k = kdmv_get(p);
 	uint8_t b[4];
 
-	file_get(p, (uint64_t)k.gt[t] * 512 + 4 * i, b, 4);
+	kgen_peek(p, (uint64_t)k.gt[t] * 512 + 4 * i, b, 4);
 	return vd_get_le32(b);
 }
 
@@ -178,7 +161,7 @@ static void test_vmdk_gte_past_eof(void **state)
 	const char *p = vmdk_copy("gte-eof.vmdk");
 
 	(void)state;
-	gte_put(p, 0, 7, (uint32_t)(file_size(p) / 512 + 1000), true);
+	gte_put(p, 0, 7, (uint32_t)(kgen_file_size(p) / 512 + 1000), true);
 	expect_finding(p, "grain 7 (grain table 0) points to sector");
 }
 
@@ -299,7 +282,7 @@ static void ftr_poke(const char *p, uint64_t off, size_t field, uint32_t v, bool
 {
 	uint8_t b[VHD_FOOTER_SIZE];
 
-	file_get(p, off, b, sizeof(b));
+	kgen_peek(p, off, b, sizeof(b));
 	if (byte)
 		b[field] = (uint8_t)v;
 	else
@@ -312,8 +295,8 @@ static uint32_t bat_get(const char *p, uint32_t i)
 {
 	uint8_t h[VHD_HEADER_SIZE], e[4];
 
-	file_get(p, VHD_FOOTER_SIZE, h, sizeof(h));
-	file_get(p, vd_get_be64(h + VHD_HDR_TABLE_OFFSET) + 4 * i, e, 4);
+	kgen_peek(p, VHD_FOOTER_SIZE, h, sizeof(h));
+	kgen_peek(p, vd_get_be64(h + VHD_HDR_TABLE_OFFSET) + 4 * i, e, 4);
 	return vd_get_be32(e);
 }
 
@@ -330,7 +313,7 @@ static void test_vhd_saved_state(void **state)
 
 	(void)state;
 	ftr_poke(p, 0, VHD_FTR_SAVED, 1, true);
-	ftr_poke(p, file_size(p) - VHD_FOOTER_SIZE, VHD_FTR_SAVED, 1, true);
+	ftr_poke(p, kgen_file_size(p) - VHD_FOOTER_SIZE, VHD_FTR_SAVED, 1, true);
 	expect_finding(p, "saved-state flag set");
 }
 
@@ -359,7 +342,7 @@ static void test_vhd_eof_footer_damaged(void **state)
 	uint8_t x = 0x5a;
 
 	(void)state;
-	kgen_poke(p, file_size(p) - VHD_FOOTER_SIZE + VHD_FTR_CHECKSUM, &x, 1);
+	kgen_poke(p, kgen_file_size(p) - VHD_FOOTER_SIZE + VHD_FTR_CHECKSUM, &x, 1);
 	expect_finding(p, "footer at the end of the file is damaged");
 }
 
@@ -375,7 +358,7 @@ static void test_vhd_bat_tail(void **state)
 	vhd_write_at(p, 0, 512, 0x55);
 	expect_clean(p);
 	/* One more BAT entry than the disk needs (allowed), and it is used. */
-	file_get(p, VHD_FOOTER_SIZE, h, sizeof(h));
+	kgen_peek(p, VHD_FOOTER_SIZE, h, sizeof(h));
 	vd_put_be32(h + VHD_HDR_MAX_ENTRIES, n_blocks + 1);
 	vd_put_be32(h + VHD_HDR_CHECKSUM, vhd_checksum(h, sizeof(h), VHD_HDR_CHECKSUM));
 	kgen_poke(p, VHD_FOOTER_SIZE, h, sizeof(h));
@@ -409,12 +392,12 @@ static void test_vhd_leak(void **state)
 {
 	const char *p = vhd_copy(false, "leak.vhd");
 	uint8_t ftr[VHD_FOOTER_SIZE], *gap = calloc(1, 8192);
-	uint64_t end = file_size(p) - VHD_FOOTER_SIZE;
+	uint64_t end = kgen_file_size(p) - VHD_FOOTER_SIZE;
 
 	(void)state;
 	assert_non_null(gap);
 	/* 8 KiB that nothing uses between the last block and the footer. */
-	file_get(p, end, ftr, sizeof(ftr));
+	kgen_peek(p, end, ftr, sizeof(ftr));
 	kgen_poke(p, end, gap, 8192);
 	kgen_poke(p, end + 8192, ftr, sizeof(ftr));
 	free(gap);
