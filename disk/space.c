@@ -38,8 +38,8 @@ static int span_cmp(const void *a, const void *b)
 	return (x->kind > y->kind) - (x->kind < y->kind);
 }
 
-int vd_space_check(struct vd_space *s, uint64_t from, uint64_t to, struct vd_check *chk,
-		   const char *path)
+int vd_space_check(struct vd_space *s, uint64_t from, uint64_t to, uint64_t min_gap,
+		   struct vd_check *chk, const char *path)
 {
 	const struct vd_span *far = NULL; /* the span reaching furthest so far */
 	uint64_t covered = from, leaked = 0, overlaps = 0;
@@ -66,12 +66,13 @@ int vd_space_check(struct vd_space *s, uint64_t from, uint64_t to, struct vd_che
 		}
 		if (!far || end > far->start + far->len)
 			far = p;
-		if (p->start > covered && covered < to)
+		if (p->start > covered && covered < to &&
+		    vd_min_u64(p->start, to) - covered >= min_gap)
 			leaked += vd_min_u64(p->start, to) - covered;
 		if (end > covered)
 			covered = end;
 	}
-	if (covered < to)
+	if (covered < to && to - covered >= min_gap)
 		leaked += to - covered;
 	if (overlaps > REPORTS_MAX)
 		vd_check_report(chk, path, "%" PRIu64 " more overlaps not listed",

@@ -29,12 +29,14 @@ struct vd_space {
  * sets too_many and returns 0. */
 int vd_space_add(struct vd_space *s, uint8_t kind, uint32_t idx, uint64_t start, uint64_t len);
 
-/* Sorts the spans and reports (at most a few lines per kind of finding, then
- * a count) every overlap between two spans and the bytes in [from, to) that
- * no span covers ("leaked"). path names the file in the reports. Returns 0
- * or -ENOMEM. Frees the spans. */
-int vd_space_check(struct vd_space *s, uint64_t from, uint64_t to, struct vd_check *chk,
-		   const char *path);
+/* Sorts the spans and reports (at most a few lines, then a count) every
+ * overlap between two spans, and the bytes in [from, to) that no span covers
+ * ("leaked") counting only gaps of at least min_gap bytes: a gap too small
+ * to have held an allocation is alignment padding (Windows starts VHD block
+ * data on 4 KiB boundaries). path names the file in the reports. Returns 0.
+ * Frees the spans. */
+int vd_space_check(struct vd_space *s, uint64_t from, uint64_t to, uint64_t min_gap,
+		   struct vd_check *chk, const char *path);
 
 void vd_space_free(struct vd_space *s);
 

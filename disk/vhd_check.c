@@ -135,9 +135,11 @@ int vhd_check(struct vd_image *img, struct vd_check *chk)
 		if (r == 0 && st->ftr.type == VHD_TYPE_DIFF)
 			r = bitmap_check(img, st, b, bits, chk);
 	}
-	/* Leaks: from the first block on (writers may pad before it). */
+	/* Leaks: from the first block on (writers may pad before it), gaps that
+	 * could have held a block. */
 	if (r == 0)
-		r = vd_space_check(&sp, first, st->data_end, chk, img->path);
+		r = vd_space_check(&sp, first, st->data_end, st->bitmap_bytes + st->block_size, chk,
+				   img->path);
 	vd_space_free(&sp);
 	free(bits);
 	return r;

@@ -475,9 +475,9 @@ static int sparse_check(struct vmdk_extent *e, struct vd_check *chk)
 		vd_check_report(chk, e->path, "%u more bad grain table entries not listed",
 				bad - 10);
 	/* Leaks: only past the overhead, where grains live (the metadata area
-	 * may hold padding). */
+	 * may hold padding); grains are packed, so any gap counts. */
 	if (r == 0)
-		r = vd_space_check(&sp, st->h.overhead * 512, e->file_size, chk, e->path);
+		r = vd_space_check(&sp, st->h.overhead * 512, e->file_size, 1, chk, e->path);
 	vd_space_free(&sp);
 	free(gd);
 	free(rgd);

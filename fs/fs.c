@@ -249,9 +249,10 @@ static int text_get(struct fs_tree *t, struct fs_node *n)
 	pthread_mutex_lock(&t->text_lock);
 	if (n->text)
 		goto out;
-	if (n->kind == FS_JSON)
+	if (n->kind == FS_JSON) {
 		r = vd_chain_describe(n->view.chain, &j);
-	else
+		vd_buf_printf(&j.buf, "\n"); /* a text file ends with a newline */
+	} else
 		r = vd_chain_changes(n->view.chain, n->view.level, &j.buf);
 	if (r < 0) {
 		vd_buf_free(&j.buf);

@@ -205,6 +205,7 @@ static int do_json(struct vd_chain *c)
 	struct vd_json j = {0};
 	int r = vd_chain_describe(c, &j);
 
+	/* Byte for byte what a mount shows as chain.json. */
 	if (r == 0)
 		printf("%.*s\n", (int)j.buf.len, j.buf.data);
 	else
