@@ -25,7 +25,7 @@ static void footers_check(struct vd_image *img, struct vhd_state *st, struct vd_
 
 	if (st->sums_lax)
 		vd_check_report(chk, img->path, "footer checksum wrong (in both copies)");
-	if (!st->eof_ftr_ok)
+	else if (!st->eof_ftr_ok)
 		vd_check_report(chk, img->path,
 				"footer at the end of the file is damaged (the "
 				"copy at offset 0 was used)");
