@@ -579,9 +579,12 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 	}
 	vd_json_arr_end(j);
 	r = vd_part_scan(c, c->depth - 1, &pt);
-	if (r < 0)
+	if (r == -ENOMEM)
 		return r;
-	vd_part_describe(c, c->depth - 1, pt, j, "partitions");
+	if (r == 0)
+		vd_part_describe(c, c->depth - 1, pt, j, "partitions");
+	else
+		vd_json_null(j, "partitions"); /* unreadable: the read error was logged */
 	vd_part_table_free(pt);
 	vd_json_obj_begin(j, "validation");
 	vd_json_str(j, "result", c->n_warnings ? "warnings" : "ok");

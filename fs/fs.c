@@ -118,8 +118,16 @@ static int view_add(struct fs_tree *t, struct fs_node *dir, const char *name, st
 	n->view = vd_view_disk(c, level);
 	n->mtime = mt;
 	r = vd_part_scan(c, level, &pt);
-	if (r < 0)
+	if (r == -ENOMEM)
 		return r;
+	if (r < 0) {
+		/* The disk itself still serves what it can (STYLE: never fail a
+		 * mount over the partition table). */
+		if (log_warnings)
+			vd_log_warn("%s: cannot read the partition table: %s",
+				    vd_chain_layer(c, level)->path, strerror(-r));
+		return 0;
+	}
 	for (unsigned i = 0; log_warnings && i < pt->n_warnings; i++)
 		vd_log_warn("%s: %s", vd_chain_layer(c, level)->path, pt->warnings[i]);
 	for (unsigned i = 0; i < pt->n && r == 0; i++) {
@@ -323,9 +331,10 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	st->st_blksize = 65536;
 	if (n->kind == FS_VIEW) {
 		uint64_t a = 0;
-		err = alloc_get(t, n, &a);
-		if (err < 0)
-			return err;
+		/* A table that cannot be walked (a corrupt entry fails its grain's
+		 * reads with EIO) must not make stat fail: count it all. */
+		if (alloc_get(t, n, &a) < 0)
+			a = n->view.size;
 		st->st_blocks = (blkcnt_t)((a + 511) / 512);
 	} else {
 		st->st_blocks = (st->st_size + 511) / 512;
