@@ -9,7 +9,8 @@
  * (they walk every table, which a mount must not wait for) and then cached;
  * so is each view's allocated size. Content never changes while mounted, so
  * the kernel may keep its page cache across opens (keep_cache) and attributes
- * are cached for a long time. Layer files carry their image file's mtime. */
+ * are cached for a long time. Layer files carry their image file's mtime, or
+ * for a VM disk the create time of the snapshot that froze them (fs/vm.c). */
 #include "fs/fs.h"
 
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <uthash.h>
 
 #include "chain/part.h"
+#include "fs/vm.h"
 
 enum fs_kind { FS_DIR, FS_VIEW, FS_JSON, FS_CHANGES };
 
@@ -92,24 +94,13 @@ static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const ch
 	return n;
 }
 
-/* The image file's modification time (the layer's own, not the mount's). */
-static struct timespec layer_mtime(struct fs_tree *t, struct vd_chain *c, unsigned level)
-{
-	struct stat st;
-
-	if (fstat(vd_chain_layer(c, level)->fd, &st) < 0)
-		return t->mtime;
-	return st.st_mtim;
-}
-
 /* A view file "name" in dir for the disk at level, and "name.pN" beside it
  * for each partition. Warnings about the table are logged for the merged
  * disk only (the layers usually share its table). */
 static int view_add(struct fs_tree *t, struct fs_node *dir, const char *name, struct vd_chain *c,
-		    unsigned level, bool log_warnings)
+		    unsigned level, struct timespec mt, bool log_warnings)
 {
 	struct vd_part_table *pt = NULL;
-	struct timespec mt = layer_mtime(t, c, level);
 	struct fs_node *n = node_add(t, dir, name, FS_VIEW);
 	int r;
 
@@ -153,18 +144,21 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 {
 	struct fs_node *n, *layers;
 	unsigned top = vd_chain_depth(c) - 1;
-	int r = view_add(t, dir, "disk", c, top, true);
+	struct timespec mt;
+	char *tname = fs_layer_name(c, top, &mt);
+	int r = tname ? view_add(t, dir, "disk", c, top, mt, true) : -ENOMEM;
 
+	free(tname);
 	if (r < 0)
 		return r;
 	layers = node_add(t, dir, "layers", FS_DIR);
 	if (!layers)
 		return -ENOMEM;
 	for (unsigned i = 0; i <= top; i++) {
-		char *name = vd_chain_layer_name(c, i), *cname = NULL;
+		char *name = fs_layer_name(c, i, &mt), *cname = NULL;
 		if (!name)
 			return -ENOMEM;
-		r = view_add(t, layers, name, c, i, false);
+		r = view_add(t, layers, name, c, i, mt, false);
 		if (r == 0 && asprintf(&cname, "%s.changed", name) < 0)
 			r = -ENOMEM;
 		free(name);
@@ -175,7 +169,7 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 		if (!n)
 			return -ENOMEM;
 		n->view = vd_view_disk(c, i);
-		n->mtime = layer_mtime(t, c, i);
+		n->mtime = mt;
 	}
 	n = node_add(t, dir, "chain.json", FS_JSON);
 	if (!n)

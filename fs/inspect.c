@@ -25,6 +25,7 @@
 #include <openssl/evp.h>
 
 #include "chain/part.h"
+#include "fs/vm.h"
 
 enum inspect_mode { MODE_NONE, MODE_INFO, MODE_JSON, MODE_CHECK, MODE_HASH };
 
@@ -123,7 +124,8 @@ static int info_layer(struct vd_chain *c, unsigned i, bool changes)
 {
 	struct vd_image *img = vd_chain_layer(c, i);
 	const struct vd_chain_link *link = vd_chain_link(c, i);
-	char *name = vd_chain_layer_name(c, i);
+	struct timespec mt;
+	char *name = fs_layer_name(c, i, &mt);
 	uint64_t data = 0, zero = 0;
 	char idb[37], h[32], tb[32];
 	const char *idname = img->id.len == 4 ? "CID" : "unique id";
@@ -133,6 +135,7 @@ static int info_layer(struct vd_chain *c, unsigned i, bool changes)
 	printf("layer %s%s\n", name ? name : "?", i == 0 ? " (base)" : "");
 	free(name);
 	printf("  file:           %s\n", img->path);
+	printf("  layer time:     %s\n", time_text(mt.tv_sec, tb));
 	if (fstat(img->fd, &st) == 0)
 		printf("  file size:      %" PRIu64 " (%s), modified %s\n", img->file_size,
 		       human(img->file_size, h), time_text(st.st_mtim.tv_sec, tb));
@@ -185,6 +188,7 @@ static int do_info(struct vd_chain *c, const char *image, const struct inspect_o
 	char h[32];
 	int ret = 0;
 
+	fs_vm_print(c, stdout);
 	printf("image %s: %u layer%s, virtual size %" PRIu64 " (%s)\n", image, depth,
 	       depth == 1 ? "" : "s", vd_chain_size(c, depth - 1),
 	       human(vd_chain_size(c, depth - 1), h));
@@ -351,7 +355,7 @@ static int do_hash(struct vd_chain *c, const char *image, const EVP_MD *md, cons
 	bool tty = isatty(STDERR_FILENO);
 
 	for (unsigned i = 0; i <= top; i++) {
-		char *name = vd_chain_layer_name(c, i), *label = NULL;
+		char *name = fs_layer_name(c, i, NULL), *label = NULL;
 		struct vd_view v = vd_view_disk(c, i);
 		int r = -ENOMEM;
 
@@ -460,12 +464,16 @@ int fs_inspect_main(int argc, char **argv)
 {
 	struct inspect_opts o = {.algo = NULL};
 	const EVP_MD *md = NULL;
+	char **images;
+	unsigned n_img;
 	int ret = 0, n, shown = 0;
 
 	if (!inspect_wanted(argc, argv))
 		return -1;
 	if (inspect_parse(argc, argv, &o) < 0)
 		return 2;
+	images = argv + optind;
+	n_img = (unsigned)(argc - optind);
 	if (o.mode == MODE_HASH) {
 		const char *a = o.algo ? o.algo : "sha256";
 		if (strcmp(a, "sha256") && strcmp(a, "sha1") && strcmp(a, "md5")) {
@@ -478,13 +486,17 @@ int fs_inspect_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	n = argc - optind;
+	if (fs_vm_expand(&images, &n_img) < 0) {
+		fs_vm_release();
+		return o.mode == MODE_CHECK ? 2 : 1;
+	}
+	n = (int)n_img;
 	if (o.mode == MODE_JSON && n > 1)
 		printf("[\n");
-	for (int i = optind; i < argc; i++) {
+	for (unsigned i = 0; i < n_img; i++) {
 		struct vd_chain *c = NULL;
 		unsigned flags = o.force || o.mode == MODE_CHECK ? VD_CHAIN_FORCE : 0;
-		int r = vd_chain_open(argv[i], flags, &c), rc;
+		int r = vd_chain_open(images[i], flags, &c), rc;
 		char *prefix = NULL;
 
 		if (r < 0) {
@@ -492,7 +504,7 @@ int fs_inspect_main(int argc, char **argv)
 			 * cannot be read at all is not. */
 			rc = o.mode == MODE_CHECK && r != -EINVAL && r != -ELOOP ? 2 : 1;
 			if (o.mode == MODE_CHECK)
-				printf("%s: %s\n", argv[i],
+				printf("%s: %s\n", images[i],
 				       rc == 2 ? "cannot be read"
 					       : "problem: the chain does not open");
 			ret = rc > ret ? rc : ret;
@@ -502,7 +514,7 @@ int fs_inspect_main(int argc, char **argv)
 		case MODE_INFO:
 			if (shown++)
 				printf("\n");
-			rc = do_info(c, argv[i], &o);
+			rc = do_info(c, images[i], &o);
 			break;
 		case MODE_JSON:
 			if (shown++)
@@ -510,17 +522,17 @@ int fs_inspect_main(int argc, char **argv)
 			rc = do_json(c);
 			break;
 		case MODE_CHECK:
-			rc = do_check(c, argv[i]);
+			rc = do_check(c, images[i]);
 			break;
 		default:
 			/* Several images: name the lines as a multi-image mount does. */
 			if (n > 1) {
-				char *stem = vd_path_stem(argv[i]);
+				char *stem = fs_disk_stem(c);
 				if (!stem || asprintf(&prefix, "%s/", stem) < 0)
 					prefix = NULL;
 				free(stem);
 			}
-			rc = do_hash(c, argv[i], md, prefix ? prefix : "");
+			rc = do_hash(c, images[i], md, prefix ? prefix : "");
 			free(prefix);
 			break;
 		}
@@ -529,5 +541,6 @@ int fs_inspect_main(int argc, char **argv)
 	}
 	if (o.mode == MODE_JSON && n > 1)
 		printf("]\n");
+	fs_vm_release();
 	return ret;
 }

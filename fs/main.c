@@ -14,6 +14,7 @@
 
 #include "fs/fs.h"
 #include "fs/inspect.h"
+#include "fs/vm.h"
 
 struct opts {
 	bool foreground, debug, single, force, allow_outside, allow_devices;
@@ -34,6 +35,8 @@ static void usage(FILE *f)
 		   "  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
 		   "  chain.json        chain metadata and validation result\n"
 		   "With several images, each gets a directory named after its file.\n"
+		   "An IMAGE may be a VMware .vmx, .vmsd or VM directory: every disk.\n"
+		   "vdmount --info|--json|--check|--hash IMAGE... inspects without mounting.\n"
 		   "\n"
 		   "options:\n"
 		   "  -f            stay in the foreground\n"
@@ -181,11 +184,10 @@ static void readahead_raise(const char *mountpoint, unsigned kb)
 /* Directory names for several images: their stems, made unique with -2, -3... */
 static int name_disks(struct fs_disk *d, unsigned n)
 {
-	if (n == 1)
+	if (n == 1 && !fs_vm_active())
 		return 0;
 	for (unsigned i = 0; i < n; i++) {
-		char *stem =
-		    vd_path_stem(vd_chain_layer(d[i].chain, vd_chain_depth(d[i].chain) - 1)->path);
+		char *stem = fs_disk_stem(d[i].chain);
 		if (!stem)
 			return -ENOMEM;
 		char *name = strdup(stem);
@@ -224,6 +226,8 @@ int main(int argc, char **argv)
 	vd_policy_init(&policy);
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
+	if (fs_vm_expand(&o.images, &o.n_images) < 0)
+		return 1;
 	if (o.debug)
 		vd_log_set_level(VD_LOG_DEBUG);
 	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -311,6 +315,7 @@ out:
 	vd_policy_free(&policy);
 	free(o.search);
 	free(o.parents);
+	fs_vm_release();
 	vd_buf_free(&o.fuse_o);
 	return ret;
 }
