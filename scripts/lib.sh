@@ -440,7 +440,8 @@ vd_check_tree()
 	shift 2
 	local layers=("$@") n=$# i=0 f files=() prefix
 	vd_check "$name: disk" vd_same "$dir/disk" "${EXPECT[${layers[n - 1]}]}"
-	mapfile -t files < <(ls "$dir/layers" 2>/dev/null)
+	# Layer views only: not their .changed lists or .pN partition files.
+	mapfile -t files < <(ls "$dir/layers" 2>/dev/null | grep -vE '\.(changed|p[0-9]+)$')
 	if [ ${#files[@]} -ne "$n" ]; then
 		vd_fail "$name: layers/ has ${#files[@]} entries (${files[*]}), expected $n"
 		return
