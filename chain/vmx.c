@@ -222,8 +222,8 @@ int vd_vmx_parse(const char *text, size_t len, struct vd_vmx *out, const char **
 		/* Not a hard disk: a CD-ROM image or a device that is not present. */
 		snprintf(key, sizeof(key), "%.*s.deviceType", (int)nl, k);
 		const char *type = dict_get(&d, key);
-		if (type && strncasecmp(type, "scsi-hardDisk", 13) && strncasecmp(type, "disk", 4) &&
-		    strncasecmp(type, "ata-hardDisk", 12))
+		if (type && strncasecmp(type, "scsi-hardDisk", 13) &&
+		    strncasecmp(type, "disk", 4) && strncasecmp(type, "ata-hardDisk", 12))
 			continue;
 		snprintf(key, sizeof(key), "%.*s.present", (int)nl, k);
 		if (!is_true(dict_get(&d, key)))
@@ -466,8 +466,7 @@ static const char *base_name(const char *p)
 	return b;
 }
 
-const struct vd_snapshot *vd_vmsd_froze(const struct vd_vmsd *s, const char *node,
-					const char *base)
+const struct vd_snapshot *vd_vmsd_froze(const struct vd_vmsd *s, const char *node, const char *base)
 {
 	for (unsigned i = 0; i < s->n; i++)
 		for (unsigned k = 0; k < s->snaps[i].n_disks; k++) {

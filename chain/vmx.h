@@ -24,24 +24,24 @@ struct vd_vm_disk {
 };
 
 struct vd_vmx {
-	char *display_name;	 /* displayName, or NULL */
-	char *vmsd;		 /* snapshot.fileName, or NULL */
+	char *display_name;	  /* displayName, or NULL */
+	char *vmsd;		  /* snapshot.fileName, or NULL */
 	struct vd_vm_disk *disks; /* present hard disks (not CD-ROMs), in file order */
 	unsigned n_disks;
 };
 
 struct vd_snapshot {
-	uint32_t uid;	    /* snapshotN.uid (> 0) */
-	uint32_t parent;    /* parent's uid, 0 for a root */
-	char *name;	    /* displayName ("" when absent) */
-	char *description;  /* or NULL */
-	int64_t create_us;  /* createTimeHigh << 32 | createTimeLow: microseconds since 1970 */
+	uint32_t uid;	   /* snapshotN.uid (> 0) */
+	uint32_t parent;   /* parent's uid, 0 for a root */
+	char *name;	   /* displayName ("" when absent) */
+	char *description; /* or NULL */
+	int64_t create_us; /* createTimeHigh << 32 | createTimeLow: microseconds since 1970 */
 	struct vd_vm_disk *disks; /* the disk files this snapshot froze */
 	unsigned n_disks;
 };
 
 struct vd_vmsd {
-	uint32_t current; /* snapshot.current: the snapshot the VM runs from (0 = none) */
+	uint32_t current;	   /* snapshot.current: the snapshot the VM runs from (0 = none) */
 	struct vd_snapshot *snaps; /* ordered by snapshotN index */
 	unsigned n;
 };

@@ -246,6 +246,12 @@ int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path)
 	return 0;
 }
 
+void vd_check_note(struct vd_check *chk, const char *path, const char *msg)
+{
+	if (chk->note)
+		chk->note(chk->ctx, path, msg);
+}
+
 void vd_check_report(struct vd_check *chk, const char *path, const char *fmt, ...)
 {
 	char msg[512];

@@ -85,9 +85,14 @@ struct vd_image {
  * names the structure and the inconsistency; path is the file it is in). */
 struct vd_check {
 	void (*report)(void *ctx, const char *path, const char *msg);
+	/* What was not checked (a structure the driver has no check for). May be NULL. */
+	void (*note)(void *ctx, const char *path, const char *msg);
 	void *ctx;
 	unsigned problems; /* counted by vd_check_report */
 };
+
+/* Hands a note (not a problem) to chk->note. */
+void vd_check_note(struct vd_check *chk, const char *path, const char *msg);
 
 /* Formats one problem and hands it to chk->report. */
 void vd_check_report(struct vd_check *chk, const char *path, const char *fmt, ...)

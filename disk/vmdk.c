@@ -554,7 +554,8 @@ static void vmdk_describe(struct vd_image *img, struct vd_json *j)
 	vd_json_obj_end(j);
 }
 
-/* Extents check their own files; flat and zero extents have no metadata. */
+/* Extents check their own files; flat and zero extents have no metadata to
+ * check, stream extents have no check yet (said as a note). */
 static int vmdk_check(struct vd_image *img, struct vd_check *chk)
 {
 	struct vmdk_state *st = img->priv;
@@ -563,6 +564,8 @@ static int vmdk_check(struct vd_image *img, struct vd_check *chk)
 		struct vmdk_extent *e = &st->ext[i];
 		int r;
 
+		if (e->ops == &vmdk_stream_ops)
+			vd_check_note(chk, e->path, "streamOptimized grain tables are not checked");
 		if (!e->ops || !e->ops->check)
 			continue;
 		r = e->ops->check(e, chk);

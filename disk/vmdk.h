@@ -168,6 +168,12 @@ void vmdk_gd_destroy(struct vmdk_gd *gd);
 int vmdk_gt_read(struct vmdk_extent *e, uint64_t off, unsigned n, unsigned width, void *table,
 		 const char *what, uint64_t idx);
 
+/* check() for a GD -> GT extent: every grain table entry of the extent
+ * decodes to a grain inside the file, and no two grains share file space
+ * (reported through chk). Returns 0 or -errno of a failed read. */
+int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct vd_tcache *gts,
+		  uint64_t grain_bytes, struct vd_check *chk);
+
 /* Reads [off, off+len) of extent e through its backend: block_status, then a
  * pread of the mapped file or the backend's read(). Non-DATA runs read as
  * zeros. For tests and tools; chain/ reads through vd_image_read(). */

@@ -226,9 +226,15 @@ static void check_print(void *ctx, const char *path, const char *msg)
 	printf("problem: %s: %s\n", path, msg);
 }
 
+static void check_note(void *ctx, const char *path, const char *msg)
+{
+	(void)ctx;
+	printf("note: %s: %s\n", path, msg);
+}
+
 static int do_check(struct vd_chain *c, const char *image)
 {
-	struct vd_check chk = {.report = check_print};
+	struct vd_check chk = {.report = check_print, .note = check_note};
 
 	for (unsigned i = 0; i < vd_chain_warning_count(c); i++) {
 		chk.problems++;

@@ -80,8 +80,9 @@ static void test_vmx(void **state)
 	assert_string_equal(v.disks[2].file, "unquoted.vmdk");
 	vd_vmx_free(&v);
 
-	static const char none[] = "scsi0:0.present = \"FALSE\"\nscsi0:0.fileName = \"a.vmdk\"\n"
-				   "scsi0.fileName = \"not-a-node.vmdk\"\nscsi0:x.fileName = \"b\"\n";
+	static const char none[] =
+	    "scsi0:0.present = \"FALSE\"\nscsi0:0.fileName = \"a.vmdk\"\n"
+	    "scsi0.fileName = \"not-a-node.vmdk\"\nscsi0:x.fileName = \"b\"\n";
 	assert_int_equal(vd_vmx_parse(none, strlen(none), &v, &why), -EINVAL);
 	assert_non_null(strstr(why, "no present hard disk"));
 	vd_vmx_free(&v);
