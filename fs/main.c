@@ -226,10 +226,8 @@ int main(int argc, char **argv)
 	vd_policy_init(&policy);
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
-	if (fs_vm_expand(&o.images, &o.n_images) < 0) {
-		fs_vm_release();
-		return 1;
-	}
+	if (fs_vm_expand(&o.images, &o.n_images) < 0)
+		goto out;
 	if (o.debug)
 		vd_log_set_level(VD_LOG_DEBUG);
 	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
