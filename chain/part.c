@@ -343,7 +343,7 @@ int vd_part_scan(struct vd_chain *c, unsigned level, struct vd_part_table **out)
 	r = gpt ? gpt_scan(c, level, t, &m, disk) : mbr_scan(c, level, t, &m, disk);
 	if (r == 0 && t->scheme != VD_PART_NONE && t->n == 0 && !t->note)
 		r = table_note(t, "partition table with no usable entry");
-	if (r == 0)
+	if (r == 0 && t->n > 1)
 		qsort(t->parts, t->n, sizeof(*t->parts), part_cmp);
 out:
 	if (r < 0) {

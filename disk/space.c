@@ -50,7 +50,8 @@ int vd_space_check(struct vd_space *s, uint64_t from, uint64_t to, uint64_t min_
 		vd_space_free(s);
 		return 0;
 	}
-	qsort(s->spans, s->n, sizeof(*s->spans), span_cmp);
+	if (s->n > 1)
+		qsort(s->spans, s->n, sizeof(*s->spans), span_cmp);
 	for (size_t i = 0; i < s->n; i++) {
 		const struct vd_span *p = &s->spans[i];
 		uint64_t end = p->start + p->len;

@@ -54,9 +54,24 @@ static bool is_dir(const char *p)
 	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* A directory is a VM when it holds a .vmx; any other directory is left to
+ * the image code, which says it is not a regular file. */
+static bool dir_has_vmx(const char *p)
+{
+	DIR *d = opendir(p);
+	struct dirent *de;
+	bool found = false;
+
+	while (d && !found && (de = readdir(d)))
+		found = ends_with(de->d_name, ".vmx");
+	if (d)
+		closedir(d);
+	return found;
+}
+
 static bool is_vm_arg(const char *a)
 {
-	return ends_with(a, ".vmx") || ends_with(a, ".vmsd") || is_dir(a);
+	return ends_with(a, ".vmx") || ends_with(a, ".vmsd") || (is_dir(a) && dir_has_vmx(a));
 }
 
 static char *dir_of(const char *path)
