@@ -12,6 +12,7 @@
  * answer is zeros. Drivers keep their tables in memory, so a lookup that falls
  * through 32 layers costs 32 in-memory lookups, not 32 disk reads. */
 #include "chain/chain_int.h"
+#include "chain/part.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -70,19 +71,12 @@ static void chain_warn(struct vd_chain *c, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
-	char **nw;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	vd_log_warn("%s", msg);
-	nw = realloc(c->warnings, (c->n_warnings + 1) * sizeof(*nw));
-	if (!nw)
-		return;
-	c->warnings = nw;
-	c->warnings[c->n_warnings] = strdup(msg);
-	if (c->warnings[c->n_warnings])
-		c->n_warnings++;
+	vd_strv_add(&c->warnings, &c->n_warnings, msg);
 }
 
 static bool id_equal(const struct vd_id *a, const struct vd_id *b)
@@ -429,7 +423,7 @@ int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint
 	return st;
 }
 
-int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero)
+int vd_chain_layer_walk(struct vd_chain *c, unsigned level, vd_chain_walk_fn fn, void *ctx)
 {
 	struct vd_image *img;
 	uint64_t off = 0;
@@ -437,19 +431,78 @@ int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uin
 	if (level >= c->depth)
 		return -EINVAL;
 	img = c->layers[level];
-	*data = *zero = 0;
 	while (off < img->size) {
 		uint64_t n;
 		int st = vd_image_block_status(img, off, img->size - off, &n, NULL);
 		if (st < 0)
 			return st;
-		if (st == VD_DATA)
-			*data += n;
-		else if (st == VD_ZERO)
-			*zero += n;
+		st = fn(ctx, off, n, st);
+		if (st)
+			return st;
 		off += n;
 	}
 	return 0;
+}
+
+struct usage {
+	uint64_t data, zero;
+};
+
+static int usage_add(void *ctx, uint64_t off, uint64_t len, int state)
+{
+	struct usage *u = ctx;
+
+	(void)off;
+	if (state == VD_DATA)
+		u->data += len;
+	else if (state == VD_ZERO)
+		u->zero += len;
+	return 0;
+}
+
+int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero)
+{
+	struct usage u = {0};
+	int r = vd_chain_layer_walk(c, level, usage_add, &u);
+
+	*data = u.data;
+	*zero = u.zero;
+	return r;
+}
+
+struct changes {
+	struct vd_buf *out;
+	uint64_t off, len; /* the run being merged */
+};
+
+static int changes_add(void *ctx, uint64_t off, uint64_t len, int state)
+{
+	struct changes *ch = ctx;
+
+	if (state == VD_UNALLOC)
+		return 0;
+	if (ch->len && ch->off + ch->len == off) {
+		ch->len += len;
+		return 0;
+	}
+	if (ch->len)
+		vd_buf_printf(ch->out, "%" PRIu64 " %" PRIu64 "\n", ch->off, ch->len);
+	ch->off = off;
+	ch->len = len;
+	return 0;
+}
+
+int vd_chain_changes(struct vd_chain *c, unsigned level, struct vd_buf *out)
+{
+	struct changes ch = {.out = out};
+	int r;
+
+	vd_buf_printf(out, "# offset length (bytes): extents this layer holds itself\n");
+	r = vd_chain_layer_walk(c, level, changes_add, &ch);
+	if (r < 0)
+		return r;
+	changes_add(&ch, UINT64_MAX, 0, VD_DATA); /* flush the last run */
+	return out->oom ? -ENOMEM : 0;
 }
 
 /* "confinement": what images may make us open, and what was allowed beyond. */
@@ -477,7 +530,9 @@ static void chain_describe_policy(struct vd_policy *p, struct vd_json *j)
 
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 {
+	struct vd_part_table *pt = NULL;
 	char idb[37];
+	int r;
 
 	vd_json_obj_begin(j, NULL);
 	vd_json_u64(j, "depth", c->depth);
@@ -486,10 +541,13 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 	for (unsigned i = 0; i < c->depth; i++) {
 		struct vd_image *img = c->layers[i];
 		uint64_t data = 0, zero = 0;
-		int r = vd_chain_layer_usage(c, i, &data, &zero);
+		int ur = vd_chain_layer_usage(c, i, &data, &zero);
+		char *name = vd_chain_layer_name(c, i);
 
 		vd_json_obj_begin(j, NULL);
 		vd_json_u64(j, "index", i + 1);
+		vd_json_str(j, "name", name);
+		free(name);
 		vd_json_str(j, "path", img->path);
 		vd_json_str(j, "format", img->ops->name);
 		vd_json_str(j, "subformat", img->subformat);
@@ -513,7 +571,7 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 			vd_json_bool(j, "parent_id_match", c->links[i].id_match);
 			vd_json_bool(j, "parent_timestamp_match", c->links[i].stamp_match);
 		}
-		if (r == 0) {
+		if (ur == 0) {
 			vd_json_u64(j, "allocated_bytes", data);
 			vd_json_u64(j, "zeroed_bytes", zero);
 		} else {
@@ -525,6 +583,14 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 		vd_json_obj_end(j);
 	}
 	vd_json_arr_end(j);
+	r = vd_part_scan(c, c->depth - 1, &pt);
+	if (r == -ENOMEM)
+		return r;
+	if (r == 0)
+		vd_part_describe(c, c->depth - 1, pt, j, "partitions");
+	else
+		vd_json_null(j, "partitions"); /* unreadable: the read error was logged */
+	vd_part_table_free(pt);
 	vd_json_obj_begin(j, "validation");
 	vd_json_str(j, "result", c->n_warnings ? "warnings" : "ok");
 	vd_json_bool(j, "forced", !!(c->flags & VD_CHAIN_FORCE));

@@ -86,12 +86,26 @@ int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uin
 int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
 			  uint64_t *pnum, int *owner);
 
+/* Calls fn(ctx, off, len, state) for each run of layer level's own states
+ * (VD_DATA, VD_ZERO, VD_UNALLOC: what this layer holds, not the merged view),
+ * in order, as the driver reports them. Stops at the first non-zero return
+ * of fn and returns it. Returns 0 or -errno. */
+typedef int (*vd_chain_walk_fn)(void *ctx, uint64_t off, uint64_t len, int state);
+int vd_chain_layer_walk(struct vd_chain *c, unsigned level, vd_chain_walk_fn fn, void *ctx);
+
 /* Counts the bytes layer level itself holds (DATA) and marks zero (ZERO).
  * Walks the whole layer: not for hot paths. Returns 0 or -errno. */
 int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero);
 
+/* Appends layer level's change list to out: a "# ..." line saying the unit,
+ * then "offset length" (bytes, decimal) per run that the layer itself holds
+ * (DATA or explicitly ZERO), adjacent runs merged. This is what the layer
+ * changed relative to its parent (VMware's QueryChangedDiskAreas). Walks the
+ * whole layer. Returns 0 or -errno. */
+int vd_chain_changes(struct vd_chain *c, unsigned level, struct vd_buf *out);
+
 /* Writes the chain's metadata (layers base first, formats, sizes, ids, hints,
- * validation) as one JSON object into j. Returns 0 or -errno. */
+ * validation, the merged disk's partition table) as one JSON object into j. Returns 0 or -errno. */
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
 
 /* --- copy-on-write into a new delta (cow.c) --------------------------- */

@@ -4,6 +4,7 @@
 #include "disk/disk.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -243,6 +244,25 @@ int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path)
 	}
 	img->n_hints++;
 	return 0;
+}
+
+void vd_check_note(struct vd_check *chk, const char *path, const char *msg)
+{
+	if (chk->note)
+		chk->note(chk->ctx, path, msg);
+}
+
+void vd_check_report(struct vd_check *chk, const char *path, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	chk->problems++;
+	if (chk->report)
+		chk->report(chk->ctx, path, msg);
 }
 
 const char *vd_id_format(const struct vd_id *id, char buf[37])

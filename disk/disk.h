@@ -86,6 +86,23 @@ struct vd_image {
 	void *priv; /* driver state, allocated in open(), freed in close() */
 };
 
+/* Where check() reports what it finds: one call of report per problem (msg
+ * names the structure and the inconsistency; path is the file it is in). */
+struct vd_check {
+	void (*report)(void *ctx, const char *path, const char *msg);
+	/* What was not checked (a structure the driver has no check for). May be NULL. */
+	void (*note)(void *ctx, const char *path, const char *msg);
+	void *ctx;
+	unsigned problems; /* counted by vd_check_report */
+};
+
+/* Hands a note (not a problem) to chk->note. */
+void vd_check_note(struct vd_check *chk, const char *path, const char *msg);
+
+/* Formats one problem and hands it to chk->report. */
+void vd_check_report(struct vd_check *chk, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 struct vd_format_ops {
 	const char *name; /* "vmdk", "vhd" */
 
@@ -149,6 +166,15 @@ struct vd_format_ops {
 	 * layer without storing data (VMDK zeroed grains). NULL: chain/ writes
 	 * zeros instead. Same durability rules as write(). */
 	int (*discard)(struct vd_image *img, uint64_t off, uint64_t len);
+
+	/* Reads every metadata table of this layer (no guest data) and reports
+	 * each inconsistency that open() tolerates with vd_check_report():
+	 * entries past EOF, space used twice or overlapping metadata, redundant
+	 * copies that disagree, bad checksums, unclean-shutdown flags, leaked
+	 * space. (What open() refuses, it has already logged.) Returns 0 when
+	 * the tables could be read, whatever was found, or -errno (logged).
+	 * NULL: the format has no check. */
+	int (*check)(struct vd_image *img, struct vd_check *chk);
 };
 
 /* Opens path as a single layer: probes every known format and calls the best

@@ -258,6 +258,20 @@ void vd_buf_printf(struct vd_buf *b, const char *fmt, ...)
 	}
 }
 
+int vd_strv_add(char ***v, unsigned *n, const char *s)
+{
+	char **nv = realloc(*v, (*n + 1) * sizeof(*nv));
+
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	nv[*n] = strdup(s);
+	if (!nv[*n])
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
 void vd_buf_free(struct vd_buf *b)
 {
 	free(b->data);

@@ -130,6 +130,10 @@ struct vd_buf {
 void vd_buf_printf(struct vd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void vd_buf_free(struct vd_buf *b);
 
+/* Appends a copy of s to the array *v of *n strings. Returns 0, or -ENOMEM
+ * with the array unchanged. */
+int vd_strv_add(char ***v, unsigned *n, const char *s);
+
 /* Minimal JSON writer over a vd_buf. Commas and nesting are tracked for the caller.
  * Strings are escaped (control characters, quote, backslash); invalid UTF-8 bytes
  * are written as \u00XX so the output is always valid JSON. */

@@ -552,4 +552,5 @@ const struct vd_format_ops vd_vhd_ops = {
     .flush = vhd_flush,
     .create_child = vhd_create_child,
     .describe = vhd_describe,
+    .check = vhd_check,
 };

@@ -3,7 +3,8 @@
  *                describe, close, and the ops table;
  *   vhd_bitmap.c the sector bitmaps of differencing blocks, through the
  *                metadata cache;
- *   vhd_write.c  creating files, and writing into one opened VD_OPEN_RDWR.
+ *   vhd_write.c  creating files, and writing into one opened VD_OPEN_RDWR;
+ *   vhd_check.c  the metadata check (--check), reading the file again.
  * Dependencies run one way: vhd.c -> vhd_write.c -> vhd_bitmap.c -> vhd.h.
  *
  * Lock order: st->lock (BAT, allocation, dirty lists), then the metadata
@@ -74,6 +75,12 @@ int vhd_bitmap_fresh(struct vhd_state *st, uint32_t b);
 
 /* Copies the cached bitmap of block b into out (bitmap_bytes). */
 int vhd_bitmap_copy(struct vhd_state *st, uint32_t b, uint8_t *out);
+
+/* --- vhd_check.c ------------------------------------------------------ */
+
+/* vd_format_ops.check for VHD (a read-only image: the BAT in memory is the
+ * file's). */
+int vhd_check(struct vd_image *img, struct vd_check *chk);
 
 /* --- vhd_write.c: the write ops ---------------------------------------- */
 

@@ -48,6 +48,8 @@ struct vmdk_extent_ops {
 	int (*read)(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
 	/* Optional extra JSON members for this extent. */
 	void (*describe)(struct vmdk_extent *e, struct vd_json *j);
+	/* Optional metadata check (vd_format_ops.check) of this extent's file. */
+	int (*check)(struct vmdk_extent *e, struct vd_check *chk);
 };
 
 struct vmdk_extent {
@@ -165,6 +167,12 @@ void vmdk_gd_destroy(struct vmdk_gd *gd);
  * is zero (a table cache loader's contract), or -errno (logged). */
 int vmdk_gt_read(struct vmdk_extent *e, uint64_t off, unsigned n, unsigned width, void *table,
 		 const char *what, uint64_t idx);
+
+/* check() for a GD -> GT extent: every grain table entry of the extent
+ * decodes to a grain inside the file, and no two grains share file space
+ * (reported through chk). Returns 0 or -errno of a failed read. */
+int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct vd_tcache *gts,
+		  uint64_t grain_bytes, struct vd_check *chk);
 
 /* Reads [off, off+len) of extent e through its backend: block_status, then a
  * pread of the mapped file or the backend's read(). Non-DATA runs read as

@@ -264,10 +264,20 @@ static void cowd_describe(struct vmdk_extent *e, struct vd_json *j)
 	vd_json_u64(j, "gts_loaded", loads);
 }
 
+static int cowd_check(struct vmdk_extent *e, struct vd_check *chk)
+{
+	struct cowd_state *st = e->priv;
+
+	if (st->h.unclean)
+		vd_check_report(chk, e->path, "COWD uncleanShutdown flag set");
+	return vmdk_gt_check(e, &cowd_gt_format, &st->gts, st->grain_bytes, chk);
+}
+
 const struct vmdk_extent_ops vmdk_cowd_ops = {
     .name = "vmfsSparse",
     .open = cowd_open,
     .close = cowd_close,
     .block_status = cowd_block_status,
     .describe = cowd_describe,
+    .check = cowd_check,
 };

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "disk/endian.h"
+#include "disk/space.h"
 #include "disk/tcache.h"
 
 static uint64_t gt_entry(const void *gt, unsigned width, uint64_t i)
@@ -207,4 +208,64 @@ int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde)
 void vmdk_gd_destroy(struct vmdk_gd *gd)
 {
 	vd_tcache_destroy(&gd->pages);
+}
+
+int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct vd_tcache *gts,
+		  uint64_t grain_bytes, struct vd_check *chk)
+{
+	static const char *const kinds[] = {"grain"};
+	struct vd_space sp = {.kinds = kinds};
+	uint64_t n = vd_div_round_up(e->sectors * 512, grain_bytes);
+	unsigned bad = 0;
+	int r = 0;
+
+	for (uint64_t g0 = 0; g0 < n && r == 0; g0 += f->per_gt) {
+		uint64_t gt_idx;
+		const void *gt;
+		int err = f->gt_of(e, g0, &gt_idx);
+
+		if (err == -EIO) {
+			vd_check_report(chk, e->path,
+					"grain directory entry %" PRIu64
+					" points outside the file's metadata area",
+					g0 / f->per_gt);
+			continue;
+		}
+		if (err < 0) {
+			r = err;
+			break;
+		}
+		if (gt_idx == VMDK_NO_GT)
+			continue;
+		gt = vd_tcache_get(gts, gt_idx, &err);
+		if (!gt) {
+			r = err;
+			break;
+		}
+		for (uint64_t i = 0; i < f->per_gt && g0 + i < n && r == 0; i++) {
+			uint64_t ent = gt_entry(gt, f->width, i), phys = 0;
+			int st = f->decode(e, g0 + i, ent, false, &phys);
+
+			if (st < 0) {
+				if (++bad <= 10)
+					vd_check_report(chk, e->path,
+							"grain %" PRIu64 ": table entry 0x%" PRIx64
+							" points outside the file's grain area",
+							g0 + i, ent);
+				continue;
+			}
+			if (st == VD_DATA)
+				r = vd_space_add(&sp, 0, (uint32_t)(g0 + i), phys,
+						 vd_min_u64(grain_bytes, e->file_size - phys));
+		}
+		vd_tcache_put(gts, gt_idx);
+	}
+	if (bad > 10)
+		vd_check_report(chk, e->path, "%u more bad grain table entries not listed",
+				bad - 10);
+	/* Grains only (no leak accounting: from == to). */
+	if (r == 0)
+		r = vd_space_check(&sp, 0, 0, 1, chk, e->path);
+	vd_space_free(&sp);
+	return r;
 }

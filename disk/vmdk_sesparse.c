@@ -400,10 +400,18 @@ static void ses_describe(struct vmdk_extent *e, struct vd_json *j)
 	vd_json_u64(j, "gts_loaded", loads);
 }
 
+static int ses_check(struct vmdk_extent *e, struct vd_check *chk)
+{
+	struct ses_state *st = e->priv;
+
+	return vmdk_gt_check(e, &ses_gt_format, &st->gts, SES_GRAIN_SECTORS * 512, chk);
+}
+
 const struct vmdk_extent_ops vmdk_sesparse_ops = {
     .name = "seSparse",
     .open = ses_open,
     .close = ses_close,
     .block_status = ses_block_status,
     .describe = ses_describe,
+    .check = ses_check,
 };

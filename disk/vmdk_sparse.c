@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "disk/endian.h"
+#include "disk/space.h"
 #include "disk/tcache.h"
 
 /* KDMV header field offsets (Virtual Disk Format 5.0, "Hosted Sparse Extent Header"). */
@@ -185,13 +186,19 @@ static void sparse_close(struct vmdk_extent *e)
 
 /* vmdk_gd.check: a non-zero GD entry must name a whole GT inside the file,
  * clear of the header and the embedded descriptor. */
-static int sparse_gde_check(struct vmdk_extent *e, uint64_t i, uint64_t gde)
+static bool sparse_gde_ok(struct vmdk_extent *e, uint64_t gde)
 {
 	struct sparse_state *st = e->priv;
 	uint64_t end;
 
-	if (gde >= 1 && !(st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset) &&
-	    !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) && end <= e->file_size)
+	return gde >= 1 &&
+	       !(st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset) &&
+	       !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) && end <= e->file_size;
+}
+
+static int sparse_gde_check(struct vmdk_extent *e, uint64_t i, uint64_t gde)
+{
+	if (sparse_gde_ok(e, gde))
 		return 0;
 	vd_log_err("vmdk: %s: grain directory entry %" PRIu64 " points to sector %" PRIu64
 		   ", outside the file's metadata area",
@@ -304,10 +311,184 @@ static void sparse_describe(struct vmdk_extent *e, struct vd_json *j)
 	vd_json_bool(j, "unclean_shutdown", st->h.unclean_shutdown != 0);
 }
 
+/* --- check ---------------------------------------------------------------
+ * Everything is read from the file again (not from the GT cache): a check
+ * looks at what is on disk. Grain table entries that open() tolerates (they
+ * only fail reads of their grains) are reported here, as are the redundant
+ * GD/GTs that reads never use. */
+
+enum { SP_HEADER, SP_DESC, SP_GD, SP_RGD, SP_GT, SP_RGT, SP_GRAIN };
+static const char *const sparse_kinds[] = {
+    "header",	   "embedded descriptor",   "grain directory", "redundant grain directory",
+    "grain table", "redundant grain table", "grain",
+};
+
+/* Reads a GD of st->n_gd entries at sector off into gd (native order). */
+static int sparse_gd_read(struct vmdk_extent *e, uint64_t off, uint32_t *gd)
+{
+	struct sparse_state *st = e->priv;
+	uint8_t *raw = malloc(st->n_gd * 4);
+	int r;
+
+	if (!raw)
+		return -ENOMEM;
+	r = vd_pread_full(e->fd, raw, st->n_gd * 4, off * 512);
+	for (uint64_t i = 0; r == 0 && i < st->n_gd; i++)
+		gd[i] = vd_get_le32(raw + i * 4);
+	free(raw);
+	if (r < 0)
+		vd_log_err("vmdk: %s: cannot read a grain directory at sector %" PRIu64 ": %s",
+			   e->path, off, strerror(-r));
+	return r;
+}
+
+static int sparse_gt_read(struct vmdk_extent *e, uint32_t sector, uint8_t raw[KDMV_GT_BYTES])
+{
+	int r = vd_pread_full(e->fd, raw, KDMV_GT_BYTES, (uint64_t)sector * 512);
+
+	if (r < 0)
+		vd_log_err("vmdk: %s: cannot read the grain table at sector %" PRIu32 ": %s",
+			   e->path, sector, strerror(-r));
+	return r;
+}
+
+/* The redundant GD and its GTs must mirror the primary ones. */
+static int sparse_check_rgd(struct vmdk_extent *e, struct vd_check *chk, struct vd_space *sp,
+			    const uint32_t *gd, uint32_t *rgd)
+{
+	struct sparse_state *st = e->priv;
+	uint64_t gd_bytes = vd_round_up(st->n_gd * 4, 512), end;
+	uint8_t gt[KDMV_GT_BYTES], rgt[KDMV_GT_BYTES];
+	int r;
+
+	if (st->h.rgd_offset < 1 || vd_add_ovf(st->h.rgd_offset * 512, gd_bytes, &end) ||
+	    end > e->file_size) {
+		vd_check_report(chk, e->path,
+				"redundant grain directory (sector %" PRIu64
+				") is outside the file",
+				st->h.rgd_offset);
+		return 0;
+	}
+	r = vd_space_add(sp, SP_RGD, 0, st->h.rgd_offset * 512, gd_bytes);
+	if (r == 0)
+		r = sparse_gd_read(e, st->h.rgd_offset, rgd);
+	for (uint64_t i = 0; r == 0 && i < st->n_gd; i++) {
+		if (!rgd[i] && !gd[i])
+			continue;
+		if (!rgd[i] != !gd[i]) {
+			vd_check_report(chk, e->path,
+					"grain directory entry %" PRIu64 " is %" PRIu32
+					" but the redundant one is %" PRIu32,
+					i, gd[i], rgd[i]);
+			continue;
+		}
+		if (!sparse_gde_ok(e, gd[i]))
+			continue; /* reported with the primary */
+		if (!sparse_gde_ok(e, rgd[i])) {
+			vd_check_report(chk, e->path,
+					"redundant grain directory entry %" PRIu64
+					" points to sector %" PRIu32 ", outside the file",
+					i, rgd[i]);
+			continue;
+		}
+		r = vd_space_add(sp, SP_RGT, (uint32_t)i, (uint64_t)rgd[i] * 512, KDMV_GT_BYTES);
+		if (r == 0)
+			r = sparse_gt_read(e, gd[i], gt);
+		if (r == 0)
+			r = sparse_gt_read(e, rgd[i], rgt);
+		if (r == 0 && memcmp(gt, rgt, sizeof(gt)))
+			vd_check_report(chk, e->path,
+					"grain table %" PRIu64 " differs from its redundant copy",
+					i);
+	}
+	return r;
+}
+
+static int sparse_check(struct vmdk_extent *e, struct vd_check *chk)
+{
+	struct sparse_state *st = e->priv;
+	struct vd_space sp = {.kinds = sparse_kinds};
+	uint64_t grains = vd_div_round_up(st->h.capacity, st->h.grain_size);
+	uint8_t raw[KDMV_GT_BYTES];
+	uint32_t *gd = calloc(st->n_gd, sizeof(*gd)), *rgd = calloc(st->n_gd, sizeof(*rgd));
+	unsigned bad = 0;
+	int r = gd && rgd ? 0 : -ENOMEM;
+
+	if (st->h.unclean_shutdown)
+		vd_check_report(chk, e->path,
+				"unclean-shutdown flag set (the file was open for writing when "
+				"its writer stopped)");
+	if (r == 0)
+		r = vd_space_add(&sp, SP_HEADER, 0, 0, 512);
+	if (r == 0 && st->h.desc_size)
+		r = vd_space_add(&sp, SP_DESC, 0, st->h.desc_offset * 512, st->h.desc_size * 512);
+	if (r == 0)
+		r = vd_space_add(&sp, SP_GD, 0, st->h.gd_offset * 512,
+				 vd_round_up(st->n_gd * 4, 512));
+	if (r == 0)
+		r = sparse_gd_read(e, st->h.gd_offset, gd);
+	if (r == 0 && (st->h.flags & VMDK_FLAG_RGD))
+		r = sparse_check_rgd(e, chk, &sp, gd, rgd);
+	for (uint64_t i = 0; r == 0 && i < st->n_gd; i++) {
+		if (!gd[i])
+			continue;
+		if (!sparse_gde_ok(e, gd[i])) {
+			vd_check_report(chk, e->path,
+					"grain directory entry %" PRIu64
+					" points to sector %" PRIu32
+					", outside the file's metadata area",
+					i, gd[i]);
+			continue;
+		}
+		r = vd_space_add(&sp, SP_GT, (uint32_t)i, (uint64_t)gd[i] * 512, KDMV_GT_BYTES);
+		if (r == 0)
+			r = sparse_gt_read(e, gd[i], raw);
+		for (uint64_t k = 0; r == 0 && k < KDMV_GTES; k++) {
+			uint64_t g = i * KDMV_GTES + k;
+			uint32_t gte = vd_get_le32(raw + 4 * k);
+
+			if (g >= grains) {
+				if (gte && ++bad <= 10)
+					vd_check_report(chk, e->path,
+							"grain table %" PRIu64 " entry %" PRIu64
+							" past the disk's end is %" PRIu32,
+							i, k, gte);
+				continue;
+			}
+			if (gte == 0 || (gte == 1 && (st->h.flags & VMDK_FLAG_ZERO_GTE)))
+				continue;
+			uint64_t phys;
+			if (sparse_gte(e, g, gte, false, &phys) < 0) {
+				if (++bad <= 10)
+					vd_check_report(chk, e->path,
+							"grain %" PRIu64 " (grain table %" PRIu64
+							") points to sector %" PRIu32
+							", outside the file's grain area",
+							g, i, gte);
+				continue;
+			}
+			r = vd_space_add(&sp, SP_GRAIN, (uint32_t)g, (uint64_t)gte * 512,
+					 vd_min_u64(st->grain_bytes, e->file_size - gte * 512ull));
+		}
+	}
+	if (bad > 10)
+		vd_check_report(chk, e->path, "%u more bad grain table entries not listed",
+				bad - 10);
+	/* Leaks: only past the overhead, where grains live (the metadata area
+	 * may hold padding); grains are packed, so any gap counts. */
+	if (r == 0)
+		r = vd_space_check(&sp, st->h.overhead * 512, e->file_size, 1, chk, e->path);
+	vd_space_free(&sp);
+	free(gd);
+	free(rgd);
+	return r;
+}
+
 const struct vmdk_extent_ops vmdk_sparse_ops = {
     .name = "sparse",
     .open = sparse_open,
     .close = sparse_close,
     .block_status = sparse_block_status,
     .describe = sparse_describe,
+    .check = sparse_check,
 };

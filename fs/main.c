@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "fs/inspect.h"
+#include "fs/vm.h"
 
 struct opts {
 	bool foreground, debug, single, force, allow_outside, allow_devices;
@@ -30,38 +32,41 @@ struct opts {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: vdmount [options] IMAGE... MOUNTPOINT\n"
-		"\n"
-		"Mounts VMDK, VHD and VHDX snapshot chains, read-only unless -w. Each disk appears as\n"
-		"  disk              the merged view of the whole chain\n"
-		"  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
-		"  chain.json        chain metadata and validation result\n"
-		"With several images, each gets a directory named after its file.\n"
-		"\n"
-		"options:\n"
-		"  -f            stay in the foreground\n"
-		"  -d            debug output (implies -f)\n"
-		"  -s            single-threaded\n"
-		"  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
-		"  -w, --write   make disk writable: writes go into a NEW delta beside the top\n"
-		"                image (<stem>-vdm-NNNNNN.vmdk/.vhd); no existing file changes\n"
-		"  --delta PATH  with -w: the new delta's file (or directory for it)\n"
-		"  --scratch     with -w: a throw-away delta, deleted at unmount (in $TMPDIR\n"
-		"                unless --delta names a directory)\n"
-		"  --at N        with -w: the new delta's parent is layer N (1 = base), not the\n"
-		"                top; the layers above N are left out (their files untouched)\n"
-		"  --force       mount even if a parent's CID/unique id does not match, or\n"
-		"                a VHDX log is corrupt (without replaying it)\n"
-		"  --search DIR  also look for parents (by file name) in DIR, and let\n"
-		"                images refer to files below DIR\n"
-		"  --parent FILE a parent that moved: used for the layer whose parent id it\n"
-		"                has when that layer's hints lead nowhere (repeatable)\n"
-		"  --allow-outside  let images refer to files outside the directories of\n"
-		"                the images given and of --search (absolute extents, hints)\n"
-		"  --allow-devices  let images refer to block devices (extents, parents)\n"
-		"  -h, --help    this help\n"
-		"  -V, --version print the version\n");
+	fprintf(
+	    f,
+	    "usage: vdmount [options] IMAGE... MOUNTPOINT\n"
+	    "\n"
+	    "Mounts VMDK, VHD and VHDX snapshot chains, read-only unless -w. Each disk appears as\n"
+	    "  disk              the merged view of the whole chain\n"
+	    "  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
+	    "  chain.json        chain metadata and validation result\n"
+	    "With several images, each gets a directory named after its file.\n"
+	    "An IMAGE may be a VMware .vmx, .vmsd or VM directory: every disk.\n"
+	    "vdmount --info|--json|--check|--hash IMAGE... inspects without mounting.\n"
+	    "\n"
+	    "options:\n"
+	    "  -f            stay in the foreground\n"
+	    "  -d            debug output (implies -f)\n"
+	    "  -s            single-threaded\n"
+	    "  -o OPT[,OPT]  FUSE mount options (allow_other, uid=, gid=, ...)\n"
+	    "  -w, --write   make disk writable: writes go into a NEW delta beside the top\n"
+	    "                image (<stem>-vdm-NNNNNN.vmdk/.vhd); no existing file changes\n"
+	    "  --delta PATH  with -w: the new delta's file (or directory for it)\n"
+	    "  --scratch     with -w: a throw-away delta, deleted at unmount (in $TMPDIR\n"
+	    "                unless --delta names a directory)\n"
+	    "  --at N        with -w: the new delta's parent is layer N (1 = base), not the\n"
+	    "                top; the layers above N are left out (their files untouched)\n"
+	    "  --force       mount even if a parent's CID/unique id does not match, or\n"
+	    "                a VHDX log is corrupt (without replaying it)\n"
+	    "  --search DIR  also look for parents (by file name) in DIR, and let\n"
+	    "                images refer to files below DIR\n"
+	    "  --parent FILE a parent that moved: used for the layer whose parent id it\n"
+	    "                has when that layer's hints lead nowhere (repeatable)\n"
+	    "  --allow-outside  let images refer to files outside the directories of\n"
+	    "                the images given and of --search (absolute extents, hints)\n"
+	    "  --allow-devices  let images refer to block devices (extents, parents)\n"
+	    "  -h, --help    this help\n"
+	    "  -V, --version print the version\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -220,11 +225,10 @@ static void readahead_raise(const char *mountpoint, unsigned kb)
 /* Directory names for several images: their stems, made unique with -2, -3... */
 static int name_disks(struct fs_disk *d, unsigned n)
 {
-	if (n == 1)
+	if (n == 1 && !fs_vm_active())
 		return 0;
 	for (unsigned i = 0; i < n; i++) {
-		char *stem =
-		    vd_path_stem(vd_chain_layer(d[i].chain, vd_chain_depth(d[i].chain) - 1)->path);
+		char *stem = fs_disk_stem(d[i].chain);
 		if (!stem)
 			return -ENOMEM;
 		char *name = strdup(stem);
@@ -287,9 +291,13 @@ int main(int argc, char **argv)
 	bool mounted = false;
 	int r, ret = 1;
 
+	if ((r = fs_inspect_main(argc, argv)) >= 0)
+		return r;
 	vd_policy_init(&policy);
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
+	if (fs_vm_expand(&o.images, &o.n_images) < 0)
+		goto out;
 	if (o.debug)
 		vd_log_set_level(VD_LOG_DEBUG);
 	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -380,6 +388,7 @@ out:
 	vd_policy_free(&policy);
 	free(o.search);
 	free(o.parents);
+	fs_vm_release();
 	vd_buf_free(&o.fuse_o);
 	return ret;
 }

@@ -2,10 +2,11 @@
 # vdmount demo: builds vdmount, makes a small VMDK snapshot chain holding an
 # ext4 filesystem in which /hello.txt changes from snapshot to snapshot, mounts
 # the chain and shows each layer's /hello.txt through read-only loop mounts of
-# MOUNT/disk and MOUNT/layers/*; then mounts it writable (-w), changes the
-# file in the guest, and shows the new delta beside the untouched originals
-# and the 4-layer chain it makes. Everything lives in a temporary directory
-# and is unmounted and removed at exit. Needs root (loop mounts).
+# the partition files MOUNT/disk.p1 and MOUNT/layers/*.p1; then mounts it
+# writable (-w), changes the file in the guest, and shows the new delta beside
+# the untouched originals and the 4-layer chain it makes. Everything lives in
+# a temporary directory and is unmounted and removed at exit. Needs root
+# (loop mounts).
 #
 # Env: VD_BUILD_DIR (default build/), VD_KEEP=1 keeps the temporary directory.
 set -euo pipefail
@@ -83,12 +84,13 @@ echo
 
 vd_say "what each file says /hello.txt is"
 n=0
-for f in "$MNT/disk" "$MNT"/layers/*; do
+# Each view's partition 1 is a file of its own (disk.p1, layers/NN-x.p1).
+for f in "$MNT/disk.p1" "$MNT"/layers/*.p1; do
 	d=$VD_TMP/fs$n
 	n=$((n + 1))
 	mkdir -p "$d"
 	VD_MOUNTS+=("$d")
-	mount -o loop,ro,offset=$OFF "$f" "$d"
+	mount -o loop,ro "$f" "$d"
 	printf '  %-28s /hello.txt: %s\n' "${f#"$MNT"/}" "$(cat "$d/hello.txt")"
 	umount "$d"
 done
@@ -124,10 +126,9 @@ run qemu-img info --backing-chain base-000002-vdm-000001.vmdk | grep -E '^(image
 
 vd_say "the new 4-layer chain, read-only"
 run "$VDMOUNT" base-000002-vdm-000001.vmdk "$MNT"
-for f in "$MNT/disk" "$MNT"/layers/*; do
-	mount -o loop,ro,offset=$OFF "$f" "$d"
-	printf '  %-36s /hello.txt: %s
-' "${f#"$MNT"/}" "$(cat "$d/hello.txt")"
+for f in "$MNT/disk.p1" "$MNT"/layers/*.p1; do
+	mount -o loop,ro "$f" "$d"
+	printf '  %-36s /hello.txt: %s\n' "${f#"$MNT"/}" "$(cat "$d/hello.txt")"
 	umount "$d"
 done
 run fusermount3 -u "$MNT"

@@ -3,12 +3,14 @@
  *
  *   mkvhd dynamic OUT.vhd SIZE [--block BYTES]   empty dynamic base
  *   mkvhd child PARENT.vhd CHILD.vhd              differencing child (create_child)
- *   mkvhd write IMG.vhd --seed S --count N [--max-len SECTORS] [--mirror RAW]
+ *   mkvhd write IMG.vhd --seed S --count N [--max-len SECTORS] [--mirror RAW] [--log LOG]
  *       N pseudo-random sector-granular writes of pseudo-random data: short
  *       runs (ending mid-bitmap-byte), whole blocks, and block-straddling
  *       runs. With --mirror every write is applied to RAW too (a raw file of
  *       the disk as seen from the parent, e.g. the parent's model copied), so
- *       RAW becomes the expected content of IMG's layer.
+ *       RAW becomes the expected content of IMG's layer. With --log each
+ *       write's "offset length" (bytes) is appended to LOG: the layer's
+ *       change list model.
  *
  * Exit status 0 on success, 1 on error (logged), 2 on bad usage. */
 #include <errno.h>
@@ -26,7 +28,7 @@ static int usage(void)
 	fprintf(stderr, "usage: mkvhd dynamic OUT SIZE [--block BYTES]\n"
 			"       mkvhd child PARENT CHILD\n"
 			"       mkvhd write IMG --seed S --count N [--max-len SECTORS] "
-			"[--mirror RAW]\n");
+			"[--mirror RAW] [--log LOG]\n");
 	return 2;
 }
 
@@ -105,7 +107,8 @@ static void pick(uint64_t *rng, uint64_t sectors, uint64_t spb, uint64_t max_len
 static int cmd_write(int argc, char **argv)
 {
 	uint64_t seed = 1, count = 16, max_len = 64, rng;
-	const char *mirror = NULL;
+	const char *mirror = NULL, *logpath = NULL;
+	FILE *log = NULL;
 	struct vd_image *img = NULL;
 	uint8_t *buf = NULL;
 	int mfd = -1, rc = 1;
@@ -123,6 +126,8 @@ static int cmd_write(int argc, char **argv)
 			max_len = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--mirror"))
 			mirror = argv[++i];
+		else if (!strcmp(argv[i], "--log"))
+			logpath = argv[++i];
 		else
 			return usage();
 	}
@@ -130,6 +135,10 @@ static int cmd_write(int argc, char **argv)
 		return usage();
 	if (vd_image_open(argv[2], VD_OPEN_RDWR, &img) < 0)
 		return 1;
+	if (logpath && !(log = fopen(logpath, "a"))) {
+		fprintf(stderr, "mkvhd: %s: %s\n", logpath, strerror(errno));
+		goto out;
+	}
 	if (mirror) {
 		mfd = open(mirror, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (mfd < 0 || ftruncate(mfd, (off_t)img->size) < 0) {
@@ -153,6 +162,8 @@ static int cmd_write(int argc, char **argv)
 			}
 			if (img->ops->write(img, buf, len * 512, off * 512) < 0)
 				goto out;
+			if (log)
+				fprintf(log, "%" PRIu64 " %" PRIu64 "\n", off * 512, len * 512);
 			if (mfd >= 0 && vd_pwrite_full(mfd, buf, len * 512, off * 512) < 0) {
 				fprintf(stderr, "mkvhd: %s: write failed\n", mirror);
 				goto out;
@@ -162,6 +173,8 @@ static int cmd_write(int argc, char **argv)
 	rc = 0;
 out:
 	free(buf);
+	if (log && fclose(log) != 0)
+		rc = 1;
 	if (mfd >= 0)
 		close(mfd);
 	vd_image_close(img);

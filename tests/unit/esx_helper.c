@@ -228,3 +228,18 @@ out:
 	vd_chain_close(c);
 	return ret;
 }
+
+static void check_collect(void *ctx, const char *path, const char *msg)
+{
+	vd_buf_printf(ctx, "%s: %s\n", path, msg);
+}
+
+int esx_check(struct vmdk_extent *e, char **text)
+{
+	struct vd_buf b = {0};
+	struct vd_check chk = {.report = check_collect, .ctx = &b};
+	int r = e->ops->check ? e->ops->check(e, &chk) : -ENOTSUP;
+
+	*text = b.data ? b.data : strdup("");
+	return r < 0 ? r : (int)chk.problems;
+}

@@ -54,6 +54,11 @@ int esx_vmfs_base(uint64_t sectors);
  * if needle is not NULL, requires it in that JSON. */
 int esx_chain_check(const char *top, unsigned depth, const char *const *models, const char *needle);
 
+/* Runs the extent's check(): returns the number of problems (or -errno of
+ * the check, -ENOTSUP without one) and sets *text (malloc'd, "" when clean)
+ * to the reports, one per line. */
+int esx_check(struct vmdk_extent *e, char **text);
+
 /* The extent's block_status without the map (tests that only want the state). */
 static inline int esx_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
 {

@@ -17,6 +17,7 @@
 
 #include "disk/endian.h"
 #include "disk/vhd.h"
+#include "vmdk_gen_helper.h"
 
 static char tmpdir[64];
 static char base_path[128], child_path[128], fixed_path[128], work_path[128];
@@ -28,23 +29,6 @@ static void file_patch(const char *p, uint64_t off, const void *b, size_t n)
 	assert_true(fd >= 0);
 	assert_int_equal(vd_pwrite_full(fd, b, n, off), 0);
 	close(fd);
-}
-
-static void file_get(const char *p, uint64_t off, void *b, size_t n)
-{
-	int fd = open(p, O_RDONLY);
-
-	assert_true(fd >= 0);
-	assert_int_equal(vd_pread_full(fd, b, n, off), 0);
-	close(fd);
-}
-
-static uint64_t file_size(const char *p)
-{
-	struct stat st;
-
-	assert_int_equal(stat(p, &st), 0);
-	return (uint64_t)st.st_size;
 }
 
 static void file_copy(const char *from, const char *to)
@@ -59,11 +43,11 @@ static void file_copy(const char *from, const char *to)
  * when both, at 0) and re-checksums them. */
 static void ftr_put(const char *p, size_t field, uint64_t v, bool wide, bool both)
 {
-	uint64_t offs[2] = {file_size(p) - VHD_FOOTER_SIZE, 0};
+	uint64_t offs[2] = {kgen_file_size(p) - VHD_FOOTER_SIZE, 0};
 
 	for (int i = 0; i < (both ? 2 : 1); i++) {
 		uint8_t b[VHD_FOOTER_SIZE];
-		file_get(p, offs[i], b, sizeof(b));
+		kgen_peek(p, offs[i], b, sizeof(b));
 		if (wide)
 			vd_put_be64(b + field, v);
 		else
@@ -77,7 +61,7 @@ static void hdr_put(const char *p, size_t field, uint64_t v, bool wide, bool fix
 {
 	uint8_t b[VHD_HEADER_SIZE];
 
-	file_get(p, VHD_FOOTER_SIZE, b, sizeof(b));
+	kgen_peek(p, VHD_FOOTER_SIZE, b, sizeof(b));
 	if (wide)
 		vd_put_be64(b + field, v);
 	else
@@ -367,7 +351,7 @@ static void test_pokes(void **state)
 
 	/* bad cookie in both footer copies */
 	file_copy(child_path, work_path);
-	file_patch(work_path, file_size(work_path) - 512, "conectiy", 8);
+	file_patch(work_path, kgen_file_size(work_path) - 512, "conectiy", 8);
 	file_patch(work_path, 0, "conectiy", 8);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* bad cookie, fixed disk (no copy) */
@@ -376,8 +360,8 @@ static void test_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* bad checksum at EOF, good copy at 0: opens with a warning */
 	file_copy(child_path, work_path);
-	fs = file_size(work_path);
-	file_get(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
+	fs = kgen_file_size(work_path);
+	kgen_peek(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
 	b[3] ^= 1;
 	file_patch(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
 	assert_int_equal(open_rc(work_path), 0);
@@ -395,7 +379,7 @@ static void test_pokes(void **state)
 	}
 	/* bad checksum, fixed disk */
 	file_copy(fixed_path, work_path);
-	file_get(work_path, 65536 + VHD_FTR_CHECKSUM, b, 4);
+	kgen_peek(work_path, 65536 + VHD_FTR_CHECKSUM, b, 4);
 	b[0] ^= 0x80;
 	file_patch(work_path, 65536 + VHD_FTR_CHECKSUM, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
@@ -436,7 +420,7 @@ static void test_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT past EOF */
 	file_copy(child_path, work_path);
-	hdr_put(work_path, VHD_HDR_TABLE_OFFSET, file_size(work_path), true, true);
+	hdr_put(work_path, VHD_HDR_TABLE_OFFSET, kgen_file_size(work_path), true, true);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT over the header */
 	file_copy(child_path, work_path);
@@ -444,7 +428,7 @@ static void test_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT entry past EOF */
 	file_copy(child_path, work_path);
-	vd_put_be32(b, (uint32_t)(file_size(work_path) / 512));
+	vd_put_be32(b, (uint32_t)(kgen_file_size(work_path) / 512));
 	file_patch(work_path, 1536 + 4, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT entry inside the metadata */
@@ -454,7 +438,7 @@ static void test_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* two overlapping blocks: entry 1 one sector after entry 0 */
 	file_copy(child_path, work_path);
-	file_get(work_path, 1536, b, 4);
+	kgen_peek(work_path, 1536, b, 4);
 	vd_put_be32(b, vd_get_be32(b) + 1);
 	file_patch(work_path, 1536 + 4, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
@@ -474,7 +458,7 @@ static void test_locator_pokes(void **state)
 	struct vhd_header h;
 	const char *why;
 
-	file_get(child_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
+	kgen_peek(child_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
 	assert_int_equal(vhd_header_decode(hb, &h, &why), 0);
 	loc = h.loc[0];
 	assert_int_equal(loc.code, VHD_PLAT_W2RU);
@@ -493,7 +477,7 @@ static void test_locator_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* data past EOF */
 	file_copy(child_path, work_path);
-	hdr_put(work_path, l0 + 16, file_size(work_path) - 100, true, true);
+	hdr_put(work_path, l0 + 16, kgen_file_size(work_path) - 100, true, true);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* data inside the header */
 	file_copy(child_path, work_path);
@@ -515,7 +499,7 @@ static void test_locator_pokes(void **state)
 	file_copy(child_path, work_path);
 	{
 		uint8_t name[4] = {0xD8, 0x00, 0x00, 'a'};
-		file_get(work_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
+		kgen_peek(work_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
 		memcpy(hb + VHD_HDR_PARENT_NAME, name, sizeof(name));
 		vd_put_be32(hb + VHD_HDR_CHECKSUM, vhd_checksum(hb, sizeof(hb), VHD_HDR_CHECKSUM));
 		file_patch(work_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
@@ -539,7 +523,7 @@ static void test_hostile_files(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* the child truncated in its middle: footer gone, copy at 0 names blocks past EOF */
 	file_copy(child_path, work_path);
-	assert_int_equal(truncate(work_path, (off_t)(file_size(child_path) / 2)), 0);
+	assert_int_equal(truncate(work_path, (off_t)(kgen_file_size(child_path) / 2)), 0);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	assert_int_equal(truncate(work_path, 300), 0);
 	assert_int_equal(open_rc(work_path), -EINVAL);

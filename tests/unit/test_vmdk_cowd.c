@@ -162,6 +162,44 @@ static void test_truncated(void **st)
 	esx_extent_close(&e);
 }
 
+/* check(): clean as generated; then one corruption per finding. */
+static void test_check(void **st)
+{
+	const uint64_t gt0 = (4 + 1) * 512;
+	struct vmdk_extent e;
+	uint8_t *f;
+	size_t len;
+	char *text;
+
+	(void)st;
+	gen(8);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(esx_check(&e, &text), 0);
+	free(text);
+	esx_extent_close(&e);
+	f = esx_slurp(esx_path("c.vmdk"), &len);
+	assert_non_null(f);
+	/* Grain 1 pointed at grain 0's data: space used twice. */
+	assert_int_equal(esx_poke(esx_path("c.vmdk"), gt0 + 4, f + gt0, 4), 0);
+	free(f);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(esx_check(&e, &text), 1);
+	assert_non_null(strstr(text, "grain 1 (at byte"));
+	assert_non_null(strstr(text, "space used twice"));
+	free(text);
+	esx_extent_close(&e);
+	/* A grain past EOF, and the unclean flag. */
+	gen(8);
+	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), gt0, 0x7ffffff0), 0);
+	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), 1648, 1), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(esx_check(&e, &text), 2);
+	assert_non_null(strstr(text, "grain 0: table entry 0x7ffffff0 points outside"));
+	assert_non_null(strstr(text, "uncleanShutdown flag set"));
+	free(text);
+	esx_extent_close(&e);
+}
+
 static void test_bad_gte(void **st)
 {
 	struct vmdk_extent e;
@@ -223,8 +261,8 @@ int main(void)
 	    cmocka_unit_test(test_grains),	cmocka_unit_test(test_unaligned_read),
 	    cmocka_unit_test(test_qemu_agrees), cmocka_unit_test(test_capacity_vs_descriptor),
 	    cmocka_unit_test(test_bad_header),	cmocka_unit_test(test_truncated),
-	    cmocka_unit_test(test_bad_gte),	cmocka_unit_test(test_describe),
-	    cmocka_unit_test(test_chain),
+	    cmocka_unit_test(test_bad_gte),	cmocka_unit_test(test_check),
+	    cmocka_unit_test(test_describe),	cmocka_unit_test(test_chain),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 

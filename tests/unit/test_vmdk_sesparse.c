@@ -193,6 +193,38 @@ static void test_bad_gtes(void **st)
 	poke_gte(1, 0x3000000000000000ull | 0xfffull << 48 | 1); /* cluster past grains_size */
 }
 
+/* check(): clean as generated; a grain used twice; a bad entry. */
+static void test_check(void **st)
+{
+	struct vmdk_extent e;
+	uint8_t *f;
+	size_t len;
+	char *text;
+
+	(void)st;
+	gen();
+	assert_int_equal(open_s(&e), 0);
+	assert_int_equal(esx_check(&e, &text), 0);
+	free(text);
+	esx_extent_close(&e);
+	f = esx_slurp(esx_path("s.vmdk"), &len);
+	assert_non_null(f);
+	assert_int_equal(esx_poke(esx_path("s.vmdk"), GT0 + 8, f + GT0, 8), 0);
+	free(f);
+	assert_int_equal(open_s(&e), 0);
+	assert_int_equal(esx_check(&e, &text), 1);
+	assert_non_null(strstr(text, "space used twice"));
+	free(text);
+	esx_extent_close(&e);
+	gen();
+	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), GT0, 0x4000000000000000ull), 0);
+	assert_int_equal(open_s(&e), 0);
+	assert_int_equal(esx_check(&e, &text), 1);
+	assert_non_null(strstr(text, "grain 0: table entry 0x4000000000000000 points outside"));
+	free(text);
+	esx_extent_close(&e);
+}
+
 static void test_gt_past_eof(void **st)
 {
 	struct vmdk_extent e;
@@ -252,6 +284,7 @@ int main(void)
 	    cmocka_unit_test(test_grain_dir_too_small),
 	    cmocka_unit_test(test_bad_gtes),
 	    cmocka_unit_test(test_gt_past_eof),
+	    cmocka_unit_test(test_check),
 	    cmocka_unit_test(test_describe),
 	    cmocka_unit_test(test_chain),
 	};

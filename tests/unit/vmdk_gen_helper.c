@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
@@ -164,6 +165,23 @@ void kgen_poke(const char *path, uint64_t off, const void *p, size_t n)
 
 	if (fd < 0 || pwrite(fd, p, n, (off_t)off) != (ssize_t)n || close(fd) != 0)
 		abort();
+}
+
+void kgen_peek(const char *path, uint64_t off, void *p, size_t n)
+{
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || pread(fd, p, n, (off_t)off) != (ssize_t)n || close(fd) != 0)
+		abort();
+}
+
+uint64_t kgen_file_size(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		abort();
+	return (uint64_t)st.st_size;
 }
 
 int kgen_sh(const char *fmt, ...)
