@@ -20,7 +20,7 @@
 #           the default soft RLIMIT_NOFILE (1024) and at soft = hard
 #   multi   64 disks in one mount (the 64 slices of the base)
 #   full    1 TiB monolithicSparse with every grain allocated: 64 MiB of grain
-#           tables, more than the 16 MiB per-extent cache budget
+#           tables, more than the 16 MiB metadata cache budget
 #   vhdx, write, nbd: rows for features vdmount does not have yet (VHDX,
 #           copy-on-write, the nbdkit plugin); each section runs once vdmount
 #           serves its disk (until then it says so and is skipped).
