@@ -21,9 +21,11 @@
 #   multi   64 disks in one mount (the 64 slices of the base)
 #   full    1 TiB monolithicSparse with every grain allocated: 64 MiB of grain
 #           tables, more than the 16 MiB metadata cache budget
-#   vhdx, write, nbd: rows for features vdmount does not have yet (VHDX,
-#           copy-on-write, the nbdkit plugin); each section runs once vdmount
-#           serves its disk (until then it says so and is skipped).
+#   nbd     the 4-layer chain over NBD: nbdkit-vdmount-plugin.so vs qemu-nbd
+#           -r (ceiling: nbdkit's file plugin over the raw file), nbdcopy
+#   vhdx, write: rows for features vdmount does not have yet (VHDX, -w
+#           copy-on-write); each runs once vdmount serves its disk (until then
+#           it says so and is skipped).
 #
 # Must run as root (drop_caches, FUSE). Installs what is missing (fio,
 # qemu-storage-daemon, ...). Knobs (environment):
@@ -41,9 +43,11 @@
 #   VD_BENCH_DIR         work directory; kept, and its images reused by the
 #                        next run with the same parameters (default: a temp
 #                        dir under /var/tmp, removed but for the results)
-#   VD_BENCH_FORCE_PEERS=1  run the vhdx/write/nbd sections without vdmount
+#   VD_BENCH_FORCE_PEERS=1  run the vhdx/write sections without vdmount
 #   VDMOUNT              vdmount binary (default: a Release build in
-#                        build-bench/, with tests/mkvhd and tests/mkfullsparse)
+#                        build-bench/, with tests/mkvhd, tests/mkfullsparse
+#                        and nbdkit-vdmount-plugin.so; VD_NBD_PLUGIN for
+#                        another plugin)
 # Results: DIR/bench-results.txt (table, notes), DIR/bench-results.md (the
 # table in Markdown), DIR/bench-samples.tsv (every sample).
 set -uo pipefail
@@ -268,8 +272,11 @@ sec_write()
 # nbdkit's file plugin over the raw file.
 sec_nbd()
 {
+	local BM_TOOLS=" $BM_TOOLS "
+	BM_TOOLS=${BM_TOOLS/ yal / }
+	BM_TOOLS=${BM_TOOLS/ raw / }
 	bm_gen chain4 || return 0
-	BM_NBD_PLUGIN=${VD_BENCH_NBD_PLUGIN:-$(ls "$bdir"/nbdkit-vdmount-plugin.so 2>/dev/null)}
+	BM_NBD_PLUGIN=${VD_NBD_PLUGIN:-$bdir/nbdkit-vdmount-plugin.so}
 	bm_disk nb vmdk "NBD, 4-layer VMDK sparse chain, $mib MiB" "$D/a3.vmdk" "$D/a3.raw" \
 		"$D/base.vmdk $D/a1.vmdk $D/a2.vmdk $D/a3.vmdk"
 	BM_TRANSPORT=nbd

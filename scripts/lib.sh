@@ -753,22 +753,24 @@ vd_nbd_refused()
 
 # vd_nbd_serve NAME [plugin args...]: starts nbdkit in the foreground on the
 # Unix socket $VD_TMP/NAME.sock (VD_NBD_SOCK) in the background, and waits
-# until it listens (its pid file appears). nbdkit's stderr goes to
-# $VD_TMP/nbdkit.err. Returns 1 (and shows stderr) if it does not come up.
+# until it listens (its pid file appears; polled every millisecond, VD_UP_US
+# says how long it took). nbdkit's stderr goes to $VD_TMP/nbdkit.err. Returns
+# 1 (and shows stderr) if it does not come up.
 vd_nbd_serve()
 {
-	local name=$1 i pid
+	local name=$1 i pid t0
 	shift
 	VD_NBD_SOCK=$VD_TMP/$name.sock
 	rm -f "$VD_NBD_SOCK" "$VD_TMP/$name.pid"
+	t0=$EPOCHREALTIME
 	nbdkit -f --exit-with-parent -U "$VD_NBD_SOCK" -P "$VD_TMP/$name.pid" \
 		"$VD_NBD_PLUGIN" "$@" 2>"$VD_TMP/nbdkit.err" </dev/null &
 	pid=$!
 	VD_NBD_PIDS+=("$pid")
-	for ((i = 0; i < VD_MOUNT_TIMEOUT * 10; i++)); do
-		[ -s "$VD_TMP/$name.pid" ] && return 0
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
+	for ((i = 0; i < VD_MOUNT_TIMEOUT * 1000; i++)); do
+		[ -s "$VD_TMP/$name.pid" ] && { vd_up_us "$t0"; return 0; }
+		((i % 50 == 0)) && ! kill -0 "$pid" 2>/dev/null && break
+		vd_nap 0.001
 	done
 	sed 's/^/    | /' "$VD_TMP/nbdkit.err" >&2
 	return 1

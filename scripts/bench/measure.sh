@@ -194,11 +194,16 @@ bm_keep()
 
 # bm_verify DISK: compares the served files (BM_FILES) with the disk's raw
 # files: 1 MiB samples (17 over a single file, 3 per file of several) and the
-# regions listed in DIR/DISK.at. Prints where they differ first.
+# regions listed in DIR/DISK.at (an NBD export: all of it). Prints where they
+# differ first.
 bm_verify()
 {
 	local raws i j n=16 size off len f
 	read -r -a raws <<<"${BM_RAW[$1]}"
+	if [ "$BM_TRANSPORT" = nbd ]; then
+		nbdcopy -- "${BM_FILES[0]}" - | cmp -s - "${raws[0]}" || echo "the NBD export differs"
+		return
+	fi
 	[ ${#raws[@]} -gt 1 ] && n=2
 	for j in "${!raws[@]}"; do
 		f=${BM_FILES[j]}
@@ -384,6 +389,7 @@ bm_fmt()
 {
 	awk -v v="$1" 'BEGIN {
 		if (v !~ /^[0-9.]+$/) { print (v == "" ? "-" : v); exit }
+		if (v ~ /^[0-9]+$/) { print v; exit }
 		printf (v + 0 >= 100 ? "%.0f\n" : "%.1f\n"), v
 	}'
 }

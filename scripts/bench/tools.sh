@@ -87,7 +87,7 @@ bm_err_from()
 	l=$(sed -e 's/^    | //' -e 's/--blockdev {.*}: //' -e '/^[[:space:]]*$/d' "$1" 2>/dev/null |
 		awk '{ l = tolower($0) }
 			l ~ /error/ && e == "" { e = $0 }
-			l ~ /unable|cannot|could not|fail/ && u == "" { u = $0 }
+			l ~ /unable|cannot|could not|fail|invalid|unknown|unrecognized/ && u == "" { u = $0 }
 			{ last = $0 }
 			END { print e != "" ? e : u != "" ? u : last }' | cut -c1-200)
 	echo "${l:-failed without a message}"
@@ -196,14 +196,43 @@ bm_up_fuse_raw()
 	read -r -a BM_FILES <<<"${BM_RAW[$1]}"
 }
 
-# NBD servers listen on a Unix socket; BM_FILES holds the URI.
-bm_spawn_nbd()
+# NBD servers listen on a Unix socket; BM_FILES holds the URI. The plugin
+# of issue 13 and nbdkit's file plugin (the ceiling of NBD rows) through
+# lib.sh's vd_nbd_serve; qemu-nbd -r with room for 8 connections, persistent
+# (it would end when the first client leaves).
+bm_up_nbd_vd()
 {
-	local sock=$1 i t0
+	[ -f "${BM_NBD_PLUGIN:-}" ] || { BM_ERR="nbdkit-vdmount-plugin.so not built"; return 1; }
+	bm_nbd_serve "$BM_NBD_PLUGIN" "file=${BM_TOP[$1]%% *}"
+}
+
+bm_up_nbd_ceil()
+{
+	bm_nbd_serve file "${BM_RAW[$1]%% *}"
+}
+
+# bm_nbd_serve PLUGIN ARGS...: vd_nbd_serve with another plugin.
+bm_nbd_serve()
+{
+	local VD_NBD_PLUGIN=$1
 	shift
+	if ! vd_nbd_serve "m-$BM_TOOL" "$@" 2>/dev/null; then
+		BM_PID=${VD_NBD_PIDS[${#VD_NBD_PIDS[@]} - 1]}
+		BM_ERR=$(bm_err_from "$VD_TMP/nbdkit.err")
+		return 1
+	fi
+	BM_PID=${VD_NBD_PIDS[${#VD_NBD_PIDS[@]} - 1]}
+	BM_FILES=("$(vd_nbd_uri '')")
+}
+
+bm_up_nbd_qemu()
+{
+	local drv=${BM_FMT[$1]} sock=$2.sock i t0
+	[ "$drv" = vhd ] && drv=vpc
 	rm -f "$sock"
 	t0=$EPOCHREALTIME
-	"$@" </dev/null >/dev/null 2>"$VD_TMP/nbd.err" &
+	qemu-nbd -r -t -k "$sock" --shared=8 -f "$drv" "${BM_TOP[$1]%% *}" \
+		</dev/null >/dev/null 2>"$VD_TMP/qemu-nbd.err" &
 	BM_PID=$!
 	VD_FG_PIDS+=("$BM_PID")
 	for ((i = 0; i < VD_MOUNT_TIMEOUT * 1000; i++)); do
@@ -215,28 +244,8 @@ bm_spawn_nbd()
 		((i % 50 == 0)) && ! kill -0 "$BM_PID" 2>/dev/null && break
 		vd_nap 0.001
 	done
-	BM_ERR="$(bm_err_from "$VD_TMP/nbd.err")"
+	BM_ERR=$(bm_err_from "$VD_TMP/qemu-nbd.err")
 	return 1
-}
-
-# The plugin of issue 13 (nbdkit-vdmount-plugin), from the build tree if it
-# is there (BM_NBD_PLUGIN), else by name.
-bm_up_nbd_vd()
-{
-	bm_spawn_nbd "$2.sock" nbdkit -f -U "$2.sock" "${BM_NBD_PLUGIN:-vdmount}" \
-		"file=${BM_TOP[$1]%% *}"
-}
-
-bm_up_nbd_ceil()
-{
-	bm_spawn_nbd "$2.sock" nbdkit -f -U "$2.sock" file "${BM_RAW[$1]%% *}"
-}
-
-bm_up_nbd_qemu()
-{
-	local drv=${BM_FMT[$1]}
-	[ "$drv" = vhd ] && drv=vpc
-	bm_spawn_nbd "$2.sock" qemu-nbd -r -k "$2.sock" --shared=8 -f "$drv" "${BM_TOP[$1]%% *}"
 }
 
 bm_up_nbd_yal()
@@ -283,24 +292,26 @@ bm_alive()
 # bm_down: undoes the last bm_up (also a failed one).
 bm_down()
 {
-	local m i
+	local m i child=
 	if [ -n "$BM_PID" ] && bm_alive "$BM_PID"; then
 		BM_HWM_KB=$(vd_proc_hwm_kb "$BM_PID")
 		BM_FDS=$(vd_proc_fds "$BM_PID")
 	fi
-	# qemu-storage-daemon and the NBD servers end on SIGTERM, unmounting
-	# their exports; the daemonized FUSE servers end when unmounted.
-	if [ -n "$BM_PID" ] && { [ "$BM_TOOL" = qemu ] || [ "$BM_TRANSPORT" = nbd ]; }; then
-		kill "$BM_PID" 2>/dev/null
-		wait "$BM_PID" 2>/dev/null
-	fi
+	# qemu-storage-daemon and the NBD servers (our children) end on SIGTERM,
+	# unmounting their exports; the daemonized FUSE servers end when
+	# unmounted. qemu-nbd loses a SIGTERM that comes right after its socket
+	# appeared: SIGKILL after 2 s.
+	[ -n "$BM_PID" ] && { [ "$BM_TOOL" = qemu ] || [ "$BM_TRANSPORT" = nbd ]; } && child=1
+	[ -n "$child" ] && kill "$BM_PID" 2>/dev/null
 	for m in "${BM_MNTS[@]}"; do
 		vd_umount "$m" || echo "bench: could not unmount $m" >&2
 	done
 	for ((i = 0; i < 2000 && ${#BM_PID} > 0; i++)); do
 		bm_alive "$BM_PID" || break
+		((i == 400)) && [ -n "$child" ] && kill -9 "$BM_PID" 2>/dev/null
 		vd_nap 0.005
 	done
+	[ -n "$child" ] && wait "$BM_PID" 2>/dev/null
 	[ -n "$BM_PID" ] && bm_alive "$BM_PID" &&
 		echo "bench: $BM_TOOL server $BM_PID still running after unmount" >&2
 	[ -n "$BM_SCRATCH" ] && rm -f "$BM_SCRATCH"

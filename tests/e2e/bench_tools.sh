@@ -4,11 +4,12 @@
 # contender (vdmount, the ceiling, qemu-storage-daemon, vmdkmount, the raw
 # file) serves a small 2-layer chain, and two disks at once where it can,
 # byte for byte equal to the raw files, and leaves no mount and no process
-# behind; a row runs its alternated rounds and the table shows it with its
+# behind; so do the NBD ones (the nbdkit plugin, nbdkit's file plugin,
+# qemu-nbd); a row runs its alternated rounds and the table shows it with its
 # data check; scripts/bench/targets.tsv parses and names only known metrics;
 # bench.sh itself parses.
 #
-# Env: VDMOUNT, VD_SRC (ctest sets them). Exit 77 = skipped.
+# Env: VDMOUNT, VD_NBD_PLUGIN (ctest sets them). Exit 77 = skipped.
 set -uo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 . "$src/scripts/lib.sh"
@@ -81,6 +82,32 @@ for t in "${tools[@]}"; do
 	vd_check "$t serves the 2-layer chain and leaves nothing behind" serves "$t" one
 	[ "$t" = yal ] || vd_check "$t serves two disks at once" serves "$t" two
 done
+
+# The NBD contenders: nbdkit's file plugin (the ceiling), qemu-nbd and, when
+# built without sanitizers (see vd_nbd_init), the plugin.
+nbd_serves()
+{
+	local pid ok=0
+	bm_up "$1" one || { echo "    bm_up $1 (nbd): $BM_ERR" >&2; bm_down; return 1; }
+	pid=$BM_PID
+	nbdcopy -- "${BM_FILES[0]}" - | cmp - "$BM_DIR/t.raw" >&2 || ok=1
+	bm_down
+	! bm_alive "$pid" || { echo "    $pid still runs" >&2; ok=1; }
+	return $ok
+}
+if command -v nbdkit >/dev/null && command -v nbdcopy >/dev/null; then
+	BM_TRANSPORT=nbd
+	ntools=(ceil)
+	command -v qemu-nbd >/dev/null && ntools+=(qemu)
+	if [ -f "${VD_NBD_PLUGIN:-}" ] && ! grep -q __asan_init "$VD_NBD_PLUGIN"; then
+		BM_NBD_PLUGIN=$VD_NBD_PLUGIN
+		ntools+=(vd)
+	fi
+	for t in "${ntools[@]}"; do
+		vd_check "$t serves the 2-layer chain over NBD and stops" nbd_serves "$t"
+	done
+	BM_TRANSPORT=fuse
+fi
 
 # A row (alternated rounds, medians, the data check) and the table.
 BM_TOOLS=${tools[*]} BM_REPEAT=1 BM_SAMPLES_FILE=$VD_TMP/samples.tsv BM_SEQ_CAP=20
