@@ -2,17 +2,22 @@
 #
 # Two groups:
 #  - setup: vd_say/vd_die, vd_install_deps (apt, only what is missing), vd_build;
-#  - e2e: vd_e2e_init (skip 77 without FUSE, temp dir, trap cleanup), vd_mount /
-#    vd_mount_fg / vd_umount with timeouts, sha256 snapshots of source files,
-#    and ASan log collection for daemonized vdmount processes.
+#  - e2e (also the base of scripts/bench.sh): vd_e2e_init (skip 77 without FUSE,
+#    temp dir, trap cleanup), vd_mount / vd_mount_fg / vd_spawn / vd_yal_mount /
+#    vd_umount with timeouts, the daemon behind a mount (vd_fuse_pid, its peak
+#    RSS and open files), sha256 snapshots of source files, and ASan log
+#    collection for daemonized vdmount processes.
 # Every mount made through these helpers is recorded and undone by the EXIT trap,
-# so a failing check never leaves a mount behind.
+# and every process started in the background is ended by its PID, so a failing
+# check never leaves a mount or a daemon behind.
 
 # Packages the build and the tests need (Debian names).
 # nbdkit-plugin-dev is optional for a build (without it there is no nbdkit
 # plugin); CI installs it, and nbdkit + libnbd-bin to test the plugin.
 VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev libssl-dev nbdkit-plugin-dev"
 VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin"
+# scripts/bench.sh only: fio and qemu-storage-daemon (qemu-system-common).
+VD_PKGS_BENCH="fio qemu-system-common"
 
 vd_say()
 {
@@ -100,7 +105,7 @@ vd_vmdk_delta()
 # End-to-end helpers
 
 VD_MOUNTS=()	  # mount points to undo at exit
-VD_FG_PIDS=()	  # foreground vdmount processes started by vd_mount_fg
+VD_FG_PIDS=()	  # foreground FUSE servers started by vd_spawn (vd_mount_fg)
 VD_NBD_PIDS=()	  # nbdkit servers started by vd_nbd_serve
 VD_TMP=
 VD_FAILS=0
@@ -190,13 +195,16 @@ vd_check()
 
 # vd_mount MNT [vdmount args...] : runs vdmount (daemonizing) with a timeout;
 # returns its exit status. stderr is kept in $VD_TMP/mount.err and echoed.
-# Success also requires MNT to be a mount point on return.
+# Success also requires MNT to be a mount point on return. Sets VD_UP_US: the
+# microseconds the command took (vdmount returns once the mount is usable).
 vd_mount()
 {
-	local mnt=${!#} rc=0
+	local mnt=${!#} rc=0 t0
 	mkdir -p "$mnt"
-	VD_MOUNTS+=("$mnt")
+	vd_mount_record "$mnt"
+	t0=$EPOCHREALTIME
 	timeout -k 5 "$VD_MOUNT_TIMEOUT" "$VDMOUNT" "$@" 2>"$VD_TMP/mount.err" || rc=$?
+	vd_up_us "$t0"
 	[ -s "$VD_TMP/mount.err" ] && sed 's/^/    | /' "$VD_TMP/mount.err" >&2
 	# Under ASan a leak report at the parent's exit makes the status 1 even
 	# though the daemon is up; vd_asan_check judges the report itself.
@@ -211,23 +219,76 @@ vd_mount()
 	return $rc
 }
 
+# vd_up_us T0: sets VD_UP_US to the microseconds since T0 (an $EPOCHREALTIME).
+vd_up_us()
+{
+	local a=${1/./} b=${EPOCHREALTIME/./}
+	VD_UP_US=$((10#$b - 10#$a))
+}
+
+# vd_mount_record MNT: MNT is undone by the EXIT trap (once, however often it
+# is mounted again).
+vd_mount_record()
+{
+	local m
+	for m in "${VD_MOUNTS[@]}"; do
+		[ "$m" = "$1" ] && return 0
+	done
+	VD_MOUNTS+=("$1")
+}
+
+# vd_is_mounted PATH: PATH (absolute, no spaces) is a mount point; reads
+# /proc/self/mountinfo with builtins only, so polling it costs no process.
+vd_is_mounted()
+{
+	local mp
+	while read -r _ _ _ _ mp _; do
+		[ "$mp" = "$1" ] && return 0
+	done </proc/self/mountinfo
+	return 1
+}
+
+# vd_nap SECONDS: sleeps without starting a process (read -t on a FIFO that
+# nobody writes), for polls of a few milliseconds.
+vd_nap()
+{
+	if [ -z "${VD_NAP_FD:-}" ]; then
+		mkfifo "$VD_TMP/nap" && exec {VD_NAP_FD}<>"$VD_TMP/nap" || { sleep "$1"; return 0; }
+	fi
+	read -r -t "$1" -u "$VD_NAP_FD" _ || true
+}
+
+# vd_spawn MNT CMD...: starts CMD, a FUSE server that stays in the foreground,
+# in the background (stderr in $VD_TMP/spawn.err) and polls every millisecond
+# until MNT (a directory or a file) is mounted, at most VD_MOUNT_TIMEOUT
+# seconds. Sets VD_SPAWN_PID, and VD_UP_US (microseconds from the start until
+# the mount was seen); CMD is ended at exit if still running.
+vd_spawn()
+{
+	local mnt=$1 abs i t0
+	shift
+	vd_mount_record "$mnt"
+	abs=$(realpath -m -- "$mnt")
+	t0=$EPOCHREALTIME
+	"$@" </dev/null 2>"$VD_TMP/spawn.err" &
+	VD_SPAWN_PID=$!
+	VD_FG_PIDS+=("$VD_SPAWN_PID")
+	for ((i = 0; i < VD_MOUNT_TIMEOUT * 1000; i++)); do
+		vd_is_mounted "$abs" && { vd_up_us "$t0"; return 0; }
+		((i % 50 == 0)) && ! kill -0 "$VD_SPAWN_PID" 2>/dev/null && break
+		vd_nap 0.001
+	done
+	sed 's/^/    | /' "$VD_TMP/spawn.err" >&2
+	return 1
+}
+
 # vd_mount_fg MNT [vdmount args...]: starts vdmount -f in the background and
-# polls with mountpoint -q until mounted (VD_MOUNT_TIMEOUT seconds).
+# polls until mounted (VD_MOUNT_TIMEOUT seconds).
 vd_mount_fg()
 {
-	local mnt=${!#} pid i
+	local mnt=${!#}
 	mkdir -p "$mnt"
-	VD_MOUNTS+=("$mnt")
-	"$VDMOUNT" -f "$@" 2>"$VD_TMP/mount-fg.err" &
-	pid=$!
-	VD_FG_PIDS+=("$pid")
-	for ((i = 0; i < VD_MOUNT_TIMEOUT * 10; i++)); do
-		mountpoint -q "$mnt" && return 0
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	sed 's/^/    | /' "$VD_TMP/mount-fg.err" >&2
-	return 1
+	vd_spawn "$mnt" "$VDMOUNT" -f "$@"
 }
 
 # vd_fg_wait: waits (10 s at most) for the last vd_mount_fg process to exit
@@ -289,6 +350,69 @@ vd_umount_wait()
 	done
 	echo "    vdmount (pid $pid) still running 30 s after unmounting $1" >&2
 	return 1
+}
+
+# vd_fuse_pid MNT: the PID of any FUSE server (not only vdmount, unlike
+# vd_daemon_pid) whose command line ends with MNT as given (vdmount, the libyal
+# tools and the benchmark's ceiling all take the mount point last); empty if
+# there is none.
+vd_fuse_pid()
+{
+	pgrep -n -f -- "[ ]$1\$"
+}
+
+# vd_proc_hwm_kb PID / vd_proc_fds PID: peak resident memory (VmHWM, KiB) and
+# the number of open file descriptors of a running process.
+vd_proc_hwm_kb()
+{
+	local k v _
+	while read -r k v _; do
+		[ "$k" = VmHWM: ] && { echo "$v"; return 0; }
+	done <"/proc/$1/status"
+	return 1
+}
+
+vd_proc_fds()
+{
+	local f n=0
+	for f in /proc/"$1"/fd/*; do
+		[ -e "$f" ] || [ -L "$f" ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# vd_yal_mount IMAGE MNT: mounts IMAGE (and its parents) with libyal's tool for
+# its format (vhdimount for .vhd/.vhdx/.avhdx, vmdkmount otherwise), which
+# shows every layer as DIR/<x>1..N; sets VD_YAL_FILE to the merged disk (the
+# highest N) and VD_UP_US (as vd_mount). Returns non-zero, with the tool's
+# message on stderr, if it fails.
+vd_yal_mount()
+{
+	local img=$1 mnt=$2 tool=vmdkmount pfx=vmdk f n best=0 t0
+	case $img in
+	*.vhd | *.vhdx | *.avhdx) tool=vhdimount pfx=vhdi ;;
+	esac
+	mkdir -p "$mnt"
+	vd_mount_record "$mnt"
+	t0=$EPOCHREALTIME
+	timeout -k 5 "$VD_MOUNT_TIMEOUT" "$tool" "$img" "$mnt" >"$VD_TMP/yal.err" 2>&1 || {
+		sed 's/^/    | /' "$VD_TMP/yal.err" >&2
+		return 1
+	}
+	vd_up_us "$t0"
+	for f in "$mnt/$pfx"*; do
+		n=${f##*/"$pfx"}
+		[[ $n =~ ^[0-9]+$ ]] && ((n > best)) && best=$n
+	done
+	VD_YAL_FILE=$mnt/$pfx$best
+	[ "$best" -gt 0 ]
+}
+
+# vd_drop_caches: writes dirty pages back and empties the page cache (root).
+vd_drop_caches()
+{
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
 }
 
 # vd_sums_save OUT FILE...: records sha256 of each file; vd_sums_check OUT
@@ -630,22 +754,24 @@ vd_nbd_refused()
 
 # vd_nbd_serve NAME [plugin args...]: starts nbdkit in the foreground on the
 # Unix socket $VD_TMP/NAME.sock (VD_NBD_SOCK) in the background, and waits
-# until it listens (its pid file appears). nbdkit's stderr goes to
-# $VD_TMP/nbdkit.err. Returns 1 (and shows stderr) if it does not come up.
+# until it listens (its pid file appears; polled every millisecond, VD_UP_US
+# says how long it took). nbdkit's stderr goes to $VD_TMP/nbdkit.err. Returns
+# 1 (and shows stderr) if it does not come up.
 vd_nbd_serve()
 {
-	local name=$1 i pid
+	local name=$1 i pid t0
 	shift
 	VD_NBD_SOCK=$VD_TMP/$name.sock
 	rm -f "$VD_NBD_SOCK" "$VD_TMP/$name.pid"
+	t0=$EPOCHREALTIME
 	nbdkit -f --exit-with-parent -U "$VD_NBD_SOCK" -P "$VD_TMP/$name.pid" \
 		"$VD_NBD_PLUGIN" "$@" 2>"$VD_TMP/nbdkit.err" </dev/null &
 	pid=$!
 	VD_NBD_PIDS+=("$pid")
-	for ((i = 0; i < VD_MOUNT_TIMEOUT * 10; i++)); do
-		[ -s "$VD_TMP/$name.pid" ] && return 0
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
+	for ((i = 0; i < VD_MOUNT_TIMEOUT * 1000; i++)); do
+		[ -s "$VD_TMP/$name.pid" ] && { vd_up_us "$t0"; return 0; }
+		((i % 50 == 0)) && ! kill -0 "$pid" 2>/dev/null && break
+		vd_nap 0.001
 	done
 	sed 's/^/    | /' "$VD_TMP/nbdkit.err" >&2
 	return 1

@@ -1,48 +1,71 @@
-# Image generation for scripts/bench.sh (bash; sourced, not run).
+# shellcheck shell=bash
+# Images for scripts/bench.sh (bash; sourced, not run).
 #
-# Everything lands in one directory ($1 of bm_gen) so parent hints stay
-# relative and every tool resolves the same chains:
-#   base.raw        SIZE MiB, ~90% random data, every 10th MiB a hole
-#   base.vmdk       monolithicSparse made from base.raw (depth-1 chain)
-#   a1..a3.vmdk     3 deltas over base.vmdk, random writes in each; a3.raw = merged
-#   d01..d31.vmdk   31 deltas over base.vmdk (a 32-layer chain), a few writes in
-#                   every third one; d31.raw = merged
-#   big.vmdk        2 TiB monolithicSparse, a few MiB of random data at known
-#                   offsets (big.at lists "offset file" pairs to verify against)
+# Everything lands in one directory ($BM_DIR) so parent hints stay relative
+# and every tool resolves the same chains. Each disk comes with the raw file
+# of its merged content (what the ceiling serves and the data check compares):
+#   base.raw        SIZE, ~90% random data, one MiB in every ten a hole
+#   base.vmdk       monolithicSparse made from base.raw
+#   a1..a3.vmdk     3 deltas over base.vmdk, random writes in each; a3.raw
 #   stream.vmdk     streamOptimized copy of base.raw
-#   base.vhd        VHD dynamic copy of base.raw (qemu-img, force_size)
-#   v1.vhd, v2.vhd  VHD differencing children (tests/mkvhd); v2.raw = merged
-# A stamp file records the parameters; with the same parameters (and
-# VD_BENCH_DIR pointing at a kept directory) nothing is rebuilt. Optional
-# images whose tool fails are simply absent; the sections that need them skip.
+#   base.vhd        VHD dynamic copy of base.raw; v1.vhd, v2.vhd differencing
+#                   children (tests/mkvhd); v2.raw
+#   e001..e254.vmdk 254 deltas over base.vmdk (255 layers), a few writes in
+#                   every 16th; e254.raw
+#   sp1..spN.vmdk   twoGbMaxExtentSparse 2 TiB, 1,024 extent files each, sp2..
+#                   deltas over sp1; a few MiB written at known offsets in each
+#                   layer; sp.raw (sparse) replays the same writes, sp.at lists
+#                   where (the data check reads there)
+#   m01..m64.vmdk   64 monolithicSparse disks, the 64 slices of base.raw
+#                   (m01..m64.raw)
+#   fa.vmdk         1 TiB monolithicSparse with every grain allocated (sparse
+#                   host file; tests/mkfullsparse); fa.raw
+#   base.vhdx       VHDX dynamic copy of base.raw (for the VHDX rows to come)
+# bm_gen NAME makes one of them unless a stamp file says it is there with the
+# same parameters (so VD_BENCH_DIR can keep them from one run to the next).
 
-BM_CHUNK_MIB=1	# size of the random chunk file the deltas copy from
+BM_CHUNK_MIB=1 # size of the random chunk file the deltas copy from
 
-# bm_qio IMG FMT CMD...: one qemu-io run with several -c commands.
-bm_qio()
+# bm_gen NAME: builds image set NAME (base chain4 stream vhd deep split multi
+# full vhdx) if missing or stale. Sets nothing; fails if the images cannot be
+# made (the caller skips the section).
+bm_gen()
 {
-	local img=$1 fmt=$2 c args=()
-	shift 2
-	for c in "$@"; do
-		args+=(-c "$c")
-	done
-	qemu-io -f "$fmt" "${args[@]}" "$img" >/dev/null
+	local name=$1 stamp t0 rc=0
+	stamp="v2 $name size=$BM_SIZE $(bm_gen_params "$name") base=$(cat "$BM_DIR/.gen-base" 2>/dev/null)"
+	[ "$name" = base ] && stamp="v2 base size=$BM_SIZE"
+	[ "$(cat "$BM_DIR/.gen-$name" 2>/dev/null)" = "$stamp" ] && return 0
+	[ "$name" = base ] || bm_gen base || return 1
+	rm -f "$BM_DIR/.gen-$name"
+	vd_say "generating $name images"
+	t0=$EPOCHREALTIME
+	RANDOM=4242 # reproducible offsets
+	(cd "$BM_DIR" && "bm_gen_$name") || rc=1
+	if [ $rc -ne 0 ]; then
+		bm_note "generating the $name images failed"
+		return 1
+	fi
+	echo "$stamp" >"$BM_DIR/.gen-$name"
+	vd_say "generated $name in $(bm_ms_since "$t0") ms"
 }
 
-# bm_delta DIR CHILD PARENT: a VMDK delta naming its parent relatively.
-bm_delta()
+bm_gen_params()
 {
-	(cd "$1" && qemu-img create -q -f vmdk -b "$3" -F vmdk "$2")
+	case $1 in
+	deep) echo "layers=$BM_DEEP_LAYERS" ;;
+	split) echo "layers=$BM_SPLIT_LAYERS" ;;
+	multi) echo "disks=$BM_MULTI" ;;
+	full) echo "gib=$BM_FULL_GIB" ;;
+	esac
 }
 
 # bm_rand_writes N SIZE: sets BM_CMDS to N qemu-io write commands of the chunk
 # file at pseudo-random offsets: half grain-aligned 256 KiB runs, half
-# unaligned 4-68 KiB runs (they straddle grains). Uses $RANDOM, seeded by the
-# caller; no subshell, so the sequence continues from one delta to the next.
+# unaligned 4-68 KiB runs (they straddle grains). Uses $RANDOM, so the
+# sequence continues from one delta to the next.
 bm_rand_writes()
 {
-	local n=$1 size=$2 i off len
-	local mib=$((size >> 20))
+	local n=$1 size=$2 i off len mib=$(($2 >> 20))
 	BM_CMDS=()
 	for ((i = 0; i < n; i++)); do
 		if ((i % 2 == 0)); then
@@ -52,119 +75,110 @@ bm_rand_writes()
 			len=$((4096 + (RANDOM % 16) * 4096))
 			off=$(((RANDOM * 32768 + RANDOM) % ((size - len) / 512) * 512))
 		fi
-		BM_CMDS+=("write -s $BM_GEN_DIR/chunk $off $len")
+		BM_CMDS+=("write -s chunk $off $len")
 	done
 }
 
-# bm_gen_writes IMG N SIZE: applies bm_rand_writes to a VMDK.
-bm_gen_writes()
+# bm_delta_writes CHILD PARENT N: a VMDK delta naming its parent relatively,
+# with N random writes (none when N is 0).
+bm_delta_writes()
 {
-	bm_rand_writes "$2" "$3"
-	bm_qio "$1" vmdk "${BM_CMDS[@]}"
+	qemu-img create -q -f vmdk -b "$2" -F vmdk "$1" || return 1
+	(($3 > 0)) || return 0
+	bm_rand_writes "$3" "$BM_SIZE"
+	vd_qemu_io vmdk "$1" "${BM_CMDS[@]}"
 }
 
 bm_gen_base()
 {
-	local d=$1 size=$2 i
-	local mib=$((size >> 20))
-	head -c "$size" /dev/urandom >"$d/base.raw" || return 1
-	# ~10% holes: one MiB in every ten, at a varying position
+	local i mib=$((BM_SIZE >> 20))
+	head -c $((BM_CHUNK_MIB << 20)) /dev/urandom >chunk || return 1
+	head -c "$BM_SIZE" /dev/urandom >base.raw || return 1
 	for ((i = 0; i + 10 <= mib; i += 10)); do
-		fallocate -p -o $(((i + RANDOM % 10) << 20)) -l 1M "$d/base.raw" || return 1
+		fallocate -p -o $(((i + RANDOM % 10) << 20)) -l 1M base.raw || return 1
 	done
-	qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse "$d/base.raw" \
-		"$d/base.vmdk"
+	qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse base.raw base.vmdk
 }
 
 bm_gen_chain4()
 {
-	local d=$1 size=$2 i prev=base.vmdk
-	for i in 1 2 3; do
-		bm_delta "$d" "a$i.vmdk" "$prev" || return 1
-		bm_gen_writes "$d/a$i.vmdk" 32 "$size" || return 1
-		prev=a$i.vmdk
-	done
-	qemu-img convert -O raw "$d/a3.vmdk" "$d/a3.raw"
-}
-
-bm_gen_deep()
-{
-	local d=$1 size=$2 i prev=base.vmdk name
-	for ((i = 1; i <= 31; i++)); do
-		name=$(printf 'd%02d.vmdk' "$i")
-		bm_delta "$d" "$name" "$prev" || return 1
-		if ((i % 3 == 0)); then
-			bm_gen_writes "$d/$name" 4 "$size" || return 1
-		fi
-		prev=$name
-	done
-	qemu-img convert -O raw "$d/d31.vmdk" "$d/d31.raw"
-}
-
-bm_gen_big()
-{
-	local d=$1 off len cmds=() at=()
-	qemu-img create -q -f vmdk "$d/big.vmdk" 2T || return 1
-	# offset:length pairs; a few MiB in all, spread over the 2 TiB
-	for off in 0:4194304 1099511693312:1048576 1649267441664:262144 \
-		2199021158400:2097152; do
-		len=${off#*:}
-		off=${off%:*}
-		head -c "$len" /dev/urandom >"$d/big.$off" || return 1
-		cmds+=("write -s $d/big.$off $off $len")
-		at+=("$off $d/big.$off")
-	done
-	bm_qio "$d/big.vmdk" vmdk "${cmds[@]}" || return 1
-	printf '%s\n' "${at[@]}" >"$d/big.at"
+	bm_delta_writes a1.vmdk base.vmdk 32 && bm_delta_writes a2.vmdk a1.vmdk 32 &&
+		bm_delta_writes a3.vmdk a2.vmdk 32 && qemu-img convert -O raw a3.vmdk a3.raw
 }
 
 bm_gen_stream()
 {
-	qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$1/base.raw" \
-		"$1/stream.vmdk"
+	qemu-img convert -f raw -O vmdk -o subformat=streamOptimized base.raw stream.vmdk
 }
 
-# The VHD chain needs tests/mkvhd (qemu-img cannot write differencing VHDs).
+# qemu-img cannot write differencing VHDs: tests/mkvhd does.
 bm_gen_vhd()
 {
-	local d=$1 mkvhd=$2
-	qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on "$d/base.raw" \
-		"$d/base.vhd" || return 1
-	[ -x "$mkvhd" ] || { echo "mkvhd not built: no VHD differencing chain"; return 0; }
-	if ! { cp --sparse=always "$d/base.raw" "$d/v2.raw" &&
-		(cd "$d" && "$mkvhd" child base.vhd v1.vhd) &&
-		"$mkvhd" write "$d/v1.vhd" --seed 11 --count 64 --mirror "$d/v2.raw" >/dev/null &&
-		(cd "$d" && "$mkvhd" child v1.vhd v2.vhd) &&
-		"$mkvhd" write "$d/v2.vhd" --seed 12 --count 64 --mirror "$d/v2.raw" >/dev/null; }; then
-		echo "mkvhd failed: no VHD differencing chain"
-		rm -f "$d"/v[12].*
-	fi
+	qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on base.raw base.vhd &&
+		cp --sparse=always base.raw v2.raw && "$BM_MKVHD" child base.vhd v1.vhd &&
+		"$BM_MKVHD" write v1.vhd --seed 11 --count 64 --mirror v2.raw >/dev/null &&
+		"$BM_MKVHD" child v1.vhd v2.vhd &&
+		"$BM_MKVHD" write v2.vhd --seed 12 --count 64 --mirror v2.raw >/dev/null
 }
 
-# bm_gen DIR SIZE_BYTES MKVHD: builds whatever is missing or stale.
-bm_gen()
+bm_gen_deep()
 {
-	local d=$1 size=$2 mkvhd=$3 stamp step t0
-	stamp="v1 size=$size"
-	BM_GEN_DIR=$d
-	if [ "$(cat "$d/stamp" 2>/dev/null)" = "$stamp" ]; then
-		vd_say "reusing images in $d"
-		return 0
-	fi
-	rm -f "$d"/*.vmdk "$d"/*.vhd "$d"/*.raw "$d"/big.* "$d/stamp"
-	RANDOM=4242 # reproducible offsets
-	head -c $((BM_CHUNK_MIB << 20)) /dev/urandom >"$d/chunk" || return 1
-	for step in base chain4 deep big stream vhd; do
-		t0=$(bm_now_ns)
-		case $step in
-		base | chain4 | deep)
-			"bm_gen_$step" "$d" "$size" || { echo "generating $step failed"; return 1; } ;;
-		big | stream)
-			"bm_gen_$step" "$d" || echo "generating $step failed (section skipped)" ;;
-		vhd)
-			bm_gen_vhd "$d" "$mkvhd" || echo "generating base.vhd failed (section skipped)" ;;
-		esac
-		vd_say "generated $step in $(bm_ms_since "$t0") ms"
+	local i prev=base.vmdk name n
+	rm -f e[0-9][0-9][0-9].vmdk
+	for ((i = 1; i < BM_DEEP_LAYERS; i++)); do
+		name=$(printf 'e%03d.vmdk' "$i")
+		n=0
+		((i % 16 == 0)) && n=4
+		bm_delta_writes "$name" "$prev" $n || return 1
+		prev=$name
 	done
-	echo "$stamp" >"$d/stamp"
+	qemu-img convert -O raw "$prev" deep.raw
+}
+
+# The split chain: SIZE-independent (2 TiB); the writes go to the first and
+# the last extent of each layer and to a few in between, and are replayed in
+# the same order into the sparse sp.raw.
+bm_gen_split()
+{
+	local l off len at=() t=$((2 << 40)) prev=
+	rm -f sp[0-9]*.vmdk sp.raw sp.at
+	truncate -s 2T sp.raw || return 1
+	for ((l = 1; l <= BM_SPLIT_LAYERS; l++)); do
+		qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse \
+			${prev:+-b "$prev" -F vmdk} "sp$l.vmdk" 2T || return 1
+		BM_CMDS=()
+		for off in 0 $((t / 3 + l * 65536 * 3)) $((t / 2 - 512 * l)) $((t - (1 << 20))); do
+			len=$(((256 << 10) * l))
+			((off + len > t)) && len=$((t - off))
+			BM_CMDS+=("write -s chunk $off $len")
+			dd if=chunk of=sp.raw bs=64K seek="$off" count="$len" conv=notrunc \
+				oflag=seek_bytes iflag=count_bytes status=none || return 1
+			at+=("$off $len")
+		done
+		vd_qemu_io vmdk "sp$l.vmdk" "${BM_CMDS[@]}"
+		prev=sp$l.vmdk
+	done
+	printf '%s\n' "${at[@]}" >sp.at
+}
+
+bm_gen_multi()
+{
+	local i slice=$((BM_SIZE / BM_MULTI)) name
+	rm -f m[0-9][0-9].vmdk m[0-9][0-9].raw
+	for ((i = 0; i < BM_MULTI; i++)); do
+		name=$(printf 'm%02d' $((i + 1)))
+		dd if=base.raw of="$name.raw" bs=64K skip=$((i * slice)) count="$slice" \
+			iflag=skip_bytes,count_bytes conv=sparse status=none || return 1
+		qemu-img convert -f raw -O vmdk "$name.raw" "$name.vmdk" || return 1
+	done
+}
+
+bm_gen_full()
+{
+	"$BM_MKFULL" fa.vmdk fa.raw "$BM_FULL_GIB"
+}
+
+bm_gen_vhdx()
+{
+	qemu-img convert -f raw -O vhdx -o subformat=dynamic base.raw base.vhdx
 }

@@ -1,64 +1,78 @@
-# Measurements and the results table for scripts/bench.sh (bash; sourced).
+# shellcheck shell=bash
+# Rows, measurements and the results table of scripts/bench.sh (bash; sourced).
 #
-# Primitives: page-cache control (bm_warm / bm_cold), sequential read MB/s with
-# dd (time-capped with SIGINT so a slow peer cannot stall the run; dd prints
-# its byte count and time when interrupted), random 4 KiB read IOPS with fio
-# (JSON output parsed with awk), and a sampled data check against the raw.
-# bm_case runs one metric for one target on a FRESH mount and stores the
-# value; bm_table prints every row with the vdmount/qsd and vdmount/raw
-# ratios and the issue's targets. Values are kept as plain numbers in
-# BM_VAL["row|tool"]; "n/a" means the tool failed (the reason is in the notes).
+# A row is one metric on one disk (bm_row DISK METRIC), measured for every
+# contender of scripts/bench/tools.sh in BM_REPEAT rounds: each round runs
+# every contender once, on a fresh instance, and the round's first contender
+# rotates from round to round, so that a drift of the (shared, noisy) machine
+# spreads over all of them. The table shows the median per contender and
+# vdmount's ratio to each other column; every sample is kept in
+# bench-samples.tsv. Each metric says what it measures ("reads" column):
+#   FUSE        every byte read is a FUSE request to the daemon (O_DIRECT, or
+#               the first read of each page on a fresh mount, page cache of
+#               the mounted file empty); the image files are in the host's
+#               page cache (read once before the row)
+#   FUSE+disk   the same with the page cache dropped before each sample: the
+#               image files come from the disk (raw: the raw file from disk)
+#   page cache  reads of a file read once before: served by the kernel from
+#               the mounted file's page cache; the daemon is not asked
+#   NBD         an NBD client copying the disk (transport rows)
+# Targets come from scripts/bench/targets.tsv (bm_targets_load).
 
-declare -A BM_VAL BM_LABEL BM_KIND BM_TARGET BM_HWM BM_DESC
+declare -A BM_M_UNIT BM_M_PREP BM_M_READS BM_M_LABEL BM_M_SKIP
+declare -A BM_VAL BM_SAMPLES BM_BROKEN BM_ROW_DISK BM_ROW_METRIC BM_HWM BM_FDMAX
 BM_ROWS=()
 BM_NOTES=()
-BM_TOOLS_ALL=(raw vd qsd yal)
+BM_TARGETS=()
 
+declare -A BM_NOTED
 bm_note()
 {
-	local n
-	for n in "${BM_NOTES[@]}"; do
-		[ "$n" = "$*" ] && return 0
-	done
+	[ -n "${BM_NOTED[$*]:-}" ] && return 0
+	BM_NOTED[$*]=1
 	BM_NOTES+=("$*")
 	echo "    note: $*"
 }
 
-# bm_row ID KIND TARGET LABEL: declares a table row, in print order.
-#   KIND   hi (higher is better), lo (lower is better), rr (the values are
-#          ratios already), txt
-#   TARGET qsd>=N (vdmount/qsd >= N), <N or >=N (vdmount's own value), or -
-bm_row()
+# bm_metric ID UNIT PREP READS LABEL [SKIP...]: declares a metric. PREP warm (image files read into the page cache before the
+# row) or cold (page cache dropped before each sample); SKIP: contenders for
+# which the metric means nothing (raw under O_DIRECT would read the host's
+# disk, not a limit of the page-cache path).
+bm_metric()
 {
-	BM_ROWS+=("$1")
-	BM_KIND[$1]=$2
-	BM_TARGET[$1]=$3
-	BM_LABEL[$1]=$4
+	BM_M_UNIT[$1]=$2 BM_M_PREP[$1]=$3 BM_M_READS[$1]=$4 BM_M_LABEL[$1]=$5
+	BM_M_SKIP[$1]=" ${*:6} "
 }
 
-bm_put()
-{
-	BM_VAL["$1|$2"]=$3
-}
+bm_metric mount ms warm - "mount time" raw
+bm_metric seq MB/s warm FUSE "seq read 1 MiB, fresh mount"
+bm_metric seqd MB/s warm FUSE "seq read 1 MiB O_DIRECT" raw
+bm_metric cold MB/s cold FUSE+disk "seq read 1 MiB, cache dropped"
+bm_metric pc MB/s warm "page cache" "seq re-read 1 MiB"
+bm_metric r1d IOPS warm FUSE "rand 4K O_DIRECT, 1 job" raw
+bm_metric r2d IOPS warm FUSE "rand 4K O_DIRECT, 2 jobs" raw
+bm_metric r1 IOPS warm FUSE "rand 4K first touch, 1 job"
+bm_metric r2 IOPS warm FUSE "rand 4K first touch, 2 jobs"
+bm_metric rpc IOPS warm "page cache" "rand 4K re-read, 1 job"
+bm_metric nbd1 MB/s warm NBD "nbdcopy, 1 connection" yal raw
+bm_metric nbd4 MB/s warm NBD "nbdcopy, 4 connections" yal raw
+bm_metric wseq MB/s warm "FUSE write" "seq write 1 MiB O_DIRECT" ceil yal raw
+bm_metric wr1d IOPS warm "FUSE write" "rand 4K write O_DIRECT" ceil yal raw
+# Per disk, from every sample of its rows: not measured on their own.
+bm_metric rss MiB - - "peak RSS"
+bm_metric fds - - - "open files (most)"
+bm_metric ok - - - "data = raw (sampled)"
 
-bm_warm()
-{
-	cat -- "$@" >/dev/null 2>&1
-}
-
-bm_cold()
-{
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-}
-
-# bm_seq FILE CAP_S: prints "MBPS" or "MBPS capped" (dd interrupted after
-# CAP_S seconds: the rate over what was read) or "ERR <message>".
+# bm_seq FILE [DIRECT]: sequential read of FILE with dd in 1 MiB blocks,
+# stopped (SIGINT: dd then reports what it read) after BM_SEQ_CAP seconds;
+# prints MB/s ("N capped" when stopped) or "ERR message".
 bm_seq()
 {
-	local f=$1 cap=$2 out rc=0 size
+	local f=$1 flag=() out rc=0 size
+	[ "${2:-0}" = 1 ] && flag=(iflag=direct)
 	size=$(stat -L -c %s -- "$f")
-	out=$(LC_ALL=C timeout -s INT -k 10 "$cap" dd if="$f" of=/dev/null bs=1M 2>&1) || rc=$?
+	out=$(timeout -s INT -k 10 "$BM_SEQ_CAP" dd if="$f" of=/dev/null bs=1M "${flag[@]}" 2>&1) ||
+		rc=$?
 	if [ $rc -ne 0 ] && [ $rc -ne 124 ]; then
 		echo "ERR $(grep -m1 -i 'error\|dd:' <<<"$out")"
 		return
@@ -77,226 +91,269 @@ bm_seq()
 		}' <<<"$out"
 }
 
-# bm_rand FILE JOBS RUNTIME_S [DIRECT]: prints the read IOPS of 4 KiB random
-# reads (psync, JOBS jobs, group reporting) or "ERR <message>". The page
-# cache is not dropped (invalidate=0: the raw limit stays in memory) and,
-# unless DIRECT is 1, not bypassed; freshness comes from a fresh mount per
-# run. With DIRECT=1 every read reaches the daemon: its per-request cost.
-bm_rand()
+# bm_fio RW JOBS DIRECT MODE BS FILE...: a fio job (psync) over the files
+# (several: one picked at random per I/O); prints IOPS, or MB/s for a 1 MiB
+# block size, or "ERR message". MODE "loop" runs BM_RUNTIME seconds; "once"
+# reads each block at most once (fio's random map; with 2 jobs each gets its
+# own half of the file), stopping after BM_RUNTIME seconds at the latest, so
+# that a buffered run never re-reads a page it brought into the cache.
+# --invalidate=0: fio must not drop the page cache of the file (the raw
+# contender and the page-cache rows rely on it).
+bm_fio()
 {
-	local f=$1 jobs=$2 rt=$3 direct=${4:-0} out map=()
-	# fio's random map makes the first pass over the file free of repeats
-	# (every read a miss); it would need 32 MiB per TiB, so not for 2 TiB.
-	(($(stat -L -c %s -- "$f") > (64 << 30))) && map=(--norandommap)
-	# shellcheck disable=SC2086 # VD_BENCH_FIO_EXTRA is a list of options
-	out=$(LC_ALL=C timeout -k 10 $((rt + 120)) fio --name=bench --filename="${f//:/\\:}" \
-		--readonly --rw=randread --bs=4k --ioengine=psync --numjobs="$jobs" \
-		--time_based --runtime="$rt" --group_reporting --direct="$direct" --invalidate=0 \
-		"${map[@]}" ${VD_BENCH_FIO_EXTRA:-} --output-format=json 2>&1)
-	awk '
+	local rw=$1 jobs=$2 direct=$3 mode=$4 bs=$5 fn size part opts=()
+	shift 5
+	fn=$(printf '%s:' "${@//:/\\:}")
+	size=$(stat -L -c %s -- "$1")
+	if [ "$mode" = once ]; then
+		part=$((size / jobs / 4096 * 4096))
+		opts=(--size="$part" --offset_increment="$part")
+	else
+		opts=(--time_based --norandommap)
+	fi
+	[[ $rw == *write ]] || opts+=(--readonly)
+	[ $# -gt 1 ] && opts+=(--file_service_type=random)
+	timeout -k 10 $((BM_RUNTIME + 120)) fio --name=bench --filename="${fn%:}" --rw="$rw" \
+		--bs="$bs" --ioengine=psync --numjobs="$jobs" --runtime="$BM_RUNTIME" \
+		--group_reporting --direct="$direct" --invalidate=0 "${opts[@]}" \
+		--output-format=json 2>&1 |
+		awk -v sect="${rw#rand}" -v mbs="$([ "$bs" = 1m ] && echo 1)" '
 		/"error" : / { e = $3; gsub(/[^0-9]/, "", e); if (e + 0 != 0) err = e }
-		/"read" : \{/ { inread = 1 }
-		inread && /"iops" : / && iops == "" { iops = $3; gsub(/[^0-9.]/, "", iops) }
+		$0 ~ "\"" sect "\" : \\{" { in_s = 1 }
+		in_s && /"bw_bytes" : / && bw == "" { bw = $3; gsub(/[^0-9.]/, "", bw) }
+		in_s && /"iops" : / && iops == "" { iops = $3; gsub(/[^0-9.]/, "", iops) }
 		END {
 			if (err != "") print "ERR fio job error " err
-			else if (iops == "") print "ERR fio printed no read IOPS"
+			else if (iops == "") print "ERR fio printed no " sect " figures"
+			else if (mbs) printf "%.1f\n", bw / 1e6
 			else printf "%.0f\n", iops
-		}' <<<"$out"
+		}'
 }
 
-# bm_verify FILE RAW: compares 16 samples of 1 MiB spread over the disk (and
-# the last MiB) with the raw merged file; prints the first differing offset.
+# bm_nbdcopy CONNECTIONS URI: copies the NBD export to null:, prints MB/s.
+bm_nbdcopy()
+{
+	local size t0 ms
+	size=$(nbdinfo --size "$2" 2>/dev/null) || { echo "ERR nbdinfo failed"; return; }
+	t0=$EPOCHREALTIME
+	timeout -k 10 "$BM_SEQ_CAP" nbdcopy --connections="$1" "$2" null: 2>/dev/null ||
+		{ echo "ERR nbdcopy failed or took over $BM_SEQ_CAP s"; return; }
+	ms=$(bm_ms_since "$t0")
+	awk -v b="$size" -v ms="$ms" 'BEGIN { printf "%.1f\n", b / (ms / 1000) / 1e6 }'
+}
+
+# bm_measure METRIC: one sample on the contender that bm_up just started.
+bm_measure()
+{
+	local f=${BM_FILES[0]}
+	case $1 in
+	mount) echo "$BM_UP_MS" ;;
+	seq | cold) bm_seq "$f" ;;
+	seqd) bm_seq "$f" 1 ;;
+	pc) cat -- "$f" >/dev/null && bm_seq "$f" ;;
+	r1d) bm_fio randread 1 1 loop 4k "${BM_FILES[@]}" ;;
+	r2d) bm_fio randread 2 1 loop 4k "${BM_FILES[@]}" ;;
+	r1) bm_fio randread 1 0 once 4k "$f" ;;
+	r2) bm_fio randread 2 0 once 4k "$f" ;;
+	rpc) cat -- "$f" >/dev/null && bm_fio randread 1 0 loop 4k "$f" ;;
+	nbd1) bm_nbdcopy 1 "$f" ;;
+	nbd4) bm_nbdcopy 4 "$f" ;;
+	wseq) bm_fio write 1 1 loop 1m "$f" ;;
+	wr1d) bm_fio randwrite 1 1 loop 4k "$f" ;;
+	*) echo "ERR unknown metric $1" ;;
+	esac
+}
+
+# bm_warm DISK: reads the disk's image and raw files into the page cache. A
+# sparse file (less than half of it allocated: the generated 1 and 2 TiB
+# disks) is read only as far as it has blocks, which covers its metadata.
+bm_warm()
+{
+	local f blocks bsize size dense=()
+	# shellcheck disable=SC2086 # the lists are words
+	while read -r blocks bsize size f; do
+		if ((blocks * bsize * 2 >= size)); then
+			dense+=("$f")
+		else
+			head -c $((blocks * bsize)) -- "$f" >/dev/null
+		fi
+	done < <(stat -L -c '%b %B %s %n' -- ${BM_IMG[$1]} ${BM_RAW[$1]})
+	[ ${#dense[@]} -eq 0 ] || cat -- "${dense[@]}" >/dev/null
+}
+
+# bm_keep ARRAY KEY VALUE: ARRAY[KEY] becomes the largest VALUE (integers)
+# given to it.
+bm_keep()
+{
+	local -n a=$1
+	[ -n "$3" ] || return 0
+	if [ -z "${a[$2]:-}" ] || (($3 > a[$2])); then
+		a[$2]=$3
+	fi
+}
+
+# bm_verify DISK: compares the served files (BM_FILES) with the disk's raw
+# files: 1 MiB samples (17 over a single file, 3 per file of several) and the
+# regions listed in DIR/DISK.at (an NBD export: all of it). Prints where they
+# differ first.
 bm_verify()
 {
-	local f=$1 raw=$2 size rsize i off
-	size=$(stat -L -c %s -- "$f") rsize=$(stat -L -c %s -- "$raw")
-	[ "$size" = "$rsize" ] || { echo "size $size, raw has $rsize"; return 1; }
-	for ((i = 0; i <= 16; i++)); do
-		off=$(((size - 1048576) * i / 16 / 4096 * 4096))
-		((i == 16)) && off=$((size - 1048576))
-		cmp -s -i "$off:$off" -n 1048576 -- "$f" "$raw" || {
-			echo "data differs from the raw in the MiB at $off"
-			return 1
-		}
-	done
-}
-
-# bm_verify_at FILE ATFILE: ATFILE lists "OFFSET CHUNKFILE" pairs of what was
-# written where (the sparse 2 TiB image).
-bm_verify_at()
-{
-	local f=$1 off chunk
-	while read -r off chunk; do
-		cmp -s -i "$off:0" -n "$(stat -c %s -- "$chunk")" -- "$f" "$chunk" || {
-			echo "data differs at $off"
-			return 1
-		}
-	done <"$2"
-}
-
-# bm_hwm_keep KEY TOOL KB: remembers the largest VmHWM seen per KEY and tool.
-bm_hwm_keep()
-{
-	local key="$1|$2" kb=$3
-	[ -n "$kb" ] || return 0
-	if [ -z "${BM_HWM[$key]:-}" ] || ((kb > BM_HWM[$key])); then
-		BM_HWM[$key]=$kb
+	local raws i j n=16 size off len f
+	read -r -a raws <<<"${BM_RAW[$1]}"
+	if [ "$BM_TRANSPORT" = nbd ]; then
+		nbdcopy -- "${BM_FILES[0]}" - | cmp -s - "${raws[0]}" || echo "the NBD export differs"
+		return
 	fi
-}
-
-# bm_put_rss ROW KEY: the row gets each tool's largest VmHWM (MiB) kept
-# under KEY by bm_hwm_keep.
-bm_put_rss()
-{
-	local t
-	for t in vd qsd yal; do
-		[ -n "${BM_HWM[$2|$t]:-}" ] &&
-			bm_put "$1" "$t" "$(awk -v k="${BM_HWM[$2|$t]}" 'BEGIN { printf "%.1f", k / 1024 }')"
-	done
-}
-
-# bm_rows PFX DESC KIND...: declares the standard rows PFX.KIND of one chain
-# (DESC names it in labels and notes): seqw, seqc (sequential, warm / cold;
-# target 2x qsd), r1, r2 (random 4K, 1 / 2 jobs; target 3x qsd), r1d (1 job,
-# O_DIRECT: the daemon's per-request cost, no target), mount (and
-# PFX.mount.ok, the sampled data check), mrss (peak RSS right after mounting),
-# rss (peak RSS over every run on the chain).
-bm_rows()
-{
-	local p=$1 d=$2 k
-	shift 2
-	BM_DESC[$p]=$d
-	for k in "$@"; do
-		case $k in
-		seqw) bm_row "$p.$k" hi "qsd>=2" "seq MB/s warm, $d" ;;
-		seqc) bm_row "$p.$k" hi "qsd>=2" "seq MB/s cold, $d" ;;
-		r1) bm_row "$p.$k" hi "qsd>=3" "rand 4K IOPS 1 job, $d" ;;
-		r2) bm_row "$p.$k" hi "qsd>=3" "rand 4K IOPS 2 jobs, $d" ;;
-		r1d) bm_row "$p.$k" hi - "rand 4K IOPS O_DIRECT, $d" ;;
-		mount)
-			bm_row "$p.$k" lo - "mount ms, $d"
-			bm_row "$p.$k.ok" txt - "  data = raw (sampled)" ;;
-		mrss) bm_row "$p.$k" lo - "RSS MiB after mount, $d" ;;
-		rss) bm_row "$p.$k" lo - "peak RSS MiB, $d" ;;
-		esac
-	done
-}
-
-# bm_check_data ROW TOOL RAW TOP: row ROW.ok gets yes/NO from comparing
-# samples of the mounted disk (BM_FILE) with RAW, or with the regions listed
-# in TOP's .at file when there is no RAW.
-bm_check_data()
-{
-	local why
-	if [ -n "$3" ]; then
-		why=$(bm_verify "$BM_FILE" "$3")
-	else
-		why=$(bm_verify_at "$BM_FILE" "${4%.*}.at")
-	fi
-	if [ -z "$why" ]; then
-		bm_put "$1.ok" "$2" yes
-	else
-		bm_put "$1.ok" "$2" NO
-		bm_note "${BM_DESC[${1%.*}]}: $2: $why"
-	fi
-}
-
-# bm_case PFX KIND TOOL FMT TOP RAW WARM_FILES...: row PFX.KIND for TOOL,
-# each run on a fresh mount. KIND is seqw (image files in the page cache
-# first), seqc (caches dropped before mounting), r1/r2/r1d (fio, 1 or 2
-# jobs, r1d with O_DIRECT; warm) or mount (3 warm mounts; the first also
-# checks the data). The value is the median of the runs (BM_SEQ_REPEAT of
-# them for seq*, BM_REPEAT for r*, 3 for mount). For the raw tool, the warm
-# file is RAW itself; it has no mount and no O_DIRECT value (that would
-# measure the disk, not the limit of the page-cache path).
-bm_case()
-{
-	local p=$1 kind=$2 tool=$3 fmt=$4 top=$5 raw=$6 v i n=$BM_REPEAT vals=() capped=
-	local row=$1.$2 desc=${BM_DESC[$1]}
-	shift 6
-	[[ " $BM_TOOLS " == *" $tool "* ]] || return 0
-	case $kind in
-	mount) n=3 ;;
-	seq?) n=$BM_SEQ_REPEAT ;;
-	esac
-	[ "$tool" = raw ] && [[ $kind == mount || $kind == r1d ]] && return 0
-	for ((i = 0; i < n; i++)); do
-		case $kind in
-		seqc) bm_cold ;;
-		*) if [ "$tool" = raw ]; then bm_warm "$raw"; else bm_warm "$@"; fi ;;
-		esac
-		if ! bm_up "$tool" "$fmt" "$top" "$raw"; then
-			bm_down
-			bm_put "$row" "$tool" n/a
-			bm_note "$desc: $BM_ERR"
-			return 0
-		fi
-		case $kind in
-		seq?) v=$(bm_seq "$BM_FILE" "$BM_SEQ_CAP") ;;
-		r1) v=$(bm_rand "$BM_FILE" 1 "$BM_RUNTIME") ;;
-		r2) v=$(bm_rand "$BM_FILE" 2 "$BM_RUNTIME") ;;
-		r1d) v=$(bm_rand "$BM_FILE" 1 "$BM_RUNTIME" 1) ;;
-		mount)
-			v=$BM_MOUNT_MS
-			[ -n "$BM_PID" ] && bm_hwm_keep "$p.mount" "$tool" "$(bm_hwm_kb "$BM_PID")"
-			((i == 0)) && bm_check_data "$row" "$tool" "$raw" "$top" ;;
-		esac
-		bm_down
-		bm_hwm_keep "$p" "$tool" "$BM_HWM_KB"
-		case $v in
-		ERR*) break ;;
-		*" capped") capped=1 ;;
-		esac
-		vals+=("${v% capped}")
-	done
-	case $v in
-	ERR*)
-		bm_put "$row" "$tool" n/a
-		bm_note "$desc: $tool: ${BM_LABEL[$row]}: ${v#ERR }" ;;
-	*)
-		bm_put "$row" "$tool" "$(printf '%s\n' "${vals[@]}" | sort -g |
-			sed -n "$(((${#vals[@]} + 1) / 2))p")" ;;
-	esac
-	[ -n "$capped" ] && bm_note "$desc: $tool: ${BM_LABEL[$row]}: read stopped after" \
-		"${BM_SEQ_CAP} s (rate over the part read)"
-	printf '    %-38s %-4s %s\n' "${BM_LABEL[$row]}" "$tool" "${BM_VAL[$row|$tool]}"
-}
-
-# bm_chain PFX FMT TOP RAW "KIND..." "TOOL..." WARM_FILES...: every KIND for
-# every tool, all tools within one kind before the next so that they see
-# the same conditions; then the RSS rows.
-bm_chain()
-{
-	local p=$1 fmt=$2 top=$3 raw=$4 kinds=$5 tools=$6 k t
-	shift 6
-	for k in $kinds; do
-		for t in $tools; do
-			bm_case "$p" "$k" "$t" "$fmt" "$top" "$raw" "$@"
+	[ ${#raws[@]} -gt 1 ] && n=2
+	for j in "${!raws[@]}"; do
+		f=${BM_FILES[j]}
+		size=$(stat -L -c %s -- "${raws[j]}")
+		[ "$(stat -L -c %s -- "$f")" = "$size" ] || { echo "size differs from ${raws[j]##*/}"; return; }
+		for ((i = 0; i <= n; i++)); do
+			off=$(((size - 1048576) * i / n / 4096 * 4096))
+			cmp -s -i "$off:$off" -n 1048576 -- "$f" "${raws[j]}" ||
+				{ echo "${raws[j]##*/}: the MiB at $off differs"; return; }
 		done
 	done
-	bm_put_rss "$p.rss" "$p"
-	bm_put_rss "$p.mrss" "$p.mount"
+	[ -s "$BM_DIR/$1.at" ] || return 0
+	while read -r off len; do
+		cmp -s -i "$off:$off" -n "$len" -- "${BM_FILES[0]}" "${raws[0]}" ||
+			{ echo "${raws[0]##*/}: $len bytes at $off differ"; return; }
+	done <"$BM_DIR/$1.at"
 }
 
-# bm_put_ratio ROW NUM_ROW DEN_ROW: for each tool, NUM/DEN (depth 32 / depth 1).
-bm_put_ratio()
+# bm_sample ROW DISK METRIC TOOL REP: one fresh instance, one value.
+bm_sample()
 {
-	local t a b
-	for t in "${BM_TOOLS_ALL[@]}"; do
-		a=${BM_VAL[$2|$t]:-} b=${BM_VAL[$3|$t]:-}
-		[ -n "$a" ] && [ -n "$b" ] && bm_put "$1" "$t" "$(bm_ratio "$a" "$b")"
+	local row=$1 disk=$2 m=$3 t=$4 v why
+	[ "${BM_M_PREP[$m]}" = cold ] && vd_drop_caches
+	if ! bm_up "$t" "$disk"; then
+		bm_down
+		BM_BROKEN[$disk|$t]=$BM_ERR
+		bm_note "${BM_DESC[$disk]}: $BM_ERR"
+		return
+	fi
+	v=$(bm_measure "$m")
+	if [ "$m" = mount ] && [ -z "${BM_VAL[$disk.ok|$t]:-}" ] && [ "$t" != raw ]; then
+		why=$(bm_verify "$disk")
+		BM_VAL[$disk.ok|$t]=yes
+		if [ -n "$why" ]; then
+			# Timing a contender that serves other bytes compares nothing.
+			BM_VAL[$disk.ok|$t]=NO
+			BM_BROKEN[$disk|$t]=1
+			bm_note "${BM_DESC[$disk]}: $t: data check: $why (not timed further)"
+		fi
+	fi
+	bm_down
+	bm_keep BM_HWM "$disk|$t" "$BM_HWM_KB"
+	bm_keep BM_FDMAX "$disk|$t" "$BM_FDS"
+	printf '%s\t%s\t%s\t%s\n' "$row" "$t" "$5" "$v" >>"$BM_SAMPLES_FILE"
+	case $v in
+	ERR*)
+		BM_VAL[$row|$t]=n/a
+		bm_note "${BM_DESC[$disk]}: $t: ${BM_M_LABEL[$m]}: ${v#ERR }" ;;
+	*" capped")
+		bm_note "${BM_DESC[$disk]}: $t: ${BM_M_LABEL[$m]}: stopped after $BM_SEQ_CAP s" \
+			"(rate over the part read)"
+		BM_SAMPLES[$row|$t]+=" ${v% capped}" ;;
+	*) BM_SAMPLES[$row|$t]+=" $v" ;;
+	esac
+}
+
+bm_median()
+{
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# bm_row DISK METRIC [TOOL...]: measures the row for the contenders that are
+# installed, wanted (VD_BENCH_TOOLS) and not broken on this disk (a contender
+# that failed to serve it once is n/a in its later rows).
+bm_row()
+{
+	local disk=$1 m=$2 row=$1.$2 tools=() t rep k n reps=$BM_REPEAT old_nofile
+	shift 2
+	for t in "${@:-${BM_TOOLS_ALL[@]}}"; do
+		[[ " $BM_TOOLS " == *" $t "* ]] || continue
+		[[ ${BM_M_SKIP[$m]} == *" $t "* ]] && continue
+		[ -n "${BM_BROKEN[$disk|$t]:-}" ] && { BM_VAL[$row|$t]=n/a; continue; }
+		tools+=("$t")
+	done
+	BM_ROWS+=("$row")
+	BM_ROW_DISK[$row]=$disk BM_ROW_METRIC[$row]=$m
+	n=${#tools[@]}
+	((n > 0)) || return 0
+	[ "$m" = mount ] && ((reps < 5)) && reps=5
+	[ "${BM_M_PREP[$m]}" = warm ] && bm_warm "$disk"
+	old_nofile=$(ulimit -Sn)
+	[ -n "${BM_NOFILE[$disk]}" ] && ulimit -Sn "${BM_NOFILE[$disk]}"
+	for ((rep = 0; rep < reps; rep++)); do
+		for ((k = 0; k < n; k++)); do
+			t=${tools[(k + rep) % n]}
+			[ -n "${BM_BROKEN[$disk|$t]:-}" ] && continue
+			bm_sample "$row" "$disk" "$m" "$t" "$rep"
+		done
+	done
+	ulimit -Sn "$old_nofile"
+	for t in "${tools[@]}"; do
+		if [ -n "${BM_BROKEN[$disk|$t]:-}" ] || [ "${BM_VAL[$row|$t]:-}" = n/a ]; then
+			BM_VAL[$row|$t]=n/a
+			continue
+		fi
+		# shellcheck disable=SC2086 # a list of numbers
+		BM_VAL[$row|$t]=$(bm_median ${BM_SAMPLES[$row|$t]})
+	done
+	printf '    %-42s' "${BM_M_LABEL[$m]}"
+	for t in "${tools[@]}"; do
+		printf ' %s=%s' "$t" "${BM_VAL[$row|$t]}"
+	done
+	echo
+}
+
+# bm_rows DISK METRIC...: bm_row for each metric, then the disk's RSS, open
+# files and data check rows.
+bm_rows()
+{
+	local disk=$1 m
+	shift
+	for m in "$@"; do
+		bm_row "$disk" "$m"
+	done
+	for m in "${BM_TOOLS_ALL[@]}"; do
+		[ -n "${BM_HWM[$disk|$m]:-}" ] &&
+			BM_VAL[$disk.rss|$m]=$(awk -v k="${BM_HWM[$disk|$m]}" 'BEGIN { printf "%.1f", k / 1024 }')
+		[ -n "${BM_FDMAX[$disk|$m]:-}" ] && BM_VAL[$disk.fds|$m]=${BM_FDMAX[$disk|$m]}
+	done
+	for m in rss fds ok; do
+		BM_ROWS+=("$disk.$m")
+		BM_ROW_DISK[$disk.$m]=$disk BM_ROW_METRIC[$disk.$m]=$m
 	done
 }
 
-# bm_fmt KIND VALUE: numbers to a readable precision; other text unchanged.
-bm_fmt()
+# bm_targets_load FILE: lines "PATTERN AGAINST OP LIMIT WHY..." (tabs or
+# spaces; # comments). PATTERN is a glob over row ids (DISK.METRIC); AGAINST
+# is a contender (the target is on vdmount / it) or vd (on vdmount's own
+# value); OP one of >= <= > <. The first line whose pattern matches a row is
+# its target.
+bm_targets_load()
 {
-	awk -v k="$1" -v v="$2" 'BEGIN {
-		if (v !~ /^[0-9.]+$/) { print (v == "" ? "-" : v); exit }
-		if (k == "rr") printf "%.2f\n", v
-		else if (v + 0 >= 100) printf "%.0f\n", v
-		else printf "%.1f\n", v
-	}'
+	local pat against op limit why
+	BM_TARGETS=()
+	while read -r pat against op limit why; do
+		[[ -z $pat || $pat == \#* ]] && continue
+		[[ " vd ${BM_TOOLS_ALL[*]} " == *" $against "* && $op =~ ^(>=|<=|>|<)$ &&
+			$limit =~ ^[0-9.]+$ ]] || { echo "bad target line: $pat $against $op $limit" >&2; return 1; }
+		BM_TARGETS+=("$pat $against $op $limit")
+	done <"$1"
+}
+
+bm_target_of()
+{
+	local t
+	for t in "${BM_TARGETS[@]}"; do
+		# shellcheck disable=SC2053 # the pattern is a glob on purpose
+		[[ $1 == ${t%% *} ]] && { echo "${t#* }"; return 0; }
+	done
 }
 
 # bm_ratio A B: A/B with two decimals, or "-".
@@ -308,50 +365,74 @@ bm_ratio()
 	}'
 }
 
-# bm_verdict TARGET VD VD_QSD: "ok", "MISS" or "-" against the row's target.
+# bm_verdict ROW: "TARGET ok|MISS|-" for the row, or nothing.
 bm_verdict()
 {
-	awk -v t="$1" -v vd="$2" -v r="$3" 'BEGIN {
-		if (t == "-") { print ""; exit }
-		if (t ~ /^qsd>=/) { x = r; lim = substr(t, 6); op = ">=" }
-		else if (t ~ /^>=/) { x = vd; lim = substr(t, 3); op = ">=" }
-		else { x = vd; lim = substr(t, 2); op = "<" }
-		if (x !~ /^[0-9.]+$/) { print t "  -"; exit }
-		ok = op == ">=" ? x + 0 >= lim + 0 : x + 0 < lim + 0
-		print t "  " (ok ? "ok" : "MISS")
+	local tg against op limit x
+	tg=$(bm_target_of "$1")
+	[ -n "$tg" ] || return 0
+	read -r against op limit <<<"$tg"
+	if [ "$against" = vd ]; then
+		x=${BM_VAL[$1|vd]:-}
+	else
+		x=$(bm_ratio "${BM_VAL[$1|vd]:-}" "${BM_VAL[$1|$against]:-}")
+	fi
+	awk -v x="$x" -v op="$op" -v l="$limit" -v a="$against" 'BEGIN {
+		t = (a == "vd" ? "" : "vd/" a " ") op l
+		if (x !~ /^[0-9.]+$/) { print t " -"; exit }
+		ok = op == ">=" ? x + 0 >= l + 0 : op == "<=" ? x + 0 <= l + 0 : op == ">" ? x + 0 > l + 0 : x + 0 < l + 0
+		print t " " (ok ? "ok" : "MISS")
 	}'
 }
 
-bm_table_line()
+bm_fmt()
 {
-	printf '%-38s %9s %9s %9s %9s %7s %7s  %s\n' "$@"
+	awk -v v="$1" 'BEGIN {
+		if (v !~ /^[0-9.]+$/) { print (v == "" ? "-" : v); exit }
+		if (v ~ /^[0-9]+$/) { print v; exit }
+		printf (v + 0 >= 100 ? "%.0f\n" : "%.1f\n"), v
+	}'
 }
 
-# bm_table: the results, one row per metric (rows without any value are
-# left out).
+# bm_table [md]: every row with a value: the text table, or Markdown.
 bm_table()
 {
-	local r k c t vd cells any
-	bm_table_line metric raw vdmount qsd vmdkmount vd/qsd vd/raw target
-	printf '%s\n' "$(printf '%.0s-' {1..104})"
+	local md=${1:-} r m disk last='' cells t fmt any label
+	if [ -n "$md" ]; then
+		echo "| row | reads | vdmount | ceiling | qemu | libyal | raw | vd/ceil | vd/qemu | vd/yal | vd/raw | target |"
+		echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+		fmt='| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n'
+	else
+		fmt='%-40s %-10s %8s %8s %8s %8s %8s %7s %7s %7s %7s  %s\n'
+		# shellcheck disable=SC2059 # the format is ours
+		printf "$fmt" row reads vdmount ceiling qemu libyal raw vd/ceil vd/qemu vd/yal vd/raw target
+	fi
 	for r in "${BM_ROWS[@]}"; do
-		k=${BM_KIND[$r]}
+		disk=${BM_ROW_DISK[$r]} m=${BM_ROW_METRIC[$r]}
 		cells=() any=
-		for t in raw vd qsd yal; do
-			c=${BM_VAL[$r|$t]:-}
-			[ -n "$c" ] && any=1
-			cells+=("$(bm_fmt "$k" "$c")")
+		for t in "${BM_TOOLS_ALL[@]}"; do
+			[ -n "${BM_VAL[$r|$t]:-}" ] && any=1
+			cells+=("$(bm_fmt "${BM_VAL[$r|$t]:-}")")
 		done
 		[ -n "$any" ] || continue
-		vd=${BM_VAL[$r|vd]:-}
-		if [ "$k" = rr ] || [ "$k" = txt ]; then
-			c=-
-			t=-
-		else
-			c=$(bm_ratio "$vd" "${BM_VAL[$r|qsd]:-}")
-			t=$(bm_ratio "$vd" "${BM_VAL[$r|raw]:-}")
+		for t in ceil qemu yal raw; do
+			if [ "$m" = ok ]; then
+				cells+=(-)
+			else
+				cells+=("$(bm_ratio "${BM_VAL[$r|vd]:-}" "${BM_VAL[$r|$t]:-}")")
+			fi
+		done
+		label="${BM_M_LABEL[$m]}${BM_M_UNIT[$m]:+, ${BM_M_UNIT[$m]}}"
+		label=${label%, -}
+		if [ "$disk" != "$last" ]; then
+			if [ -n "$md" ]; then
+				printf '| **%s** |||||||||||\n' "${BM_DESC[$disk]}"
+			else
+				echo "${BM_DESC[$disk]}"
+			fi
+			last=$disk
 		fi
-		bm_table_line "${BM_LABEL[$r]}" "${cells[@]}" "$c" "$t" \
-			"$(bm_verdict "${BM_TARGET[$r]}" "$vd" "$c")"
+		# shellcheck disable=SC2059
+		printf "$fmt" "  $label" "${BM_M_READS[$m]}" "${cells[@]}" "$(bm_verdict "$r")"
 	done
 }

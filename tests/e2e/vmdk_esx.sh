@@ -28,12 +28,10 @@ rm -f "$VD_TMP/q.raw"
 # libvmdk reads the whole COWD chain (delta over the vmfs base): a second
 # independent reader of the generator's output.
 if command -v vmdkmount >/dev/null; then
-	ym=$M/vmdkmount
-	mkdir -p "$ym"
-	if timeout 30 vmdkmount "$W/cowd/vm-000002.vmdk" "$ym" >/dev/null 2>&1; then
+	if vd_yal_mount "$W/cowd/vm-000002.vmdk" "$M/vmdkmount"; then
 		vd_check "libvmdk's vmdkmount agrees with the COWD model" \
-			cmp "$ym/vmdk3" "$E/vm-000002.raw"
-		umount "$ym" 2>/dev/null || fusermount3 -u "$ym"
+			cmp "$VD_YAL_FILE" "$E/vm-000002.raw"
+		vd_umount "$M/vmdkmount"
 	else
 		vd_fail "vmdkmount could not open the COWD chain"
 	fi
