@@ -405,7 +405,7 @@ int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint
 			  uint64_t *pnum, int *owner)
 {
 	struct vd_map map;
-	int o;
+	int o = -1;
 	int st;
 
 	if (level >= c->depth)
