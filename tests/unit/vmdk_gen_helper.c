@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -164,6 +165,24 @@ void kgen_poke(const char *path, uint64_t off, const void *p, size_t n)
 
 	if (fd < 0 || pwrite(fd, p, n, (off_t)off) != (ssize_t)n || close(fd) != 0)
 		abort();
+}
+
+void kgen_pread(const char *path, void *buf, size_t n, uint64_t off)
+{
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || vd_pread_full(fd, buf, n, off) < 0)
+		abort();
+	close(fd);
+}
+
+uint64_t kgen_size(const char *path)
+{
+	struct stat s;
+
+	if (stat(path, &s) < 0)
+		abort();
+	return (uint64_t)s.st_size;
 }
 
 int kgen_sh(const char *fmt, ...)

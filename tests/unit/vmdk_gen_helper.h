@@ -36,6 +36,9 @@ const char *kgen_path(const char *name); /* static buffer, valid until the next 
 void kgen_write_text(const char *path, const char *text);
 /* Writes bytes at off of an existing file. */
 void kgen_poke(const char *path, uint64_t off, const void *p, size_t n);
+/* Reads n bytes at off of path (aborts on failure); size of path. */
+void kgen_pread(const char *path, void *buf, size_t n, uint64_t off);
+uint64_t kgen_size(const char *path);
 /* Runs a shell command; returns its exit status. */
 int kgen_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
