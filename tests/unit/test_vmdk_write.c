@@ -526,7 +526,7 @@ static void test_create_child_refuses(void **state)
 	kgen_write_text(existing, "anyone's data\n");
 	before = read_file(existing, &n1);
 	entries = dir_entries(dir);
-	expect_create_fails(parent, existing, -EEXIST, "will not replace an existing file");
+	expect_create_fails(parent, existing, -EEXIST, "exists already");
 	after = read_file(existing, &n2);
 	assert_int_equal(n1, n2);
 	assert_memory_equal(before, after, n1);
