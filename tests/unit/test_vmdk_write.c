@@ -34,11 +34,12 @@
 #define PCAP 13000 /* parent sectors: 101.5625 grains, the last one partial */
 #define PDESC                                                                                      \
 	"# Disk DescriptorFile\nversion=1\nCID=5eed0001\nparentCID=ffffffff\n"                     \
-	"createType=\"monolithicSparse\"\n\nRW 13000 SPARSE \"p.vmdk\"\n\n#DDB\n"                   \
+	"createType=\"monolithicSparse\"\n\nRW 13000 SPARSE \"p.vmdk\"\n\n#DDB\n"                  \
 	"ddb.adapterType = \"lsilogic\"\nddb.geometry.cylinders = \"12\"\n"                        \
 	"ddb.geometry.heads = \"255\"\nddb.geometry.sectors = \"63\"\n"                            \
-	"ddb.virtualHWVersion = \"14\"\nddb.uuid = \"60 00 C2 9f 48 66 ae a5-2f 18 d3 03 0b a9 14 "  \
-	"ff\"\nddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n"
+	"ddb.virtualHWVersion = \"14\"\n"                                                          \
+	"ddb.uuid = \"60 00 C2 9f 48 66 ae a5-2f 18 d3 03 0b a9 14 ff\"\n"                         \
+	"ddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n"
 
 static uint8_t *read_file(const char *path, size_t *len)
 {
@@ -151,8 +152,17 @@ static void test_kdmv_roundtrip(void **state)
 		hdr_equal(&h, &d);
 	}
 	/* a stream header: every field set */
-	h = (struct vmdk_kdmv_header){3,  0x30001, 22441,    128, 1, 20, 512, 0,
-				      VMDK_GD_AT_END, 128,     1,   1};
+	h = (struct vmdk_kdmv_header){.version = 3,
+				      .flags = 0x30001,
+				      .capacity = 22441,
+				      .grain_size = 128,
+				      .desc_offset = 1,
+				      .desc_size = 20,
+				      .num_gtes_per_gt = 512,
+				      .gd_offset = VMDK_GD_AT_END,
+				      .overhead = 128,
+				      .unclean_shutdown = 1,
+				      .compress_algorithm = 1};
 	vmdk_kdmv_encode(&h, buf);
 	assert_int_equal(vmdk_kdmv_decode(buf, "x", &d), 0);
 	hdr_equal(&h, &d);
@@ -813,8 +823,8 @@ static void test_close_flushes(void **state)
 	delta_done(&d);
 }
 
-static void expect_write_fails(struct vd_image *img, const void *p, size_t n, uint64_t off,
-			       int err, const char *msg)
+static void expect_write_fails(struct vd_image *img, const void *p, size_t n, uint64_t off, int err,
+			       const char *msg)
 {
 	int saved = kgen_capture_begin();
 	int r = vd_image_write(img, p, n, off);
@@ -887,8 +897,8 @@ static void test_discard(void **state)
 	assert_int_equal(gte_on_disk(&d, 7, false), 1);
 	assert_int_equal(kgen_size(d.path), size0);
 	/* the whole partial last grain can be discarded */
-	assert_int_equal(vd_image_discard(d.img, 101ull * GRAIN, (uint64_t)PCAP * 512 - 101ull * GRAIN),
-			 0);
+	assert_int_equal(
+	    vd_image_discard(d.img, 101ull * GRAIN, (uint64_t)PCAP * 512 - 101ull * GRAIN), 0);
 	/* a zeroed grain written again gets a new grain */
 	fill(w, GRAIN, 5);
 	assert_int_equal(vd_image_write(d.img, w, GRAIN, GRAIN), 0);
