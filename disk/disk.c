@@ -227,6 +227,57 @@ int vd_image_read(struct vd_image *img, void *buf, size_t len, uint64_t off,
 	return 0;
 }
 
+/* Range check shared by write and discard. */
+static int image_range_ok(struct vd_image *img, uint64_t off, uint64_t len, const char *what)
+{
+	if (off <= img->size && len <= img->size - off)
+		return 0;
+	vd_log_err("%s: %s of %" PRIu64 " bytes at offset %" PRIu64 " is past the end (%" PRIu64
+		   " bytes)",
+		   img->path, what, len, off, img->size);
+	return -EINVAL;
+}
+
+int vd_image_write(struct vd_image *img, const void *buf, size_t len, uint64_t off)
+{
+	if (!(img->flags & VD_OPEN_RDWR) || !img->ops->write)
+		return -EROFS;
+	if (len == 0)
+		return 0;
+	if (image_range_ok(img, off, len, "write") < 0)
+		return -EINVAL;
+	return img->ops->write(img, buf, len, off);
+}
+
+int vd_image_discard(struct vd_image *img, uint64_t off, uint64_t len)
+{
+	if (!(img->flags & VD_OPEN_RDWR))
+		return -EROFS;
+	if (!img->ops->discard)
+		return -ENOTSUP;
+	if (len == 0)
+		return 0;
+	if (image_range_ok(img, off, len, "discard") < 0)
+		return -EINVAL;
+	return img->ops->discard(img, off, len);
+}
+
+int vd_image_flush(struct vd_image *img)
+{
+	if (!(img->flags & VD_OPEN_RDWR) || !img->ops->flush)
+		return 0;
+	return img->ops->flush(img);
+}
+
+int vd_image_create_child(struct vd_image *parent, const char *path)
+{
+	if (!parent->ops->create_child) {
+		vd_log_err("%s: cannot create a delta of a %s image", path, parent->ops->name);
+		return -ENOTSUP;
+	}
+	return parent->ops->create_child(parent, path);
+}
+
 int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path)
 {
 	struct vd_hint *h;

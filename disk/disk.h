@@ -206,6 +206,17 @@ int vd_image_block_status(struct vd_image *img, uint64_t off, uint64_t len, uint
 int vd_image_read(struct vd_image *img, void *buf, size_t len, uint64_t off,
 		  const struct vd_map *map);
 
+/* The write side, for callers outside disk/ (contracts at the ops above).
+ * vd_image_write: -EROFS unless img was opened VD_OPEN_RDWR and its driver
+ * writes, -EINVAL for a range outside the disk. vd_image_discard: -ENOTSUP
+ * (not logged) when the driver has no discard: write zeros instead.
+ * vd_image_flush: 0 on an image that is not writable. vd_image_create_child:
+ * -ENOTSUP (logged) for a format that cannot make deltas. */
+int vd_image_write(struct vd_image *img, const void *buf, size_t len, uint64_t off);
+int vd_image_discard(struct vd_image *img, uint64_t off, uint64_t len);
+int vd_image_flush(struct vd_image *img);
+int vd_image_create_child(struct vd_image *parent, const char *path);
+
 /* Appends a parent hint (copies the strings). Returns 0 or -ENOMEM/-E2BIG. */
 int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path);
 

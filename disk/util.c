@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -104,6 +105,107 @@ int vd_fd_size(int fd, uint64_t *out)
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
 	*out = (uint64_t)st.st_size;
+	return 0;
+}
+
+int vd_create_tmp(const char *path, char **tmp)
+{
+	int fd, r;
+
+	if (asprintf(tmp, "%s.tmpXXXXXX", path) < 0) {
+		*tmp = NULL;
+		return -ENOMEM;
+	}
+	fd = mkostemp(*tmp, O_CLOEXEC);
+	if (fd < 0 || fchmod(fd, 0644) < 0) {
+		r = -errno;
+		vd_log_err("%s: cannot create a temporary file beside it (%s): %s", path, *tmp,
+			   strerror(-r));
+		if (fd >= 0) {
+			unlink(*tmp);
+			close(fd);
+		}
+		free(*tmp);
+		*tmp = NULL;
+		return r;
+	}
+	return fd;
+}
+
+/* Renames tmp to path unless path exists. */
+static int rename_noreplace(const char *tmp, const char *path)
+{
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	/* A filesystem without RENAME_NOREPLACE: link() never replaces either. */
+	if (link(tmp, path) < 0)
+		return -errno;
+	unlink(tmp);
+	return 0;
+}
+
+/* Makes the new directory entry of path durable. */
+static int dir_sync(const char *path)
+{
+	char *dir = vd_path_dir(path);
+	int fd, r = 0;
+
+	if (!dir)
+		return -ENOMEM;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return r;
+}
+
+int vd_create_finish(int fd, char *tmp, const char *path, int r)
+{
+	int e = 0;
+
+	if (r == 0 && fsync(fd) < 0) {
+		r = -errno;
+		vd_log_err("%s: cannot write %s: %s", path, tmp, strerror(-r));
+	}
+	if (r == 0) {
+		r = rename_noreplace(tmp, path);
+		if (r == -EEXIST)
+			vd_log_err("%s: exists already: vdmount never replaces a file", path);
+		else if (r < 0)
+			vd_log_err("%s: cannot create: %s", path, strerror(-r));
+	}
+	if (r < 0)
+		unlink(tmp);
+	else
+		e = dir_sync(path);
+	/* The file is complete and in place: a directory that cannot be synced
+	 * only makes its name less durable. */
+	if (e < 0)
+		vd_log_warn("%s: cannot sync its directory: %s", path, strerror(-e));
+	close(fd);
+	free(tmp);
+	return r;
+}
+
+int vd_random_bytes(void *buf, size_t n)
+{
+	uint8_t *p = buf;
+
+	while (n) {
+		ssize_t got = getrandom(p, n, 0);
+
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += got;
+		n -= (size_t)got;
+	}
 	return 0;
 }
 

@@ -81,6 +81,23 @@ int vd_open_ro(const char *path);
 /* Size of the file behind fd in bytes (block devices included), or -errno. */
 int vd_fd_size(int fd, uint64_t *out);
 
+/* Creating a file without ever replacing one (a new delta may sit beside
+ * evidence). vd_create_tmp() opens a new, empty temporary file in path's
+ * directory (mode 0644) and returns its fd, with its name in *tmp
+ * (malloc'd); -errno on failure (logged, naming path). The caller fills it
+ * with pwrite/ftruncate, then calls vd_create_finish() with its own status
+ * r: when r == 0 the file is fsync'd and renamed to path without replacing
+ * anything (-EEXIST if path exists; RENAME_NOREPLACE, or link() where the
+ * filesystem lacks it) and the directory is fsync'd; otherwise, or when
+ * that fails, the temporary file is removed. finish always closes fd and
+ * frees tmp, and returns r, or the -errno of the step that failed (logged
+ * there; the caller's own r is not logged again). */
+int vd_create_tmp(const char *path, char **tmp);
+int vd_create_finish(int fd, char *tmp, const char *path, int r);
+
+/* Fills buf with n random bytes from getrandom(2). Returns 0 or -errno. */
+int vd_random_bytes(void *buf, size_t n);
+
 /* Paths (all return malloc'd strings, or NULL when out of memory). */
 
 /* Directory part of path: "." when it has none, "/" for a file in /. */

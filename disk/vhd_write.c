@@ -109,8 +109,8 @@ static int layout_create(const char *path, struct vhd_footer *f, struct vhd_head
 	uint64_t off = VHD_NEW_BAT_OFF + bat_bytes;
 	uint8_t fbuf[VHD_FOOTER_SIZE], hbuf[VHD_HEADER_SIZE];
 	uint8_t *bat = NULL;
-	char *tmp = NULL;
-	int fd = -1, r;
+	char *tmp;
+	int fd, r;
 
 	h->table_offset = VHD_NEW_BAT_OFF;
 	h->max_entries = n;
@@ -127,17 +127,14 @@ static int layout_create(const char *path, struct vhd_footer *f, struct vhd_head
 	vhd_footer_encode(f, fbuf);
 	vhd_header_encode(h, hbuf);
 	bat = malloc(bat_bytes);
-	if (asprintf(&tmp, "%s.tmpXXXXXX", path) < 0)
-		tmp = NULL;
-	if (!bat || !tmp) {
+	if (!bat) {
 		r = -ENOMEM;
 		goto out;
 	}
 	memset(bat, 0xFF, bat_bytes);
-	fd = mkstemp(tmp);
+	fd = vd_create_tmp(path, &tmp);
 	if (fd < 0) {
-		r = -errno;
-		vd_log_err("vhd: %s: cannot create: %s", tmp, strerror(-r));
+		r = fd;
 		goto out;
 	}
 	r = vd_pwrite_full(fd, fbuf, sizeof(fbuf), 0);
@@ -149,27 +146,11 @@ static int layout_create(const char *path, struct vhd_footer *f, struct vhd_head
 		r = vd_pwrite_full(fd, locs[i].buf, locs[i].len, h->loc[i].offset);
 	if (r == 0)
 		r = vd_pwrite_full(fd, fbuf, sizeof(fbuf), off);
-	if (r == 0 && (fchmod(fd, 0644) < 0 || fsync(fd) < 0))
-		r = -errno;
-	/* Never replace an existing file: the name may be anyone's image. */
-	if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
-		r = -errno;
-		if (r == -EINVAL || r == -ENOSYS) { /* fs without RENAME_NOREPLACE */
-			r = link(tmp, path) < 0 ? -errno : 0;
-			if (r == 0)
-				unlink(tmp);
-		}
-	}
-	if (r == -EEXIST)
-		vd_log_err("%s: exists already: vdmount never replaces a file", path);
-	else if (r < 0)
-		vd_log_err("vhd: %s: cannot write: %s", path, strerror(-r));
 	if (r < 0)
-		unlink(tmp);
+		vd_log_err("vhd: %s: cannot write: %s", path, strerror(-r));
+	/* Never replaces an existing file: the name may be anyone's image. */
+	r = vd_create_finish(fd, tmp, path, r);
 out:
-	if (fd >= 0)
-		close(fd);
-	free(tmp);
 	free(bat);
 	return r;
 }

@@ -10,7 +10,9 @@
  * Requests are split at extent boundaries here; backends see extent-relative
  * offsets only. NOACCESS extents are handled here (no backend, no file
  * opened): block_status says DATA, read says -EIO. All state is immutable
- * after open(); backends lock their own caches. Read-only for now. */
+ * after open(); backends lock their own caches. Only a delta vdmount made
+ * (one monolithicSparse file) opens for writing; its backend writes
+ * (vmdk_alloc.c), create_child() is in vmdk_write.c. */
 #include "disk/vmdk.h"
 
 #include <errno.h>
@@ -235,6 +237,7 @@ static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t s
 		e->flat_offset = d->offset * 512; /* parser caps offset at 2^54 sectors */
 		e->name = d->name;
 		e->image_path = img->path;
+		e->writable = (img->flags & VD_OPEN_RDWR) != 0;
 		st->n_ext = i + 1;
 		start += d->sectors * 512; /* parser caps the sum at 2^63 bytes */
 		if (e->access == VMDK_ACCESS_NOACCESS)
@@ -344,7 +347,21 @@ static int open_kdmv(struct vd_image *img, struct vmdk_state *st, const uint8_t 
 			   img->path, st->desc.total_sectors, h.capacity);
 		return -EINVAL;
 	}
-	return extents_build(img, st, h.capacity);
+	if ((img->flags & VD_OPEN_RDWR) &&
+	    (st->no_identity || strcmp(st->desc.create_type, "monolithicSparse") != 0 ||
+	     st->desc.parent_cid == VMDK_CID_NONE)) {
+		vd_log_err("vmdk: %s: cannot open for writing: only a monolithicSparse delta "
+			   "vdmount made is written",
+			   img->path);
+		return -EROFS;
+	}
+	r = extents_build(img, st, h.capacity);
+	if (r == 0 && (img->flags & VD_OPEN_RDWR) && !st->ext[0].ops->write) {
+		vd_log_err("vmdk: %s: cannot open for writing: a %s extent is read-only", img->path,
+			   st->ext[0].ops->name);
+		return -EROFS;
+	}
+	return r;
 }
 
 static int open_text(struct vd_image *img, struct vmdk_state *st)
@@ -352,6 +369,12 @@ static int open_text(struct vd_image *img, struct vmdk_state *st)
 	char *text;
 	int r;
 
+	if (img->flags & VD_OPEN_RDWR) {
+		vd_log_err("vmdk: %s: cannot open for writing: a descriptor file (only a "
+			   "monolithicSparse delta vdmount made is written)",
+			   img->path);
+		return -EROFS;
+	}
 	if (img->file_size > VMDK_DESC_MAX) {
 		vd_log_err("vmdk: %s: descriptor file is larger than %u bytes", img->path,
 			   VMDK_DESC_MAX);
@@ -427,10 +450,6 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 	uint8_t hdr[512] = {0};
 	int r;
 
-	if (flags & VD_OPEN_RDWR) {
-		vd_log_err("vmdk: %s: writing VMDK images is not supported yet", img->path);
-		return -EROFS;
-	}
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
@@ -522,6 +541,71 @@ static int vmdk_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 	return e->ops->read(e, buf, len, off - e->start);
 }
 
+const struct vmdk_desc *vmdk_image_desc(const struct vd_image *img)
+{
+	const struct vmdk_state *st = img->priv;
+
+	return st && !st->no_identity ? &st->desc : NULL;
+}
+
+/* The extent a change of [off, off + len) goes to: 1 with *out set, 0 for
+ * nothing to do (len 0), -EROFS or -EINVAL (logged) for a range outside the
+ * disk or across extents (a writable image has one). */
+static int extent_to_change(struct vd_image *img, uint64_t off, uint64_t len, const char *what,
+			    struct vmdk_extent **out)
+{
+	struct vmdk_state *st = img->priv;
+	struct vmdk_extent *e;
+
+	if (!(img->flags & VD_OPEN_RDWR))
+		return -EROFS;
+	if (len == 0)
+		return 0;
+	if (off >= img->size || len > img->size - off) {
+		vd_log_err("vmdk: %s: %s of %" PRIu64 " bytes at offset %" PRIu64
+			   " is outside the disk",
+			   img->path, what, len, off);
+		return -EINVAL;
+	}
+	e = extent_find(st, off);
+	if (off + len > e->start + e->sectors * 512) {
+		vd_log_err("vmdk: %s: %s at offset %" PRIu64 " crosses an extent", img->path, what,
+			   off);
+		return -EINVAL;
+	}
+	*out = e;
+	return 1;
+}
+
+static int vmdk_write(struct vd_image *img, const void *buf, size_t len, uint64_t off)
+{
+	struct vmdk_extent *e;
+	int r = extent_to_change(img, off, len, "write", &e);
+
+	return r <= 0 ? r : e->ops->write(e, buf, len, off - e->start);
+}
+
+static int vmdk_discard(struct vd_image *img, uint64_t off, uint64_t len)
+{
+	struct vmdk_extent *e;
+	int r = extent_to_change(img, off, len, "discard", &e);
+
+	return r <= 0 ? r : e->ops->discard(e, off - e->start, len);
+}
+
+static int vmdk_flush(struct vd_image *img)
+{
+	struct vmdk_state *st = img->priv;
+	int r = 0;
+
+	if (!(img->flags & VD_OPEN_RDWR))
+		return 0;
+	for (unsigned i = 0; r == 0 && i < st->n_ext; i++)
+		if (st->ext[i].ops && st->ext[i].ops->flush)
+			r = st->ext[i].ops->flush(&st->ext[i]);
+	return r;
+}
+
 static void vmdk_describe(struct vd_image *img, struct vd_json *j)
 {
 	struct vmdk_state *st = img->priv;
@@ -582,6 +666,10 @@ const struct vd_format_ops vd_vmdk_ops = {
     .close = vmdk_close,
     .block_status = vmdk_block_status,
     .read = vmdk_read,
+    .write = vmdk_write,
+    .flush = vmdk_flush,
+    .create_child = vmdk_create_child,
     .describe = vmdk_describe,
     .check = vmdk_check,
+    .discard = vmdk_discard,
 };

@@ -50,20 +50,27 @@ struct vmdk_extent_ops {
 	void (*describe)(struct vmdk_extent *e, struct vd_json *j);
 	/* Optional metadata check (vd_format_ops.check) of this extent's file. */
 	int (*check)(struct vmdk_extent *e, struct vd_check *chk);
+	/* The write side, as vd_format_ops (extent-relative); NULL for
+	 * backends that cannot write. Only set up on an extent opened with
+	 * e->writable. */
+	int (*write)(struct vmdk_extent *e, const void *buf, size_t len, uint64_t off);
+	int (*discard)(struct vmdk_extent *e, uint64_t off, uint64_t len);
+	int (*flush)(struct vmdk_extent *e);
 };
 
 struct vmdk_extent {
 	const struct vmdk_extent_ops *ops;
 	enum vmdk_extent_type type;
 	enum vmdk_access access;
-	uint64_t start;	      /* byte offset of the extent in the virtual disk */
-	uint64_t sectors;     /* SECTORS from the descriptor line */
-	uint64_t flat_offset; /* FLAT/VMFS: byte offset of the data in the file */
-	char *name;	      /* file name as written in the descriptor (NULL for ZERO) */
-	char *path;	      /* resolved path */
-	int fd;		      /* -1 for ZERO */
-	bool own_fd;	      /* false when fd is the image's own (monolithic sparse) */
-	uint64_t file_size;
+	uint64_t start;		/* byte offset of the extent in the virtual disk */
+	uint64_t sectors;	/* SECTORS from the descriptor line */
+	uint64_t flat_offset;	/* FLAT/VMFS: byte offset of the data in the file */
+	char *name;		/* file name as written in the descriptor (NULL for ZERO) */
+	char *path;		/* resolved path */
+	int fd;			/* -1 for ZERO */
+	bool own_fd;		/* false when fd is the image's own (monolithic sparse) */
+	uint64_t file_size;	/* at open; a writable extent raises it as it grows (atomic) */
+	bool writable;		/* open() must set up the write side (VD_OPEN_RDWR) */
 	uint64_t grain_bytes;	/* allocation unit of this extent (0 for flat/zero) */
 	const char *image_path; /* the vd_image path, for messages */
 	void *priv;		/* backend state */
@@ -104,6 +111,49 @@ struct vmdk_kdmv_header {
  * No I/O. Returns 0 or -EINVAL after logging "<path>: <field> ..." (path is
  * only used for the message). */
 int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out);
+
+/* Encodes h into a 512-byte KDMV header (magic and newline-test bytes
+ * included, padding zeroed): the inverse of vmdk_kdmv_decode(). No checks,
+ * no I/O. */
+void vmdk_kdmv_encode(const struct vmdk_kdmv_header *h, uint8_t buf[512]);
+
+/* --- vmdk_write.c: creating a delta ------------------------------------ */
+
+/* The header of the delta create_child() makes for capacity sectors
+ * (version 2, flags 0x7, 64 KiB grains, descriptor at 1 for 20 sectors,
+ * RGD and its GTs, then GD and its GTs, overHead rounded to a grain). */
+void vmdk_delta_header(uint64_t capacity, struct vmdk_kdmv_header *h);
+
+/* Fills buf (n_gt * 4 bytes) with a GD at sector gd_offset whose n_gt GTs
+ * follow it, 4 sectors each, right after the GD's own sectors. */
+void vmdk_gd_encode(uint64_t gd_offset, uint64_t n_gt, uint8_t *buf);
+
+/* vd_format_ops.create_child. */
+int vmdk_create_child(struct vd_image *parent, const char *path);
+
+/* --- vmdk_alloc.c: the write side of a hosted sparse extent --------------- */
+
+struct vmdk_rw;
+
+/* Sets up writing into hosted sparse extent e, whose header is h and whose
+ * GT cache gts (native-order tables by GT sector) is still empty: checks
+ * that the file is exactly a delta create_child() made (layout, both GDs,
+ * closed cleanly), pins gts. Returns 0 or -errno (logged, naming the file
+ * and the problem). */
+int vmdk_rw_open(struct vmdk_extent *e, const struct vmdk_kdmv_header *h, struct vd_tcache *gts,
+		 struct vmdk_rw **out);
+
+/* vd_format_ops.write / discard / flush for the extent (contract in
+ * disk/disk.h): write() takes any byte range of allocated grains and whole
+ * grains otherwise (the last, partial grain up to the extent's end);
+ * discard() whole grains. Thread-safe. */
+int vmdk_rw_write(struct vmdk_rw *w, const void *buf, size_t len, uint64_t off);
+int vmdk_rw_discard(struct vmdk_rw *w, uint64_t off, uint64_t len);
+int vmdk_rw_flush(struct vmdk_rw *w);
+
+/* Clean close: flushes, clears the unclean-shutdown flag (left set when
+ * anything failed), frees w. NULL is a no-op. */
+void vmdk_rw_close(struct vmdk_rw *w);
 
 /* --- vmdk_grains.c: what the grain-table backends (hosted sparse, COWD,
  * seSparse) share ---------------------------------------------------------- */

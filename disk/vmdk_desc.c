@@ -12,6 +12,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -476,6 +477,79 @@ void vmdk_desc_free(struct vmdk_desc *d)
 	free(d->encoding);
 	free(d->parent_hint);
 	memset(d, 0, sizeof(*d));
+}
+
+bool vmdk_desc_value_ok(const char *v)
+{
+	for (; *v; v++)
+		if (*v == '"' || *v == '\n' || *v == '\r')
+			return false;
+	return true;
+}
+
+static bool ddb_key_ok(const char *k)
+{
+	if (!*k)
+		return false;
+	for (; *k; k++)
+		if (!isalnum((unsigned char)*k) && *k != '.' && *k != '_')
+			return false;
+	return true;
+}
+
+int vmdk_desc_encode(const struct vmdk_desc *d, struct vd_buf *out)
+{
+	struct vd_buf b = {0};
+
+	if (!d->create_type || (d->encoding && !vmdk_desc_value_ok(d->encoding)) ||
+	    (d->parent_hint && (!*d->parent_hint || !vmdk_desc_value_ok(d->parent_hint))) ||
+	    d->n_extents == 0)
+		return -EINVAL;
+	vd_buf_printf(&b, "# Disk DescriptorFile\nversion=%u\n", d->version);
+	if (d->encoding)
+		vd_buf_printf(&b, "encoding=\"%s\"\n", d->encoding);
+	/* CID before parentCID: QEMU finds both with strstr(). Eight digits, so
+	 * that a tool updating the CID in place never moves the text. */
+	vd_buf_printf(&b, "CID=%08" PRIx32 "\nparentCID=%08" PRIx32 "\n", d->cid, d->parent_cid);
+	vd_buf_printf(&b, "isNativeSnapshot=\"no\"\ncreateType=\"%s\"\n", d->create_type);
+	if (d->parent_hint)
+		vd_buf_printf(&b, "parentFileNameHint=\"%s\"\n", d->parent_hint);
+	/* Never a blank line right before an extent line: QEMU's sscanf()
+	 * skips it and reads that extent twice. */
+	vd_buf_printf(&b, "\n# Extent description\n");
+	for (unsigned i = 0; i < d->n_extents; i++) {
+		const struct vmdk_desc_extent *x = &d->extents[i];
+
+		if (x->sectors == 0 || (unsigned)x->access >= 3 ||
+		    (unsigned)x->type >= sizeof(type_names) / sizeof(type_names[0]) ||
+		    x->type == VMDK_EXT_VMFSRDM || x->type == VMDK_EXT_VMFSRAW ||
+		    (x->type == VMDK_EXT_ZERO) != !x->name ||
+		    (x->name && (!*x->name || !vmdk_desc_value_ok(x->name))) ||
+		    (x->offset && x->type != VMDK_EXT_FLAT && x->type != VMDK_EXT_VMFS))
+			goto bad;
+		vd_buf_printf(&b, "%s %" PRIu64 " %s", access_names[x->access], x->sectors,
+			      type_names[x->type]);
+		if (x->name)
+			vd_buf_printf(&b, " \"%s\"", x->name);
+		if (x->offset)
+			vd_buf_printf(&b, " %" PRIu64, x->offset);
+		vd_buf_printf(&b, "\n");
+	}
+	vd_buf_printf(&b, "\n# The Disk Data Base\n#DDB\n\n");
+	for (unsigned i = 0; i < d->n_ddb; i++) {
+		if (!ddb_key_ok(d->ddb[i].key) || !vmdk_desc_value_ok(d->ddb[i].value))
+			goto bad;
+		vd_buf_printf(&b, "ddb.%s = \"%s\"\n", d->ddb[i].key, d->ddb[i].value);
+	}
+	if (b.oom) {
+		vd_buf_free(&b);
+		return -ENOMEM;
+	}
+	*out = b;
+	return 0;
+bad:
+	vd_buf_free(&b);
+	return -EINVAL;
 }
 
 static bool line_starts(const char *s, const char *e, const char *word)

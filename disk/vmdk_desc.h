@@ -55,6 +55,22 @@ struct vmdk_desc {
  * parentFileNameHint. Caller frees with vmdk_desc_free(). */
 int vmdk_desc_parse(const char *text, size_t len, const char *path, struct vmdk_desc *out);
 
+/* Writes d as descriptor text into *out (zeroed first; the caller frees it
+ * with vd_buf_free), in the layout VMware writes: header keys (CID and
+ * parentCID as 8 hex digits, isNativeSnapshot="no"), extent lines, DDB.
+ * vmdk_desc_parse() of the result gives d back. Pure; returns 0, -EINVAL
+ * when a field cannot be written (a quote or line break in a string, an
+ * empty name, a bad extent or DDB key) or -ENOMEM. */
+int vmdk_desc_encode(const struct vmdk_desc *d, struct vd_buf *out);
+
+/* True when v can be written as a quoted descriptor value (no quote, no
+ * line break). */
+bool vmdk_desc_value_ok(const char *v);
+
+/* The parsed descriptor of a VMDK image (vmdk.c), or NULL when the image
+ * has none of its own (a KDMV piece opened alone). Owned by img. */
+const struct vmdk_desc *vmdk_image_desc(const struct vd_image *img);
+
 /* Frees everything owned by d (not d itself); safe on a zeroed or half-filled d. */
 void vmdk_desc_free(struct vmdk_desc *d);
 

@@ -11,7 +11,9 @@
  * the grains it covers and nothing else.
  *
  * State: st->gts is a bounded table cache (disk/tcache.h) of native-order
- * GTs; lookups scan a GT in place while the cache is read-locked. */
+ * GTs; lookups scan a GT in place while the cache is read-locked. A delta
+ * opened for writing pins them and changes entries in place (vmdk_alloc.c);
+ * its file then grows, so the file-size bound is read atomically. */
 #include "disk/vmdk.h"
 
 #include <errno.h>
@@ -53,6 +55,7 @@ struct sparse_state {
 	struct vmdk_gd gd;	   /* read lazily */
 	struct vd_tcache gts;	   /* GTs by sector, native order */
 	struct vmdk_extent *e;	   /* back pointer for the GT loader */
+	struct vmdk_rw *rw;	   /* the write side (vmdk_alloc.c), when e->writable */
 };
 
 int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_header *out)
@@ -121,6 +124,27 @@ int vmdk_kdmv_decode(const uint8_t buf[512], const char *path, struct vmdk_kdmv_
 	return 0;
 }
 
+void vmdk_kdmv_encode(const struct vmdk_kdmv_header *h, uint8_t buf[512])
+{
+	static const uint8_t nl[4] = {0x0a, 0x20, 0x0d, 0x0a};
+
+	memset(buf, 0, 512);
+	vd_put_le32(buf + KDMV_MAGIC, VMDK_KDMV_MAGIC);
+	vd_put_le32(buf + KDMV_VERSION, h->version);
+	vd_put_le32(buf + KDMV_FLAGS, h->flags);
+	vd_put_le64(buf + KDMV_CAPACITY, h->capacity);
+	vd_put_le64(buf + KDMV_GRAIN, h->grain_size);
+	vd_put_le64(buf + KDMV_DESC_OFF, h->desc_offset);
+	vd_put_le64(buf + KDMV_DESC_SIZE, h->desc_size);
+	vd_put_le32(buf + KDMV_NUM_GTES, h->num_gtes_per_gt);
+	vd_put_le64(buf + KDMV_RGD, h->rgd_offset);
+	vd_put_le64(buf + KDMV_GD, h->gd_offset);
+	vd_put_le64(buf + KDMV_OVERHEAD, h->overhead);
+	buf[KDMV_UNCLEAN] = h->unclean_shutdown;
+	memcpy(buf + KDMV_NL_TEST, nl, sizeof(nl));
+	vd_put_le16(buf + KDMV_COMPRESS, h->compress_algorithm);
+}
+
 /* Checks the header against the file (I/O-free part of open). */
 static int sparse_check_layout(struct vmdk_extent *e, struct sparse_state *st)
 {
@@ -178,6 +202,7 @@ static void sparse_close(struct vmdk_extent *e)
 
 	if (!st)
 		return;
+	vmdk_rw_close(st->rw);
 	vd_tcache_destroy(&st->gts);
 	vmdk_gd_destroy(&st->gd);
 	free(st);
@@ -193,7 +218,8 @@ static bool sparse_gde_ok(struct vmdk_extent *e, uint64_t gde)
 
 	return gde >= 1 &&
 	       !(st->h.desc_size && gde < st->desc_end && gde + 4 > st->h.desc_offset) &&
-	       !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) && end <= e->file_size;
+	       !vd_add_ovf(gde * 512, KDMV_GT_BYTES, &end) &&
+	       end <= __atomic_load_n(&e->file_size, __ATOMIC_ACQUIRE);
 }
 
 static int sparse_gde_check(struct vmdk_extent *e, uint64_t i, uint64_t gde)
@@ -249,6 +275,8 @@ static int sparse_open(struct vmdk_extent *e)
 	r = vd_tcache_init(&st->gts, KDMV_GT_BYTES, sparse_gt_load, st);
 	if (r == 0)
 		r = vmdk_gd_init(&st->gd);
+	if (r == 0 && e->writable)
+		r = vmdk_rw_open(e, &st->h, &st->gts, &st->rw);
 	if (r < 0)
 		goto fail;
 	return 0;
@@ -264,12 +292,15 @@ static int sparse_gte(struct vmdk_extent *e, uint64_t grain, uint64_t gte, bool 
 	struct sparse_state *st = e->priv;
 	uint64_t start = grain * st->grain_bytes;
 	uint64_t need = vd_min_u64(st->grain_bytes, st->ext_bytes - start), end;
+	/* A writable extent grows: its new grains are set in the GTs after
+	 * file_size was raised past them. */
+	uint64_t file_size = __atomic_load_n(&e->file_size, __ATOMIC_ACQUIRE);
 
 	if (gte == 0)
 		return VD_UNALLOC;
 	if (gte == 1 && (st->h.flags & VMDK_FLAG_ZERO_GTE))
 		return VD_ZERO;
-	if (gte < st->min_grain_sector || vd_add_ovf(gte * 512, need, &end) || end > e->file_size) {
+	if (gte < st->min_grain_sector || vd_add_ovf(gte * 512, need, &end) || end > file_size) {
 		if (log)
 			vd_log_err("vmdk: %s: grain %" PRIu64 " has table entry %" PRIu64
 				   " (sector), outside the file's grain area",
@@ -484,6 +515,27 @@ static int sparse_check(struct vmdk_extent *e, struct vd_check *chk)
 	return r;
 }
 
+static int sparse_write(struct vmdk_extent *e, const void *buf, size_t len, uint64_t off)
+{
+	struct sparse_state *st = e->priv;
+
+	return st->rw ? vmdk_rw_write(st->rw, buf, len, off) : -EROFS;
+}
+
+static int sparse_discard(struct vmdk_extent *e, uint64_t off, uint64_t len)
+{
+	struct sparse_state *st = e->priv;
+
+	return st->rw ? vmdk_rw_discard(st->rw, off, len) : -EROFS;
+}
+
+static int sparse_flush(struct vmdk_extent *e)
+{
+	struct sparse_state *st = e->priv;
+
+	return st->rw ? vmdk_rw_flush(st->rw) : 0;
+}
+
 const struct vmdk_extent_ops vmdk_sparse_ops = {
     .name = "sparse",
     .open = sparse_open,
@@ -491,4 +543,8 @@ const struct vmdk_extent_ops vmdk_sparse_ops = {
     .block_status = sparse_block_status,
     .describe = sparse_describe,
     .check = sparse_check,
+
+    .write = sparse_write,
+    .discard = sparse_discard,
+    .flush = sparse_flush,
 };
