@@ -150,4 +150,14 @@ char *vd_path_stem(const char *path);
  * to the width the chain's depth needs (at least 2). Malloc'd, or NULL. */
 char *vd_chain_layer_name(const struct vd_chain *c, unsigned i);
 
+/* Directory names for n disks mounted side by side, given the paths of their
+ * top layers: each path's stem (vd_path_stem), made unique with -2, -3, ...
+ * in the order given. names[i] gets a malloc'd string (the caller frees each).
+ * Returns 0 or -ENOMEM (then every names[i] is NULL). */
+int vd_disk_names(const char *const *paths, unsigned n, char **names);
+
+/* vd_disk_names() over the top layers of n open chains: the names every front
+ * end (FUSE directories, nbdkit exports) gives disks mounted together. */
+int vd_chain_disk_names(struct vd_chain *const *chains, unsigned n, char **names);
+
 #endif

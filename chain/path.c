@@ -178,3 +178,50 @@ char *vd_chain_layer_name(const struct vd_chain *c, unsigned i)
 	free(stem);
 	return name;
 }
+
+int vd_disk_names(const char *const *paths, unsigned n, char **names)
+{
+	for (unsigned i = 0; i < n; i++)
+		names[i] = NULL;
+	for (unsigned i = 0; i < n; i++) {
+		char *stem = vd_path_stem(paths[i]);
+		if (!stem)
+			goto fail;
+		char *name = strdup(stem);
+		for (unsigned k = 2; name; k++) {
+			bool clash = !strcmp(name, "") || !strcmp(name, ".") || !strcmp(name, "..");
+			for (unsigned j = 0; j < i && !clash; j++)
+				clash = !strcmp(names[j], name);
+			if (!clash)
+				break;
+			free(name);
+			if (asprintf(&name, "%s-%u", stem, k) < 0)
+				name = NULL;
+		}
+		free(stem);
+		if (!name)
+			goto fail;
+		names[i] = name;
+	}
+	return 0;
+fail:
+	for (unsigned i = 0; i < n; i++) {
+		free(names[i]);
+		names[i] = NULL;
+	}
+	return -ENOMEM;
+}
+
+int vd_chain_disk_names(struct vd_chain *const *chains, unsigned n, char **names)
+{
+	const char **paths = calloc(n ? n : 1, sizeof(*paths));
+	int r;
+
+	if (!paths)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++)
+		paths[i] = vd_chain_layer(chains[i], vd_chain_depth(chains[i]) - 1)->path;
+	r = vd_disk_names(paths, n, names);
+	free(paths);
+	return r;
+}

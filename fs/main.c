@@ -217,33 +217,27 @@ static void readahead_raise(const char *mountpoint, unsigned kb)
 	fclose(f);
 }
 
-/* Directory names for several images: their stems, made unique with -2, -3... */
-static int name_disks(struct fs_disk *d, unsigned n)
+/* Directory names for several images (chain/ owns the rule). */
+static int disk_dirs_name(struct fs_disk *d, unsigned n)
 {
+	struct vd_chain **chains;
+	char **names;
+	int r;
+
 	if (n == 1)
 		return 0;
-	for (unsigned i = 0; i < n; i++) {
-		char *stem =
-		    vd_path_stem(vd_chain_layer(d[i].chain, vd_chain_depth(d[i].chain) - 1)->path);
-		if (!stem)
-			return -ENOMEM;
-		char *name = strdup(stem);
-		for (unsigned k = 2; name; k++) {
-			bool clash = !strcmp(name, "") || !strcmp(name, ".") || !strcmp(name, "..");
-			for (unsigned j = 0; j < i && !clash; j++)
-				clash = !strcmp(d[j].dir, name);
-			if (!clash)
-				break;
-			free(name);
-			if (asprintf(&name, "%s-%u", stem, k) < 0)
-				name = NULL;
-		}
-		free(stem);
-		if (!name)
-			return -ENOMEM;
-		d[i].dir = name;
-	}
-	return 0;
+	chains = calloc(n, sizeof(*chains));
+	names = calloc(n, sizeof(*names));
+	r = chains && names ? 0 : -ENOMEM;
+	for (unsigned i = 0; r == 0 && i < n; i++)
+		chains[i] = d[i].chain;
+	if (r == 0)
+		r = vd_chain_disk_names(chains, n, names);
+	for (unsigned i = 0; r == 0 && i < n; i++)
+		d[i].dir = names[i];
+	free(chains);
+	free(names);
+	return r;
 }
 
 /* -w: a new delta on top of each chain. With several images --delta must
@@ -325,7 +319,7 @@ int main(int argc, char **argv)
 	}
 	if (o.write && writable_setup(&o, disks) < 0)
 		goto out;
-	if (name_disks(disks, o.n_images) < 0 || fs_tree_build(disks, o.n_images, &tree) < 0) {
+	if (disk_dirs_name(disks, o.n_images) < 0 || fs_tree_build(disks, o.n_images, &tree) < 0) {
 		fprintf(stderr, "vdmount: error: out of memory\n");
 		goto out;
 	}
