@@ -1,7 +1,10 @@
 /* Parent-hint resolution. A hint is text a foreign tool wrote on another
  * machine, so it is only a hint: we build a short list of candidates in order
  * of trust and take the first that exists; the caller then checks identity
- * (CID / UUID), which is what makes the choice safe. */
+ * (CID / UUID), which is what makes the choice safe.
+ *
+ * Also the names front ends show: a layer's "NN-<stem>" and the directory of
+ * each disk mounted beside others ("<stem>", "<stem>-2", ...). */
 #include "chain/chain.h"
 
 #include <ctype.h>
@@ -11,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <uthash.h>
 
 /* Last component, splitting on both '/' and '\\'. */
 static const char *base_of(const char *p)
@@ -179,32 +183,103 @@ char *vd_chain_layer_name(const struct vd_chain *c, unsigned i)
 	return name;
 }
 
+/* Names taken so far, and for each stem the next -k suffix to try. Because a
+ * taken name is never released, every -k below a stem's counter is known to
+ * be taken, so each image costs O(1) expected lookups plus one per real stem
+ * that happens to look like "stem-k": naming is linear in the number of
+ * images (a plain search from -2 each time is quadratic, and comparing
+ * against every earlier name cubic). */
+struct name_slot {
+	char *name; /* hash key, owned */
+	bool taken;
+	unsigned next_k; /* next suffix to try for the stem 'name' (0: not started) */
+	UT_hash_handle hh;
+};
+
+static struct name_slot *slot_get(struct name_slot **set, const char *name)
+{
+	struct name_slot *s;
+
+	HASH_FIND_STR(*set, name, s);
+	if (s)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->name = strdup(name);
+	if (!s->name) {
+		free(s);
+		return NULL;
+	}
+	HASH_ADD_KEYPTR(hh, *set, s->name, strlen(s->name), s);
+	return s;
+}
+
+static void slots_free(struct name_slot **set)
+{
+	struct name_slot *s, *t;
+
+	HASH_ITER(hh, *set, s, t)
+	{
+		HASH_DEL(*set, s);
+		free(s->name);
+		free(s);
+	}
+}
+
+static bool name_usable(const char *n)
+{
+	return strcmp(n, "") && strcmp(n, ".") && strcmp(n, "..");
+}
+
+/* A unique name for stem: the stem itself, else stem-k for the lowest free k. */
+static char *name_unique(struct name_slot **set, const char *stem)
+{
+	struct name_slot *st = slot_get(set, stem), *s;
+	char *name;
+
+	if (!st)
+		return NULL;
+	if (!st->taken && name_usable(stem)) {
+		st->taken = true;
+		return strdup(stem);
+	}
+	for (unsigned k = st->next_k < 2 ? 2 : st->next_k;; k++) {
+		if (asprintf(&name, "%s-%u", stem, k) < 0)
+			return NULL;
+		s = slot_get(set, name);
+		if (!s) {
+			free(name);
+			return NULL;
+		}
+		if (!s->taken) {
+			s->taken = true;
+			st->next_k = k + 1;
+			return name;
+		}
+		free(name);
+	}
+}
+
 int vd_disk_names(const char *const *paths, unsigned n, char **names)
 {
+	struct name_slot *set = NULL;
+
 	for (unsigned i = 0; i < n; i++)
 		names[i] = NULL;
 	for (unsigned i = 0; i < n; i++) {
 		char *stem = vd_path_stem(paths[i]);
 		if (!stem)
 			goto fail;
-		char *name = strdup(stem);
-		for (unsigned k = 2; name; k++) {
-			bool clash = !strcmp(name, "") || !strcmp(name, ".") || !strcmp(name, "..");
-			for (unsigned j = 0; j < i && !clash; j++)
-				clash = !strcmp(names[j], name);
-			if (!clash)
-				break;
-			free(name);
-			if (asprintf(&name, "%s-%u", stem, k) < 0)
-				name = NULL;
-		}
+		names[i] = name_unique(&set, stem);
 		free(stem);
-		if (!name)
+		if (!names[i])
 			goto fail;
-		names[i] = name;
 	}
+	slots_free(&set);
 	return 0;
 fail:
+	slots_free(&set);
 	for (unsigned i = 0; i < n; i++) {
 		free(names[i]);
 		names[i] = NULL;

@@ -40,13 +40,15 @@ static void test_disk_names(void **state)
 	}
 	{
 		/* a stem that looks like an earlier image's renamed one */
-		const char *p[] = {"/a/disk.vmdk", "/b/disk.vmdk", "/c/disk-2.vmdk", "/d/disk.vmdk"};
+		const char *p[] = {"/a/disk.vmdk", "/b/disk.vmdk", "/c/disk-2.vmdk",
+				   "/d/disk.vmdk"};
 		const char *w[] = {"disk", "disk-2", "disk-2-2", "disk-3"};
 		expect_names(p, 4, w);
 	}
 	{
 		/* the other order: disk-2 is taken by a real stem first */
-		const char *p[] = {"/c/disk-2.vmdk", "/a/disk.vmdk", "/b/disk.vmdk", "/d/disk.vmdk"};
+		const char *p[] = {"/c/disk-2.vmdk", "/a/disk.vmdk", "/b/disk.vmdk",
+				   "/d/disk.vmdk"};
 		const char *w[] = {"disk-2", "disk", "disk-3", "disk-4"};
 		expect_names(p, 4, w);
 	}
