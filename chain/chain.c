@@ -489,7 +489,12 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 		int r = vd_chain_layer_usage(c, i, &data, &zero);
 
 		vd_json_obj_begin(j, NULL);
+		char *name = vd_chain_layer_name(c, i);
+
 		vd_json_u64(j, "index", i + 1);
+		/* the name front ends show (shortened past 255 bytes); path is whole */
+		vd_json_str(j, "name", name);
+		free(name);
 		vd_json_str(j, "path", img->path);
 		vd_json_str(j, "format", img->ops->name);
 		vd_json_str(j, "subformat", img->subformat);

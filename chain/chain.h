@@ -147,12 +147,16 @@ char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_
 char *vd_path_stem(const char *path);
 
 /* Name of layer i as front ends show it: "NN-<stem>", NN = i + 1 zero-padded
- * to the width the chain's depth needs (at least 2). Malloc'd, or NULL. */
+ * to the width the chain's depth needs (at least 2). A name longer than 255
+ * bytes (NAME_MAX) keeps "NN-", the stem is cut at a UTF-8 character boundary
+ * and "~" plus the CRC-32 of the full stem (8 hex digits) ends it: at most 255
+ * bytes, the same for the same input. Malloc'd, or NULL. */
 char *vd_chain_layer_name(const struct vd_chain *c, unsigned i);
 
 /* Directory names for n disks mounted side by side, given the paths of their
  * top layers: each path's stem (vd_path_stem), made unique with -2, -3, ...
- * in the order given. names[i] gets a malloc'd string (the caller frees each).
+ * in the order given; linear in n. Names over 255 bytes are shortened like
+ * layer names ("<cut stem>~<crc32>-k"). names[i] gets a malloc'd string (the caller frees each).
  * Returns 0 or -ENOMEM (then every names[i] is NULL). */
 int vd_disk_names(const char *const *paths, unsigned n, char **names);
 
