@@ -102,6 +102,10 @@ vd_bad_cases()
 	CASES+=("directory|adir.vmdk|adir.vmdk|director|not a regular")
 	CASES+=("/dev/null|/dev/null|/dev/null|not a|empty|device|too small")
 
+	# ZERO extents adding up to 2^54 sectors: 2^63 bytes, one more than off_t holds.
+	printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 18014398509481983 ZERO\nRW 1 ZERO\n' >huge.vmdk
+	CASES+=("virtual size beyond off_t|huge.vmdk|huge.vmdk|off_t")
+
 	head -c 1M /dev/urandom >garbage.vmdk
 	CASES+=("random bytes|garbage.vmdk|garbage.vmdk|not a|unrecogni|unknown|invalid")
 }
