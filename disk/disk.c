@@ -85,6 +85,14 @@ static int image_finish_open(struct vd_image *img, unsigned flags)
 
 	if (r < 0)
 		return r;
+	/* Every front end hands the size to the kernel as an off_t (st_size, read
+	 * offsets): a larger disk would mount and then fail every stat. */
+	if (img->size > (uint64_t)INT64_MAX) {
+		vd_log_err("%s: virtual size of %" PRIu64 " bytes is larger than a Linux file can "
+			   "be (off_t: at most 2^63 - 1 bytes)",
+			   img->path, img->size);
+		return -EFBIG;
+	}
 	if (img->has_parent && img->n_hints == 0) {
 		vd_log_err("%s: %s delta (parent id %s) names no parent file", img->path,
 			   img->ops->name, vd_id_format(&img->parent_id, idbuf));

@@ -154,7 +154,8 @@ struct vd_format_ops {
 /* Opens path as a single layer: probes every known format and calls the best
  * driver's open(). Files the image names (extents) are confined to the
  * image's own directory tree (see vd_image_open_in). Errors are logged with
- * the path. Returns 0 or -errno. */
+ * the path. Returns 0 or -errno (-EFBIG for a virtual size that does not fit
+ * off_t). */
 int vd_image_open(const char *path, unsigned flags, struct vd_image **out);
 
 /* As vd_image_open(), with the files the image names judged by policy (kept,
