@@ -106,6 +106,14 @@ VD_TMP=
 VD_FAILS=0
 VD_MOUNT_TIMEOUT=${VD_MOUNT_TIMEOUT:-30}
 
+# vd_mounted DIR: DIR (an absolute path) is a mount point in
+# /proc/self/mountinfo, also when its FUSE daemon died and stat() fails with
+# ENOTCONN (mountpoint -q says no then).
+vd_mounted()
+{
+	findmnt -n --mountpoint "$1" >/dev/null 2>&1
+}
+
 vd_cleanup()
 {
 	local m p i j
@@ -115,13 +123,13 @@ vd_cleanup()
 	# Newest first: loop mounts of FUSE files go before the FUSE mount.
 	for ((j = ${#VD_MOUNTS[@]} - 1; j >= 0; j--)); do
 		m=${VD_MOUNTS[j]}
-		mountpoint -q "$m" 2>/dev/null || continue
+		vd_mounted "$m" || continue
 		for i in 1 2 3 4 5; do
 			umount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null || true
-			mountpoint -q "$m" 2>/dev/null || break
+			vd_mounted "$m" || break
 			sleep 0.5
 		done
-		mountpoint -q "$m" 2>/dev/null && { umount -l "$m" 2>/dev/null ||
+		vd_mounted "$m" && { umount -l "$m" 2>/dev/null ||
 			fusermount3 -uz "$m" 2>/dev/null || true; }
 	done
 	for p in "${VD_FG_PIDS[@]}"; do
