@@ -279,6 +279,7 @@ int main(int argc, char **argv)
 	struct vd_policy policy;
 	struct stat st;
 	bool mounted = false;
+	char *mountpoint = NULL;
 	int r, ret = 1;
 
 	vd_policy_init(&policy);
@@ -286,9 +287,13 @@ int main(int argc, char **argv)
 		return 2;
 	if (o.debug)
 		vd_log_set_level(VD_LOG_DEBUG);
-	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
+	/* Absolute before anything else: libfuse changes to / when it daemonizes
+	 * (also with -f) and unmounts by this path when a signal ends the loop. */
+	mountpoint = realpath(o.mountpoint, NULL);
+	if (!mountpoint || stat(mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "vdmount: error: %s: mount point is not a directory\n",
 			o.mountpoint);
+		free(mountpoint);
 		return 1;
 	}
 	disks = calloc(o.n_images, sizeof(*disks));
@@ -337,12 +342,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vdmount: error: bad FUSE options: %s\n", o.fuse_o.data + 1);
 		goto out;
 	}
-	if (fuse_mount(f, o.mountpoint) != 0) {
+	if (fuse_mount(f, mountpoint) != 0) {
 		fprintf(stderr, "vdmount: error: %s: mount failed\n", o.mountpoint);
 		goto out;
 	}
 	mounted = true;
-	readahead_raise(o.mountpoint, 512);
+	readahead_raise(mountpoint, 512);
 	if (fuse_daemonize(o.foreground) != 0) {
 		fprintf(stderr, "vdmount: error: cannot daemonize\n");
 		goto out;
@@ -374,6 +379,7 @@ out:
 	vd_policy_free(&policy);
 	free(o.search);
 	free(o.parents);
+	free(mountpoint);
 	vd_buf_free(&o.fuse_o);
 	return ret;
 }
