@@ -66,7 +66,8 @@ struct vd_image *vd_chain_layer(const struct vd_chain *c, unsigned i);
 /* How layer i found its parent (i >= 1), or NULL. */
 const struct vd_chain_link *vd_chain_link(const struct vd_chain *c, unsigned i);
 
-/* Validation warnings (for chain.json): count, and warning i. */
+/* Validation warnings (for chain.json): every warning logged while the chain
+ * opened, the drivers' included, as printed. Count, and warning i. */
 unsigned vd_chain_warning_count(const struct vd_chain *c);
 const char *vd_chain_warning(const struct vd_chain *c, unsigned i);
 

@@ -177,6 +177,55 @@ static vd_log_sink_fn log_sink;
 static void *log_ctx;
 static atomic_uint log_errors;
 
+#define LOG_CTX_MAX 8
+static _Thread_local const char *log_context[LOG_CTX_MAX];
+static _Thread_local unsigned log_context_depth;
+static _Thread_local unsigned log_muted;
+static _Thread_local vd_log_sink_fn log_collect_fn;
+static _Thread_local void *log_collect_ctx;
+
+void vd_log_context_push(const char *ctx)
+{
+	if (log_context_depth < LOG_CTX_MAX)
+		log_context[log_context_depth] = ctx;
+	log_context_depth++;
+}
+
+void vd_log_context_pop(void)
+{
+	if (log_context_depth)
+		log_context_depth--;
+}
+
+void vd_log_mute(bool on)
+{
+	if (on)
+		log_muted++;
+	else if (log_muted)
+		log_muted--;
+}
+
+void vd_log_collect(vd_log_sink_fn fn, void *ctx)
+{
+	log_collect_fn = fn;
+	log_collect_ctx = ctx;
+}
+
+/* Appends " (ctx, in the ctx...)", innermost first, to msg (truncating). */
+static void log_context_add(char *msg, size_t size)
+{
+	unsigned n = log_context_depth < LOG_CTX_MAX ? log_context_depth : LOG_CTX_MAX;
+	size_t len = strlen(msg);
+
+	for (unsigned i = n; i-- > 0 && len + 1 < size;) {
+		int w = snprintf(msg + len, size - len, "%s%s", i == n - 1 ? " (" : ", in the ",
+				 log_context[i]);
+		len = w < 0 ? size : len + (size_t)w;
+	}
+	if (n && len + 1 < size)
+		snprintf(msg + len, size - len, ")");
+}
+
 void vd_log_set_level(enum vd_log_level max)
 {
 	log_max = max;
@@ -209,16 +258,24 @@ unsigned vd_log_error_count(void)
 
 void vd_log(enum vd_log_level lvl, const char *fmt, ...)
 {
-	char msg[2048];
+	char msg[4096];
 	va_list ap;
 
+	if (log_muted)
+		return;
 	if (lvl == VD_LOG_ERR)
 		atomic_fetch_add(&log_errors, 1);
-	if (lvl > log_max)
+	if (lvl > log_max && !(lvl == VD_LOG_WARN && log_collect_fn))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (lvl <= VD_LOG_WARN)
+		log_context_add(msg, sizeof(msg));
+	if (lvl == VD_LOG_WARN && log_collect_fn)
+		log_collect_fn(log_collect_ctx, lvl, msg);
+	if (lvl > log_max)
+		return;
 	if (log_sink)
 		log_sink(log_ctx, lvl, msg);
 	else

@@ -114,6 +114,22 @@ void vd_log_set_sink(vd_log_sink_fn sink, void *ctx);
 /* A ready-made sink: syslog(3) with ident "vdmount", facility daemon. */
 void vd_log_to_syslog(void);
 
+/* What the file being opened is to the chain ("parent of X, found by Y",
+ * "extent 2 of Z"), appended to every error and warning this thread logs as
+ * " (ctx)" while pushed; nested contexts are joined innermost first with
+ * ", in the ". ctx must stay valid until popped. Thread-local; at most 8 deep
+ * (deeper pushes are counted but not shown). */
+void vd_log_context_push(const char *ctx);
+void vd_log_context_pop(void);
+
+/* While muted (nestable), this thread's messages are dropped and its errors
+ * not counted: for probing files whose problems are not the user's concern. */
+void vd_log_mute(bool on);
+
+/* Also hands every warning this thread logs (context included) to fn, until
+ * called again with NULL: chain/ collects them for chain.json. Thread-local. */
+void vd_log_collect(vd_log_sink_fn fn, void *ctx);
+
 /* Number of errors logged so far (tests use it to check that a failure said something). */
 unsigned vd_log_error_count(void);
 #define vd_log_err(...) vd_log(VD_LOG_ERR, __VA_ARGS__)

@@ -218,6 +218,7 @@ static int extents_check_unique(struct vd_image *img, struct vmdk_state *st)
 static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t self_sectors)
 {
 	uint64_t start = 0;
+	char *role;
 	int r;
 
 	st->ext = calloc(st->desc.n_extents, sizeof(*st->ext));
@@ -252,7 +253,16 @@ static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t s
 				return r;
 		}
 		e->ops = extent_backend(e);
+		/* "... (extent 2 of /d/disk.vmdk)": the disk an extent's errors concern */
+		role = NULL;
+		if (!self_sectors && asprintf(&role, "extent %u of %s", i + 1, img->path) < 0)
+			role = NULL;
+		if (role)
+			vd_log_context_push(role);
 		r = e->ops->open(e);
+		if (role)
+			vd_log_context_pop();
+		free(role);
 		if (r < 0) {
 			e->ops = NULL; /* open() cleaned up after itself */
 			return r;
