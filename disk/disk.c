@@ -83,6 +83,8 @@ static int image_finish_open(struct vd_image *img, unsigned flags)
 	char idbuf[37];
 	int r = img->ops->open(img, flags);
 
+	if (r == -EMEDIUMTYPE)
+		return vd_foreign_explain(img);
 	if (r < 0)
 		return r;
 	/* Every front end hands the size to the kernel as an off_t (st_size, read
@@ -137,8 +139,7 @@ int vd_image_open_in(const char *path, unsigned flags, struct vd_policy *policy,
 		}
 	}
 	if (!best) {
-		vd_log_err("%s: not a VMDK or VHD image (unrecognised header)", path);
-		r = -EINVAL;
+		r = vd_foreign_explain(img);
 		goto fail;
 	}
 	img->ops = best;

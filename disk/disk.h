@@ -95,7 +95,10 @@ struct vd_format_ops {
 
 	/* Parses metadata of img->fd / img->path and fills the "set by open" fields.
 	 * Returns 0 or -errno (-EINVAL for bad metadata, -ENOTSUP for a valid but
-	 * unsupported variant) after logging one line naming the file and the problem. */
+	 * unsupported variant) after logging one line naming the file and the problem.
+	 * A driver that probed weakly and finds the file is not of its format at all
+	 * returns -EMEDIUMTYPE without logging: vd_image_open() then says what the
+	 * file is instead. */
 	int (*open)(struct vd_image *img, unsigned flags);
 
 	/* Frees everything the driver allocated; safe after a failed open(). */
@@ -187,6 +190,10 @@ int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path);
 /* Formats an id as lowercase hex: 8 digits for a 4-byte CID, canonical
  * 8-4-4-4-12 for a 16-byte UUID. buf must hold 37 bytes. */
 const char *vd_id_format(const struct vd_id *id, char buf[37]);
+
+/* Formats vdmount recognises but does not mount, for --help (", "-joined,
+ * static). A format whose driver is registered is not listed. */
+const char *vd_foreign_list(void);
 
 /* The registered drivers, NULL-terminated. */
 extern const struct vd_format_ops *const vd_formats[];

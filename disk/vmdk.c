@@ -314,6 +314,29 @@ static int embedded_desc_read(struct vd_image *img, const struct vmdk_kdmv_heade
 	return 0;
 }
 
+/* An extent file opened as if it were a disk: when a descriptor beside it
+ * lists it, refuses with "open that descriptor instead" and returns true;
+ * otherwise returns false, except for COWD and seSparse files (no disk
+ * without a descriptor), which are refused either way (returns true). */
+static bool piece_refuse(struct vd_image *img, const char *kind)
+{
+	unsigned no = 0;
+	char *owner = vmdk_extent_owner(img->path, &no);
+	bool sparse_piece = !strcmp(kind, "sparse piece");
+
+	if (owner)
+		vd_log_err("vmdk: %s: this is extent %u (%s) of the disk described by %s, not a "
+			   "disk: open %s instead",
+			   img->path, no, kind, owner, owner);
+	else if (!sparse_piece)
+		vd_log_err(
+		    "vmdk: %s: this is a %s extent file, not a disk, and no descriptor "
+		    "beside it lists it: open the disk's descriptor (.vmdk text file) instead",
+		    img->path, kind);
+	free(owner);
+	return owner || !sparse_piece;
+}
+
 /* A KDMV file opened directly: it is the single extent of its own descriptor. */
 static int open_kdmv(struct vd_image *img, struct vmdk_state *st, const uint8_t hdr[512])
 {
@@ -327,6 +350,8 @@ static int open_kdmv(struct vd_image *img, struct vmdk_state *st, const uint8_t 
 	r = embedded_desc_read(img, &h, &text);
 	if (r < 0)
 		return r;
+	if (!text && piece_refuse(img, "sparse piece"))
+		return -EINVAL;
 	if (!text) {
 		vd_log_warn("vmdk: %s: sparse file without an embedded descriptor (one piece of a "
 			    "split disk?): opening it alone, with no identity",
@@ -451,10 +476,7 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 		return r;
 	}
 	if (vd_get_le32(hdr) == COWD_MAGIC || vd_get_le64(hdr) == SESPARSE_MAGIC) {
-		vd_log_err("vmdk: %s: this is a %s extent file, not a disk: open its descriptor "
-			   "(.vmdk text file) instead",
-			   img->path,
-			   vd_get_le32(hdr) == COWD_MAGIC ? "vmfsSparse (COWD)" : "seSparse");
+		piece_refuse(img, vd_get_le32(hdr) == COWD_MAGIC ? "COWD vmfsSparse" : "seSparse");
 		return -EINVAL;
 	}
 	if (vd_get_le32(hdr) == VMDK_KDMV_MAGIC) {

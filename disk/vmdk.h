@@ -171,4 +171,10 @@ int vmdk_gt_read(struct vmdk_extent *e, uint64_t off, unsigned n, unsigned width
  * zeros. For tests and tools; chain/ reads through vd_image_read(). */
 int vmdk_extent_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
 
+/* A text descriptor beside the file at path that lists it as an extent (by
+ * device and inode), for "open X instead" messages: malloc'd path, and
+ * *ext_no its 1-based extent number; NULL when none is found. Logs nothing;
+ * bounded work (vmdk_owner.c). */
+char *vmdk_extent_owner(const char *path, unsigned *ext_no);
+
 #endif

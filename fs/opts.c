@@ -242,10 +242,10 @@ static int mount_opts(struct vd_opts *o, const char *list)
 static const struct {
 	const char *name, *what;
 } format_help[] = {
-    {"vmdk", "VMDK: monolithicSparse, monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs flat,\n"
-	     "                streamOptimized (OVF/OVA exports), ESXi vmfsSparse (-delta.vmdk)\n"
-	     "                and seSparse (-sesparse.vmdk) deltas"},
-    {"vhd", "VHD: fixed, dynamic, differencing"},
+    {"vmdk", "VMware VMDK: monolithicSparse, monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs "
+	     "flat, streamOptimized (OVF/OVA exports), ESXi vmfsSparse (-delta.vmdk) and seSparse "
+	     "(-sesparse.vmdk) deltas"},
+    {"vhd", "Microsoft VHD: fixed, dynamic, differencing"},
 };
 
 /* "  NAMES   text..." with text wrapped at 79 columns under itself. */
@@ -316,7 +316,16 @@ static void help_print(FILE *f)
 		for (size_t k = 0; k < sizeof(format_help) / sizeof(format_help[0]); k++)
 			if (!strcmp(format_help[k].name, vd_formats[i]->name))
 				what = format_help[k].what;
-		fprintf(f, "  %-13s %s\n", vd_formats[i]->name, what);
+		help_wrap(f, vd_formats[i]->name, what);
+	}
+	{
+		char *rest;
+
+		if (asprintf(&rest, "%s (the error says what to do instead)", vd_foreign_list()) >
+		    0) {
+			help_wrap(f, "recognised only", rest);
+			free(rest);
+		}
 	}
 	fprintf(
 	    f,
