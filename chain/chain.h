@@ -154,6 +154,12 @@ char *vd_path_stem(const char *path);
  * bytes, the same for the same input. Malloc'd, or NULL. */
 char *vd_chain_layer_name(const struct vd_chain *c, unsigned i);
 
+/* A delta in the top layer's directory whose parent is the top layer (its
+ * parent id matches and a hint resolves to the top file): the user may have
+ * meant to mount that newer disk. Malloc'd path, or NULL. Logs nothing;
+ * bounded work (at most 64 images opened). */
+char *vd_chain_child_beside(const struct vd_chain *c);
+
 /* Directory names for n disks mounted side by side, given the paths of their
  * top layers: each path's stem (vd_path_stem), made unique with -2, -3, ...
  * in the order given; linear in n. Names over 255 bytes are shortened like

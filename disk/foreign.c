@@ -27,7 +27,7 @@
 #define HEAD_LEN 65536
 
 struct foreign_magic {
-	const char *name; /* a driver of this name, once registered, makes the row void */
+	const char *name;  /* a driver of this name, once registered, makes the row void */
 	const char *label; /* for --help */
 	unsigned off;
 	const char *magic;
@@ -47,7 +47,10 @@ static const struct foreign_magic foreign_magic[] = {
     {"ewf", "EWF/E01", 0, "EVF\x09\x0d\x0a\xff\x00", 8, "an EWF (E01) evidence file", TODO_EWF},
     {"ewf2", "EWF2/Ex01", 0, "EVF2\x0d\x0a\x81\x00", 8, "an EWF2 (Ex01) evidence file", TODO_EWF},
     {"gzip", "gzip", 0, "\x1f\x8b", 2, "gzip-compressed", TODO_UNPACK},
-    {"xz", "xz", 0, "\xfd" "7zXZ\x00", 6, "xz-compressed", TODO_UNPACK},
+    {"xz", "xz", 0,
+     "\xfd"
+     "7zXZ\x00",
+     6, "xz-compressed", TODO_UNPACK},
     {"bzip2", "bzip2", 0, "BZh", 3, "bzip2-compressed", TODO_UNPACK},
     {"zstd", "zstd", 0, "\x28\xb5\x2f\xfd", 4, "zstd-compressed", TODO_UNPACK},
     {"zip", "zip", 0, "PK\x03\x04", 4, "a zip archive", TODO_UNPACK},
@@ -117,17 +120,18 @@ static int tar_explain(struct vd_image *img)
 			break;
 		/* ustar: prefix (155 bytes at 345) "/" name (100 bytes at 0) */
 		snprintf(name, sizeof(name), "%.*s%s%.*s", (int)strnlen((char *)h + 345, 155),
-			 (char *)h + 345, h[345] ? "/" : "", (int)strnlen((char *)h, 100), (char *)h);
+			 (char *)h + 345, h[345] ? "/" : "", (int)strnlen((char *)h, 100),
+			 (char *)h);
 		nl = strlen(name);
-		if ((h[156] == '0' || h[156] == 0) && nl > 5 && !strcasecmp(name + nl - 5, ".vmdk")) {
+		if ((h[156] == '0' || h[156] == 0) && nl > 5 &&
+		    !strcasecmp(name + nl - 5, ".vmdk")) {
 			if (!n_vmdk++)
 				snprintf(first_name, sizeof(first_name), "%s", name);
 			if (n_vmdk <= 4)
 				vd_buf_printf(&names, "%s%s", names.len ? ", " : "", name);
 		}
 		size = tar_number(h + 124, 12);
-		if (vd_add_ovf(off, 512 + vd_round_up(vd_min_u64(size, UINT64_MAX / 2), 512),
-			       &off))
+		if (vd_add_ovf(off, 512 + vd_round_up(vd_min_u64(size, UINT64_MAX / 2), 512), &off))
 			break;
 	}
 	if (n_vmdk)
@@ -201,9 +205,10 @@ int vd_foreign_explain(struct vd_image *img)
 		len = 0;
 	owner = vmdk_extent_owner(img->path, &ext_no);
 	if (owner) {
-		vd_log_err("%s: this is extent %u (raw data) of the VMDK disk described by %s, not a "
-			   "disk: open %s instead",
-			   img->path, ext_no, owner, owner);
+		vd_log_err(
+		    "%s: this is extent %u (raw data) of the VMDK disk described by %s, not a "
+		    "disk: open %s instead",
+		    img->path, ext_no, owner, owner);
 		free(owner);
 		goto out;
 	}
@@ -221,16 +226,18 @@ int vd_foreign_explain(struct vd_image *img)
 		goto out;
 	}
 	if (nl > 10 && (!strcasecmp(img->path + nl - 10, "-flat.vmdk"))) {
-		vd_log_err("%s: a VMDK flat extent (raw data), and no descriptor beside it lists it: "
-			   "open the disk's descriptor (.vmdk text file) instead",
-			   img->path);
+		vd_log_err(
+		    "%s: a VMDK flat extent (raw data), and no descriptor beside it lists it: "
+		    "open the disk's descriptor (.vmdk text file) instead",
+		    img->path);
 		goto out;
 	}
 	raw = raw_kind(h, len);
 	if (raw) {
-		vd_log_err("%s: %s, not a VMDK or VHD image: it needs no vdmount; attach it read-only "
-			   "(losetup -r -P --show %s) or mount -o ro,loop",
-			   img->path, raw, img->path);
+		vd_log_err(
+		    "%s: %s, not a VMDK or VHD image: it needs no vdmount; attach it read-only "
+		    "(losetup -r -P --show %s) or mount -o ro,loop",
+		    img->path, raw, img->path);
 		goto out;
 	}
 	if (img->file_size == 0)

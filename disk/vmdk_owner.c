@@ -21,9 +21,9 @@
 #include "disk/vmdk.h"
 #include "disk/vmdk_desc.h"
 
-#define OWNER_MAX_ENTRIES 4096	 /* directory entries looked at */
-#define OWNER_MAX_CANDIDATES 64	 /* descriptors parsed */
-#define OWNER_MAX_DESC 65536	 /* a text descriptor larger than this is not one */
+#define OWNER_MAX_ENTRIES 4096	/* directory entries looked at */
+#define OWNER_MAX_CANDIDATES 64 /* descriptors parsed */
+#define OWNER_MAX_DESC 65536	/* a text descriptor larger than this is not one */
 
 static bool has_vmdk_ext(const char *name, size_t n)
 {

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uthash.h>
 
 #include "fs/fs.h"
 #include "fs/mnt.h"
@@ -79,6 +80,58 @@ static int writable_setup(const struct vd_opts *o, struct fs_disk *disks)
 			    "stall under memory pressure",
 			    strerror(errno));
 	return 0;
+}
+
+struct seen_top {
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} key;
+	const char *path;
+	UT_hash_handle hh;
+};
+
+/* One-line notes, not errors: an image given twice, an image another vdmount
+ * already shows, a top layer with a newer child beside it. */
+static void images_note(const struct vd_opts *o, struct fs_disk *d)
+{
+	struct seen_top *seen = NULL, *s, *t;
+
+	for (unsigned i = 0; i < o->n_images; i++) {
+		struct vd_image *top = vd_chain_layer(d[i].chain, vd_chain_depth(d[i].chain) - 1);
+		char *abs = realpath(o->images[i], NULL), *child;
+		struct stat st;
+
+		if (fstat(top->fd, &st) == 0 && (s = calloc(1, sizeof(*s)))) {
+			s->key.dev = st.st_dev;
+			s->key.ino = st.st_ino;
+			s->path = o->images[i];
+			HASH_FIND(hh, seen, &s->key, sizeof(s->key), t);
+			if (t) {
+				vd_log_info("note: %s is the same file as %s: it is mounted twice",
+					    o->images[i], t->path);
+				free(s);
+				free(abs);
+				continue;
+			}
+			HASH_ADD(hh, seen, key, sizeof(s->key), s);
+		}
+		if (abs)
+			mnt_note_mounted(abs);
+		free(abs);
+		child = vd_chain_child_beside(d[i].chain);
+		if (child)
+			vd_log_info(
+			    "note: %s has a child beside it, %s: this mount shows the disk as "
+			    "it was at %s, not its newest state",
+			    top->path, child, top->path);
+		free(child);
+	}
+	HASH_ITER(hh, seen, s, t)
+	{
+		HASH_DEL(seen, s);
+		free(s);
+	}
 }
 
 /* The libfuse arguments: vdmount's fixed options, the user's -o options,
@@ -155,6 +208,7 @@ static int mount_main(struct vd_opts *o, const char *argv0)
 		if (r < 0)
 			goto out;
 	}
+	images_note(o, disks);
 	if (o->write && writable_setup(o, disks) < 0)
 		goto out;
 	if (disk_dirs_name(disks, o->n_images) < 0 || fs_tree_build(disks, o->n_images, &tree) < 0)

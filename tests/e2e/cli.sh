@@ -99,6 +99,41 @@ else
 	vd_fail "relative image path with a comma: mount"
 fi
 
+# Notes (not errors): the same image twice, an image another vdmount shows,
+# a snapshot given whose child lies beside it.
+(cd "$W" && qemu-img create -q -f vmdk -b disk.vmdk -F vmdk disk-1.vmdk &&
+	qemu-img create -q -f vmdk -b disk-1.vmdk -F vmdk disk-2.vmdk) || vd_die "qemu-img snapshots"
+note_count()
+{
+	grep -c '^vdmount: note: ' "$VD_TMP/mount.err"
+}
+if vd_mount "$W/disk-2.vmdk" "$M/n1"; then
+	vd_check "the newest snapshot: no note" test "$(note_count)" = 0
+	if vd_mount "$W/disk-2.vmdk" "$W/disk-2.vmdk" "$M/n2"; then
+		vd_check "the same image twice: one note" \
+			grep -q "note: .*disk-2.vmdk is the same file as .*disk-2.vmdk: it is mounted twice" \
+			"$VD_TMP/mount.err"
+		vd_check "an image another vdmount shows: one note naming its mount" \
+			grep -q "note: $W/disk-2.vmdk is already mounted at $M/n1" "$VD_TMP/mount.err"
+		vd_check "... and two notes in all" test "$(note_count)" = 2
+		vd_check "... both mounted (disk-2, disk-2-2)" test -f "$M/n2/disk-2/disk" -a -f "$M/n2/disk-2-2/disk"
+		vd_umount "$M/n2"
+	else
+		vd_fail "the same image twice: mount"
+	fi
+	vd_umount "$M/n1"
+else
+	vd_fail "notes: first mount"
+fi
+if vd_mount "$W/disk-1.vmdk" "$M/n3"; then
+	vd_check "a middle snapshot: a note names its child beside it" \
+		grep -q "note: $W/disk-1.vmdk has a child beside it, $W/disk-2.vmdk" "$VD_TMP/mount.err"
+	vd_check "... one line" test "$(wc -l <"$VD_TMP/mount.err")" = 1
+	vd_umount "$M/n3"
+else
+	vd_fail "a middle snapshot: mount"
+fi
+
 # Mount point states.
 expect_refused "a missing mount point" "does not exist \(No such file or directory\)" \
 	"$W/disk.vmdk" "$M/missing"
