@@ -321,6 +321,12 @@ void vd_chain_close(struct vd_chain *c)
 	free(c);
 }
 
+void vd_chain_set_mount_time(struct vd_chain *c, const struct timespec *t)
+{
+	c->mount_time = *t;
+	c->has_mount_time = true;
+}
+
 unsigned vd_chain_depth(const struct vd_chain *c)
 {
 	return c->depth;
@@ -491,6 +497,14 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 	char idb[37];
 
 	vd_json_obj_begin(j, NULL);
+	/* docs/chain.json.md; a change that breaks a reader bumps the version */
+	vd_json_str(j, "schema", "vdmount-chain");
+	vd_json_u64(j, "schema_version", VD_CHAIN_JSON_VERSION);
+	vd_json_str(j, "vdmount_version", VD_VERSION);
+	if (c->has_mount_time)
+		vd_json_time(j, "mount_time", &c->mount_time);
+	else
+		vd_json_null(j, "mount_time");
 	vd_json_u64(j, "depth", c->depth);
 	vd_json_u64(j, "virtual_size", vd_chain_size(c, c->depth - 1));
 	vd_json_arr_begin(j, "layers");
@@ -506,11 +520,10 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 		/* the name front ends show (shortened past 255 bytes); path is whole */
 		vd_json_str(j, "name", name);
 		free(name);
-		vd_json_str(j, "path", img->path);
+		vd_json_file(j, img->path, &img->file);
 		vd_json_str(j, "format", img->ops->name);
 		vd_json_str(j, "subformat", img->subformat);
 		vd_json_u64(j, "virtual_size", img->size);
-		vd_json_u64(j, "file_size", img->file_size);
 		vd_json_u64(j, "grain_size", img->alloc_unit);
 		vd_json_str(j, "id", img->id.len ? vd_id_format(&img->id, idb) : NULL);
 		vd_json_str(j, "parent_id",

@@ -91,8 +91,17 @@ int vd_chain_block_status(struct vd_chain *c, unsigned level, uint64_t off, uint
  * Walks the whole layer: not for hot paths. Returns 0 or -errno. */
 int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero);
 
-/* Writes the chain's metadata (layers base first, formats, sizes, ids, hints,
- * validation) as one JSON object into j. Returns 0 or -errno. */
+/* Version of the chain.json schema (docs/chain.json.md). */
+#define VD_CHAIN_JSON_VERSION 1
+
+/* When the front end made the chain visible (the mount), for chain.json's
+ * mount_time. Call before the chain is shared between threads. */
+void vd_chain_set_mount_time(struct vd_chain *c, const struct timespec *t);
+
+/* Writes the chain's metadata (schema version, vdmount version, mount time,
+ * layers base first with their files, formats, sizes, ids, hints, the whole
+ * VMDK DDB, validation) as one JSON object into j (docs/chain.json.md).
+ * Returns 0 or -errno. */
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
 
 /* --- copy-on-write into a new delta (cow.c) --------------------------- */

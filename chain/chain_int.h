@@ -19,6 +19,8 @@ struct vd_chain {
 	char **warnings;		  /* validation warnings, for chain.json */
 	unsigned n_warnings;
 	struct vd_cow *cow; /* the writable delta (the top layer), or NULL */
+	struct timespec mount_time; /* set by the front end, for chain.json */
+	bool has_mount_time;
 };
 
 /* cow.c: stops the flusher, flushes and frees the writable state (the delta

@@ -65,11 +65,12 @@ static int image_alloc(const char *path, unsigned flags, struct vd_policy *polic
 		goto fail;
 	}
 	img->fd = fd;
-	r = vd_fd_size(fd, &img->file_size);
+	r = vd_file_info_get(fd, path, &img->file);
 	if (r < 0) {
 		vd_log_err("%s: not a regular file or block device", path);
 		goto fail;
 	}
+	img->file_size = img->file.size;
 	img->flags = flags;
 	*out = img;
 	return 0;
@@ -171,6 +172,7 @@ void vd_image_close(struct vd_image *img)
 		vd_policy_free(img->policy);
 		free(img->policy);
 	}
+	vd_file_info_free(&img->file);
 	free(img->path);
 	free(img);
 }

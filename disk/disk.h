@@ -61,6 +61,7 @@ struct vd_image {
 	char *path;	    /* path this layer was opened by (resolved), owned */
 	int fd;		    /* the file named by path; O_RDONLY unless VD_OPEN_RDWR */
 	uint64_t file_size; /* of fd at open */
+	struct vd_file_info file; /* canonical path, size, mtime at open (chain.json) */
 	unsigned flags;	    /* VD_OPEN_* */
 	/* What this image may make us open (extents); not owned unless
 	 * own_policy (then it confines to the image's own directory). */

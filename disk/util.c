@@ -171,6 +171,38 @@ char *vd_path_relative(const char *dir, const char *target)
 	return b.data;
 }
 
+int vd_file_info_get(int fd, const char *path, struct vd_file_info *out)
+{
+	char link[64], buf[4096];
+	struct stat st;
+	ssize_t n;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	out->mtime = st.st_mtim;
+	r = vd_fd_size(fd, &out->size);
+	if (r < 0)
+		return r;
+	/* the file actually open, whatever happened to path since */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, buf, sizeof(buf) - 1);
+	if (n > 0 && buf[0] == '/') {
+		buf[n] = 0;
+		out->canonical = strdup(buf);
+	} else {
+		out->canonical = realpath(path, NULL);
+	}
+	return 0;
+}
+
+void vd_file_info_free(struct vd_file_info *fi)
+{
+	free(fi->canonical);
+	fi->canonical = NULL;
+}
+
 static const char *const log_tag[] = {"error: ", "warning: ", "", "debug: "};
 static enum vd_log_level log_max = VD_LOG_INFO;
 static vd_log_sink_fn log_sink;
@@ -458,4 +490,26 @@ uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_f
 	}
 	*set = s;
 	return j - k;
+}
+
+void vd_json_time(struct vd_json *j, const char *key, const struct timespec *t)
+{
+	struct tm tm;
+	char s[64];
+
+	if (!gmtime_r(&t->tv_sec, &tm)) {
+		vd_json_null(j, key);
+		return;
+	}
+	snprintf(s, sizeof(s), "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, t->tv_nsec);
+	vd_json_str(j, key, s);
+}
+
+void vd_json_file(struct vd_json *j, const char *given, const struct vd_file_info *fi)
+{
+	vd_json_str(j, "path", fi->canonical);
+	vd_json_str(j, "path_given", given);
+	vd_json_u64(j, "file_size", fi->size);
+	vd_json_time(j, "mtime", &fi->mtime);
 }

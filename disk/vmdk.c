@@ -157,12 +157,13 @@ static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
 			   e->name);
 		return -EINVAL;
 	}
-	r = vd_fd_size(fd, &e->file_size);
+	r = vd_file_info_get(fd, e->path, &e->file);
 	if (r < 0) {
 		vd_log_err("vmdk: %s: extent file %s is not a regular file or block device",
 			   img->path, e->path);
 		return r;
 	}
+	e->file_size = e->file.size;
 	return 0;
 }
 
@@ -246,6 +247,11 @@ static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t s
 				return -ENOMEM;
 			e->fd = img->fd;
 			e->file_size = img->file_size;
+			if (img->file.canonical &&
+			    !(e->file.canonical = strdup(img->file.canonical)))
+				return -ENOMEM;
+			e->file.size = img->file.size;
+			e->file.mtime = img->file.mtime;
 			e->sectors = self_sectors;
 		} else if (e->type != VMDK_EXT_ZERO) {
 			r = extent_open_file(img, e);
@@ -422,6 +428,7 @@ static void vmdk_close(struct vd_image *img)
 			e->ops->close(e);
 		if (e->own_fd && e->fd >= 0)
 			close(e->fd);
+		vd_file_info_free(&e->file);
 		free(e->path);
 	}
 	free(st->ext);
@@ -573,6 +580,8 @@ static void vmdk_describe(struct vd_image *img, struct vd_json *j)
 		vd_json_u64(j, "sectors", d->extents[i].sectors);
 		vd_json_str(j, "type", vmdk_extent_type_name(e->type));
 		vd_json_str(j, "file", e->name);
+		if (e->path)
+			vd_json_file(j, e->path, &e->file);
 		vd_json_u64(j, "offset", d->extents[i].offset);
 		vd_json_str(j, "backend", e->ops ? e->ops->name : NULL);
 		if (e->ops && e->ops->describe)

@@ -62,9 +62,10 @@ struct vmdk_extent {
 	int fd;		      /* -1 for ZERO */
 	bool own_fd;	      /* false when fd is the image's own (monolithic sparse) */
 	uint64_t file_size;
-	uint64_t grain_bytes;	/* allocation unit of this extent (0 for flat/zero) */
-	const char *image_path; /* the vd_image path, for messages */
-	void *priv;		/* backend state */
+	struct vd_file_info file; /* of the extent's own file (chain.json) */
+	uint64_t grain_bytes;	  /* allocation unit of this extent (0 for flat/zero) */
+	const char *image_path;	  /* the vd_image path, for messages */
+	void *priv;		  /* backend state */
 };
 
 extern const struct vmdk_extent_ops vmdk_flat_ops;

@@ -12,7 +12,7 @@
 # nbdkit-plugin-dev is optional for a build (without it there is no nbdkit
 # plugin); CI installs it, and nbdkit + libnbd-bin to test the plugin.
 VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev nbdkit-plugin-dev"
-VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin"
+VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin jq man-db groff-base bash-completion"
 
 vd_say()
 {
@@ -469,6 +469,7 @@ vd_check_chains()
 			continue
 		fi
 		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
+		vd_check "[$mode] $name: stderr's warnings are in chain.json" vd_check_warnings "$mnt"
 		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
 	done
 }
@@ -542,6 +543,21 @@ vd_info_vhdimount()
 	else
 		echo "INFO vhdimount could not mount $name"
 	fi
+}
+
+# vd_check_warnings DIR: every "vdmount: warning: " line the last vd_mount
+# printed is in DIR/chain.json's validation.warnings, and nothing else is.
+vd_check_warnings()
+{
+	local got want
+	want=$(sed -n 's/^vdmount: warning: //p' "$VD_TMP/mount.err" | sort)
+	got=$(jq -r '.validation.warnings[]' "$1/chain.json" | sort) || return 1
+	[ "$got" = "$want" ] && return 0
+	echo "    stderr warnings:" >&2
+	printf '      %s\n' "$want" >&2
+	echo "    chain.json warnings:" >&2
+	printf '      %s\n' "$got" >&2
+	return 1
 }
 
 # vd_asan_check: after all unmounts, fails on any sanitizer error reported by a

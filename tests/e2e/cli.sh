@@ -29,19 +29,20 @@ findmnt_of()
 }
 
 # expect_refused DESC ERE VDMOUNT-ARGS...: vdmount exits 1 within 20 s with
-# one "vdmount: error:" line matching ERE, and mounts nothing new.
+# one "vdmount: error:" line matching ERE, and the mount point (the last
+# argument) has no new mount on it.
 expect_refused()
 {
-	local desc=$1 ere=$2 rc=0 before after
+	local desc=$1 ere=$2 rc=0 mnt=${!#} before after
 	shift 2
-	before=$(wc -l </proc/self/mountinfo)
+	before=$(findmnt -n --mountpoint "$mnt" | wc -l)
 	timeout -k 5 20 "$VDMOUNT" "$@" >/dev/null 2>"$VD_TMP/err" || rc=$?
-	after=$(wc -l </proc/self/mountinfo)
+	after=$(findmnt -n --mountpoint "$mnt" | wc -l)
 	if [ $rc -eq 1 ] && [ "$(wc -l <"$VD_TMP/err")" -eq 1 ] &&
 		grep -qE -- "^vdmount: error: .*($ere)" "$VD_TMP/err" && [ "$after" -le "$before" ]; then
 		vd_pass "$desc: $(cat "$VD_TMP/err")"
 	else
-		vd_fail "$desc (exit $rc, mount table $before -> $after lines)"
+		vd_fail "$desc (exit $rc, mounts on $mnt: $before -> $after)"
 		sed 's/^/    | /' "$VD_TMP/err"
 	fi
 }
@@ -132,6 +133,51 @@ if vd_mount "$W/disk-1.vmdk" "$M/n3"; then
 	vd_umount "$M/n3"
 else
 	vd_fail "a middle snapshot: mount"
+fi
+
+# chain.json (docs/chain.json.md): schema and vdmount versions, the mount
+# time, each file's canonical path, the path as given, size and mtime, the
+# whole DDB. The image is given through a symlink.
+ln -s disk-2.vmdk "$W/link.vmdk"
+# jq_is DESC FILTER EXPECTED: FILTER on chain.json gives EXPECTED.
+jq_is()
+{
+	local got
+	got=$(jq -r "$2" "$J") || { vd_fail "$1: jq $2"; return; }
+	if [ "$got" = "$3" ]; then
+		vd_pass "$1"
+	else
+		vd_fail "$1: $2 is '$got', expected '$3'"
+	fi
+}
+# epoch ISO-TIME: seconds.nanoseconds
+epoch()
+{
+	date -u -d "$1" +%s.%N
+}
+if vd_mount "$W/link.vmdk" "$M/json"; then
+	J=$M/json/chain.json
+	jq_is "chain.json: schema" .schema vdmount-chain
+	jq_is "chain.json: schema_version" .schema_version 1
+	jq_is "chain.json: vdmount_version is -V's" .vdmount_version "$(sed -E 's/^vdmount ([^,]*),.*/\1/' <<<"$ver")"
+	jq_is "chain.json: mount_time is the files' mtime (the mount)" \
+		"(.mount_time | sub(\"\\\\.[0-9]+Z$\"; \"Z\") | fromdate)" "$(stat -c %Y "$J")"
+	jq_is "chain.json: top layer path is canonical" '.layers[2].path' "$W/disk-2.vmdk"
+	jq_is "chain.json: top layer path_given is the symlink" '.layers[2].path_given' "$W/link.vmdk"
+	i=0
+	for f in disk.vmdk disk-1.vmdk disk-2.vmdk; do
+		jq_is "chain.json: layer $((i + 1)) path" ".layers[$i].path" "$W/$f"
+		jq_is "chain.json: layer $((i + 1)) file_size" ".layers[$i].file_size" "$(stat -c %s "$W/$f")"
+		jq_is "chain.json: layer $((i + 1)) mtime" "(.layers[$i].mtime)" \
+			"$(date -u -d "@$(stat -c %.9Y "$W/$f")" +%Y-%m-%dT%H:%M:%S.%NZ)"
+		jq_is "chain.json: layer $((i + 1)) extent path" ".layers[$i].extents[0].path" "$W/$f"
+		i=$((i + 1))
+	done
+	jq_is "chain.json: the whole DDB (toolsVersion, formerly dropped)" \
+		'.layers[0].ddb.toolsVersion != null' true
+	vd_umount "$M/json"
+else
+	vd_fail "chain.json: mount"
 fi
 
 # Mount point states.
