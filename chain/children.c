@@ -65,7 +65,8 @@ static bool is_child_of(const char *path, const struct vd_image *top, const stru
 	    !memcmp(img->parent_id.bytes, top->id.bytes, top->id.len)) {
 		for (unsigned h = 0; h < img->n_hints && !hit; h++) {
 			char *how = NULL;
-			char *p = vd_chain_resolve_hint(path, img->hints[h].path, policy, &how, NULL);
+			char *p =
+			    vd_chain_resolve_hint(path, img->hints[h].path, policy, &how, NULL);
 
 			hit = same_file(p, st);
 			free(p);

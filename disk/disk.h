@@ -58,11 +58,11 @@ struct vd_hint {
 
 struct vd_image {
 	const struct vd_format_ops *ops;
-	char *path;	    /* path this layer was opened by (resolved), owned */
-	int fd;		    /* the file named by path; O_RDONLY unless VD_OPEN_RDWR */
-	uint64_t file_size; /* of fd at open */
+	char *path;		  /* path this layer was opened by (resolved), owned */
+	int fd;			  /* the file named by path; O_RDONLY unless VD_OPEN_RDWR */
+	uint64_t file_size;	  /* of fd at open */
 	struct vd_file_info file; /* canonical path, size, mtime at open (chain.json) */
-	unsigned flags;	    /* VD_OPEN_* */
+	unsigned flags;		  /* VD_OPEN_* */
 	/* What this image may make us open (extents); not owned unless
 	 * own_policy (then it confines to the image's own directory). */
 	struct vd_policy *policy;
