@@ -33,23 +33,17 @@ static unsigned n_model;
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vd_chain_XXXXXX");
-	assert_non_null(mkdtemp(tmpdir));
-	vd_formats_set(fake_formats);
+	fake_dir_begin(tmpdir, "chain");
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[300];
-
 	(void)state;
 	for (unsigned i = 0; i < n_model; i++)
 		free(model[i].map), model[i].map = NULL;
 	n_model = 0;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	assert_int_equal(system(cmd), 0);
-	vd_formats_set(NULL);
+	fake_dir_end(tmpdir);
 	return 0;
 }
 

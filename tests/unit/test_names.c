@@ -39,20 +39,14 @@ static char tmpdir[256];
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vd_names_XXXXXX");
-	assert_non_null(mkdtemp(tmpdir));
-	vd_formats_set(fake_formats);
+	fake_dir_begin(tmpdir, "names");
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[300];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	assert_int_equal(system(cmd), 0);
-	vd_formats_set(NULL);
+	fake_dir_end(tmpdir);
 	return 0;
 }
 
