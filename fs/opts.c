@@ -78,7 +78,7 @@ static const struct opt_def opt_table[] = {
      "source shown by mount, df and findmnt (default: the top image's path)"},
     {NULL, 'o', NULL, "OPT[,OPT...]", OPT_MOUNT, 0,
      "mount options: vdmount's own (above), generic ones (ro, nodev, nosuid, noexec, noatime, "
-     "...) and FUSE's (allow_other, uid=N, gid=N, umask=M, ...)"},
+     "...; only -w makes a mount writable) and FUSE's (allow_other, uid=N, gid=N, umask=M, ...)"},
     {"help", 'h', NULL, NULL, OPT_HELP, 0, "print this help and exit"},
     {"version", 'V', NULL, NULL, OPT_VERSION, 0, "print the version and exit"},
 };
@@ -279,17 +279,16 @@ static void help_wrap(FILE *f, const char *names, const char *text)
 
 static void help_print(FILE *f)
 {
-	fprintf(f,
-		"usage: vdmount [options] IMAGE... MOUNTPOINT\n"
-		"\n"
-		"Mounts VMware VMDK and Microsoft VHD snapshot chains read-only, following each\n"
-		"image's parents down to the base. Each disk appears as\n"
-		"  disk              the merged view of the whole chain\n"
-		"  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
-		"  chain.json        chain metadata and validation result\n"
-		"With several images, each gets a directory named after its file.\n"
-		"\n"
-		"options (anywhere on the command line; \"--\" ends them):\n");
+	fprintf(f, "usage: vdmount [options] IMAGE... MOUNTPOINT\n"
+		   "\n"
+		   "Mounts VMware VMDK and Microsoft VHD snapshot chains, read-only unless -w,\n"
+		   "following each image's parents down to the base. Each disk appears as\n"
+		   "  disk              the merged view of the whole chain\n"
+		   "  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
+		   "  chain.json        chain metadata and validation result\n"
+		   "With several images, each gets a directory named after its file.\n"
+		   "\n"
+		   "options (anywhere on the command line; \"--\" ends them):\n");
 	for (size_t i = 0; i < N_OPTS; i++) {
 		const struct opt_def *d = &opt_table[i];
 		char names[64] = "";
