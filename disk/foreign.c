@@ -1,16 +1,16 @@
 /* What a file is when no driver takes it, so the error says what to do.
  *
- * Evidence arrives in many containers; "not a VMDK or VHD image" helps
+ * Evidence arrives in many containers; "not a VMDK, VHD or VHDX image" helps
  * nobody. When every driver has declined a file, it is matched, in order,
  * against: a VMDK descriptor beside it that lists it as an extent (a flat
  * extent given instead of its descriptor); the magic numbers of formats we do
  * not mount (foreign_magic[]); a tar archive (an OVA: name the .vmdk inside);
  * a raw disk or filesystem image. Nothing matched: the generic message.
  *
- * The VHDX row exists only until a VHDX driver registers: rows whose name is
- * a registered driver's are skipped (here and in --help), so that message
- * disappears by itself. Magic numbers: qcow2 "QFI\xfb" (QEMU docs/interop/
- * qcow2.txt), VHDX "vhdxfile" (MS-VHDX 2.2.1), EWF "EVF\x09\x0d\x0a\xff\x00"
+ * A row whose name is a registered driver's is skipped (here and in --help):
+ * a format recognised here until its driver lands (VHDX was) stops being
+ * called foreign by itself. Magic numbers: qcow2 "QFI\xfb" (QEMU docs/interop/
+ * qcow2.txt), EWF "EVF\x09\x0d\x0a\xff\x00"
  * and EWF2 "EVF2\x0d\x0a\x81\x00" (libewf's format documents), VDI
  * 0xbeda107f at 64 (VirtualBox VDICore.h), ustar at 257 (POSIX pax), GPT
  * "EFI PART" at LBA 1 (UEFI 2.10 5.3.2), MBR 0x55aa at 510. */
@@ -40,8 +40,6 @@ struct foreign_magic {
 #define TODO_UNPACK "unpack it first"
 
 static const struct foreign_magic foreign_magic[] = {
-    {"vhdx", "VHDX (not yet)", 0, "vhdxfile", 8, "a VHDX image",
-     "VHDX is not supported yet; qemu-img convert -O vhd (or -O vmdk) makes a copy vdmount reads"},
     {"qcow2", "qcow2", 0, "QFI\xfb", 4, "a QEMU qcow2 image", TODO_CONVERT},
     {"vdi", "VDI", 64, "\x7f\x10\xda\xbe", 4, "a VirtualBox VDI image", TODO_CONVERT},
     {"ewf", "EWF/E01", 0, "EVF\x09\x0d\x0a\xff\x00", 8, "an EWF (E01) evidence file", TODO_EWF},
@@ -172,7 +170,7 @@ static const char *raw_kind(const uint8_t *h, size_t len)
 	return NULL;
 }
 
-/* "not a VMDK or VHD image", naming the registered formats. */
+/* "not a VMDK, VHD or VHDX image", naming the registered formats. */
 static void generic_error(struct vd_image *img, const char *why)
 {
 	struct vd_buf b = {0};
@@ -235,7 +233,7 @@ int vd_foreign_explain(struct vd_image *img)
 	raw = raw_kind(h, len);
 	if (raw) {
 		vd_log_err(
-		    "%s: %s, not a VMDK or VHD image: it needs no vdmount; attach it read-only "
+		    "%s: %s, not a virtual disk image: it needs no vdmount; attach it read-only "
 		    "(losetup -r -P --show %s) or mount -o ro,loop",
 		    img->path, raw, img->path);
 		goto out;

@@ -59,8 +59,8 @@ static const struct opt_def opt_table[] = {
      "with -w: the new delta's parent is layer N (1 = base), not the top; the layers above N "
      "are left out (their files untouched)"},
     {"force", 0, "force", NULL, OPT_BOOL, FIELD(force),
-     "mount even if a parent's CID / unique id does not match the child's record (a warning, "
-     "also in chain.json)"},
+     "mount even if a parent's CID / unique id does not match the child's record, or a VHDX "
+     "log is corrupt (without replaying it); a warning, also in chain.json"},
     {"search", 0, "search", "DIR", OPT_LIST, FIELD(search),
      "also look for parents (by file name) in DIR, and let images refer to files below DIR "
      "(repeatable)"},
@@ -246,6 +246,8 @@ static const struct {
 	     "flat, streamOptimized (OVF/OVA exports), ESXi vmfsSparse (-delta.vmdk) and seSparse "
 	     "(-sesparse.vmdk) deltas"},
     {"vhd", "Microsoft VHD: fixed, dynamic, differencing"},
+    {"vhdx", "Microsoft VHDX: fixed, dynamic, differencing (.vhdx, Hyper-V checkpoints "
+	     ".avhdx), a pending log replayed in memory"},
 };
 
 /* "  NAMES   text..." with text wrapped at 79 columns under itself. */
@@ -279,16 +281,17 @@ static void help_wrap(FILE *f, const char *names, const char *text)
 
 static void help_print(FILE *f)
 {
-	fprintf(f, "usage: vdmount [options] IMAGE... MOUNTPOINT\n"
-		   "\n"
-		   "Mounts VMware VMDK and Microsoft VHD snapshot chains, read-only unless -w,\n"
-		   "following each image's parents down to the base. Each disk appears as\n"
-		   "  disk              the merged view of the whole chain\n"
-		   "  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
-		   "  chain.json        chain metadata and validation result\n"
-		   "With several images, each gets a directory named after its file.\n"
-		   "\n"
-		   "options (anywhere on the command line; \"--\" ends them):\n");
+	fprintf(f,
+		"usage: vdmount [options] IMAGE... MOUNTPOINT\n"
+		"\n"
+		"Mounts VMware VMDK and Microsoft VHD and VHDX snapshot chains, read-only unless\n"
+		"-w, following each image's parents down to the base. Each disk appears as\n"
+		"  disk              the merged view of the whole chain\n"
+		"  layers/NN-<name>  the disk as it was at each layer (01 = base)\n"
+		"  chain.json        chain metadata and validation result\n"
+		"With several images, each gets a directory named after its file.\n"
+		"\n"
+		"options (anywhere on the command line; \"--\" ends them):\n");
 	for (size_t i = 0; i < N_OPTS; i++) {
 		const struct opt_def *d = &opt_table[i];
 		char names[64] = "";

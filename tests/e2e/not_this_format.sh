@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Files that are not what vdmount mounts: each must be refused with one line
 # that names the file, says what it is and what to do instead (issue 12):
-# qcow2, VDI, VHDX (while no VHDX driver is registered), EWF/E01, an OVA
+# qcow2, VDI, EWF/E01, an OVA
 # (naming the .vmdk inside), raw MBR/GPT disks and filesystems, and VMDK
 # extent files given instead of their descriptor (-flat, -s001, -delta,
 # -sesparse): "open <descriptor> instead" when a descriptor beside them lists
@@ -30,10 +30,6 @@ qemu-img create -q -f qcow2 a.qcow2 4M
 CASES+=("qcow2|a.qcow2|a.qcow2|qcow2.*qemu-img convert")
 qemu-img create -q -f vdi a.vdi 4M
 CASES+=("VDI|a.vdi|a.vdi|VDI.*qemu-img convert")
-qemu-img create -q -f vhdx a.vhdx 4M
-if "$VDMOUNT" --help | grep -q 'VHDX (not yet)'; then
-	CASES+=("VHDX (until its driver lands)|a.vhdx|a.vhdx|VHDX image.*not supported yet")
-fi
 {
 	printf 'EVF\x09\x0d\x0a\xff\x00\x01\x01\x00\x00\x00'
 	head -c 2000 /dev/zero
