@@ -23,7 +23,7 @@
  * -sNNN, -fNNN, -delta, -sesparse, -ctk pieces). */
 static bool name_is_image(const char *n)
 {
-	static const char *const exts[] = {".vmdk", ".vhd", ".avhd"};
+	static const char *const exts[] = {".vmdk", ".vhd", ".avhd", ".vhdx", ".avhdx"};
 	static const char *const pieces[] = {"-flat", "-delta", "-sesparse", "-ctk"};
 	size_t len = strlen(n), e = 0;
 
