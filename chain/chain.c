@@ -16,7 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -64,18 +64,14 @@ static void seen_free(struct seen_file **set)
 	}
 }
 
-static void chain_warn(struct vd_chain *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void chain_warn(struct vd_chain *c, const char *fmt, ...)
+/* Every warning logged while a chain opens, by a driver or by this file,
+ * goes into the chain's list for chain.json (vd_log_collect): stderr and
+ * validation.warnings say the same. */
+static void chain_collect(void *ctx, enum vd_log_level lvl, const char *msg)
 {
-	char msg[1024];
-	va_list ap;
+	struct vd_chain *c = ctx;
 
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	vd_log_warn("%s", msg);
+	(void)lvl;
 	vd_strv_add(&c->warnings, &c->n_warnings, msg);
 }
 
@@ -124,8 +120,20 @@ static int parent_open(struct vd_chain *c, struct vd_image *child, struct vd_ima
 		char *p = vd_chain_resolve_hint(child->path, child->hints[i].path, c->policy, &how,
 						&tried);
 		if (p) {
+			char *role = NULL;
+
 			free(tried);
+			/* errors about the parent say whose parent it is and how it was found */
+			if (asprintf(&role, "parent of %s, found by %s%s%s%s", child->path,
+				     child->hints[i].kind, how ? " (" : "", how ? how : "",
+				     how ? ")" : "") < 0)
+				role = NULL;
+			if (role)
+				vd_log_context_push(role);
 			r = vd_image_open_in(p, chain_open_flags(c), c->policy, child->path, out);
+			if (role)
+				vd_log_context_pop();
+			free(role);
 			free(p);
 			if (r == 0) {
 				link->hint_kind = child->hints[i].kind;
@@ -173,15 +181,15 @@ static int link_check(struct vd_chain *c, struct vd_image *child, struct vd_imag
 				   parent->path, what, vd_id_format(&parent->id, b));
 			return -EINVAL;
 		}
-		chain_warn(c, "%s expects parent %s %s but %s has %s %s (mounted with --force)",
-			   child->path, what, vd_id_format(&child->parent_id, a), parent->path,
-			   what, vd_id_format(&parent->id, b));
+		vd_log_warn("%s expects parent %s %s but %s has %s %s (mounted with --force)",
+			    child->path, what, vd_id_format(&child->parent_id, a), parent->path,
+			    what, vd_id_format(&parent->id, b));
 	}
 	link->stamp_match = true;
 	if (child->has_stamp && parent->has_stamp && child->parent_stamp != parent->stamp) {
 		link->stamp_match = false;
-		chain_warn(c, "%s records parent timestamp %" PRIu32 " but %s has %" PRIu32,
-			   child->path, child->parent_stamp, parent->path, parent->stamp);
+		vd_log_warn("%s records parent timestamp %" PRIu32 " but %s has %" PRIu32,
+			    child->path, child->parent_stamp, parent->path, parent->stamp);
 	}
 	if (parent->size < child->size)
 		vd_log_debug("%s: parent %s is shorter (%" PRIu64 " < %" PRIu64 "): zeros past it",
@@ -253,6 +261,7 @@ int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
 		r = vd_policy_add_image(c->policy, top_path);
 	}
 	memset(links, 0, sizeof(links));
+	vd_log_collect(chain_collect, c);
 	if (r == 0)
 		r = chain_walk(c, top_path, stack, links, &n);
 	if (r == 0) {
@@ -271,9 +280,11 @@ int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
 	}
 	c->depth = n;
 	c->opts = NULL;
+	vd_log_collect(NULL, NULL);
 	*out = c;
 	return 0;
 fail:
+	vd_log_collect(NULL, NULL);
 	for (unsigned i = 0; i < n; i++) {
 		vd_image_close(stack[i]);
 		free(links[i].how);
@@ -302,6 +313,12 @@ void vd_chain_close(struct vd_chain *c)
 	free(c->layers);
 	free(c->links);
 	free(c);
+}
+
+void vd_chain_set_mount_time(struct vd_chain *c, const struct timespec *t)
+{
+	c->mount_time = *t;
+	c->has_mount_time = true;
 }
 
 unsigned vd_chain_depth(const struct vd_chain *c)
@@ -535,6 +552,14 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 	int r;
 
 	vd_json_obj_begin(j, NULL);
+	/* docs/chain.json.md; a change that breaks a reader bumps the version */
+	vd_json_str(j, "schema", "vdmount-chain");
+	vd_json_u64(j, "schema_version", VD_CHAIN_JSON_VERSION);
+	vd_json_str(j, "vdmount_version", VD_VERSION);
+	if (c->has_mount_time)
+		vd_json_time(j, "mount_time", &c->mount_time);
+	else
+		vd_json_null(j, "mount_time");
 	vd_json_u64(j, "depth", c->depth);
 	vd_json_u64(j, "virtual_size", vd_chain_size(c, c->depth - 1));
 	vd_json_arr_begin(j, "layers");
@@ -546,13 +571,13 @@ int vd_chain_describe(struct vd_chain *c, struct vd_json *j)
 
 		vd_json_obj_begin(j, NULL);
 		vd_json_u64(j, "index", i + 1);
+		/* the name front ends show (shortened past 255 bytes); path is whole */
 		vd_json_str(j, "name", name);
 		free(name);
-		vd_json_str(j, "path", img->path);
+		vd_json_file(j, img->path, &img->file);
 		vd_json_str(j, "format", img->ops->name);
 		vd_json_str(j, "subformat", img->subformat);
 		vd_json_u64(j, "virtual_size", img->size);
-		vd_json_u64(j, "file_size", img->file_size);
 		vd_json_u64(j, "grain_size", img->alloc_unit);
 		vd_json_str(j, "id", img->id.len ? vd_id_format(&img->id, idb) : NULL);
 		vd_json_str(j, "parent_id",

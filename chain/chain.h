@@ -66,7 +66,8 @@ struct vd_image *vd_chain_layer(const struct vd_chain *c, unsigned i);
 /* How layer i found its parent (i >= 1), or NULL. */
 const struct vd_chain_link *vd_chain_link(const struct vd_chain *c, unsigned i);
 
-/* Validation warnings (for chain.json): count, and warning i. */
+/* Validation warnings (for chain.json): every warning logged while the chain
+ * opened, the drivers' included, as printed. Count, and warning i. */
 unsigned vd_chain_warning_count(const struct vd_chain *c);
 const char *vd_chain_warning(const struct vd_chain *c, unsigned i);
 
@@ -104,8 +105,17 @@ int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uin
  * whole layer. Returns 0 or -errno. */
 int vd_chain_changes(struct vd_chain *c, unsigned level, struct vd_buf *out);
 
-/* Writes the chain's metadata (layers base first, formats, sizes, ids, hints,
- * validation, the merged disk's partition table) as one JSON object into j. Returns 0 or -errno. */
+/* Version of the chain.json schema (docs/chain.json.md). */
+#define VD_CHAIN_JSON_VERSION 1
+
+/* When the front end made the chain visible (the mount), for chain.json's
+ * mount_time. Call before the chain is shared between threads. */
+void vd_chain_set_mount_time(struct vd_chain *c, const struct timespec *t);
+
+/* Writes the chain's metadata (schema version, vdmount version, mount time,
+ * layers base first with their files, formats, sizes, ids, hints, the whole
+ * VMDK DDB, validation, the merged disk's partition table) as one JSON object into j
+ * (docs/chain.json.md). Returns 0 or -errno. */
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
 
 /* --- copy-on-write into a new delta (cow.c) --------------------------- */
@@ -161,7 +171,27 @@ char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_
 char *vd_path_stem(const char *path);
 
 /* Name of layer i as front ends show it: "NN-<stem>", NN = i + 1 zero-padded
- * to the width the chain's depth needs (at least 2). Malloc'd, or NULL. */
+ * to the width the chain's depth needs (at least 2). A name longer than 255
+ * bytes (NAME_MAX) keeps "NN-", the stem is cut at a UTF-8 character boundary
+ * and "~" plus the CRC-32 of the full stem (8 hex digits) ends it: at most 255
+ * bytes, the same for the same input. Malloc'd, or NULL. */
 char *vd_chain_layer_name(const struct vd_chain *c, unsigned i);
+
+/* A delta in the top layer's directory whose parent is the top layer (its
+ * parent id matches and a hint resolves to the top file): the user may have
+ * meant to mount that newer disk. Malloc'd path, or NULL. Logs nothing;
+ * bounded work (at most 64 images opened). */
+char *vd_chain_child_beside(const struct vd_chain *c);
+
+/* Directory names for n disks mounted side by side, given the paths of their
+ * top layers: each path's stem (vd_path_stem), made unique with -2, -3, ...
+ * in the order given; linear in n. Names over 255 bytes are shortened like
+ * layer names ("<cut stem>~<crc32>-k"). names[i] gets a malloc'd string (the caller frees each).
+ * Returns 0 or -ENOMEM (then every names[i] is NULL). */
+int vd_disk_names(const char *const *paths, unsigned n, char **names);
+
+/* vd_disk_names() over the top layers of n open chains: the names every front
+ * end (FUSE directories, nbdkit exports) gives disks mounted together. */
+int vd_chain_disk_names(struct vd_chain *const *chains, unsigned n, char **names);
 
 #endif

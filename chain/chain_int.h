@@ -18,7 +18,9 @@ struct vd_chain {
 	const struct vd_chain_opts *opts; /* during open only */
 	char **warnings;		  /* validation warnings, for chain.json */
 	unsigned n_warnings;
-	struct vd_cow *cow; /* the writable delta (the top layer), or NULL */
+	struct vd_cow *cow;	    /* the writable delta (the top layer), or NULL */
+	struct timespec mount_time; /* set by the front end, for chain.json */
+	bool has_mount_time;
 };
 
 /* cow.c: stops the flusher, flushes and frees the writable state (the delta

@@ -1,7 +1,10 @@
 /* Parent-hint resolution. A hint is text a foreign tool wrote on another
  * machine, so it is only a hint: we build a short list of candidates in order
  * of trust and take the first that exists; the caller then checks identity
- * (CID / UUID), which is what makes the choice safe. */
+ * (CID / UUID), which is what makes the choice safe.
+ *
+ * Also the names front ends show: a layer's "NN-<stem>" and the directory of
+ * each disk mounted beside others ("<stem>", "<stem>-2", ...). */
 #include "chain/chain.h"
 
 #include <ctype.h>
@@ -11,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <uthash.h>
+#include <zlib.h>
 
 /* Last component, splitting on both '/' and '\\'. */
 static const char *base_of(const char *p)
@@ -152,6 +157,169 @@ char *vd_path_stem(const char *path)
 	return strndup(b, n);
 }
 
+/* Longest name a directory entry may have (NAME_MAX on Linux), and the tag a
+ * shortened name carries: "~" and the CRC-32 of the full stem in 8 hex
+ * digits, so two long names that share their first 240 bytes stay apart and
+ * the same input always gets the same name. */
+#define NAME_BYTES_MAX 255
+#define NAME_TAG_LEN 9
+
+/* prefix + stem + suffix; when that is longer than NAME_BYTES_MAX, the stem
+ * is cut (never inside a UTF-8 character) and the tag goes before suffix.
+ * Malloc'd, or NULL. prefix and suffix are short (a layer number, "-k"). */
+static char *name_fit(const char *prefix, const char *stem, const char *suffix)
+{
+	size_t p = strlen(prefix), n = strlen(stem), x = strlen(suffix), keep;
+	char *out;
+
+	if (p + n + x <= NAME_BYTES_MAX) {
+		if (asprintf(&out, "%s%s%s", prefix, stem, suffix) < 0)
+			return NULL;
+		return out;
+	}
+	keep = NAME_BYTES_MAX - p - x - NAME_TAG_LEN;
+	/* back off over at most 3 continuation bytes to a character start */
+	for (unsigned i = 0; i < 3 && keep > 0 && ((unsigned char)stem[keep] & 0xc0) == 0x80; i++)
+		keep--;
+	if (asprintf(&out, "%s%.*s~%08lx%s", prefix, (int)keep, stem,
+		     crc32(0, (const unsigned char *)stem, (unsigned)n), suffix) < 0)
+		return NULL;
+	return out;
+}
+
+/* Names taken so far, and per stem the next -k suffix to try. Because a taken
+ * name is never released, every -k below a stem's counter is known to be
+ * taken, so each image costs O(1) expected lookups plus one per real stem
+ * that happens to look like "stem-k": naming is linear in the number of
+ * images (a plain search from -2 each time is quadratic, and comparing
+ * against every earlier name cubic). */
+struct name_slot {
+	char *key; /* hash key, owned */
+	unsigned next_k;
+	UT_hash_handle hh;
+};
+
+struct name_sets {
+	struct name_slot *taken; /* final names */
+	struct name_slot *stems; /* stems, with their counters */
+};
+
+/* The slot for key in *set; created when missing and create is set. */
+static struct name_slot *slot_find(struct name_slot **set, const char *key, bool create, bool *oom)
+{
+	struct name_slot *s;
+
+	HASH_FIND_STR(*set, key, s);
+	if (s || !create)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (s)
+		s->key = strdup(key);
+	if (!s || !s->key) {
+		free(s);
+		*oom = true;
+		return NULL;
+	}
+	HASH_ADD_KEYPTR(hh, *set, s->key, strlen(s->key), s);
+	return s;
+}
+
+static void slots_free(struct name_slot **set)
+{
+	struct name_slot *s, *t;
+
+	HASH_ITER(hh, *set, s, t)
+	{
+		HASH_DEL(*set, s);
+		free(s->key);
+		free(s);
+	}
+}
+
+static bool name_usable(const char *n)
+{
+	return strcmp(n, "") && strcmp(n, ".") && strcmp(n, "..");
+}
+
+/* Takes name if it is usable and free: returns true, or false (*oom on failure). */
+static bool name_take(struct name_sets *ns, const char *name, bool *oom)
+{
+	if (!name_usable(name) || slot_find(&ns->taken, name, false, oom))
+		return false;
+	return slot_find(&ns->taken, name, true, oom) != NULL;
+}
+
+/* A unique name for stem: the stem itself, else stem-k for the lowest free k. */
+static char *name_unique(struct name_sets *ns, const char *stem)
+{
+	struct name_slot *st;
+	bool oom = false;
+	char *name = name_fit("", stem, "");
+
+	if (!name || name_take(ns, name, &oom) || oom)
+		goto out;
+	free(name);
+	name = NULL;
+	st = slot_find(&ns->stems, stem, true, &oom);
+	if (!st)
+		goto out;
+	for (unsigned k = st->next_k < 2 ? 2 : st->next_k;; k++) {
+		char sfx[16];
+
+		snprintf(sfx, sizeof(sfx), "-%u", k);
+		name = name_fit("", stem, sfx);
+		if (!name || name_take(ns, name, &oom) || oom) {
+			st->next_k = k + 1;
+			break;
+		}
+		free(name);
+	}
+out:
+	if (oom) {
+		free(name);
+		return NULL;
+	}
+	return name;
+}
+
+int vd_disk_names(const char *const *paths, unsigned n, char **names)
+{
+	struct name_sets ns = {NULL, NULL};
+	int r = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		names[i] = NULL;
+	for (unsigned i = 0; i < n && r == 0; i++) {
+		char *stem = vd_path_stem(paths[i]);
+
+		names[i] = stem ? name_unique(&ns, stem) : NULL;
+		free(stem);
+		if (!names[i])
+			r = -ENOMEM;
+	}
+	slots_free(&ns.taken);
+	slots_free(&ns.stems);
+	for (unsigned i = 0; r < 0 && i < n; i++) {
+		free(names[i]);
+		names[i] = NULL;
+	}
+	return r;
+}
+
+int vd_chain_disk_names(struct vd_chain *const *chains, unsigned n, char **names)
+{
+	const char **paths = calloc(n ? n : 1, sizeof(*paths));
+	int r;
+
+	if (!paths)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++)
+		paths[i] = vd_chain_layer(chains[i], vd_chain_depth(chains[i]) - 1)->path;
+	r = vd_disk_names(paths, n, names);
+	free(paths);
+	return r;
+}
+
 static unsigned digits(unsigned v)
 {
 	unsigned d = 1;
@@ -167,14 +335,15 @@ char *vd_chain_layer_name(const struct vd_chain *c, unsigned i)
 {
 	unsigned width = digits(vd_chain_depth(c));
 	char *stem, *name;
+	char prefix[16];
 
 	if (width < 2)
 		width = 2;
 	stem = vd_path_stem(vd_chain_layer(c, i)->path);
 	if (!stem)
 		return NULL;
-	if (asprintf(&name, "%0*u-%s", (int)width, i + 1, stem) < 0)
-		name = NULL;
+	snprintf(prefix, sizeof(prefix), "%0*u-", (int)width, i + 1);
+	name = name_fit(prefix, stem, "");
 	free(stem);
 	return name;
 }

@@ -66,11 +66,12 @@ static int image_alloc(const char *path, unsigned flags, struct vd_policy *polic
 		goto fail;
 	}
 	img->fd = fd;
-	r = vd_fd_size(fd, &img->file_size);
+	r = vd_file_info_get(fd, path, &img->file);
 	if (r < 0) {
 		vd_log_err("%s: not a regular file or block device", path);
 		goto fail;
 	}
+	img->file_size = img->file.size;
 	img->flags = flags;
 	*out = img;
 	return 0;
@@ -84,8 +85,18 @@ static int image_finish_open(struct vd_image *img, unsigned flags)
 	char idbuf[37];
 	int r = img->ops->open(img, flags);
 
+	if (r == -EMEDIUMTYPE)
+		return vd_foreign_explain(img);
 	if (r < 0)
 		return r;
+	/* Every front end hands the size to the kernel as an off_t (st_size, read
+	 * offsets): a larger disk would mount and then fail every stat. */
+	if (img->size > (uint64_t)INT64_MAX) {
+		vd_log_err("%s: virtual size of %" PRIu64 " bytes is larger than a Linux file can "
+			   "be (off_t: at most 2^63 - 1 bytes)",
+			   img->path, img->size);
+		return -EFBIG;
+	}
 	if (img->has_parent && img->n_hints == 0) {
 		vd_log_err("%s: %s delta (parent id %s) names no parent file", img->path,
 			   img->ops->name, vd_id_format(&img->parent_id, idbuf));
@@ -130,8 +141,7 @@ int vd_image_open_in(const char *path, unsigned flags, struct vd_policy *policy,
 		}
 	}
 	if (!best) {
-		vd_log_err("%s: not a VMDK or VHD image (unrecognised header)", path);
-		r = -EINVAL;
+		r = vd_foreign_explain(img);
 		goto fail;
 	}
 	img->ops = best;
@@ -163,6 +173,7 @@ void vd_image_close(struct vd_image *img)
 		vd_policy_free(img->policy);
 		free(img->policy);
 	}
+	vd_file_info_free(&img->file);
 	free(img->path);
 	free(img);
 }

@@ -58,10 +58,11 @@ struct vd_hint {
 
 struct vd_image {
 	const struct vd_format_ops *ops;
-	char *path;	    /* path this layer was opened by (resolved), owned */
-	int fd;		    /* the file named by path; O_RDONLY unless VD_OPEN_RDWR */
-	uint64_t file_size; /* of fd at open */
-	unsigned flags;	    /* VD_OPEN_* */
+	char *path;		  /* path this layer was opened by (resolved), owned */
+	int fd;			  /* the file named by path; O_RDONLY unless VD_OPEN_RDWR */
+	uint64_t file_size;	  /* of fd at open */
+	struct vd_file_info file; /* canonical path, size, mtime at open (chain.json) */
+	unsigned flags;		  /* VD_OPEN_* */
 	/* What this image may make us open (extents); not owned unless
 	 * own_policy (then it confines to the image's own directory). */
 	struct vd_policy *policy;
@@ -112,7 +113,10 @@ struct vd_format_ops {
 
 	/* Parses metadata of img->fd / img->path and fills the "set by open" fields.
 	 * Returns 0 or -errno (-EINVAL for bad metadata, -ENOTSUP for a valid but
-	 * unsupported variant) after logging one line naming the file and the problem. */
+	 * unsupported variant) after logging one line naming the file and the problem.
+	 * A driver that probed weakly and finds the file is not of its format at all
+	 * returns -EMEDIUMTYPE without logging: vd_image_open() then says what the
+	 * file is instead. */
 	int (*open)(struct vd_image *img, unsigned flags);
 
 	/* Frees everything the driver allocated; safe after a failed open(). */
@@ -180,7 +184,8 @@ struct vd_format_ops {
 /* Opens path as a single layer: probes every known format and calls the best
  * driver's open(). Files the image names (extents) are confined to the
  * image's own directory tree (see vd_image_open_in). Errors are logged with
- * the path. Returns 0 or -errno. */
+ * the path. Returns 0 or -errno (-EFBIG for a virtual size that does not fit
+ * off_t). */
 int vd_image_open(const char *path, unsigned flags, struct vd_image **out);
 
 /* As vd_image_open(), with the files the image names judged by policy (kept,
@@ -223,6 +228,10 @@ int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path);
 /* Formats an id as lowercase hex: 8 digits for a 4-byte CID, canonical
  * 8-4-4-4-12 for a 16-byte UUID. buf must hold 37 bytes. */
 const char *vd_id_format(const struct vd_id *id, char buf[37]);
+
+/* Formats vdmount recognises but does not mount, for --help (", "-joined,
+ * static). A format whose driver is registered is not listed. */
+const char *vd_foreign_list(void);
 
 /* The registered drivers, NULL-terminated. */
 extern const struct vd_format_ops *const vd_formats[];

@@ -273,11 +273,92 @@ char *vd_path_relative(const char *dir, const char *target)
 	return b.data;
 }
 
+int vd_file_info_get(int fd, const char *path, struct vd_file_info *out)
+{
+	char link[64], buf[4096];
+	struct stat st;
+	ssize_t n;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	out->mtime = st.st_mtim;
+	r = vd_fd_size(fd, &out->size);
+	if (r < 0)
+		return r;
+	/* the file actually open, whatever happened to path since */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, buf, sizeof(buf) - 1);
+	if (n > 0 && buf[0] == '/') {
+		buf[n] = 0;
+		out->canonical = strdup(buf);
+	} else {
+		out->canonical = realpath(path, NULL);
+	}
+	return 0;
+}
+
+void vd_file_info_free(struct vd_file_info *fi)
+{
+	free(fi->canonical);
+	fi->canonical = NULL;
+}
+
 static const char *const log_tag[] = {"error: ", "warning: ", "", "debug: "};
 static enum vd_log_level log_max = VD_LOG_INFO;
 static vd_log_sink_fn log_sink;
 static void *log_ctx;
 static atomic_uint log_errors;
+
+#define LOG_CTX_MAX 8
+static _Thread_local const char *log_context[LOG_CTX_MAX];
+static _Thread_local unsigned log_context_depth;
+static _Thread_local unsigned log_muted;
+static _Thread_local vd_log_sink_fn log_collect_fn;
+static _Thread_local void *log_collect_ctx;
+
+void vd_log_context_push(const char *ctx)
+{
+	if (log_context_depth < LOG_CTX_MAX)
+		log_context[log_context_depth] = ctx;
+	log_context_depth++;
+}
+
+void vd_log_context_pop(void)
+{
+	if (log_context_depth)
+		log_context_depth--;
+}
+
+void vd_log_mute(bool on)
+{
+	if (on)
+		log_muted++;
+	else if (log_muted)
+		log_muted--;
+}
+
+void vd_log_collect(vd_log_sink_fn fn, void *ctx)
+{
+	log_collect_fn = fn;
+	log_collect_ctx = ctx;
+}
+
+/* Appends " (ctx, in the ctx...)", innermost first, to msg (truncating). */
+static void log_context_add(char *msg, size_t size)
+{
+	unsigned n = log_context_depth < LOG_CTX_MAX ? log_context_depth : LOG_CTX_MAX;
+	size_t len = strlen(msg);
+
+	for (unsigned i = n; i-- > 0 && len + 1 < size;) {
+		int w = snprintf(msg + len, size - len, "%s%s", i == n - 1 ? " (" : ", in the ",
+				 log_context[i]);
+		len = w < 0 ? size : len + (size_t)w;
+	}
+	if (n && len + 1 < size)
+		snprintf(msg + len, size - len, ")");
+}
 
 void vd_log_set_level(enum vd_log_level max)
 {
@@ -311,16 +392,24 @@ unsigned vd_log_error_count(void)
 
 void vd_log(enum vd_log_level lvl, const char *fmt, ...)
 {
-	char msg[2048];
+	char msg[4096];
 	va_list ap;
 
+	if (log_muted)
+		return;
 	if (lvl == VD_LOG_ERR)
 		atomic_fetch_add(&log_errors, 1);
-	if (lvl > log_max)
+	if (lvl > log_max && !(lvl == VD_LOG_WARN && log_collect_fn))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (lvl <= VD_LOG_WARN)
+		log_context_add(msg, sizeof(msg));
+	if (lvl == VD_LOG_WARN && log_collect_fn)
+		log_collect_fn(log_collect_ctx, lvl, msg);
+	if (lvl > log_max)
+		return;
 	if (log_sink)
 		log_sink(log_ctx, lvl, msg);
 	else
@@ -517,4 +606,26 @@ uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_f
 	}
 	*set = s;
 	return j - k;
+}
+
+void vd_json_time(struct vd_json *j, const char *key, const struct timespec *t)
+{
+	struct tm tm;
+	char s[64];
+
+	if (!gmtime_r(&t->tv_sec, &tm)) {
+		vd_json_null(j, key);
+		return;
+	}
+	snprintf(s, sizeof(s), "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, t->tv_nsec);
+	vd_json_str(j, key, s);
+}
+
+void vd_json_file(struct vd_json *j, const char *given, const struct vd_file_info *fi)
+{
+	vd_json_str(j, "path", fi->canonical);
+	vd_json_str(j, "path_given", given);
+	vd_json_u64(j, "file_size", fi->size);
+	vd_json_time(j, "mtime", &fi->mtime);
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Overflow-checked u64 arithmetic: return true on overflow (like the builtins). */
 static inline bool vd_add_ovf(uint64_t a, uint64_t b, uint64_t *out)
@@ -113,6 +114,19 @@ char *vd_path_beside(const char *path, const char *name);
 /* Relative path from directory dir to file target (both absolute and real). */
 char *vd_path_relative(const char *dir, const char *target);
 
+/* What chain.json says of one input file, taken when it was opened. */
+struct vd_file_info {
+	char *canonical; /* absolute, symlinks resolved; NULL if unknown */
+	uint64_t size;	 /* bytes (block devices included) */
+	struct timespec mtime;
+};
+
+/* Fills *out for the file open at fd, opened by path (canonical from
+ * /proc/self/fd, else realpath). Returns 0 or -errno; *out is always safe to
+ * free with vd_file_info_free(). */
+int vd_file_info_get(int fd, const char *path, struct vd_file_info *out);
+void vd_file_info_free(struct vd_file_info *fi);
+
 /* Logging. One line per message, without a trailing newline. By default
  * lines go to stderr as "vdmount: <level tag><message>"; a front end can send
  * them elsewhere (syslog, nbdkit_error, a test's buffer) with vd_log_set_sink. */
@@ -130,6 +144,22 @@ void vd_log_set_sink(vd_log_sink_fn sink, void *ctx);
 
 /* A ready-made sink: syslog(3) with ident "vdmount", facility daemon. */
 void vd_log_to_syslog(void);
+
+/* What the file being opened is to the chain ("parent of X, found by Y",
+ * "extent 2 of Z"), appended to every error and warning this thread logs as
+ * " (ctx)" while pushed; nested contexts are joined innermost first with
+ * ", in the ". ctx must stay valid until popped. Thread-local; at most 8 deep
+ * (deeper pushes are counted but not shown). */
+void vd_log_context_push(const char *ctx);
+void vd_log_context_pop(void);
+
+/* While muted (nestable), this thread's messages are dropped and its errors
+ * not counted: for probing files whose problems are not the user's concern. */
+void vd_log_mute(bool on);
+
+/* Also hands every warning this thread logs (context included) to fn, until
+ * called again with NULL: chain/ collects them for chain.json. Thread-local. */
+void vd_log_collect(vd_log_sink_fn fn, void *ctx);
 
 /* Number of errors logged so far (tests use it to check that a failure said something). */
 unsigned vd_log_error_count(void);
@@ -168,5 +198,11 @@ void vd_json_str(struct vd_json *j, const char *key, const char *val); /* NULL v
 void vd_json_u64(struct vd_json *j, const char *key, uint64_t val);
 void vd_json_bool(struct vd_json *j, const char *key, bool val);
 void vd_json_null(struct vd_json *j, const char *key);
+/* A time as an ISO 8601 UTC string with nanoseconds: "2024-05-01T10:00:00.000000001Z". */
+void vd_json_time(struct vd_json *j, const char *key, const struct timespec *t);
+/* One input file's members: "path" (canonical), "path_given" (given, the
+ * name as the image or the user wrote it, resolved against its directory),
+ * "file_size" and "mtime". */
+void vd_json_file(struct vd_json *j, const char *given, const struct vd_file_info *fi);
 
 #endif

@@ -77,11 +77,10 @@ static int footer_find(struct vd_image *img, struct vhd_state *st)
 	struct vhd_footer f0;
 	int r, r0;
 
-	if (fs < VHD_FOOTER_SIZE) {
-		vd_log_err("%s: not a VMDK or VHD image (file shorter than a VHD footer)",
-			   img->path);
-		return -EINVAL;
-	}
+	/* Probed weakly (a fixed disk shows itself only at EOF): not a VHD at
+	 * all is for vd_image_open() to explain. */
+	if (fs < VHD_FOOTER_SIZE)
+		return -EMEDIUMTYPE;
 	st->ftr_off = fs - VHD_FOOTER_SIZE;
 	r = footer_try(img, st->ftr_off, st->ftr_off, &st->ftr, raw, &why);
 	if (r < 0 && fs % VHD_SECTOR == VHD_SECTOR - 1) {
@@ -115,8 +114,8 @@ static int footer_find(struct vd_image *img, struct vhd_state *st)
 		return 0;
 	}
 	if (!strcmp(why, VHD_WHY_NO_COOKIE) && (r0 == 0 || !strcmp(why0, VHD_WHY_NO_COOKIE)))
-		vd_log_err("%s: not a VMDK or VHD image (no VHD footer at EOF)", img->path);
-	else if (r0 < 0 && strcmp(why0, VHD_WHY_NO_COOKIE))
+		return -EMEDIUMTYPE;
+	if (r0 < 0 && strcmp(why0, VHD_WHY_NO_COOKIE))
 		vd_log_err("vhd: %s: bad footer at EOF (%s) and at offset 0 (%s)", img->path, why,
 			   why0);
 	else

@@ -159,12 +159,13 @@ static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
 			   e->name);
 		return -EINVAL;
 	}
-	r = vd_fd_size(fd, &e->file_size);
+	r = vd_file_info_get(fd, e->path, &e->file);
 	if (r < 0) {
 		vd_log_err("vmdk: %s: extent file %s is not a regular file or block device",
 			   img->path, e->path);
 		return r;
 	}
+	e->file_size = e->file.size;
 	return 0;
 }
 
@@ -220,6 +221,7 @@ static int extents_check_unique(struct vd_image *img, struct vmdk_state *st)
 static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t self_sectors)
 {
 	uint64_t start = 0;
+	char *role;
 	int r;
 
 	st->ext = calloc(st->desc.n_extents, sizeof(*st->ext));
@@ -248,6 +250,11 @@ static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t s
 				return -ENOMEM;
 			e->fd = img->fd;
 			e->file_size = img->file_size;
+			if (img->file.canonical &&
+			    !(e->file.canonical = strdup(img->file.canonical)))
+				return -ENOMEM;
+			e->file.size = img->file.size;
+			e->file.mtime = img->file.mtime;
 			e->sectors = self_sectors;
 		} else if (e->type != VMDK_EXT_ZERO) {
 			r = extent_open_file(img, e);
@@ -255,7 +262,16 @@ static int extents_build(struct vd_image *img, struct vmdk_state *st, uint64_t s
 				return r;
 		}
 		e->ops = extent_backend(e);
+		/* "... (extent 2 of /d/disk.vmdk)": the disk an extent's errors concern */
+		role = NULL;
+		if (!self_sectors && asprintf(&role, "extent %u of %s", i + 1, img->path) < 0)
+			role = NULL;
+		if (role)
+			vd_log_context_push(role);
 		r = e->ops->open(e);
+		if (role)
+			vd_log_context_pop();
+		free(role);
 		if (r < 0) {
 			e->ops = NULL; /* open() cleaned up after itself */
 			return r;
@@ -307,6 +323,29 @@ static int embedded_desc_read(struct vd_image *img, const struct vmdk_kdmv_heade
 	return 0;
 }
 
+/* An extent file opened as if it were a disk: when a descriptor beside it
+ * lists it, refuses with "open that descriptor instead" and returns true;
+ * otherwise returns false, except for COWD and seSparse files (no disk
+ * without a descriptor), which are refused either way (returns true). */
+static bool piece_refuse(struct vd_image *img, const char *kind)
+{
+	unsigned no = 0;
+	char *owner = vmdk_extent_owner(img->path, &no);
+	bool sparse_piece = !strcmp(kind, "sparse piece");
+
+	if (owner)
+		vd_log_err("vmdk: %s: this is extent %u (%s) of the disk described by %s, not a "
+			   "disk: open %s instead",
+			   img->path, no, kind, owner, owner);
+	else if (!sparse_piece)
+		vd_log_err(
+		    "vmdk: %s: this is a %s extent file, not a disk, and no descriptor "
+		    "beside it lists it: open the disk's descriptor (.vmdk text file) instead",
+		    img->path, kind);
+	free(owner);
+	return owner || !sparse_piece;
+}
+
 /* A KDMV file opened directly: it is the single extent of its own descriptor. */
 static int open_kdmv(struct vd_image *img, struct vmdk_state *st, const uint8_t hdr[512])
 {
@@ -320,6 +359,8 @@ static int open_kdmv(struct vd_image *img, struct vmdk_state *st, const uint8_t 
 	r = embedded_desc_read(img, &h, &text);
 	if (r < 0)
 		return r;
+	if (!text && piece_refuse(img, "sparse piece"))
+		return -EINVAL;
 	if (!text) {
 		vd_log_warn("vmdk: %s: sparse file without an embedded descriptor (one piece of a "
 			    "split disk?): opening it alone, with no identity",
@@ -410,6 +451,7 @@ static void vmdk_close(struct vd_image *img)
 			e->ops->close(e);
 		if (e->own_fd && e->fd >= 0)
 			close(e->fd);
+		vd_file_info_free(&e->file);
 		free(e->path);
 	}
 	free(st->ext);
@@ -460,10 +502,7 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 		return r;
 	}
 	if (vd_get_le32(hdr) == COWD_MAGIC || vd_get_le64(hdr) == SESPARSE_MAGIC) {
-		vd_log_err("vmdk: %s: this is a %s extent file, not a disk: open its descriptor "
-			   "(.vmdk text file) instead",
-			   img->path,
-			   vd_get_le32(hdr) == COWD_MAGIC ? "vmfsSparse (COWD)" : "seSparse");
+		piece_refuse(img, vd_get_le32(hdr) == COWD_MAGIC ? "COWD vmfsSparse" : "seSparse");
 		return -EINVAL;
 	}
 	if (vd_get_le32(hdr) == VMDK_KDMV_MAGIC) {
@@ -625,6 +664,8 @@ static void vmdk_describe(struct vd_image *img, struct vd_json *j)
 		vd_json_u64(j, "sectors", d->extents[i].sectors);
 		vd_json_str(j, "type", vmdk_extent_type_name(e->type));
 		vd_json_str(j, "file", e->name);
+		if (e->path)
+			vd_json_file(j, e->path, &e->file);
 		vd_json_u64(j, "offset", d->extents[i].offset);
 		vd_json_str(j, "backend", e->ops ? e->ops->name : NULL);
 		if (e->ops && e->ops->describe)

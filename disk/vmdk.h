@@ -62,18 +62,19 @@ struct vmdk_extent {
 	const struct vmdk_extent_ops *ops;
 	enum vmdk_extent_type type;
 	enum vmdk_access access;
-	uint64_t start;		/* byte offset of the extent in the virtual disk */
-	uint64_t sectors;	/* SECTORS from the descriptor line */
-	uint64_t flat_offset;	/* FLAT/VMFS: byte offset of the data in the file */
-	char *name;		/* file name as written in the descriptor (NULL for ZERO) */
-	char *path;		/* resolved path */
-	int fd;			/* -1 for ZERO */
-	bool own_fd;		/* false when fd is the image's own (monolithic sparse) */
-	uint64_t file_size;	/* at open; a writable extent raises it as it grows (atomic) */
-	bool writable;		/* open() must set up the write side (VD_OPEN_RDWR) */
-	uint64_t grain_bytes;	/* allocation unit of this extent (0 for flat/zero) */
-	const char *image_path; /* the vd_image path, for messages */
-	void *priv;		/* backend state */
+	uint64_t start;		  /* byte offset of the extent in the virtual disk */
+	uint64_t sectors;	  /* SECTORS from the descriptor line */
+	uint64_t flat_offset;	  /* FLAT/VMFS: byte offset of the data in the file */
+	char *name;		  /* file name as written in the descriptor (NULL for ZERO) */
+	char *path;		  /* resolved path */
+	int fd;			  /* -1 for ZERO */
+	bool own_fd;		  /* false when fd is the image's own (monolithic sparse) */
+	uint64_t file_size;	  /* at open; a writable extent raises it as it grows (atomic) */
+	bool writable;		  /* open() must set up the write side (VD_OPEN_RDWR) */
+	struct vd_file_info file; /* of the extent's own file (chain.json) */
+	uint64_t grain_bytes;	  /* allocation unit of this extent (0 for flat/zero) */
+	const char *image_path;	  /* the vd_image path, for messages */
+	void *priv;		  /* backend state */
 };
 
 extern const struct vmdk_extent_ops vmdk_flat_ops;
@@ -228,5 +229,11 @@ int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct 
  * pread of the mapped file or the backend's read(). Non-DATA runs read as
  * zeros. For tests and tools; chain/ reads through vd_image_read(). */
 int vmdk_extent_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);
+
+/* A text descriptor beside the file at path that lists it as an extent (by
+ * device and inode), for "open X instead" messages: malloc'd path, and
+ * *ext_no its 1-based extent number; NULL when none is found. Logs nothing;
+ * bounded work (vmdk_owner.c). */
+char *vmdk_extent_owner(const char *path, unsigned *ext_no);
 
 #endif

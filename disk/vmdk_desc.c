@@ -69,12 +69,6 @@ static const char *const access_names[] = {
     [VMDK_ACCESS_NOACCESS] = "NOACCESS",
 };
 
-/* DDB keys kept for describe(), compared case-insensitively after "ddb.". */
-static const char *const ddb_kept[] = {
-    "adapterType", "geometry.cylinders", "geometry.heads",   "geometry.sectors",
-    "uuid",	   "longContentID",	 "virtualHWVersion", "encoding",
-};
-
 const char *vmdk_extent_type_name(enum vmdk_extent_type t)
 {
 	return (unsigned)t < sizeof(type_names) / sizeof(type_names[0]) ? type_names[t] : "?";
@@ -90,6 +84,8 @@ struct parser {
 	unsigned line;
 	struct vmdk_desc *d;
 	unsigned extents_cap;
+	unsigned ddb_cap;
+	bool ddb_full; /* VMDK_DESC_MAX_DDB reached (warned once) */
 };
 
 static int perr(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -219,26 +215,52 @@ static int parse_create_type(struct parser *p, struct span v)
 	return perr(p, "unknown createType \"%.*s\"", (int)(v.e - v.s > 64 ? 64 : v.e - v.s), v.s);
 }
 
+/* Keeps every ddb.* entry for describe() (chain.json shows the whole DDB). A
+ * key given again replaces its value, compared case-insensitively as VMware
+ * does, so the JSON object has each key once. The count is capped: a 1 MiB
+ * descriptor could otherwise hold 100,000 entries, and the duplicate search
+ * is linear. */
 static int ddb_keep(struct parser *p, struct span key, struct span val)
 {
 	struct vmdk_desc *d = p->d;
-	struct vmdk_ddb *nd;
-	size_t i, n = sizeof(ddb_kept) / sizeof(ddb_kept[0]);
+	char *k, *v;
 
-	for (i = 0; i < n; i++)
-		if (span_eq(key, ddb_kept[i]))
-			break;
-	if (i == n || d->n_ddb >= n) /* not kept, or a repeated key beyond the table */
+	for (unsigned i = 0; i < d->n_ddb; i++) {
+		if (!span_eq(key, d->ddb[i].key))
+			continue;
+		v = span_dup(val);
+		if (!v)
+			return -ENOMEM;
+		free(d->ddb[i].value);
+		d->ddb[i].value = v;
 		return 0;
-	nd = realloc(d->ddb, (d->n_ddb + 1) * sizeof(*nd));
-	if (!nd)
+	}
+	if (d->n_ddb == VMDK_DESC_MAX_DDB) {
+		if (!p->ddb_full)
+			vd_log_warn("vmdk: %s: descriptor line %u: more than %u ddb entries; the "
+				    "rest are not kept",
+				    p->path, p->line, VMDK_DESC_MAX_DDB);
+		p->ddb_full = true;
+		return 0;
+	}
+	if (d->n_ddb == p->ddb_cap) {
+		unsigned cap = p->ddb_cap ? 2 * p->ddb_cap : 16;
+		struct vmdk_ddb *nd = realloc(d->ddb, cap * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		d->ddb = nd;
+		p->ddb_cap = cap;
+	}
+	k = span_dup(key);
+	v = span_dup(val);
+	if (!k || !v) {
+		free(k);
+		free(v);
 		return -ENOMEM;
-	d->ddb = nd;
-	nd[d->n_ddb].key = span_dup(key);
-	nd[d->n_ddb].value = span_dup(val);
+	}
+	d->ddb[d->n_ddb].key = k;
+	d->ddb[d->n_ddb].value = v;
 	d->n_ddb++;
-	if (!nd[d->n_ddb - 1].key || !nd[d->n_ddb - 1].value)
-		return -ENOMEM;
 	return 0;
 }
 

@@ -22,8 +22,10 @@ struct vmdk_desc_extent {
 	unsigned line;	 /* line number in the descriptor, for messages */
 };
 
-/* DDB entries kept for describe(): adapterType, geometry.*, uuid, longContentID,
- * virtualHWVersion. */
+#define VMDK_DESC_MAX_DDB 1024u /* ddb.* entries kept (real descriptors have 10-30) */
+
+/* A ddb.* entry, kept for describe(); each key once (a repeated key replaces
+ * the value). */
 struct vmdk_ddb {
 	char *key; /* without the "ddb." prefix, as written */
 	char *value;

@@ -219,6 +219,7 @@ int fs_tree_build(struct fs_disk *disks, unsigned n, struct fs_tree **out)
 			if (!dir)
 				goto fail;
 		}
+		vd_chain_set_mount_time(disks[i].chain, &t->mtime);
 		r = disk_add(t, dir, disks[i].chain);
 		if (r < 0)
 			goto fail;

@@ -173,34 +173,15 @@ static int vdn_config(const char *key, const char *value)
 	return -1;
 }
 
-/* Directory names for several files: their stems, made unique with -2, -3... */
+/* Directory names for several files: the names vdmount gives the same disks
+ * (chain/: stems made unique with -2, -3..., shortened past 255 bytes). */
 static char **vdn_dirs_make(void)
 {
 	char **dirs = calloc(vdn_files.n, sizeof(*dirs));
 
-	for (unsigned i = 0; dirs && i < vdn_files.n; i++) {
-		struct vd_chain *c = vdn_chains[i];
-		char *stem = vd_path_stem(vd_chain_layer(c, vd_chain_depth(c) - 1)->path);
-		char *name = stem ? strdup(stem) : NULL;
-
-		for (unsigned k = 2; name; k++) {
-			bool clash = !*name || !strcmp(name, ".") || !strcmp(name, "..");
-			for (unsigned j = 0; j < i && !clash; j++)
-				clash = !strcmp(dirs[j], name);
-			if (!clash)
-				break;
-			free(name);
-			if (asprintf(&name, "%s-%u", stem, k) < 0)
-				name = NULL;
-		}
-		free(stem);
-		if (!name) {
-			for (unsigned j = 0; j < i; j++)
-				free(dirs[j]);
-			free(dirs);
-			return NULL;
-		}
-		dirs[i] = name;
+	if (dirs && vd_chain_disk_names(vdn_chains, vdn_files.n, dirs) < 0) {
+		free(dirs);
+		dirs = NULL;
 	}
 	return dirs;
 }

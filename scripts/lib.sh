@@ -15,7 +15,7 @@
 # nbdkit-plugin-dev is optional for a build (without it there is no nbdkit
 # plugin); CI installs it, and nbdkit + libnbd-bin to test the plugin.
 VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev libssl-dev nbdkit-plugin-dev"
-VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin"
+VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin jq man-db groff-base bash-completion"
 # scripts/bench.sh only: fio and qemu-storage-daemon (qemu-system-common).
 VD_PKGS_BENCH="fio qemu-system-common"
 
@@ -111,6 +111,14 @@ VD_TMP=
 VD_FAILS=0
 VD_MOUNT_TIMEOUT=${VD_MOUNT_TIMEOUT:-30}
 
+# vd_mounted DIR: DIR (an absolute path) is a mount point in
+# /proc/self/mountinfo, also when its FUSE daemon died and stat() fails with
+# ENOTCONN (mountpoint -q says no then).
+vd_mounted()
+{
+	findmnt -n --mountpoint "$1" >/dev/null 2>&1
+}
+
 vd_cleanup()
 {
 	local m p i j
@@ -120,13 +128,13 @@ vd_cleanup()
 	# Newest first: loop mounts of FUSE files go before the FUSE mount.
 	for ((j = ${#VD_MOUNTS[@]} - 1; j >= 0; j--)); do
 		m=${VD_MOUNTS[j]}
-		mountpoint -q "$m" 2>/dev/null || continue
+		vd_mounted "$m" || continue
 		for i in 1 2 3 4 5; do
 			umount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null || true
-			mountpoint -q "$m" 2>/dev/null || break
+			vd_mounted "$m" || break
 			sleep 0.5
 		done
-		mountpoint -q "$m" 2>/dev/null && { umount -l "$m" 2>/dev/null ||
+		vd_mounted "$m" && { umount -l "$m" 2>/dev/null ||
 			fusermount3 -uz "$m" 2>/dev/null || true; }
 	done
 	for p in "${VD_FG_PIDS[@]}"; do
@@ -585,6 +593,7 @@ vd_check_chains()
 			continue
 		fi
 		vd_check_tree "$mnt" "[$mode] $name" "${layers[@]}"
+		vd_check "[$mode] $name: stderr's warnings are in chain.json" vd_check_warnings "$mnt"
 		vd_check "[$mode] $name: unmount" vd_umount "$mnt"
 	done
 }
@@ -659,6 +668,21 @@ vd_info_vhdimount()
 	else
 		echo "INFO vhdimount could not mount $name"
 	fi
+}
+
+# vd_check_warnings DIR: every "vdmount: warning: " line the last vd_mount
+# printed is in DIR/chain.json's validation.warnings, and nothing else is.
+vd_check_warnings()
+{
+	local got want
+	want=$(sed -n 's/^vdmount: warning: //p' "$VD_TMP/mount.err" | sort)
+	got=$(jq -r '.validation.warnings[]' "$1/chain.json" | sort) || return 1
+	[ "$got" = "$want" ] && return 0
+	echo "    stderr warnings:" >&2
+	printf '      %s\n' "$want" >&2
+	echo "    chain.json warnings:" >&2
+	printf '      %s\n' "$got" >&2
+	return 1
 }
 
 # vd_asan_check: after all unmounts, fails on any sanitizer error reported by a

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README, CI): installs what is missing, builds a
 # release tree (build/) and an ASan+UBSan tree (build-asan/), runs every ctest
-# (unit + e2e) in build/, then the unit tests and the main e2e mount tests under
-# the sanitizers. Exits non-zero on any failure and ends with one summary line.
+# (unit + e2e + docs) in build/, builds, installs and runs the Debian package
+# (scripts/package.sh), then the unit and e2e tests under the sanitizers.
+# Exits non-zero on any failure and ends with one summary line.
 #
 # Env: VD_SKIP_ASAN=1 skips the sanitizer tree; VD_JOBS (default 2);
 # VD_BUILD_DIR (default build/; the sanitizer tree is VD_BUILD_DIR-asan).
@@ -81,8 +82,11 @@ step "install dependencies" vd_install_deps $VD_PKGS_BUILD $VD_PKGS_TEST || { su
 
 if step "build (RelWithDebInfo, -Werror)" vd_build "$root" "$bdir" \
 	-DCMAKE_BUILD_TYPE=RelWithDebInfo -DVD_WERROR=ON; then
-	step "ctest $(basename "$bdir")/ (unit + e2e)" \
+	step "ctest $(basename "$bdir")/ (unit + e2e + docs)" \
 		counted_ctest --test-dir "$bdir" --output-on-failure -j"$jobs"
+	# The Debian package as a user gets it: built, installed with apt, run.
+	step "package (cpack -G DEB, apt-get install, vdmount --version)" \
+		bash "$here/package.sh" "$bdir"
 fi
 
 if [ "${VD_SKIP_ASAN:-0}" != 1 ]; then

@@ -37,6 +37,7 @@ for mode in multi single; do
 	mnt=$M/force
 	if vd_mount "${opts[@]}" --force cid/snap.vmdk "$mnt"; then
 		vd_check "[$mode] --force on a CID mismatch warns" grep -qi warn "$VD_TMP/mount.err"
+		vd_check "[$mode] --force: the warning is in chain.json" vd_check_warnings "$mnt"
 		vd_check "[$mode] --force: disk readable" \
 			timeout 60 cmp "$mnt/disk" "$VD_TMP/snap.raw"
 		vd_umount "$mnt"

@@ -5,10 +5,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 unsigned long fake_status_calls, fake_read_calls;
 unsigned long fake_write_calls, fake_flush_calls, fake_contract_breaks;
@@ -240,3 +246,19 @@ const struct vd_format_ops fake2_ops = {
 };
 
 const struct vd_format_ops *const fake_formats[] = {&fake_ops, &fake2_ops, NULL};
+
+void fake_dir_begin(char dir[256], const char *tag)
+{
+	snprintf(dir, 256, "/tmp/vd_%s_XXXXXX", tag);
+	assert_non_null(mkdtemp(dir));
+	vd_formats_set(fake_formats);
+}
+
+void fake_dir_end(const char *dir)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	vd_formats_set(NULL);
+}

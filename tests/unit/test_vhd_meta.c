@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "disk/endian.h"
+#include "chain/chain.h"
 #include "disk/vhd.h"
 #include "vmdk_gen_helper.h"
 
@@ -365,6 +366,15 @@ static void test_pokes(void **state)
 	b[3] ^= 1;
 	file_patch(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
 	assert_int_equal(open_rc(work_path), 0);
+	/* ... and the warning is in the chain's validation warnings (chain.json) */
+	{
+		struct vd_chain *c;
+		assert_int_equal(vd_chain_open(work_path, 0, &c), 0);
+		assert_int_equal(vd_chain_warning_count(c), 1);
+		assert_non_null(strstr(vd_chain_warning(c, 0), "footer at EOF is bad"));
+		assert_non_null(strstr(vd_chain_warning(c, 0), work_path));
+		vd_chain_close(c);
+	}
 	/* ... and the copy at 0 bad too (differently) */
 	b[3] ^= 3;
 	file_patch(work_path, VHD_FTR_CHECKSUM, b, 4);

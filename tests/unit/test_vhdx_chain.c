@@ -36,7 +36,8 @@ static char *tpath(const char *name)
 	static int k;
 	char *p = buf[k++ % 8];
 
-	snprintf(p, 256, "%s/%s", dir, name);
+	if (snprintf(p, 256, "%s/%s", dir, name) >= 256)
+		abort();
 	return p;
 }
 

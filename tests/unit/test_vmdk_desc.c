@@ -46,11 +46,38 @@ static void test_monolithic_flat_lf(void **state)
 	assert_string_equal(d.extents[0].name, "disk-flat.vmdk");
 	assert_int_equal(d.extents[0].line, 8);
 	assert_int_equal(d.total_sectors, 20480);
-	assert_int_equal(d.n_ddb, 4); /* toolsVersion is not kept */
+	assert_int_equal(d.n_ddb, 5); /* the whole DDB */
+	assert_string_equal(d.ddb[4].key, "toolsVersion");
 	assert_string_equal(d.ddb[0].key, "adapterType");
 	assert_string_equal(d.ddb[0].value, "buslogic");
 	assert_string_equal(d.ddb[2].value, "60 00 C2 9a 1d 7b 49 44-dc 53 e6 d3 e5 89 7b 0d");
 	vmdk_desc_free(&d);
+}
+
+/* Every ddb.* entry is kept, each key once (the last value wins, keys match
+ * case-insensitively), up to VMDK_DESC_MAX_DDB. */
+static void test_ddb_whole(void **state)
+{
+	struct vmdk_desc d;
+	struct vd_buf t = {0};
+
+	(void)state;
+	vd_buf_printf(&t, HDR "createType=\"monolithicFlat\"\nRW 1 FLAT \"f\" 0\n"
+			      "ddb.adapterType = \"ide\"\nddb.thinProvisioned = \"1\"\n"
+			      "ddb.ADAPTERTYPE = \"lsilogic\"\n");
+	assert_int_equal(parse(t.data, &d), 0);
+	assert_int_equal(d.n_ddb, 2);
+	assert_string_equal(d.ddb[0].key, "adapterType");
+	assert_string_equal(d.ddb[0].value, "lsilogic");
+	assert_string_equal(d.ddb[1].key, "thinProvisioned");
+	vmdk_desc_free(&d);
+	for (unsigned i = 0; i < VMDK_DESC_MAX_DDB + 100; i++)
+		vd_buf_printf(&t, "ddb.k%u = \"%u\"\n", i, i);
+	assert_int_equal(parse(t.data, &d), 0);
+	assert_int_equal(d.n_ddb, VMDK_DESC_MAX_DDB);
+	assert_string_equal(d.ddb[VMDK_DESC_MAX_DDB - 1].key, "k1021");
+	vmdk_desc_free(&d);
+	vd_buf_free(&t);
 }
 
 static void test_crlf_encoding_first_case(void **state)
@@ -272,6 +299,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_monolithic_flat_lf),
+	    cmocka_unit_test(test_ddb_whole),
 	    cmocka_unit_test(test_crlf_encoding_first_case),
 	    cmocka_unit_test(test_every_extent_kind),
 	    cmocka_unit_test(test_create_type_spellings),

@@ -356,11 +356,17 @@ static void test_split(void **state)
 	assert_memory_equal(buf, model + 990 * 512 - 1, 30 * 512 + 3);
 	vd_chain_close(c);
 
-	/* one piece opened directly: itself, without identity */
-	assert_int_equal(vd_image_open(kgen_path("sp-s001.vmdk"), 0, &img), 0);
+	/* one piece opened directly, its descriptor gone: itself, without
+	 * identity, and the warning reaches the chain's list (chain.json) */
+	kgen_write(&a, kgen_path("lone-s001.vmdk"));
+	assert_int_equal(vd_image_open(kgen_path("lone-s001.vmdk"), 0, &img), 0);
 	assert_int_equal(img->size, 1000 * 512);
 	assert_int_equal(img->id.len, 0);
 	vd_image_close(img);
+	assert_int_equal(vd_chain_open(kgen_path("lone-s001.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_warning_count(c), 1);
+	assert_non_null(strstr(vd_chain_warning(c, 0), "without an embedded descriptor"));
+	vd_chain_close(c);
 
 	/* a piece whose capacity disagrees with its descriptor line */
 	kgen_write_text(kgen_path("sp.vmdk"),

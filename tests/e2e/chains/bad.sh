@@ -88,6 +88,14 @@ vd_bad_cases()
 	desc_edit self/self.vmdk "s/^parentFileNameHint=.*/parentFileNameHint=\"self.vmdk\"/; s/^parentCID=.*/parentCID=$(cid_of self/self.vmdk)/"
 	CASES+=("delta naming itself as parent|self/self.vmdk|self.vmdk|loop|cycle|itself")
 
+	# Errors about a parent say whose parent it is and how it was found; errors
+	# about an extent, which disk it belongs to.
+	mkdir -p badparent && cp chain/snap.vmdk badparent/ && head -c 300 chain/base.vmdk >badparent/base.vmdk
+	CASES+=("truncated parent|badparent/snap.vmdk|badparent/base.vmdk|parent of .*badparent/snap.vmdk, found by parentFileNameHint")
+	mkdir -p shortext && (cd shortext && qemu-img create -q -f vmdk -o subformat=monolithicFlat fb.vmdk 4M &&
+		qemu-img create -q -f vmdk -b fb.vmdk -F vmdk fs.vmdk) && truncate -s 1M shortext/fb-flat.vmdk
+	CASES+=("short flat extent of a parent|shortext/fs.vmdk|fb-flat.vmdk|extent 1 of .*shortext/fb.vmdk, in the parent of .*shortext/fs.vmdk, found by parentFileNameHint")
+
 	mkdir -p noext && (cd noext && qemu-img create -q -f vmdk -o subformat=monolithicFlat fl.vmdk 4M) &&
 		rm noext/fl-flat.vmdk
 	CASES+=("missing extent file|noext/fl.vmdk|fl-flat.vmdk|not found|no such|missing|cannot open")
@@ -101,6 +109,10 @@ vd_bad_cases()
 	mkdir -p adir.vmdk
 	CASES+=("directory|adir.vmdk|adir.vmdk|director|not a regular")
 	CASES+=("/dev/null|/dev/null|/dev/null|not a|empty|device|too small")
+
+	# ZERO extents adding up to 2^54 sectors: 2^63 bytes, one more than off_t holds.
+	printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 18014398509481983 ZERO\nRW 1 ZERO\n' >huge.vmdk
+	CASES+=("virtual size beyond off_t|huge.vmdk|huge.vmdk|off_t")
 
 	head -c 1M /dev/urandom >garbage.vmdk
 	CASES+=("random bytes|garbage.vmdk|garbage.vmdk|not a|unrecogni|unknown|invalid")
