@@ -33,9 +33,10 @@ static int seen_add(struct seen_file **set, struct vd_image *img, bool *dup)
 {
 	struct seen_file *s, *f;
 	struct stat st;
+	int r = vd_fstat(img->fd, &st);
 
-	if (fstat(img->fd, &st) < 0)
-		return -errno;
+	if (r < 0)
+		return r;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
