@@ -13,6 +13,8 @@
 # plugin); CI installs it, and nbdkit + libnbd-bin to test the plugin.
 VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev nbdkit-plugin-dev"
 VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin"
+# The libFuzzer harnesses (scripts/fuzz.sh; llvm-14 only for its coverage report).
+VD_PKGS_FUZZ="clang-14 libclang-rt-14-dev"
 
 vd_say()
 {
