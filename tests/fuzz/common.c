@@ -55,7 +55,8 @@ void fz_init(void)
 		return;
 	done = true;
 	verbose = v && *v == '1';
-	vd_log_set_level(verbose ? VD_LOG_DEBUG : VD_LOG_WARN);
+	/* every message is formatted (a bad argument shows), few are printed */
+	vd_log_set_level(VD_LOG_DEBUG);
 	vd_log_set_sink(fz_sink, NULL);
 }
 

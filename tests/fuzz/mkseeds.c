@@ -660,6 +660,17 @@ static void seeds_vmdk(void)
 			 "RW 64 SPARSE \"other-name.vmdk\""));
 	chain_emit(&c);
 
+	/* the scan of a stream without footer, and a KDMV file opened alone */
+	c = (struct chain){.name = "stream-nofooter"};
+	stream(
+	    member(&c, "n.vmdk"), raw, 64, 8, false,
+	    desc_text("5754ea12", "ffffffff", "streamOptimized", NULL, "RW 64 SPARSE \"n.vmdk\""));
+	chain_emit(&c);
+
+	c = (struct chain){.name = "kdmv-bare"};
+	kdmv(member(&c, "piece-s001.vmdk"), 64, 8, 1, 0, NULL, st_small, N(st_small), 25);
+	chain_emit(&c);
+
 	c = (struct chain){.name = "cowd"};
 	member_text(&c, "c.vmdk",
 		    desc_text("00000c0d", "0badcafe", "vmfsSparse", "b.vmdk",
@@ -712,6 +723,12 @@ static void seeds_vhd(void)
 	vhd_dynamic(member(&c, "c.vhd"), 16384, 4096, (const uint8_t[]){G_NONE, G_ZERO, G_DATA}, 3,
 		    33, 34, "p.vhd", locs, N(locs));
 	vhd_dynamic(member(&c, "p.vhd"), 16384, 4096, blocks, N(blocks), 34, -1, NULL, NULL, 0);
+	chain_emit(&c);
+
+	/* the footer at EOF is damaged: the copy at offset 0 is used */
+	c = (struct chain){.name = "vhd-footer-copy"};
+	vhd_dynamic(member(&c, "d.vhd"), 16384, 4096, blocks, N(blocks), 36, -1, NULL, NULL, 0);
+	memcpy(c.data[0].p + c.data[0].len - 512, "damaged!", 8);
 	chain_emit(&c);
 
 	c = (struct chain){.name = "vhd-fixed"};
