@@ -20,6 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/* uthash's answer to a failed allocation is exit(-1); with this it leaves
+ * the element out (hh.tbl NULL) and seen_add() returns -ENOMEM. */
+#define HASH_NONFATAL_OOM 1
 #include <uthash.h>
 
 struct seen_file {
@@ -34,9 +38,10 @@ static int seen_add(struct seen_file **set, struct vd_image *img, bool *dup)
 {
 	struct seen_file *s, *f;
 	struct stat st;
+	int r = vd_fstat(img->fd, &st);
 
-	if (fstat(img->fd, &st) < 0)
-		return -errno;
+	if (r < 0)
+		return r;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -50,6 +55,10 @@ static int seen_add(struct seen_file **set, struct vd_image *img, bool *dup)
 	}
 	*dup = false;
 	HASH_ADD(hh, *set, key, sizeof(s->key), s);
+	if (!s->hh.tbl) {
+		free(s);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -246,12 +255,14 @@ int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
 	struct vd_image *stack[VD_CHAIN_MAX_DEPTH];
 	struct vd_chain_link links[VD_CHAIN_MAX_DEPTH];
 	struct vd_chain *c;
-	unsigned n = 0;
+	unsigned n = 0, errs = vd_log_error_count();
 	int r = 0;
 
 	c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
+	if (!c) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	c->flags = opts->flags;
 	c->opts = opts;
 	c->policy = opts->policy;
@@ -285,13 +296,20 @@ int vd_chain_open_opts(const char *top_path, const struct vd_chain_opts *opts,
 	return 0;
 fail:
 	vd_log_collect(NULL, NULL);
+	/* Every failure is logged where it is found; this catches the paths
+	 * that only pass a code up (allocation failures), so that a front end
+	 * never fails without a word. */
+	if (vd_log_error_count() == errs)
+		vd_log_err("%s: cannot open the chain: %s", top_path, strerror(-r));
 	for (unsigned i = 0; i < n; i++) {
 		vd_image_close(stack[i]);
 		free(links[i].how);
 	}
-	free(c->layers);
-	c->layers = NULL;
-	c->depth = 0;
+	if (c) {
+		free(c->layers);
+		c->layers = NULL;
+		c->depth = 0;
+	}
 	vd_chain_close(c);
 	return r;
 }

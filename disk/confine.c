@@ -60,11 +60,10 @@ static int strv_add(char ***v, unsigned *n, const char *s)
 /* Adds the real path of directory dir as a root. */
 static int root_add(struct vd_policy *p, const char *dir)
 {
-	char *real = realpath(dir, NULL);
-	int r;
+	char *real;
+	int r = vd_realpath(dir, &real);
 
-	if (!real) {
-		r = -errno;
+	if (r < 0) {
 		vd_log_err("%s: cannot resolve the directory: %s", dir, strerror(-r));
 		return r;
 	}
@@ -75,10 +74,10 @@ static int root_add(struct vd_policy *p, const char *dir)
 
 int vd_policy_add_image(struct vd_policy *p, const char *path)
 {
-	char *dir = vd_path_dir(path), *real = realpath(path, NULL), *rdir = NULL;
+	char *dir = vd_path_dir(path), *real = NULL, *rdir = NULL;
 	int r = dir ? root_add(p, dir) : -ENOMEM;
 
-	if (r == 0 && real) {
+	if (r == 0 && vd_realpath(path, &real) == 0) {
 		rdir = vd_path_dir(real);
 		r = rdir ? root_add(p, rdir) : -ENOMEM;
 	}
@@ -90,12 +89,15 @@ int vd_policy_add_image(struct vd_policy *p, const char *path)
 
 int vd_policy_add_search(struct vd_policy *p, const char *dir)
 {
-	char *real = realpath(dir, NULL);
+	char *real = NULL;
 	struct stat st;
-	int r;
+	int r = vd_realpath(dir, &real);
 
-	if (!real || stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		r = real ? -ENOTDIR : -errno;
+	if (r == 0)
+		r = vd_stat(real, &st);
+	if (r == 0 && !S_ISDIR(st.st_mode))
+		r = -ENOTDIR;
+	if (r < 0) {
 		vd_log_err("%s: --search directory: %s", dir, strerror(-r));
 		free(real);
 		return r;
@@ -153,14 +155,15 @@ out:
  * -EPERM with *why set (malloc'd). */
 static int fd_judge(struct vd_policy *p, int fd, const char *path, char **why)
 {
-	char link[64], real[PATH_MAX];
+	char real[PATH_MAX];
 	bool inside = false;
 	struct stat st;
-	ssize_t n;
+	int r;
 
 	*why = NULL;
-	if (fstat(fd, &st) < 0)
-		return -errno;
+	r = vd_fstat(fd, &st);
+	if (r < 0)
+		return r;
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 		*why = strdup("is not a regular file");
 		return -EPERM;
@@ -169,15 +172,9 @@ static int fd_judge(struct vd_policy *p, int fd, const char *path, char **why)
 		*why = strdup("is a block device; --allow-devices permits block devices");
 		return -EPERM;
 	}
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, real, sizeof(real) - 1);
-	if (n < 0) {
-		/* no /proc: judge by the name's real path instead */
-		if (!realpath(path, real))
-			return -errno;
-	} else {
-		real[n] = 0;
-	}
+	r = vd_fd_realpath(fd, path, real);
+	if (r < 0)
+		return r;
 	for (unsigned i = 0; i < p->n_roots && !inside; i++)
 		inside = path_inside(real, p->roots[i]);
 	if (!inside && !p->allow_outside) {
@@ -209,7 +206,7 @@ int vd_policy_check(struct vd_policy *p, const char *path, char **why)
 	if (fd < 0)
 		return fd;
 	r = fd_judge(p, fd, path, &reason);
-	close(fd);
+	vd_close(fd);
 	if (why)
 		*why = reason;
 	else
@@ -227,7 +224,7 @@ int vd_policy_open(struct vd_policy *p, const char *path, const char *referrer, 
 	r = fd_judge(p, fd, path, &why);
 	if (r == 0)
 		return fd;
-	close(fd);
+	vd_close(fd);
 	if (r == -EPERM)
 		vd_log_err("%s: refusing %s %s: it %s", referrer, role, path,
 			   why ? why : "is not allowed");

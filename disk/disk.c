@@ -168,7 +168,7 @@ void vd_image_close(struct vd_image *img)
 		free(img->hints[i].path);
 	}
 	if (img->fd >= 0)
-		close(img->fd);
+		vd_close(img->fd);
 	if (img->own_policy) {
 		vd_policy_free(img->policy);
 		free(img->policy);

@@ -23,6 +23,10 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* uthash's answer to a failed allocation is exit(-1); with this it leaves
+ * the entry out (hh.tbl NULL) and the load fails with -ENOMEM. */
+#define HASH_NONFATAL_OOM 1
 #include <uthash.h>
 
 #define VD_TCACHE_SHARDS 16
@@ -130,8 +134,9 @@ out:
 }
 
 /* Makes room for cost bytes in sh (FIFO), then links e. Caller holds the
- * write lock. */
-static void entry_link(struct tc_shard *sh, struct vd_tcache *c, struct tc_entry *e)
+ * write lock. Returns 0, or -ENOMEM when the hash could not grow (e is then
+ * not linked). */
+static int entry_link(struct tc_shard *sh, struct vd_tcache *c, struct tc_entry *e)
 {
 	size_t cost = entry_cost(c, e), share = budget / VD_TCACHE_SHARDS;
 
@@ -142,8 +147,11 @@ static void entry_link(struct tc_shard *sh, struct vd_tcache *c, struct tc_entry
 			entry_drop(sh, v);
 	}
 	HASH_ADD(hh, sh->head, key, sizeof(e->key), e);
+	if (!e->hh.tbl)
+		return -ENOMEM;
 	sh->bytes += cost;
 	__atomic_add_fetch(&c->held, 1, __ATOMIC_RELAXED);
+	return 0;
 }
 
 /* Installs a freshly loaded table unless another thread was first, and
@@ -175,14 +183,16 @@ static const void *tcache_install(struct vd_tcache *c, uint64_t idx, void *t, bo
 		goto out;
 	}
 	e = calloc(1, sizeof(*e));
-	if (!e) {
+	if (e) {
+		e->key = key;
+		e->table = t;
+	}
+	if (!e || entry_link(sh, c, e) < 0) {
+		free(e);
 		free(t);
 		pthread_rwlock_unlock(&sh->lock);
 		return NULL;
 	}
-	e->key = key;
-	e->table = t;
-	entry_link(sh, c, e);
 	__atomic_add_fetch(&c->loads, 1, __ATOMIC_RELAXED);
 out:
 	return e->table ? e->table : c->zero;

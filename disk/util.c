@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -207,6 +208,41 @@ int vd_random_bytes(void *buf, size_t n)
 		n -= (size_t)got;
 	}
 	return 0;
+}
+
+int vd_fstat(int fd, struct stat *st)
+{
+	return fstat(fd, st) < 0 ? -errno : 0;
+}
+
+int vd_stat(const char *path, struct stat *st)
+{
+	return stat(path, st) < 0 ? -errno : 0;
+}
+
+void vd_close(int fd)
+{
+	close(fd);
+}
+
+int vd_realpath(const char *path, char **out)
+{
+	*out = realpath(path, NULL);
+	return *out ? 0 : -errno;
+}
+
+int vd_fd_realpath(int fd, const char *path, char *real)
+{
+	char link[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, real, PATH_MAX - 1);
+	if (n >= 0) {
+		real[n] = '\0';
+		return 0;
+	}
+	return realpath(path, real) ? 0 : -errno;
 }
 
 char *vd_path_dir(const char *path)

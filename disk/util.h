@@ -68,6 +68,14 @@ static inline uint64_t vd_min_u64(uint64_t a, uint64_t b)
  * bit k. Whole bytes of the run are skipped at once; runs may end mid-byte. */
 uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_first, bool *set);
 
+/* The I/O seam. disk/ and chain/ reach input files only through the functions
+ * below (no direct open, pread, fstat, stat, realpath or close of an input:
+ * add a function here for a new kind of access), so tests
+ * can replace them at link time with ld's --wrap (tests/CMakeLists.txt,
+ * vd_io_seam): the fuzz harnesses serve in-memory files through them and the
+ * fault-injection test fails the Nth call. Production binaries call them
+ * directly: the seam costs nothing there. */
+
 /* Reads exactly len bytes at off. Returns 0, -EIO on a short read (EOF), or -errno.
  * Safe on a descriptor shared between threads (pread only). */
 int vd_pread_full(int fd, void *buf, size_t len, uint64_t off);
@@ -98,6 +106,23 @@ int vd_create_finish(int fd, char *tmp, const char *path, int r);
 
 /* Fills buf with n random bytes from getrandom(2). Returns 0 or -errno. */
 int vd_random_bytes(void *buf, size_t n);
+
+/* fstat(2) and stat(2) of an input. Return 0 or -errno. */
+struct stat;
+int vd_fstat(int fd, struct stat *st);
+int vd_stat(const char *path, struct stat *st);
+
+/* Closes a descriptor vd_open_ro() (or an open for writing) returned. */
+void vd_close(int fd);
+
+/* The real path of path (symlinks resolved, as realpath(3)), malloc'd into
+ * *out. Returns 0 or -errno. */
+int vd_realpath(const char *path, char **out);
+
+/* The real path of the file open as fd, as the kernel opened it (from
+ * /proc/self/fd; without /proc, the real path of path), into real
+ * (PATH_MAX bytes). Returns 0 or -errno. */
+int vd_fd_realpath(int fd, const char *path, char *real);
 
 /* Paths (all return malloc'd strings, or NULL when out of memory). */
 

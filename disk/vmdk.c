@@ -148,8 +148,10 @@ static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
 	}
 	e->fd = fd;
 	e->own_fd = true;
-	if (fstat(fd, &es) < 0 || fstat(img->fd, &ds) < 0) {
-		r = -errno;
+	r = vd_fstat(fd, &es);
+	if (r == 0)
+		r = vd_fstat(img->fd, &ds);
+	if (r < 0) {
 		vd_log_err("vmdk: %s: cannot stat extent file %s: %s", img->path, e->path,
 			   strerror(-r));
 		return r;
@@ -198,7 +200,7 @@ static int extents_check_unique(struct vd_image *img, struct vmdk_state *st)
 	for (unsigned i = 0; i < st->n_ext; i++) {
 		struct stat s;
 
-		if (st->ext[i].fd < 0 || fstat(st->ext[i].fd, &s) < 0)
+		if (st->ext[i].fd < 0 || vd_fstat(st->ext[i].fd, &s) < 0)
 			continue;
 		k[n++] = (struct file_key){s.st_dev, s.st_ino, i};
 	}
@@ -450,7 +452,7 @@ static void vmdk_close(struct vd_image *img)
 		if (e->ops && e->ops->close)
 			e->ops->close(e);
 		if (e->own_fd && e->fd >= 0)
-			close(e->fd);
+			vd_close(e->fd);
 		vd_file_info_free(&e->file);
 		free(e->path);
 	}

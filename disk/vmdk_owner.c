@@ -69,7 +69,7 @@ static bool desc_lists(const char *desc, const struct stat *me, unsigned *ext_no
 	vmdk_desc_free(&d);
 out:
 	free(text);
-	close(fd);
+	vd_close(fd);
 	return hit;
 }
 

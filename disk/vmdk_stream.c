@@ -251,6 +251,7 @@ static int stream_open(struct vmdk_extent *e)
 	struct vmdk_kdmv_header foot;
 	struct stream_state *st;
 	const char *why = "";
+	unsigned n;
 	int ret;
 
 	ret = vd_fd_size(e->fd, &e->file_size);
@@ -340,14 +341,16 @@ static int stream_open(struct vmdk_extent *e)
 			    e->path, why, st->n_compressed);
 	}
 
-	st->cache_n = (unsigned)vd_min_u64(STREAM_CACHE_MAX, STREAM_CACHE_BYTES / st->grain_bytes);
-	if (st->cache_n < STREAM_CACHE_MIN)
-		st->cache_n = STREAM_CACHE_MIN;
-	st->cache = calloc(st->cache_n, sizeof(*st->cache));
+	/* cache_n only once cache exists: stream_close() walks cache[cache_n]. */
+	n = (unsigned)vd_min_u64(STREAM_CACHE_MAX, STREAM_CACHE_BYTES / st->grain_bytes);
+	if (n < STREAM_CACHE_MIN)
+		n = STREAM_CACHE_MIN;
+	st->cache = calloc(n, sizeof(*st->cache));
 	if (!st->cache) {
 		ret = -ENOMEM;
 		goto fail;
 	}
+	st->cache_n = n;
 	e->grain_bytes = st->grain_bytes;
 	return 0;
 fail:
@@ -356,31 +359,33 @@ fail:
 }
 
 /* Inflates in (len bytes, zlib or raw deflate by window_bits) into out, which
- * holds cap bytes. Returns the bytes produced, or -1 unless the compressed
- * stream ended within cap bytes of output. */
-static int64_t stream_inflate(const uint8_t *in, uint64_t len, uint8_t *out, uint64_t cap,
-			      int window_bits)
+ * holds cap bytes, and sets *n to the bytes produced. Returns 0, -EINVAL
+ * unless the compressed stream ended within cap bytes of output, or -ENOMEM
+ * when zlib could not allocate its state (not the grain's fault). */
+static int stream_inflate(const uint8_t *in, uint64_t len, uint8_t *out, uint64_t cap,
+			  int window_bits, uint64_t *n)
 {
 	z_stream zs;
-	int64_t n = -1;
 	int zr;
 
 	memset(&zs, 0, sizeof(zs));
-	if (inflateInit2(&zs, window_bits) != Z_OK)
-		return -1;
+	zr = inflateInit2(&zs, window_bits);
+	if (zr != Z_OK)
+		return zr == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
 	zs.next_in = (Bytef *)in;
 	zs.avail_in = (uInt)len;
 	zs.next_out = out;
 	zs.avail_out = (uInt)cap;
 	zr = inflate(&zs, Z_FINISH);
-	if (zr == Z_STREAM_END)
-		n = (int64_t)zs.total_out;
+	*n = zs.total_out;
 	inflateEnd(&zs);
-	return n;
+	if (zr == Z_MEM_ERROR)
+		return -ENOMEM;
+	return zr == Z_STREAM_END ? 0 : -EINVAL;
 }
 
 /* Reads and inflates grain g into out (grain_bytes). Returns 0 or -EIO/-errno
- * after logging. */
+ * (-ENOMEM included) after logging. */
 static int stream_grain_load(struct vmdk_extent *e, struct stream_state *st, uint64_t g,
 			     uint8_t *out)
 {
@@ -388,7 +393,7 @@ static int stream_grain_load(struct vmdk_extent *e, struct stream_state *st, uin
 	uint64_t first = vd_min_u64(avail, STREAM_FIRST_READ + (uint64_t)STREAM_MARKER_BYTES);
 	bool markers = st->h.flags & VMDK_FLAG_MARKERS;
 	uint8_t *buf, *data;
-	int64_t n;
+	uint64_t n = 0;
 	int ret;
 
 	if (!markers)
@@ -432,17 +437,22 @@ static int stream_grain_load(struct vmdk_extent *e, struct stream_state *st, uin
 		}
 		data = buf + STREAM_MARKER_BYTES;
 	}
-	n = stream_inflate(data, clen, out, st->grain_bytes, 15);
-	if (n < 0)
-		n = stream_inflate(data, clen, out, st->grain_bytes, -15);
-	want = vd_min_u64(st->grain_bytes, st->ext_bytes - g * st->grain_bytes);
-	if (n < 0 || (uint64_t)n < want || (want == st->grain_bytes && (uint64_t)n != want)) {
-		vd_log_err("vmdk: %s: grain %" PRIu64 " at byte %" PRIu64
-			   " does not inflate to %" PRIu64 " bytes (got %" PRId64 ")",
-			   e->path, g, off, want, n);
+	ret = stream_inflate(data, clen, out, st->grain_bytes, 15, &n);
+	if (ret == -EINVAL)
+		ret = stream_inflate(data, clen, out, st->grain_bytes, -15, &n);
+	if (ret == -ENOMEM) {
+		vd_log_err("vmdk: %s: out of memory inflating grain %" PRIu64, e->path, g);
 		goto out;
 	}
-	memset(out + n, 0, st->grain_bytes - (uint64_t)n);
+	want = vd_min_u64(st->grain_bytes, st->ext_bytes - g * st->grain_bytes);
+	if (ret < 0 || n < want || (want == st->grain_bytes && n != want)) {
+		vd_log_err("vmdk: %s: grain %" PRIu64 " at byte %" PRIu64
+			   " does not inflate to %" PRIu64 " bytes (%s%" PRIu64 ")",
+			   e->path, g, off, want, ret < 0 ? "corrupt after " : "got ", n);
+		ret = -EIO;
+		goto out;
+	}
+	memset(out + n, 0, st->grain_bytes - n);
 	ret = 0;
 out:
 	free(buf);

@@ -18,6 +18,8 @@ VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev ut
 VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin jq man-db groff-base bash-completion"
 # scripts/bench.sh only: fio and qemu-storage-daemon (qemu-system-common).
 VD_PKGS_BENCH="fio qemu-system-common"
+# The libFuzzer harnesses (scripts/fuzz.sh; llvm-14 only for its coverage report).
+VD_PKGS_FUZZ="clang-14 libclang-rt-14-dev"
 
 vd_say()
 {
@@ -178,6 +180,15 @@ vd_e2e_tmp()
 	trap 'exit 130' INT TERM
 }
 
+# vd_need TOOL...: exits 77 (skipped) when a tool the test needs is missing.
+vd_need()
+{
+	local t
+	for t in "$@"; do
+		command -v "$t" >/dev/null || { echo "SKIP ${VD_NAME:-}: $t missing"; exit 77; }
+	done
+}
+
 vd_pass()
 {
 	printf 'PASS %s\n' "$*"
@@ -201,10 +212,65 @@ vd_check()
 	fi
 }
 
+# vd_fds_readonly MNT: the vdmount serving MNT holds every input file it has
+# open read-only (the rule "never a write to an input file", checked on the
+# open descriptors: the access mode of "flags:" in /proc/PID/fdinfo/N, octal,
+# & 3 must be 0). Exempt: standard streams and other descriptors inherited
+# from the test, the test's own logs ($VD_TMP/*.err, ASan reports), and the
+# new delta of a -w mount (<stem>-vdm-NNNNNN.<ext>, or the file --delta
+# names; a --scratch delta is unlinked, so no longer a regular file). Prints
+# each offender and returns 1 on any.
+vd_fds_readonly()
+{
+	local mnt=$1 pid fd target k v flags delta= arg prev= bad=0
+	local -A ours=()
+	pid=$(vd_daemon_pid "$mnt") || {
+		echo "    no vdmount process serves $mnt" >&2
+		return 1
+	}
+	while IFS= read -r -d '' arg; do
+		[ "$prev" = --delta ] && delta=$(readlink -f "$arg")
+		case $arg in --delta=*) delta=$(readlink -f "${arg#--delta=}") ;; esac
+		prev=$arg
+	done 2>/dev/null <"/proc/$pid/cmdline"
+	# what the test itself has open (a daemon inherits it: ctest's log, say)
+	while read -r fd target; do
+		ours[$fd]=$target
+	done < <(find "/proc/$$/fd" -mindepth 1 -maxdepth 1 -printf '%f %l\n' 2>/dev/null)
+	while read -r fd target; do
+		case $fd in 0 | 1 | 2) continue ;; esac
+		[ "${ours[$fd]:-}" = "$target" ] && continue
+		[ -f "$target" ] || continue # pipes, sockets, /dev/fuse, /dev/null, deleted files
+		case $target in "$VD_TMP"/*.err | "$VD_TMP"/asan/*) continue ;; esac
+		case ${target##*/} in *-vdm-[0-9][0-9][0-9][0-9][0-9][0-9].*) continue ;; esac
+		[ -n "$delta" ] && case $target in "$delta" | "$delta"/*) continue ;; esac
+		flags=
+		while read -r k v; do
+			[ "$k" = flags: ] && flags=$v
+		done 2>/dev/null <"/proc/$pid/fdinfo/$fd"
+		[ -n "$flags" ] || continue
+		if (((8#$flags & 3) != 0)); then
+			echo "    vdmount (pid $pid) holds $target open for writing" \
+				"(fd $fd, flags $flags)" >&2
+			bad=1
+		fi
+	done < <(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 -printf '%f %l\n' 2>/dev/null)
+	return $bad
+}
+
+# vd_fds_check MNT: vd_fds_readonly, counted as a failed check when it fails
+# (silent when it passes). Every mount of these helpers runs it, once the
+# mount is up: the chain's files are all open by then.
+vd_fds_check()
+{
+	vd_fds_readonly "$1" || vd_fail "${VD_NAME:-vdmount}: an input is open for writing ($1)"
+}
+
 # vd_mount MNT [vdmount args...] : runs vdmount (daemonizing) with a timeout;
 # returns its exit status. stderr is kept in $VD_TMP/mount.err and echoed.
 # Success also requires MNT to be a mount point on return. Sets VD_UP_US: the
 # microseconds the command took (vdmount returns once the mount is usable).
+# Checks that the daemon holds no file open for writing (vd_fds_check).
 vd_mount()
 {
 	local mnt=${!#} rc=0 t0
@@ -224,6 +290,7 @@ vd_mount()
 		echo "    vdmount returned 0 but $mnt is not mounted" >&2
 		rc=1
 	fi
+	[ $rc -eq 0 ] && vd_fds_check "$mnt"
 	return $rc
 }
 
@@ -296,7 +363,9 @@ vd_mount_fg()
 {
 	local mnt=${!#}
 	mkdir -p "$mnt"
-	vd_spawn "$mnt" "$VDMOUNT" -f "$@"
+	vd_spawn "$mnt" "$VDMOUNT" -f "$@" || return 1
+	vd_fds_check "$mnt"
+	return 0
 }
 
 # vd_fg_wait: waits (10 s at most) for the last vd_mount_fg process to exit
@@ -331,16 +400,27 @@ vd_umount()
 	return 1
 }
 
-# vd_daemon_pid MNT: pid of the vdmount process serving MNT (empty if none):
-# the one whose command line holds MNT, as given or as an absolute path.
+# vd_daemon_pid MNT: pid of the vdmount process serving MNT (empty if none,
+# status 1): the one whose command line holds MNT, as given or as an
+# absolute path. Reads /proc/*/cmdline with builtins only: every mount runs
+# it (vd_fds_check), and a process per candidate costs seconds on a busy
+# machine.
 vd_daemon_pid()
 {
-	local mnt p
+	local mnt f arg
 	mnt=$(realpath -m "$1")
-	for p in $(pgrep -x vdmount); do
-		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- " $1 " && { echo "$p"; return; }
-		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- " $mnt " && { echo "$p"; return; }
+	for f in /proc/[0-9]*/cmdline; do
+		{
+			IFS= read -r -d '' arg && [ "${arg##*/}" = vdmount ] || continue
+			while IFS= read -r -d '' arg; do
+				[ "$arg" = "$1" ] || [ "$arg" = "$mnt" ] || continue
+				f=${f#/proc/}
+				echo "${f%/cmdline}"
+				return 0
+			done
+		} 2>/dev/null <"$f"
 	done
+	return 1
 }
 
 # vd_umount_wait MNT: unmounts MNT and waits (30 s at most) until the daemon

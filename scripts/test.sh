@@ -5,8 +5,13 @@
 # (scripts/package.sh), then the unit and e2e tests under the sanitizers.
 # Exits non-zero on any failure and ends with one summary line.
 #
-# Env: VD_SKIP_ASAN=1 skips the sanitizer tree; VD_JOBS (default 2);
-# VD_BUILD_DIR (default build/; the sanitizer tree is VD_BUILD_DIR-asan).
+# Last, the libFuzzer tree (clang, ASan+UBSan): every committed seed and
+# regression input, then a short fuzzing smoke of every harness.
+#
+# Env: VD_SKIP_ASAN=1 skips the sanitizer tree, VD_SKIP_FUZZ=1 the fuzz tree;
+# VD_FUZZ_SMOKE (seconds per harness, default 15); VD_JOBS (default 2);
+# VD_BUILD_DIR (default build/; the sanitizer tree is VD_BUILD_DIR-asan, the
+# fuzz tree VD_BUILD_DIR-fuzz).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -78,7 +83,8 @@ summary()
 	echo "$n_pass passed, $n_fail failed"
 }
 
-step "install dependencies" vd_install_deps $VD_PKGS_BUILD $VD_PKGS_TEST || { summary; exit 1; }
+step "install dependencies" vd_install_deps $VD_PKGS_BUILD $VD_PKGS_TEST $VD_PKGS_FUZZ ||
+	{ summary; exit 1; }
 
 if step "build (RelWithDebInfo, -Werror)" vd_build "$root" "$bdir" \
 	-DCMAKE_BUILD_TYPE=RelWithDebInfo -DVD_WERROR=ON; then
@@ -101,6 +107,11 @@ if [ "${VD_SKIP_ASAN:-0}" != 1 ]; then
 		step "ctest $(basename "$adir")/ (e2e)" \
 			counted_ctest --test-dir "$adir" -L e2e --output-on-failure -j"$jobs"
 	fi
+fi
+
+if [ "${VD_SKIP_FUZZ:-0}" != 1 ]; then
+	step "fuzz (clang, ASan+UBSan): seeds, regressions, ${VD_FUZZ_SMOKE:-15}s per harness" \
+		env VD_FUZZ_DIR="$bdir-fuzz" "$here/fuzz.sh" --smoke "${VD_FUZZ_SMOKE:-15}"
 fi
 
 summary

@@ -125,9 +125,14 @@ int esx_extent_open(const struct vmdk_extent_ops *ops, const char *path, uint64_
 	ret = ops->open(e);
 	if (ret == 0)
 		return 0;
+	if (e->priv) {
+		fprintf(stderr, "%s: %s open() failed but left its state behind\n", path,
+			ops->name);
+		abort();
+	}
 fail:
 	if (e->fd >= 0)
-		close(e->fd);
+		vd_close(e->fd);
 	free(e->path);
 	memset(e, 0, sizeof(*e));
 	e->fd = -1;
@@ -139,7 +144,7 @@ void esx_extent_close(struct vmdk_extent *e)
 	if (e->ops && e->ops->close)
 		e->ops->close(e);
 	if (e->fd >= 0)
-		close(e->fd);
+		vd_close(e->fd);
 	free(e->path);
 	memset(e, 0, sizeof(*e));
 	e->fd = -1;

@@ -32,7 +32,9 @@ int esx_poke_le32(const char *path, uint64_t off, uint32_t v);
 int esx_poke_le64(const char *path, uint64_t off, uint64_t v);
 
 /* Opens path with ops as an extent of sectors sectors (fd, path, sectors set
- * like vmdk.c does). Returns ops->open()'s result; on failure e is cleaned up. */
+ * like vmdk.c does). Returns ops->open()'s result; on failure e is cleaned up
+ * (and a backend whose failed open() left e->priv set aborts). The fuzz
+ * harnesses use this and esx_extent_close() too (through the I/O seam). */
 int esx_extent_open(const struct vmdk_extent_ops *ops, const char *path, uint64_t sectors,
 		    struct vmdk_extent *e);
 void esx_extent_close(struct vmdk_extent *e);

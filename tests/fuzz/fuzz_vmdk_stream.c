@@ -1,0 +1,10 @@
+/* Harness: the VMDK streamOptimized: header, footer, markers, index scan, inflate
+ * (disk/vmdk_stream.c), as one extent on its own. Input: the extent file. */
+#include "fz_extent.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	return fz_extent_harness(&vmdk_stream_ops, data, size, 12, 8);
+}
