@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 /* uthash's answer to a failed allocation is exit(-1); with this it leaves
@@ -352,6 +353,40 @@ struct vd_image *vd_chain_layer(const struct vd_chain *c, unsigned i)
 const struct vd_chain_link *vd_chain_link(const struct vd_chain *c, unsigned i)
 {
 	return i > 0 && i < c->depth ? &c->links[i] : NULL;
+}
+
+int vd_chain_inputs_check(struct vd_chain *c)
+{
+	struct timespec ts;
+	int64_t now, last;
+	char why[512];
+
+	if (__atomic_load_n(&c->inputs_changed, __ATOMIC_ACQUIRE))
+		return -EIO;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	last = __atomic_load_n(&c->inputs_checked_ns, __ATOMIC_RELAXED);
+	if (last && now - last < 1000000000)
+		return 0;
+	/* one checker at a time; the others take the last answer */
+	if (!__atomic_compare_exchange_n(&c->inputs_checked_ns, &last, now, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		return 0;
+	for (unsigned i = 0; i < c->depth; i++) {
+		int r = vd_image_inputs_changed(c->layers[i], why, sizeof(why));
+
+		if (r == 0)
+			continue;
+		if (r < 0)
+			snprintf(why, sizeof(why), "%s: cannot stat: %s", c->layers[i]->path,
+				 strerror(-r));
+		if (!__atomic_exchange_n(&c->inputs_changed, 1, __ATOMIC_ACQ_REL))
+			vd_log_err("%s; the mount serves tables read before the change, so new "
+				   "opens fail with EIO: unmount and mount again",
+				   why);
+		return -EIO;
+	}
+	return 0;
 }
 
 unsigned vd_chain_warning_count(const struct vd_chain *c)

@@ -71,6 +71,13 @@ const struct vd_chain_link *vd_chain_link(const struct vd_chain *c, unsigned i);
 unsigned vd_chain_warning_count(const struct vd_chain *c);
 const char *vd_chain_warning(const struct vd_chain *c, unsigned i);
 
+/* Whether the chain's input files are still as they were at open (tables
+ * are cached, so a file changed in place is served stale): returns 0, or
+ * -EIO once some layer's file or extent changed size or mtime (logged once,
+ * naming the file; sticky). Checks at most once a second (one fstat per
+ * file); between checks the last answer stands. Thread-safe. */
+int vd_chain_inputs_check(struct vd_chain *c);
+
 /* Virtual size of the disk as seen from layer level (that layer's size). */
 uint64_t vd_chain_size(const struct vd_chain *c, unsigned level);
 

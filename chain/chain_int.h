@@ -21,6 +21,10 @@ struct vd_chain {
 	struct vd_cow *cow;	    /* the writable delta (the top layer), or NULL */
 	struct timespec mount_time; /* set by the front end, for chain.json */
 	bool has_mount_time;
+	/* vd_chain_inputs_check(): last check (CLOCK_MONOTONIC ns) and a sticky
+	 * "an input changed" flag; both atomic */
+	int64_t inputs_checked_ns;
+	int inputs_changed;
 };
 
 /* cow.c: stops the flusher, flushes and frees the writable state (the delta

@@ -157,6 +157,21 @@ fail:
 	return r;
 }
 
+int vd_image_inputs_changed(struct vd_image *img, char *why, size_t n)
+{
+	char what[160];
+	int r;
+
+	if (img->flags & VD_OPEN_RDWR)
+		return 0;
+	r = vd_file_info_changed(img->fd, &img->file, what, sizeof(what));
+	if (r == 1)
+		snprintf(why, n, "%s: %s", img->path, what);
+	if (r == 0 && img->ops->inputs_changed)
+		r = img->ops->inputs_changed(img, why, n);
+	return r;
+}
+
 void vd_image_close(struct vd_image *img)
 {
 	if (!img)

@@ -179,6 +179,11 @@ struct vd_format_ops {
 	 * the tables could be read, whatever was found, or -errno (logged).
 	 * NULL: the format has no check. */
 	int (*check)(struct vd_image *img, struct vd_check *chk);
+
+	/* Optional: whether a file this image opened besides img->fd (extent
+	 * files) changed since open (vd_file_info_changed): 0, or 1 with what
+	 * and which file in why, or -errno. */
+	int (*inputs_changed)(struct vd_image *img, char *why, size_t n);
 };
 
 /* Opens path as a single layer: probes every known format and calls the best
@@ -221,6 +226,13 @@ int vd_image_write(struct vd_image *img, const void *buf, size_t len, uint64_t o
 int vd_image_discard(struct vd_image *img, uint64_t off, uint64_t len);
 int vd_image_flush(struct vd_image *img);
 int vd_image_create_child(struct vd_image *parent, const char *path);
+
+/* Whether an input file of img (its own file, its extents) changed size or
+ * mtime since it was opened: 0 no, 1 yes (why names the file and the
+ * change), -errno. Always 0 for an image opened VD_OPEN_RDWR (the delta we
+ * write). The tables are cached at open, so a changed input is served
+ * stale: the front ends refuse new opens of its views. */
+int vd_image_inputs_changed(struct vd_image *img, char *why, size_t n);
 
 /* Appends a parent hint (copies the strings). Returns 0 or -ENOMEM/-E2BIG. */
 int vd_image_add_hint(struct vd_image *img, const char *kind, const char *path);

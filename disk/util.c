@@ -335,6 +335,26 @@ int vd_file_info_get(int fd, const char *path, struct vd_file_info *out)
 	return 0;
 }
 
+int vd_file_info_changed(int fd, const struct vd_file_info *fi, char *why, size_t n)
+{
+	struct stat st;
+	int r = vd_fstat(fd, &st);
+
+	if (r < 0)
+		return r;
+	/* a block device's st_size is 0: only regular files are compared by size */
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size != fi->size) {
+		snprintf(why, n, "its size was %" PRIu64 " bytes at open, now %lld", fi->size,
+			 (long long)st.st_size);
+		return 1;
+	}
+	if (st.st_mtim.tv_sec != fi->mtime.tv_sec || st.st_mtim.tv_nsec != fi->mtime.tv_nsec) {
+		snprintf(why, n, "it was modified after it was opened");
+		return 1;
+	}
+	return 0;
+}
+
 void vd_file_info_free(struct vd_file_info *fi)
 {
 	free(fi->canonical);

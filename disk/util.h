@@ -152,6 +152,12 @@ struct vd_file_info {
 int vd_file_info_get(int fd, const char *path, struct vd_file_info *out);
 void vd_file_info_free(struct vd_file_info *fi);
 
+/* Whether the file open at fd differs from what *fi recorded at open (size
+ * or mtime): 0 unchanged, 1 changed (why gets "size A, now B" or "modified
+ * at <time>"), -errno when fstat fails. One fstat: cheap enough for every
+ * open(2) of a view. */
+int vd_file_info_changed(int fd, const struct vd_file_info *fi, char *why, size_t n);
+
 /* Logging. One line per message, without a trailing newline. By default
  * lines go to stderr as "vdmount: <level tag><message>"; a front end can send
  * them elsewhere (syslog, nbdkit_error, a test's buffer) with vd_log_set_sink. */

@@ -440,6 +440,27 @@ static int open_text(struct vd_image *img, struct vmdk_state *st)
 	return extents_build(img, st, 0);
 }
 
+static int vmdk_inputs_changed(struct vd_image *img, char *why, size_t n)
+{
+	struct vmdk_state *st = img->priv;
+	char what[160];
+
+	for (unsigned i = 0; i < st->n_ext; i++) {
+		struct vmdk_extent *e = &st->ext[i];
+		int r;
+
+		if (!e->own_fd || e->fd < 0)
+			continue;
+		r = vd_file_info_changed(e->fd, &e->file, what, sizeof(what));
+		if (r == 1)
+			snprintf(why, n, "%s (extent %u of %s): %s", e->path, i + 1, img->path,
+				 what);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
 static void vmdk_close(struct vd_image *img)
 {
 	struct vmdk_state *st = img->priv;
@@ -714,5 +735,6 @@ const struct vd_format_ops vd_vmdk_ops = {
     .create_child = vmdk_create_child,
     .describe = vmdk_describe,
     .check = vmdk_check,
+    .inputs_changed = vmdk_inputs_changed,
     .discard = vmdk_discard,
 };

@@ -402,6 +402,9 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		return -EISDIR;
 	if ((fi->flags & O_ACCMODE) != O_RDONLY && !n->writable)
 		return -EROFS;
+	/* an input changed in place is served stale: no new opens (README) */
+	if (n->kind == FS_VIEW && vd_chain_inputs_check(n->view.chain) < 0)
+		return -EIO;
 	if (n->kind == FS_JSON || n->kind == FS_CHANGES) {
 		int r = text_get(t, n);
 		if (r < 0)

@@ -352,6 +352,9 @@ static void *vdn_open(int readonly)
 	/* nbdkit has already mapped "" to vdn_default_export()'s name. */
 	for (unsigned i = 0; i < vdn_n_exports; i++) {
 		if (!strcmp(vdn_exports[i].name, name)) {
+			/* an input changed in place is served stale: refuse (logged) */
+			if (vd_chain_inputs_check(vdn_exports[i].chain) < 0)
+				return NULL;
 			if (vdmount_debug_verbose)
 				nbdkit_debug("export '%s': %s", name, vdn_exports[i].desc);
 			return &vdn_exports[i];

@@ -4,8 +4,9 @@
 # For each format (VMDK monolithicSparse, streamOptimized, monolithicFlat,
 # VHD dynamic and fixed) a copy is mounted and read whole, then, while
 # mounted, its data file is
-#   - truncated to half, then to 1000 bytes: every 1 MiB O_DIRECT read of
-#     the disk must give either the bytes read before or EIO;
+#   - truncated to half, then to 1000 bytes: a new open of the disk fails
+#     with EIO (vdmount notices the changed size at open), and every 1 MiB
+#     O_DIRECT read of the disk must give either the bytes read before or EIO;
 #   - overwritten in place with random bytes (its metadata included): reads
 #     may give anything or EIO (the tables are cached: the input must not
 #     change while mounted, README says so), but never crash or hang;
@@ -91,6 +92,11 @@ for c in "${CASES[@]}"; do
 	vd_check "$name: reads the image before any change" cmp -s "$VD_TMP/before.raw" disk.raw
 	size=$(stat -c %s "$L/$victim")
 	truncate -s $((size / 2)) "$L/$victim"
+	# a changed input is noticed (size, mtime) at the next open a second on
+	sleep 1.1
+	vd_check "$name: a new open after the change fails with EIO" \
+		bash -c '! cat "$1/disk" 2>"$2" >/dev/null && grep -q "Input/output error" "$2"' \
+		_ "$mnt" "$VD_TMP/open.err"
 	vd_check "$name: truncated to half while mounted: old bytes or EIO" \
 		reads_old_or_eio "$mnt" "$VD_TMP/before.raw"
 	truncate -s 1000 "$L/$victim"

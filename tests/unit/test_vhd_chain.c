@@ -597,6 +597,52 @@ static void test_corpus_missing_parent(void **state)
 	(void)state;
 }
 
+/* A layer's file changed in place after open: vd_chain_inputs_check says
+ * -EIO (sticky), at most a second after the change, and names the file. */
+static char changed_log[1024];
+static void changed_sink(void *ctx, enum vd_log_level lvl, const char *msg)
+{
+	(void)ctx;
+	if (lvl == VD_LOG_ERR)
+		snprintf(changed_log, sizeof(changed_log), "%s", msg);
+}
+
+static void test_inputs_changed(void **state)
+{
+	struct vd_chain *c;
+	struct timespec t[2] = {{0, UTIME_OMIT}, {12345, 0}};
+	const char *base = tpath("ic-base.vhd"), *top = tpath("ic-top.vhd");
+
+	(void)state;
+	unlink(base);
+	unlink(top);
+	assert_int_equal(vhd_create_dynamic(base, 1u << 20, 512u << 10), 0);
+	make_child(base, top);
+	assert_int_equal(vd_chain_open(top, 0, &c), 0);
+	assert_int_equal(vd_chain_inputs_check(c), 0);
+	assert_int_equal(utimensat(AT_FDCWD, base, t, 0), 0); /* the base's mtime */
+	assert_int_equal(vd_chain_inputs_check(c), 0);	      /* checked < 1 s ago */
+	usleep(1100 * 1000);
+	vd_log_set_sink(changed_sink, NULL);
+	assert_int_equal(vd_chain_inputs_check(c), -EIO);
+	vd_log_set_sink(NULL, NULL);
+	assert_non_null(strstr(changed_log, "ic-base.vhd: it was modified"));
+	assert_int_equal(vd_chain_inputs_check(c), -EIO); /* sticky */
+	vd_chain_close(c);
+
+	/* a size change, in the top file this time; an unchanged chain stays 0 */
+	assert_int_equal(vd_chain_open(top, 0, &c), 0);
+	usleep(1100 * 1000);
+	assert_int_equal(vd_chain_inputs_check(c), 0);
+	assert_int_equal(truncate(top, 1000), 0);
+	usleep(1100 * 1000);
+	vd_log_set_sink(changed_sink, NULL);
+	assert_int_equal(vd_chain_inputs_check(c), -EIO);
+	vd_log_set_sink(NULL, NULL);
+	assert_non_null(strstr(changed_log, "ic-top.vhd: its size was"));
+	vd_chain_close(c);
+}
+
 static int setup(void **state)
 {
 	strcpy(dir, "/tmp/vhdchainXXXXXX");
@@ -621,6 +667,7 @@ int main(void)
 	    cmocka_unit_test(test_chain_16),
 	    cmocka_unit_test(test_midbyte_run),
 	    cmocka_unit_test(test_create_child_no_clobber),
+	    cmocka_unit_test(test_inputs_changed),
 	    cmocka_unit_test(test_flush_ordering),
 	    cmocka_unit_test(test_qemu_images),
 	    cmocka_unit_test(test_discovery),
