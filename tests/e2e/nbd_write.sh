@@ -18,8 +18,9 @@
 #     the model byte for byte;
 #   - write=scratch leaves no file; delta=FILE with at=1 (a delta over the
 #     base); delta=DIR with two file= (a delta each);
-#   - SIGKILL right after a flush and a FUA write: the delta opens and holds
-#     both (a later unflushed write may or may not be there);
+#   - SIGKILL right after a flush, and right after a FUA write: the delta
+#     opens and holds what they made durable (a later unflushed write may
+#     or may not be there);
 #   - refused parameters (one error line each, no file made); the input
 #     files never change (sha256).
 #
@@ -169,14 +170,14 @@ requests()
 }
 
 # qio URI CMD-FILE: runs the qemu-io commands in CMD-FILE (one a line) on URI,
-# as raw over NBD; fails if any fails.
+# as raw over NBD, cache=writeback (FUA only on write -f); fails if any fails.
 qio()
 {
 	local args=() c
 	while read -r c; do
 		args+=(-c "$c")
 	done <"$2"
-	qemu-io -f raw "$1" "${args[@]}" >"$VD_TMP/qio.out" 2>&1 &&
+	qemu-io -t writeback -f raw "$1" "${args[@]}" >"$VD_TMP/qio.out" 2>&1 &&
 		! grep -qiE 'failed|error' "$VD_TMP/qio.out" ||
 		{ sed 's/^/    | /' "$VD_TMP/qio.out" | head -20 >&2; return 1; }
 }
@@ -347,47 +348,55 @@ for fmt in "${FORMATS[@]}"; do
 	fi
 	vd_check "[$fmt] delta=FILE at=1: no other new file" test -z "$(new_files)"
 
-	# --- SIGKILL after a flush and a FUA write -----------------------------
-	k=$VD_TMP/kill-$fmt
-	mkdir -p "$k"
-	cp "$orig" "$VD_TMP/kill.raw"
-	copy_model "$R" "$VD_TMP/kill.raw" 500000 300000
-	copy_model "$R" "$VD_TMP/kill.raw" 9000000 65536
-	cp "$VD_TMP/kill.raw" "$VD_TMP/kill-late.raw"
-	copy_model "$R" "$VD_TMP/kill-late.raw" 12000000 4096
-	chunk k1 0 300000 >/dev/null
-	chunk k2 0 65536 >/dev/null
+	# --- SIGKILL after a flush, or after a FUA write ----------------------
+	# Each alone (a later flush would cover an earlier request): the
+	# request, then an unflushed write, then the kill.
 	chunk k3 0 4096 >/dev/null
-	if vd_nbd_serve "k-$fmt" file="$top" write=delta delta="$k"; then
-		# qemu-io flushes when it closes the disk: it must still be
-		# connected, sleeping, when nbdkit is killed.
-		stdbuf -oL qemu-io -f raw "$(vd_nbd_uri disk)" \
-			-c "write -s $VD_TMP/chunks/k1 500000 300000" -c flush \
-			-c "write -f -s $VD_TMP/chunks/k2 9000000 65536" \
-			-c "write -s $VD_TMP/chunks/k3 12000000 4096" -c "sleep 30000" \
-			>"$VD_TMP/kill.out" 2>&1 &
+	for how in flush fua; do
+		k=$VD_TMP/kill-$fmt-$how
+		mkdir -p "$k"
+		cp "$orig" "$VD_TMP/kill.raw"
+		if [ $how = flush ]; then
+			copy_model "$R" "$VD_TMP/kill.raw" 500000 300000
+			cmds=(-c "write -s $(chunk k1 0 300000) 500000 300000" -c flush)
+		else
+			copy_model "$R" "$VD_TMP/kill.raw" 9000000 65536
+			cmds=(-c "write -f -s $(chunk k2 0 65536) 9000000 65536")
+		fi
+		cp "$VD_TMP/kill.raw" "$VD_TMP/kill-late.raw"
+		copy_model "$R" "$VD_TMP/kill-late.raw" 12000000 4096
+		if ! vd_nbd_serve "k-$fmt-$how" file="$top" write=delta delta="$k"; then
+			vd_fail "[$fmt] nbdkit serves write=delta delta=DIR"
+			continue
+		fi
+		# Writeback: qemu-io sets FUA only where asked (writethrough, its
+		# default, sets it on every write). It flushes when it closes the
+		# disk: it must still be connected, sleeping, when nbdkit is
+		# killed. (Its output file is new: the shell may create it after
+		# the first poll.)
+		out=$VD_TMP/kill-$fmt-$how.out
+		stdbuf -oL qemu-io -t writeback -f raw "$(vd_nbd_uri disk)" "${cmds[@]}" \
+			-c "write -s $VD_TMP/chunks/k3 12000000 4096" -c "sleep 30000" >"$out" 2>&1 &
 		qpid=$!
 		for ((i = 0; i < 2000; i++)); do
-			grep -q "^wrote 4096/4096 bytes at offset 12000000" "$VD_TMP/kill.out" 2>/dev/null && break
+			grep -q "^wrote 4096/4096 bytes at offset 12000000" "$out" 2>/dev/null && break
 			kill -0 $qpid 2>/dev/null || break
 			vd_nap 0.01
 		done
-		vd_check "[$fmt] kill: a write, flush, a FUA write, an unflushed write" \
-			grep -q "^wrote 4096/4096 bytes at offset 12000000" "$VD_TMP/kill.out"
+		vd_check "[$fmt] kill after $how: the requests, then an unflushed write" \
+			grep -q "^wrote 4096/4096 bytes at offset 12000000" "$out"
 		kill -KILL "${VD_NBD_PIDS[${#VD_NBD_PIDS[@]} - 1]}"
 		wait "${VD_NBD_PIDS[${#VD_NBD_PIDS[@]} - 1]}" 2>/dev/null
 		kill $qpid 2>/dev/null
 		wait $qpid 2>/dev/null
 		kd=$k/snap-vdm-000001.$fmt
 		if read_same "$kd" "$VD_TMP/kill.raw" 2>/dev/null; then
-			vd_pass "[$fmt] kill: the delta opens with the flushed and FUA data (not the unflushed write)"
+			vd_pass "[$fmt] kill after $how: the delta opens with that data (not the unflushed write)"
 		else
-			vd_check "[$fmt] kill: the delta opens with the flushed and FUA data (and the unflushed write)" \
+			vd_check "[$fmt] kill after $how: the delta opens with that data (and the unflushed write)" \
 				read_same "$kd" "$VD_TMP/kill-late.raw"
 		fi
-	else
-		vd_fail "[$fmt] nbdkit serves write=delta delta=DIR"
-	fi
+	done
 done
 
 # --- two file= with delta=DIR: a delta each --------------------------------
