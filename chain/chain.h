@@ -157,6 +157,12 @@ int vd_chain_write(struct vd_chain *c, const void *buf, size_t len, uint64_t off
  * where the format has them, zeros written otherwise. */
 int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len);
 
+/* Whether vd_chain_discard() frees space: true when the writable delta's
+ * format marks whole cow units zero without storing data (VMDK zeroed
+ * grains), so a discard is cheap; false when it writes zeros (VHD), or
+ * without a delta. Front ends offer trim and fast zeroing only then. */
+bool vd_chain_discard_frees(const struct vd_chain *c);
+
 /* Makes every write that returned before it durable. 0 without a delta. */
 int vd_chain_flush(struct vd_chain *c);
 

@@ -495,6 +495,11 @@ int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len)
 	return r;
 }
 
+bool vd_chain_discard_frees(const struct vd_chain *c)
+{
+	return c->cow && c->layers[c->depth - 1]->ops->discard != NULL;
+}
+
 int vd_chain_flush(struct vd_chain *c)
 {
 	struct vd_image *d;

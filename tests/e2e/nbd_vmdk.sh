@@ -112,8 +112,8 @@ else
 	vd_fail "nbdkit serves sp-3"
 fi
 
-vd_nbd_refused "write=delta refused" write=delta "not supported yet" file="${sp[3]}" write=delta
-vd_nbd_refused "delta= refused" delta=x.vmdk "not supported yet" file="${sp[3]}" delta=x.vmdk
+vd_nbd_refused "delta= without write= refused" delta= "only with write=" file="${sp[3]}" \
+	delta=x.vmdk
 vd_nbd_refused "layer=0 refused" layer=0 "numbered from 1" file="${sp[3]}" layer=0
 vd_nbd_refused "layer=5 of 4 refused" sp-3.vmdk "layer=5: .* has 4 layers" file="${sp[3]}" layer=5
 vd_nbd_refused "layer=x refused" layer "number" file="${sp[3]}" layer=x
