@@ -216,9 +216,13 @@ static int mount_main(struct vd_opts *o, const char *argv0)
 			goto out;
 	}
 	images_note(o, disks);
+	/* named after the images given, not after the deltas -w adds (as the
+	 * nbdkit plugin names its exports) */
+	if (disk_dirs_name(disks, o->n_images) < 0)
+		goto oom;
 	if (o->write && writable_setup(o, disks) < 0)
 		goto out;
-	if (disk_dirs_name(disks, o->n_images) < 0 || fs_tree_build(disks, o->n_images, &tree) < 0)
+	if (fs_tree_build(disks, o->n_images, &tree) < 0)
 		goto oom;
 	if (fuse_args_build(o, argv0, &args) < 0)
 		goto oom;

@@ -193,6 +193,18 @@ test_options()
 	vd_expect_fail "[$fmt] --delta naming an existing file" "$top" "$(basename "$top")" \
 		"exists already" -w --delta "$top"
 	rm -rf "$other"
+	# two images, --delta a directory: one delta each; the disks are named
+	# after the images given (as the nbdkit plugin's exports), not the deltas
+	mkdir -p "$other"
+	if vd_mount -w --delta "$other" "$top" "$base" "$mnt"; then
+		vd_check "[$fmt] two images -w: disks named after the images" \
+			test "$(ls "$mnt" | tr '\n' ' ')" = "base snap "
+		vd_check "[$fmt] two images -w: a delta each" test "$(ls "$other" | wc -l)" -eq 2
+		vd_umount_wait "$mnt"
+	else
+		vd_fail "[$fmt] -w --delta DIR with two images"
+	fi
+	rm -rf "$other"
 }
 
 test_guest()
