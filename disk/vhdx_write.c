@@ -1006,16 +1006,16 @@ static const char *write_refusal(const struct vd_image *img, const struct vhdx_s
 		return "not a differencing disk";
 	if (st->log.dirty)
 		return "its log needs replaying";
-	if (st->hdr.log_offset != VHDX_MiB || st->hdr.log_length != VHDX_MiB ||
-	    st->rt.meta.offset != 2 * VHDX_MiB || st->rt.meta.length != VHDX_MiB ||
-	    st->rt.bat.offset != 3 * VHDX_MiB || st->rt.count != 2 ||
-	    img->file_size != st->rt.bat.offset + st->rt.bat.length)
-		return "not laid out as vdmount lays out a new delta";
 	if (st->blocks_present || st->blocks_partial || st->blocks_zero)
 		return "it holds data already";
 	for (uint64_t c = 0; c < st->geom.sb_blocks; c++)
 		if (st->sb_off[c])
 			return "it holds data already";
+	if (st->hdr.log_offset != VHDX_MiB || st->hdr.log_length != VHDX_MiB ||
+	    st->rt.meta.offset != 2 * VHDX_MiB || st->rt.meta.length != VHDX_MiB ||
+	    st->rt.bat.offset != 3 * VHDX_MiB || st->rt.count != 2 ||
+	    img->file_size != st->rt.bat.offset + st->rt.bat.length)
+		return "not laid out as vdmount lays out a new delta";
 	return NULL;
 }
 
@@ -1100,5 +1100,8 @@ void vhdx_write_describe(struct vd_image *img, struct vd_json *j)
 	vd_json_obj_begin(j, "writer");
 	vd_json_u64(j, "flushes", __atomic_load_n(&w->flushes, __ATOMIC_RELAXED));
 	vd_json_u64(j, "log_entries_written", __atomic_load_n(&w->entries, __ATOMIC_RELAXED));
+	pthread_mutex_lock(&w->flush_mx);
+	vd_json_u64(j, "next_log_offset", w->log_pos);
+	pthread_mutex_unlock(&w->flush_mx);
 	vd_json_obj_end(j);
 }
