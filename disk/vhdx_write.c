@@ -708,7 +708,8 @@ static int snapshot(struct vhdx_state *st, struct snap *s)
 		r = -ENOMEM;
 		goto out;
 	}
-	qsort(bat, n_bat, sizeof(*bat), u64_cmp);
+	if (n_bat > 1) /* bat is NULL when empty: no qsort on it (UBSan) */
+		qsort(bat, n_bat, sizeof(*bat), u64_cmp);
 	for (size_t i = 0; i < s->n && r == 0; i++) {
 		struct snap_item *it = &s->items[i];
 
