@@ -82,34 +82,14 @@ static char *win_path(const char *prefix, const char *s)
  * it (see the top of the file). Returns 0 or -errno (logged). */
 static int locator_paths(const char *parent, const char *path, struct vhdx_locator *l)
 {
-	char *pdir = vd_path_dir(parent), *cdir = vd_path_dir(path);
-	char *preal = NULL, *creal = NULL, *target = NULL, *rel = NULL;
-	const char *base = strrchr(parent, '/') ? strrchr(parent, '/') + 1 : parent;
-	int r = -ENOMEM;
+	char *target, *rel;
+	int r = vd_path_parent_of_delta("vhdx", parent, path, &target, &rel);
 
-	if (!pdir || !cdir)
-		goto out;
-	preal = realpath(pdir, NULL);
-	creal = realpath(cdir, NULL);
-	if (!preal || !creal) {
-		r = -errno;
-		vd_log_err("vhdx: %s: cannot resolve the directory of %s: %s", path,
-			   preal ? "the new delta" : parent, strerror(-r));
-		goto out;
-	}
-	target = vd_path_join(preal, base);
-	rel = target ? vd_path_relative(creal, target) : NULL;
-	if (!rel)
-		goto out;
+	if (r < 0)
+		return r;
 	l->relative_path = win_path(strncmp(rel, "../", 3) ? "./" : "", rel);
 	l->absolute_win32_path = win_path("\\\\?\\Z:", target);
-	if (l->relative_path && l->absolute_win32_path)
-		r = 0;
-out:
-	free(pdir);
-	free(cdir);
-	free(preal);
-	free(creal);
+	r = l->relative_path && l->absolute_win32_path ? 0 : -ENOMEM;
 	free(target);
 	free(rel);
 	return r;
