@@ -99,7 +99,8 @@ static char *delta_stem(const char *parent_path, const char *ext)
  * path in *out, or -errno (logged). */
 static int delta_create(struct vd_image *parent, const char *dir, const char *file, char **out)
 {
-	const char *ext = !strcmp(parent->ops->name, "vhd") ? "vhd" : parent->ops->name;
+	/* A VHDX delta is a Hyper-V checkpoint: .avhdx, as Hyper-V names them. */
+	const char *ext = !strcmp(parent->ops->name, "vhdx") ? "avhdx" : parent->ops->name;
 	char *stem = NULL, *p = NULL;
 	int r;
 
@@ -474,6 +475,10 @@ int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len)
 	u = d->cow_unit;
 	if (off > d->size || len > d->size - off)
 		return -ENOSPC;
+	/* A driver may discard only whole allocation units (VHDX blocks: a
+	 * sector bitmap cannot say "zero"); it gets those, or cow units. */
+	if (d->alloc_unit > u && d->alloc_unit % u == 0)
+		u = d->alloc_unit;
 	a = vd_round_up(off, u);
 	b = (off + len) / u * u;
 	if (!d->ops->discard || a >= b)
@@ -482,13 +487,15 @@ int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len)
 	if (a > off)
 		r = cow_write(c, NULL, a - off, off);
 	if (r == 0) {
-		uint64_t units = vd_min_u64((b - a) / u, VD_COW_STRIPES);
+		uint64_t cu = d->cow_unit, units = vd_min_u64((b - a) / cu, VD_COW_STRIPES);
 
 		cow_note_write(c);
-		stripes_lock(c->cow, a / u, units, true);
+		stripes_lock(c->cow, a / cu, units, true);
 		r = d->ops->discard(d, a, b - a);
-		stripes_lock(c->cow, a / u, units, false);
+		stripes_lock(c->cow, a / cu, units, false);
 		atomic_store(&c->cow->dirty, true);
+		if (r == -ENOTSUP) /* not this range after all: zeros */
+			r = cow_write(c, NULL, b - a, a);
 	}
 	if (r == 0 && off + len > b)
 		r = cow_write(c, NULL, off + len - b, b);

@@ -35,6 +35,16 @@ static bool is_windows(const char *h)
 	return isalpha((unsigned char)h[0]) && h[1] == ':';
 }
 
+/* The path on Wine's Z: drive (the POSIX root) of hint h, still with '\'
+ * separators: "Z:\dir\f" and "\\?\Z:\dir\f" (how vdmount writes a VHDX
+ * absolute_win32_path) give "\dir\f"; anything else NULL. */
+static const char *wine_z(const char *h)
+{
+	if (!strncmp(h, "\\\\?\\", 4))
+		h += 4;
+	return (h[0] == 'Z' || h[0] == 'z') && h[1] == ':' && h[2] == '\\' ? h + 2 : NULL;
+}
+
 #define MAX_CAND 16
 
 struct cand {
@@ -65,6 +75,15 @@ static unsigned cand_list(const char *dir, const char *hint, const struct vd_pol
 		/* A relative Windows path ("..\\base\\b.vmdk", ".\\p.vhd") keeps its
 		 * directories; anything with a drive or UNC prefix is foreign. */
 		bool rel = !(isalpha((unsigned char)hint[0]) && hint[1] == ':') && hint[0] != '\\';
+		const char *z = wine_z(hint);
+		if (z) {
+			char *h = strdup(z);
+			if (h)
+				for (char *q = h; *q; q++)
+					if (*q == '\\')
+						*q = '/';
+			cand_add(c, &n, h, "%sWine's Z: drive, which is /", "");
+		}
 		if (rel) {
 			char *h = strdup(hint);
 			if (h) {

@@ -166,9 +166,12 @@ struct vd_format_ops {
 	 * the JSON object the caller has open. May be NULL. */
 	void (*describe)(struct vd_image *img, struct vd_json *j);
 
-	/* Optional: makes [off, off+len) (whole cow_units) read as zeros in this
-	 * layer without storing data (VMDK zeroed grains). NULL: chain/ writes
-	 * zeros instead. Same durability rules as write(). */
+	/* Optional: makes [off, off+len) (whole cow_units; whole alloc_units
+	 * when alloc_unit is a multiple of cow_unit) read as zeros in this
+	 * layer without storing data (VMDK zeroed grains, VHDX ZERO blocks).
+	 * NULL, or -ENOTSUP (not logged) for a range the driver cannot
+	 * discard: chain/ writes zeros instead. Same durability rules as
+	 * write(). */
 	int (*discard)(struct vd_image *img, uint64_t off, uint64_t len);
 
 	/* Reads every metadata table of this layer (no guest data) and reports

@@ -309,6 +309,42 @@ char *vd_path_relative(const char *dir, const char *target)
 	return b.data;
 }
 
+int vd_path_parent_of_delta(const char *fmt, const char *parent, const char *path, char **target,
+			    char **rel)
+{
+	char *pdir = vd_path_dir(parent), *cdir = vd_path_dir(path);
+	char *preal = NULL, *creal = NULL;
+	const char *base = strrchr(parent, '/') ? strrchr(parent, '/') + 1 : parent;
+	int r = -ENOMEM;
+
+	*target = *rel = NULL;
+	if (!pdir || !cdir)
+		goto out;
+	r = vd_realpath(pdir, &preal);
+	if (r == 0)
+		r = vd_realpath(cdir, &creal);
+	if (r < 0) {
+		vd_log_err("%s: %s: cannot resolve the directory of %s: %s", fmt, path,
+			   preal ? "the new delta" : parent, strerror(-r));
+		goto out;
+	}
+	r = -ENOMEM;
+	*target = vd_path_join(preal, base);
+	*rel = *target ? vd_path_relative(creal, *target) : NULL;
+	if (*rel)
+		r = 0;
+	else {
+		free(*target);
+		*target = NULL;
+	}
+out:
+	free(pdir);
+	free(cdir);
+	free(preal);
+	free(creal);
+	return r;
+}
+
 int vd_file_info_get(int fd, const char *path, struct vd_file_info *out)
 {
 	char link[64], buf[4096];

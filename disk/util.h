@@ -139,6 +139,14 @@ char *vd_path_beside(const char *path, const char *name);
 /* Relative path from directory dir to file target (both absolute and real). */
 char *vd_path_relative(const char *dir, const char *target);
 
+/* How a new delta at path names its parent: *target gets the parent's
+ * absolute path (the real path of its directory and its own file name),
+ * *rel the path to it from the delta's real directory (both malloc'd).
+ * Returns 0 or -errno, logged as "fmt: path: ..." naming the directory
+ * that cannot be resolved. */
+int vd_path_parent_of_delta(const char *fmt, const char *parent, const char *path, char **target,
+			    char **rel);
+
 /* What chain.json says of one input file, taken when it was opened. */
 struct vd_file_info {
 	char *canonical; /* absolute, symlinks resolved; NULL if unknown */

@@ -468,6 +468,12 @@ static int sb_slice_load(void *ctx, uint64_t idx, void *table)
 	uint64_t c = idx / (VHDX_SB_SIZE / VHDX_SB_SLICE), k = idx % (VHDX_SB_SIZE / VHDX_SB_SLICE);
 	int r;
 
+	if (st->w) {
+		/* every bitmap of a writable delta is one it allocated (the file
+		 * was empty when opened): zeros until bits are set in the cache */
+		memset(table, 0, VHDX_SB_SLICE);
+		return VD_TCACHE_ZERO;
+	}
 	if (!st->sb_off[c]) {
 		/* bat_scan() guarantees a bitmap for chunks with partial blocks */
 		vd_log_err("vhdx: %s: chunk %" PRIu64 " has no sector bitmap", st->img->path, c);
@@ -486,6 +492,7 @@ static void vhdx_close(struct vd_image *img)
 
 	if (!st)
 		return;
+	vhdx_write_close(img);
 	vd_tcache_destroy(&st->bat);
 	vd_tcache_destroy(&st->sb);
 	vhdx_locator_free(&st->loc);
@@ -500,11 +507,6 @@ static int vhdx_open(struct vd_image *img, unsigned flags)
 	struct vhdx_state *st;
 	int r;
 
-	if (flags & VD_OPEN_RDWR) {
-		vd_log_err("vhdx: %s: writing VHDX images is not supported yet (read-only driver)",
-			   img->path);
-		return -EROFS;
-	}
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
@@ -539,10 +541,12 @@ static int vhdx_open(struct vd_image *img, unsigned flags)
 	r = vd_tcache_init(&st->bat, VHDX_BAT_PAGE * 8, bat_page_load, st);
 	if (r == 0 && st->par.has_parent)
 		r = vd_tcache_init(&st->sb, VHDX_SB_SLICE, sb_slice_load, st);
+	if (r == 0 && (flags & VD_OPEN_RDWR))
+		r = vhdx_write_open(img);
 	return r;
 }
 
-static int bat_get(struct vhdx_state *st, uint64_t idx, uint64_t *e)
+int vhdx_bat_get(struct vhdx_state *st, uint64_t idx, uint64_t *e)
 {
 	int r = 0;
 	const uint64_t *t = vd_tcache_get(&st->bat, idx / VHDX_BAT_PAGE, &r);
@@ -565,7 +569,7 @@ static int vhdx_lookup(struct vd_image *img, uint64_t off, uint64_t len, uint64_
 	const struct vhdx_geom *g = &st->geom;
 	uint64_t bs = st->par.block_size, b = off / bs, in = off % bs, e = 0, lss = st->par.logical;
 	uint64_t run = vd_min_u64(len, bs - in);
-	int r = bat_get(st, vhdx_bat_payload_index(g, b), &e);
+	int r = vhdx_bat_get(st, vhdx_bat_payload_index(g, b), &e);
 
 	if (r < 0)
 		return r;
@@ -611,7 +615,8 @@ static int vhdx_block_status(struct vd_image *img, uint64_t off, uint64_t len, u
 	int r = vhdx_lookup(img, off, len, pnum, &foff);
 
 	if (r == VD_DATA) {
-		bool direct = !vhdx_overlay_touches(&st->ov, img->file_size, foff, *pnum);
+		/* a writable delta has no overlay (its log was clean) but grows */
+		bool direct = st->w || !vhdx_overlay_touches(&st->ov, img->file_size, foff, *pnum);
 		map->fd = direct ? img->fd : -1;
 		map->off = direct ? foff : 0;
 	}
@@ -635,7 +640,10 @@ static int vhdx_read(struct vd_image *img, void *buf, size_t len, uint64_t off)
 		}
 		if (r < 0)
 			return r;
-		r = vhdx_file_read(img->fd, img->file_size, &st->ov, p, (size_t)n, foff);
+		if (st->w)
+			r = vd_pread_full(img->fd, p, (size_t)n, foff);
+		else
+			r = vhdx_file_read(img->fd, img->file_size, &st->ov, p, (size_t)n, foff);
 		if (r < 0) {
 			vd_log_err("vhdx: %s: read at %" PRIu64 " (file offset %" PRIu64
 				   ") failed: %s",
@@ -661,15 +669,18 @@ static void json_guid(struct vd_json *j, const char *key, const uint8_t raw[16])
 static void vhdx_describe(struct vd_image *img, struct vd_json *j)
 {
 	struct vhdx_state *st = img->priv;
+	struct vhdx_header hdr;
 	uint64_t held, loads;
+	int hdr_index;
 
+	vhdx_write_header_get(img, &hdr, &hdr_index);
 	vd_json_obj_begin(j, "vhdx");
 	vd_json_str(j, "disk_type", img->subformat);
 	vd_json_str(j, "creator", st->creator);
-	vd_json_u64(j, "header_used", (uint64_t)st->hdr_index);
-	vd_json_u64(j, "header_sequence", st->hdr.seq);
-	json_guid(j, "file_write_guid", st->hdr.file_write);
-	json_guid(j, "data_write_guid", st->hdr.data_write);
+	vd_json_u64(j, "header_used", (uint64_t)hdr_index);
+	vd_json_u64(j, "header_sequence", hdr.seq);
+	json_guid(j, "file_write_guid", hdr.file_write);
+	json_guid(j, "data_write_guid", hdr.data_write);
 	json_guid(j, "page83_id", st->par.page83);
 	vd_json_u64(j, "region_table_used", (uint64_t)st->rt_index);
 	vd_json_u64(j, "block_size", st->par.block_size);
@@ -683,7 +694,7 @@ static void vhdx_describe(struct vd_image *img, struct vd_json *j)
 	vd_json_u64(j, "blocks_partially_present", st->blocks_partial);
 	vd_json_u64(j, "blocks_zero_unmapped_or_undefined", st->blocks_zero);
 	vd_json_obj_begin(j, "log");
-	json_guid(j, "log_guid", st->hdr.log_guid);
+	json_guid(j, "log_guid", hdr.log_guid);
 	vd_json_bool(j, "needed_replay", st->log.dirty);
 	vd_json_bool(j, "replayed_in_memory", st->log.replayed);
 	vd_json_bool(j, "corrupt_log_ignored", st->log.ignored);
@@ -702,6 +713,7 @@ static void vhdx_describe(struct vd_image *img, struct vd_json *j)
 	}
 	vd_tcache_stats(&st->bat, &held, &loads);
 	vd_json_u64(j, "bat_pages_loaded", loads);
+	vhdx_write_describe(img, j);
 	vd_json_obj_end(j);
 }
 
@@ -712,5 +724,9 @@ const struct vd_format_ops vd_vhdx_ops = {
     .close = vhdx_close,
     .block_status = vhdx_block_status,
     .read = vhdx_read,
+    .write = vhdx_write,
+    .flush = vhdx_flush,
+    .create_child = vhdx_create_child,
     .describe = vhdx_describe,
+    .discard = vhdx_discard,
 };

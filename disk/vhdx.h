@@ -39,6 +39,9 @@
 #define VHDX_LOG_SECTOR 4096u		    /* 2.3.1 */
 #define VHDX_MAX_LOG (64u * 1024 * 1024)    /* our cap on LogLength (Hyper-V: 1 MiB) */
 #define VHDX_MAX_OFFSET (1ull << 50)	    /* no structure lies further: sums cannot overflow */
+#define VHDX_CREATOR_SIZE 512u		    /* 2.2.1 */
+#define VHDX_GUID_TEXT 39		    /* "{8-4-4-4-12}" and a NUL */
+#define VHDX_META_ITEMS_END 65576u	    /* vhdx_metadata_encode(): where the locator goes */
 
 /* 2.2.2 header field offsets. */
 #define VHDX_HDR_SIG 0
@@ -191,6 +194,8 @@ struct vhdx_log_info {
 	uint64_t head_seq, tail_seq;
 };
 
+struct vhdx_writer;
+
 struct vhdx_state {
 	struct vhdx_header hdr;
 	int hdr_index; /* 1 or 2: the current header */
@@ -205,7 +210,8 @@ struct vhdx_state {
 	uint64_t vfile_size; /* file size after replay (>= img->file_size) */
 	uint32_t sectors_per_block;
 	uint64_t blocks_present, blocks_partial, blocks_zero; /* counted at open */
-	uint64_t *sb_off; /* differencing: file offset of each chunk's bitmap, 0 = none */
+	uint64_t *sb_off; /* differencing: file offset of each chunk's bitmap, 0 = none
+			     (a writable image sets entries as it allocates: atomic) */
 
 	/* BAT pages (VHDX_BAT_PAGE entries, native u64) and sector bitmap slices
 	 * (VHDX_SB_SLICE bytes of a chunk's 1 MiB bitmap), loaded lazily through
@@ -213,7 +219,8 @@ struct vhdx_state {
 	 * after open. */
 	struct vd_tcache bat;
 	struct vd_tcache sb;
-	struct vd_image *img; /* back pointer for the loaders */
+	struct vd_image *img;  /* back pointer for the loaders */
+	struct vhdx_writer *w; /* vhdx_write.c's state; NULL unless VD_OPEN_RDWR */
 };
 
 #define VHDX_BAT_PAGE 8192u	   /* entries per cached BAT page (64 KiB) */
@@ -316,6 +323,33 @@ int vhdx_bat_entry_check(uint64_t e, bool payload, bool has_parent, uint64_t nee
  * sector bitmap (2.4) and the number of sectors from k (< limit) sharing it. */
 int vhdx_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, uint64_t *count);
 
+/* Encoders, the inverse of the decoders above (pure; for the writer). */
+
+/* "{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}" of an on-disk GUID, lower case
+ * with braces, as 2.6.2.6.3 writes parent_linkage. */
+void vhdx_guid_format(const uint8_t raw[16], char out[VHDX_GUID_TEXT]);
+
+/* The file type identifier (2.2.1) into buf[VHDX_HEADER_SIZE]: "vhdxfile"
+ * and creator as UTF-16LE. Returns 0, or -EINVAL/-E2BIG for a creator that
+ * is not UTF-8 or longer than the field. */
+int vhdx_ident_encode(const char *creator, uint8_t *buf);
+
+/* A region table (2.2.3) naming rt->bat and rt->meta into buf[VHDX_RT_SIZE],
+ * with its checksum. */
+void vhdx_region_table_encode(const struct vhdx_regions *rt, uint8_t *buf);
+
+/* A VHDX parent locator item (2.6.2.6) holding the non-NULL strings of l,
+ * into buf (cap bytes). Returns its length, -EINVAL (a value that is not
+ * UTF-8, empty or over 64 KiB of UTF-16) or -E2BIG. */
+long vhdx_locator_encode(const struct vhdx_locator *l, uint8_t *buf, size_t cap);
+
+/* The start of a metadata region (2.6): the table and the items of p (the
+ * locator item loc of loc_len bytes when p->has_parent) laid out as Hyper-V
+ * lays them out, items from 64 KiB on, into buf (cap bytes: at least
+ * VHDX_META_ITEMS_END + loc_len). Returns 0 or -E2BIG. */
+int vhdx_metadata_encode(const struct vhdx_params *p, const uint8_t *loc, uint32_t loc_len,
+			 uint8_t *buf, size_t cap);
+
 /* --- vhdx_log.c --------------------------------------------------------- */
 
 /* Decodes and validates one log entry of len bytes at entry (2.3.1): header
@@ -348,5 +382,70 @@ bool vhdx_overlay_touches(const struct vhdx_overlay *ov, uint64_t file_size, uin
 			  uint64_t len);
 
 void vhdx_overlay_free(struct vhdx_overlay *ov);
+
+/* Bytes of a log entry with n data descriptors (2.3.1), and the most data
+ * descriptors an entry of at most bytes can hold. */
+size_t vhdx_log_entry_size(uint32_t n);
+uint32_t vhdx_log_entry_max_desc(uint32_t bytes);
+
+/* Encodes a log entry (2.3.1) into out (vhdx_log_entry_size(h->n_desc)
+ * bytes): h's Tail, SequenceNumber, LogGuid, FlushedFileOffset and
+ * LastFileOffset, and h->n_desc data descriptors, data[i] (4 KiB) going to
+ * file offset off[i]; the checksum is computed. Pure. */
+void vhdx_log_entry_encode(const struct vhdx_log_entry *h, const uint64_t *off,
+			   const uint8_t *const *data, uint8_t *out);
+
+/* --- vhdx.c ---------------------------------------------------------------- */
+
+/* BAT entry idx (< geom.bat_entries) through the cache. Returns 0 or -errno
+ * (logged by the loader). Thread-safe. */
+int vhdx_bat_get(struct vhdx_state *st, uint64_t idx, uint64_t *e);
+
+/* --- vhdx_create.c, vhdx_write.c: the write side ------------------------- */
+
+/* A fresh random GUID, never all zero (getrandom). Returns 0 or -errno. */
+int vhdx_guid_new(uint8_t g[16]);
+
+/* create_child (disk.h): a differencing VHDX at path over parent. */
+int vhdx_create_child(struct vd_image *parent, const char *path);
+
+/* For open() with VD_OPEN_RDWR, after the reader has loaded everything:
+ * accepts only an empty differencing file laid out as vhdx_create_child()
+ * lays it out, with a clean log (logged refusal: -EROFS), then updates the
+ * headers as 2.2.2.1 requires before any other change. Returns 0 or -errno. */
+int vhdx_write_open(struct vd_image *img);
+
+/* For close(): flushes, marks the log empty in the headers, frees the
+ * writer. Safe when img was not opened for writing. */
+void vhdx_write_close(struct vd_image *img);
+
+int vhdx_write(struct vd_image *img, const void *buf, size_t len, uint64_t off);
+int vhdx_flush(struct vd_image *img);
+int vhdx_discard(struct vd_image *img, uint64_t off, uint64_t len);
+
+/* The current header and its slot (1 or 2), consistent against updates. */
+void vhdx_write_header_get(struct vd_image *img, struct vhdx_header *h, int *index);
+
+/* Adds the writer's counters to describe()'s object (nothing when read-only). */
+void vhdx_write_describe(struct vd_image *img, struct vd_json *j);
+
+/* Test seams (unit tests only; process-wide, not thread-safe against flushes
+ * in progress). vhdx_test_round_cap: the most metadata sectors one log entry
+ * may carry (0: as many as half the log holds). vhdx_test_crash_at: the
+ * next flush stops, as if the process died, at the given point and returns
+ * -EINTR (0: never); the writer then refuses everything but close, and close
+ * writes nothing. */
+enum vhdx_crash_point {
+	VHDX_CRASH_NONE,
+	VHDX_CRASH_DATA_SYNCED,	 /* data durable, no log entry yet */
+	VHDX_CRASH_ENTRY_TORN,	 /* the first half of the log entry written */
+	VHDX_CRASH_ENTRY_SYNCED, /* the entry durable, the header not (yet) updated */
+	VHDX_CRASH_HEADER,	 /* the header names the log, nothing applied */
+	VHDX_CRASH_APPLY_HALF,	 /* half the sectors applied */
+	VHDX_CRASH_APPLIED,	 /* every sector applied and synced, before the next round */
+};
+extern unsigned vhdx_test_round_cap;
+extern enum vhdx_crash_point vhdx_test_crash_at;
+extern unsigned vhdx_test_crash_round; /* in which round of that flush (0 and 1: the first) */
 
 #endif

@@ -524,3 +524,52 @@ int vhdx_file_read(int fd, uint64_t file_size, const struct vhdx_overlay *ov, vo
 	}
 	return 0;
 }
+
+size_t vhdx_log_entry_size(uint32_t n)
+{
+	return (size_t)(desc_sectors(n) + n) * VHDX_LOG_SECTOR;
+}
+
+uint32_t vhdx_log_entry_max_desc(uint32_t bytes)
+{
+	uint32_t n = bytes / VHDX_LOG_SECTOR;
+
+	while (n && vhdx_log_entry_size(n) > bytes)
+		n--;
+	return n;
+}
+
+void vhdx_log_entry_encode(const struct vhdx_log_entry *h, const uint64_t *off,
+			   const uint8_t *const *data, uint8_t *out)
+{
+	uint64_t dsec = desc_sectors(h->n_desc);
+	size_t len = vhdx_log_entry_size(h->n_desc);
+
+	memset(out, 0, dsec * VHDX_LOG_SECTOR);
+	memcpy(out + VHDX_LOG_ENTRY_SIG, "loge", 4);
+	vd_put_le32(out + VHDX_LOG_ENTRY_LENGTH, (uint32_t)len);
+	vd_put_le32(out + VHDX_LOG_ENTRY_TAIL, h->tail);
+	vd_put_le64(out + VHDX_LOG_ENTRY_SEQ, h->seq);
+	vd_put_le32(out + VHDX_LOG_ENTRY_DESCS, h->n_desc);
+	memcpy(out + VHDX_LOG_ENTRY_GUID, h->log_guid, 16);
+	vd_put_le64(out + VHDX_LOG_ENTRY_FLUSHED, h->flushed);
+	vd_put_le64(out + VHDX_LOG_ENTRY_LAST, h->last);
+	for (uint32_t i = 0; i < h->n_desc; i++) {
+		uint8_t *d = out + VHDX_LOG_HDR_SIZE + (size_t)i * VHDX_LOG_DESC_SIZE;
+		uint8_t *s = out + (dsec + i) * VHDX_LOG_SECTOR;
+
+		/* 2.3.1.3, 2.3.1.4: the sector's first 8 and last 4 bytes travel
+		 * in the descriptor; the data sector carries the split number. */
+		memcpy(d, "desc", 4);
+		memcpy(d + 4, data[i] + 4092, 4);
+		memcpy(d + 8, data[i], 8);
+		vd_put_le64(d + 16, off[i]);
+		vd_put_le64(d + 24, h->seq);
+		memcpy(s, "data", 4);
+		vd_put_le32(s + 4, (uint32_t)(h->seq >> 32));
+		memcpy(s + 8, data[i] + 8, 4084);
+		vd_put_le32(s + 4092, (uint32_t)h->seq);
+	}
+	vd_put_le32(out + VHDX_LOG_ENTRY_CHECKSUM,
+		    vhdx_checksum(out, len, VHDX_LOG_ENTRY_CHECKSUM));
+}

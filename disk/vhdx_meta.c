@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -536,4 +537,122 @@ int vhdx_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, uint64_t *cou
 
 	*count = vd_bitmap_run(bm, k, limit, false, &set);
 	return set ? VD_DATA : VD_UNALLOC;
+}
+
+/* --- encoders (the writer's; inverse of the decoders above) ------------- */
+
+void vhdx_guid_format(const uint8_t raw[16], char out[VHDX_GUID_TEXT])
+{
+	struct vd_id id;
+	char b[37];
+
+	vhdx_guid_to_id(raw, &id);
+	snprintf(out, VHDX_GUID_TEXT, "{%s}", vd_id_format(&id, b));
+}
+
+int vhdx_ident_encode(const char *creator, uint8_t *buf)
+{
+	long n;
+
+	memset(buf, 0, VHDX_HEADER_SIZE);
+	memcpy(buf, "vhdxfile", 8);
+	n = vd_utf8_to_utf16(creator, false, buf + 8, VHDX_CREATOR_SIZE - 2);
+	return n < 0 ? (int)n : 0;
+}
+
+void vhdx_region_table_encode(const struct vhdx_regions *rt, uint8_t *buf)
+{
+	const struct vhdx_region *r[2] = {&rt->bat, &rt->meta};
+
+	memset(buf, 0, VHDX_RT_SIZE);
+	memcpy(buf + VHDX_RT_SIG, "regi", 4);
+	vd_put_le32(buf + VHDX_RT_COUNT, 2);
+	for (int i = 0; i < 2; i++) {
+		uint8_t *e = buf + VHDX_RT_ENTRIES + i * VHDX_RT_ENTRY_SIZE;
+
+		memcpy(e, i ? vhdx_guid_metadata : vhdx_guid_bat, 16);
+		vd_put_le64(e + 16, r[i]->offset);
+		vd_put_le32(e + 24, r[i]->length);
+		vd_put_le32(e + 28, r[i]->required ? 1 : 0);
+	}
+	vd_put_le32(buf + VHDX_RT_CHECKSUM, vhdx_checksum(buf, VHDX_RT_SIZE, VHDX_RT_CHECKSUM));
+}
+
+long vhdx_locator_encode(const struct vhdx_locator *l, uint8_t *buf, size_t cap)
+{
+	static const char *const keys[] = {"parent_linkage", "parent_linkage2", "relative_path",
+					   "volume_path", "absolute_win32_path"};
+	const char *vals[] = {l->linkage, l->linkage2, l->relative_path, l->volume_path,
+			      l->absolute_win32_path};
+	uint16_t count = 0, i = 0;
+	size_t pos;
+
+	for (int k = 0; k < 5; k++)
+		count += vals[k] != NULL;
+	pos = 20 + (size_t)count * 12;
+	if (cap < pos)
+		return -E2BIG;
+	memset(buf, 0, pos);
+	memcpy(buf, vhdx_guid_locator_vhdx, 16);
+	vd_put_le16(buf + 18, count);
+	for (int k = 0; k < 5; k++) {
+		uint8_t *e = buf + 20 + (size_t)i * 12;
+		long kl, vl;
+
+		if (!vals[k])
+			continue;
+		kl = vd_utf8_to_utf16(keys[k], false, buf + pos, cap - pos);
+		if (kl < 0)
+			return kl;
+		vl = vd_utf8_to_utf16(vals[k], false, buf + pos + kl, cap - pos - kl);
+		if (vl < 0)
+			return vl;
+		/* 2.6.2.6.2: lengths are 16 bits and non-zero */
+		if (vl == 0 || vl > UINT16_MAX)
+			return -EINVAL;
+		vd_put_le32(e, (uint32_t)pos);
+		vd_put_le32(e + 4, (uint32_t)(pos + kl));
+		vd_put_le16(e + 8, (uint16_t)kl);
+		vd_put_le16(e + 10, (uint16_t)vl);
+		pos += kl + vl;
+		i++;
+	}
+	return pos > VHDX_MAX_ITEM ? -E2BIG : (long)pos;
+}
+
+int vhdx_metadata_encode(const struct vhdx_params *p, const uint8_t *loc, uint32_t loc_len,
+			 uint8_t *buf, size_t cap)
+{
+	/* Items where Hyper-V puts them (file parameters, size, sectors, id,
+	 * then the locator); flags per 2.6.2: IsVirtualDisk for what a child
+	 * shares with its parent, IsRequired for all. */
+	static const uint32_t offs[6] = {65536, 65544, 65560, 65552, 65556, 65576};
+	static const uint32_t lens[5] = {8, 8, 16, 4, 4};
+	static const uint32_t flags[6] = {4, 6, 6, 6, 6, 4};
+	unsigned n = p->has_parent ? 6 : 5;
+
+	if (cap < VHDX_META_ITEMS_END + (p->has_parent ? loc_len : 0))
+		return -E2BIG;
+	memset(buf, 0, VHDX_META_ITEMS_END);
+	memcpy(buf, "metadata", 8);
+	vd_put_le16(buf + VHDX_MT_COUNT, (uint16_t)n);
+	for (unsigned k = 0; k < n; k++) {
+		uint8_t *e = buf + VHDX_MT_ENTRIES + k * VHDX_MT_ENTRY_SIZE;
+
+		memcpy(e, item_guids[k], 16);
+		vd_put_le32(e + 16, offs[k]);
+		vd_put_le32(e + 20, k < 5 ? lens[k] : loc_len);
+		vd_put_le32(e + 24, flags[k]);
+	}
+	vd_put_le32(buf + offs[VHDX_IT_PARAMS], p->block_size);
+	vd_put_le32(buf + offs[VHDX_IT_PARAMS] + 4,
+		    (p->leave_allocated ? VHDX_PARAM_LEAVE_ALLOCATED : 0) |
+			(p->has_parent ? VHDX_PARAM_HAS_PARENT : 0));
+	vd_put_le64(buf + offs[VHDX_IT_SIZE], p->size);
+	memcpy(buf + offs[VHDX_IT_PAGE83], p->page83, 16);
+	vd_put_le32(buf + offs[VHDX_IT_LOGICAL], p->logical);
+	vd_put_le32(buf + offs[VHDX_IT_PHYSICAL], p->physical);
+	if (p->has_parent)
+		memcpy(buf + offs[VHDX_IT_LOCATOR], loc, loc_len);
+	return 0;
 }

@@ -82,28 +82,9 @@ void vmdk_gd_encode(uint64_t gd_offset, uint64_t n_gt, uint8_t *buf)
  * the parent's own file name. Malloc'd, NULL with *err set. */
 static char *parent_hint(const char *parent, const char *path, int *err)
 {
-	char *pdir = vd_path_dir(parent), *cdir = vd_path_dir(path);
-	char *preal = NULL, *creal = NULL, *target = NULL, *hint = NULL;
-	const char *base = strrchr(parent, '/') ? strrchr(parent, '/') + 1 : parent;
+	char *target, *hint;
 
-	*err = -ENOMEM;
-	if (!pdir || !cdir)
-		goto out;
-	preal = realpath(pdir, NULL);
-	creal = realpath(cdir, NULL);
-	if (!preal || !creal) {
-		*err = -errno;
-		vd_log_err("vmdk: %s: cannot resolve the directory of %s: %s", path,
-			   preal ? "the new delta" : parent, strerror(-*err));
-		goto out;
-	}
-	target = vd_path_join(preal, base);
-	hint = target ? vd_path_relative(creal, target) : NULL;
-out:
-	free(pdir);
-	free(cdir);
-	free(preal);
-	free(creal);
+	*err = vd_path_parent_of_delta("vmdk", parent, path, &target, &hint);
 	free(target);
 	return hint;
 }

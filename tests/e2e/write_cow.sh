@@ -2,22 +2,28 @@
 # Writable mounts (vdmount -w): copy-on-write into a new standard delta.
 #
 # For each format that vdmount can write a delta for (VHD: qemu dynamic
-# base + a vdmount-made differencing child; VMDK: qemu-made sparse chain):
+# base + a vdmount-made differencing child; VMDK: qemu-made sparse chain;
+# VHDX: qemu dynamic base with 1 MiB blocks + an mkvhdx .avhdx child with
+# 2 MiB blocks, the delta a .avhdx):
 #   - a storm of writes from 4 threads (1 byte ... 2 MiB + 3, the last sector
 #     and byte, overlapping earlier writes) through disk, fsync, unmount:
 #     exactly one new file, every earlier file unchanged (sha256), the new
-#     delta remounted read-only equals the model (and qemu-img reads VMDK);
+#     delta remounted read-only equals the model (and qemu-img reads VMDK;
+#     qemu has no differencing VHDX, so libvhdi's vhdiinfo accepts the
+#     .avhdx and vhdimount reads the whole chain as the model);
 #   - --at 1, --scratch, --delta DIR (+ --search to remount it), and -w on
 #     the new delta (stacking);
 #   - guest use: mkfs.ext4 through a loop device and a copied tree; FAT made
 #     and filled with mtools; both read back after remounting read-only;
 #   - crash: the daemon SIGKILLed at random moments during a stream of
 #     writes with fsyncs, 20 times: the delta mounts and holds every fsync'd
-#     record;
+#     record (VHDX: the log is replayed in memory where the kill left one;
+#     vhdiinfo accepts each delta);
 #   - ENOSPC: a delta on a 2 MiB tmpfs fills up; the writer gets the error,
 #     the delta mounts and holds everything fsync'd.
 #
-# Env: VDMOUNT, VD_BUILD, VD_SRC (ctest sets them); VD_KILLS (default 20).
+# Env: VDMOUNT, VD_BUILD, VD_SRC (ctest sets them); VD_KILLS (default 20);
+# VD_WRITE_FORMATS (default "vhd vmdk vhdx").
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 vd_e2e_init write_cow
@@ -26,7 +32,8 @@ for t in qemu-img qemu-io mkfs.ext4 mformat mcopy losetup; do
 done
 WR=$VD_BUILD/tests/wrstorm
 MKVHD=$VD_BUILD/tests/mkvhd
-[ -x "$WR" ] && [ -x "$MKVHD" ] || vd_die "wrstorm/mkvhd not built"
+MKVHDX=$VD_BUILD/tests/mkvhdx
+[ -x "$WR" ] && [ -x "$MKVHD" ] && [ -x "$MKVHDX" ] || vd_die "wrstorm/mkvhd/mkvhdx not built"
 KILLS=${VD_KILLS:-20}
 
 W=$VD_TMP/img
@@ -60,7 +67,28 @@ make_chain()
 		vd_qemu_io vmdk "$d/snap.vmdk" "write -P 0x33 1M 100k" "write -P 0x34 30M 1M"
 		echo "$d/snap.vmdk"
 		;;
+	vhdx)
+		qemu-img create -q -f vhdx -o subformat=dynamic,block_size=1M "$d/base.vhdx" 48M
+		vd_qemu_io vhdx "$d/base.vhdx" "write -P 0x31 0 5M" "write -P 0x32 20M 3M"
+		"$MKVHDX" "$d/snap.avhdx" $((48 << 20)) --parent "$d/base.vhdx" --block $((2 << 20)) \
+			--seed 5 --writes 40 || vd_die "mkvhdx child"
+		echo "$d/snap.avhdx"
+		;;
 	esac
+}
+
+# delta_ext FMT: the extension of the deltas vdmount writes for FMT.
+delta_ext()
+{
+	[ "$1" = vhdx ] && echo avhdx || echo "$1"
+}
+
+# vhdi_accepts DELTA: libvhdi's vhdiinfo reads DELTA as a differencing VHDX.
+vhdi_accepts()
+{
+	vhdiinfo "$1" >"$VD_TMP/vhdiinfo.out" 2>&1 &&
+		grep -q "Disk type.*: Differential" "$VD_TMP/vhdiinfo.out" ||
+		{ sed 's/^/    | /' "$VD_TMP/vhdiinfo.out" >&2; return 1; }
 }
 
 # raw_of TOP OUT: the disk as vdmount reads it (the model's starting point).
@@ -106,7 +134,7 @@ test_storm()
 	vd_pass "[$fmt/$mode] one new file: $(basename "$delta")"
 	vd_check "[$fmt/$mode] earlier files unchanged (sha256)" vd_sums_check "$VD_TMP/sums"
 	case $(basename "$delta") in
-	"$(vd_stem "$top")"-vdm-000001.*) vd_pass "[$fmt/$mode] named <stem>-vdm-000001" ;;
+	"$(vd_stem "$top")"-vdm-000001.$(delta_ext "$fmt")) vd_pass "[$fmt/$mode] named <stem>-vdm-000001" ;;
 	*) vd_fail "[$fmt/$mode] unexpected delta name $(basename "$delta")" ;;
 	esac
 	if vd_mount "${opts[@]}" "$delta" "$mnt"; then
@@ -125,6 +153,16 @@ test_storm()
 			vd_same "$VD_TMP/q.raw" "$VD_TMP/model.raw"
 		rm -f "$VD_TMP/q.raw"
 	fi
+	if [ "$fmt" = vhdx ]; then
+		vd_check "[$fmt/$mode] libvhdi's vhdiinfo accepts the .avhdx" vhdi_accepts "$delta"
+		if vd_yal_mount "$delta" "$M/vhdimount"; then
+			vd_check "[$fmt/$mode] libvhdi's vhdimount reads the chain as the model" \
+				vd_same "$VD_YAL_FILE" "$VD_TMP/model.raw"
+			vd_umount "$M/vhdimount"
+		else
+			vd_fail "[$fmt/$mode] vhdimount could not open the new delta"
+		fi
+	fi
 	rm -f "$delta"
 }
 
@@ -142,7 +180,7 @@ test_options()
 		delta=$(delta_of_mount "$mnt")
 		vd_umount_wait "$mnt"
 		vd_check "[$fmt] --at 1: the delta is named after the base" \
-			test "$(basename "$delta")" = "base-vdm-000001.$fmt"
+			test "$(basename "$delta")" = "base-vdm-000001.$(delta_ext "$fmt")"
 		if vd_mount "$delta" "$mnt"; then
 			vd_check "[$fmt] --at 1: the branch holds the write" vd_same "$mnt/disk" "$VD_TMP/base.raw"
 			vd_umount_wait "$mnt"
@@ -257,7 +295,7 @@ test_guest()
 
 test_crash()
 {
-	local fmt=$1 top=$2 mnt=$M/crash-$1 i ok=0 pid delta log=$VD_TMP/fsync.log
+	local fmt=$1 top=$2 mnt=$M/crash-$1 i ok=0 pid delta log=$VD_TMP/fsync.log replays=0
 	for ((i = 1; i <= KILLS; i++)); do
 		vd_mount -w "$top" "$mnt" || { vd_fail "[$fmt] crash $i: -w mount"; continue; }
 		pid=$(vd_daemon_pid "$mnt")
@@ -275,10 +313,15 @@ test_crash()
 			vd_fail "[$fmt] crash $i: fsync'd data lost ($(cat "$VD_TMP/check.out"))"
 		fi
 		[ "$fmt" = vmdk ] && ! qemu-img check -q "$delta" && vd_fail "[$fmt] crash $i: qemu-img check"
+		if [ "$fmt" = vhdx ]; then
+			grep -q '"needed_replay": true' "$mnt/chain.json" && replays=$((replays + 1))
+			vhdi_accepts "$delta" || vd_fail "[$fmt] crash $i: vhdiinfo refuses the delta"
+		fi
 		vd_umount_wait "$mnt"
 		rm -f "$delta"
 	done
 	[ $ok -eq "$KILLS" ] && vd_pass "[$fmt] $KILLS SIGKILLs during writes: every delta mounts with all fsync'd data"
+	[ "$fmt" = vhdx ] && echo "INFO [$fmt] $replays of $KILLS killed deltas had a log to replay"
 }
 
 test_enospc()
@@ -306,7 +349,7 @@ test_enospc()
 	umount "$small"
 }
 
-for fmt in ${VD_WRITE_FORMATS:-vhd vmdk}; do
+for fmt in ${VD_WRITE_FORMATS:-vhd vmdk vhdx}; do
 	top=$(make_chain $fmt)
 	mkdir -p "$M/probe-$fmt"
 	if ! "$VDMOUNT" -w "$top" "$M/probe-$fmt" 2>"$VD_TMP/probe.err"; then

@@ -456,6 +456,18 @@ static void test_hint_resolution(void **state)
 	expect_hint("../elsewhere/base.vmdk", "base.vmdk");
 	snprintf(abs, sizeof(abs), "%s/sub/deep.vmdk", tmpdir);
 	expect_hint_how(abs, "sub/deep.vmdk", "absolute path, as written");
+	/* Wine's Z: drive is / (vdmount's VHDX absolute_win32_path) */
+	{
+		char z[700], *q;
+		snprintf(z, sizeof(z), "\\\\?\\Z:%s", abs);
+		for (q = z + 6; *q; q++)
+			if (*q == '/')
+				*q = '\\';
+		expect_hint_how(z, "sub/deep.vmdk", "Wine's Z: drive, which is /");
+		expect_hint_how(z + 4, "sub/deep.vmdk", "Wine's Z: drive, which is /");
+		z[4] = 'Y'; /* another drive letter is foreign: the base name only */
+		expect_hint(z, NULL);
+	}
 	expect_hint("missing.vmdk", NULL);
 	expect_hint("", NULL);
 	expect_hint("sub", NULL); /* a directory is not a parent */
