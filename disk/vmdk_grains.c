@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "disk/endian.h"
 #include "disk/space.h"
@@ -216,6 +217,25 @@ int vmdk_gd_init(struct vmdk_gd *gd)
 	return r;
 }
 
+/* Zero GD entries from i, the first of a page that reads as all zero: when
+ * the file has a hole there, every entry up to the next data the file holds
+ * (SEEK_DATA) is zero too, so a GD that is mostly hole, as a few KiB of file
+ * claiming a huge disk has, is skipped in one step. The seek moves the file
+ * offset of a shared descriptor, which is harmless: every read and write of
+ * image files is a pread/pwrite at an explicit offset. */
+static uint64_t gd_hole_run(struct vmdk_gd *gd, uint64_t i)
+{
+	off_t from = (off_t)(gd->off + i * gd->width), data = lseek(gd->e->fd, from, SEEK_DATA);
+	uint64_t end;
+
+	if (data < 0 && errno == ENXIO)
+		return gd->n - i; /* a hole up to EOF */
+	if (data < 0 || data <= from)
+		return GD_PAGE_ENTRIES;
+	end = ((uint64_t)data - gd->off) / gd->width;
+	return vd_min_u64(gd->n, vd_round_up(end, GD_PAGE_ENTRIES)) - i;
+}
+
 int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde, uint64_t *absent)
 {
 	uint64_t page = i / GD_PAGE_ENTRIES, k = i % GD_PAGE_ENTRIES;
@@ -235,6 +255,8 @@ int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde, uint64_t *absent)
 		while (z < GD_PAGE_ENTRIES && !t[z])
 			z++;
 		*absent = z - k;
+		if (z == GD_PAGE_ENTRIES && k == 0)
+			*absent = gd_hole_run(gd, i);
 	}
 	vd_tcache_put(&gd->pages, page);
 	return *gde == GDE_BAD ? -EIO : 0;
