@@ -337,11 +337,15 @@ static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len
 static void sparse_describe(struct vmdk_extent *e, struct vd_json *j)
 {
 	struct sparse_state *st = e->priv;
+	uint64_t held, loads;
 
+	vd_tcache_stats(&st->gts, &held, &loads);
 	vd_json_u64(j, "kdmv_version", st->h.version);
 	vd_json_u64(j, "kdmv_flags", st->h.flags);
 	vd_json_u64(j, "grain_size", st->grain_bytes);
 	vd_json_bool(j, "unclean_shutdown", st->h.unclean_shutdown != 0);
+	vd_json_u64(j, "gts_cached", held);
+	vd_json_u64(j, "gts_loaded", loads);
 }
 
 /* --- check ---------------------------------------------------------------
