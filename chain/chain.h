@@ -102,7 +102,8 @@ typedef int (*vd_chain_walk_fn)(void *ctx, uint64_t off, uint64_t len, int state
 int vd_chain_layer_walk(struct vd_chain *c, unsigned level, vd_chain_walk_fn fn, void *ctx);
 
 /* Counts the bytes layer level itself holds (DATA) and marks zero (ZERO).
- * Walks the whole layer: not for hot paths. Returns 0 or -errno. */
+ * Walks the whole layer, at a cost that follows its metadata: not for hot
+ * paths (vd_chain_describe caps it). Returns 0 or -errno. */
 int vd_chain_layer_usage(struct vd_chain *c, unsigned level, uint64_t *data, uint64_t *zero);
 
 /* Appends layer level's change list to out: a "# ..." line saying the unit,
@@ -122,7 +123,8 @@ void vd_chain_set_mount_time(struct vd_chain *c, const struct timespec *t);
 /* Writes the chain's metadata (schema version, vdmount version, mount time,
  * layers base first with their files, formats, sizes, ids, hints, the whole
  * VMDK DDB, validation, the merged disk's partition table) as one JSON object into j
- * (docs/chain.json.md). Returns 0 or -errno. */
+ * (docs/chain.json.md). Its work is bounded whatever the layers claim: a layer
+ * too costly to count gets null usage and a "usage_note". Returns 0 or -errno. */
 int vd_chain_describe(struct vd_chain *c, struct vd_json *j);
 
 /* --- copy-on-write into a new delta (cow.c) --------------------------- */

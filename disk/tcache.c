@@ -15,7 +15,8 @@
  * shard's share still works (one at a time).
  *
  * Cost of an entry: its table plus the entry itself; an all-zero table points
- * at its user's shared zero copy and costs only the entry. */
+ * at its user's shared zero copy and costs only the entry, and a table in its
+ * loader's short form (VD_TCACHE_COMPACT) costs the entry and 16 bytes. */
 #include "disk/tcache.h"
 
 #include <errno.h>
@@ -38,7 +39,8 @@ struct tc_key {
 
 struct tc_entry {
 	struct tc_key key;
-	void *table; /* NULL: the owner's zero table */
+	void *table;  /* NULL: the owner's zero table */
+	bool compact; /* table holds VD_TCACHE_COMPACT_BYTES, the loader's short form */
 	UT_hash_handle hh;
 };
 
@@ -80,7 +82,9 @@ static size_t entry_cost(const struct vd_tcache *c, const struct tc_entry *e)
 {
 	if (c->pinned)
 		return 0;
-	return sizeof(*e) + (e->table ? c->table_bytes : 0);
+	if (!e->table)
+		return sizeof(*e);
+	return sizeof(*e) + (e->compact ? VD_TCACHE_COMPACT_BYTES : c->table_bytes);
 }
 
 void vd_tcache_pin(struct vd_tcache *c)
@@ -114,7 +118,9 @@ static void entry_drop(struct tc_shard *sh, struct tc_entry *e)
 
 void vd_tcache_destroy(struct vd_tcache *c)
 {
-	if (!c->ready)
+	/* A user that holds nothing (most extents of a large split disk) costs
+	 * no walk over every shard. */
+	if (!c->ready || !__atomic_load_n(&c->held, __ATOMIC_RELAXED))
 		goto out;
 	for (unsigned i = 0; i < VD_TCACHE_SHARDS; i++) {
 		struct tc_shard *sh = &shards[i];
@@ -128,8 +134,8 @@ void vd_tcache_destroy(struct vd_tcache *c)
 		}
 		pthread_rwlock_unlock(&sh->lock);
 	}
-	free(c->zero);
 out:
+	free(c->zero);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -159,13 +165,24 @@ static int entry_link(struct tc_shard *sh, struct vd_tcache *c, struct tc_entry 
  * unlocks either kind), so the caller always gets to use what it loaded even
  * when the shard is thrashing. Takes ownership of t. NULL (unlocked) when
  * there is no memory for the entry. */
-static const void *tcache_install(struct vd_tcache *c, uint64_t idx, void *t, bool zero)
+static const void *tcache_install(struct vd_tcache *c, uint64_t idx, void *t, int kind,
+				  bool *compact)
 {
 	struct tc_shard *sh = shard_of(c, idx);
 	struct tc_key key = {c, idx};
 	struct tc_entry *e;
 
-	if (zero) {
+	if (kind == VD_TCACHE_COMPACT && c->table_bytes > VD_TCACHE_COMPACT_BYTES) {
+		void *small = malloc(VD_TCACHE_COMPACT_BYTES);
+
+		if (small)
+			memcpy(small, t, VD_TCACHE_COMPACT_BYTES);
+		free(t);
+		t = small;
+		if (!t)
+			return NULL;
+	}
+	if (kind == VD_TCACHE_ZERO) {
 		void *none = NULL;
 
 		/* Keep t itself as the user's shared zero table the first time. */
@@ -186,6 +203,7 @@ static const void *tcache_install(struct vd_tcache *c, uint64_t idx, void *t, bo
 	if (e) {
 		e->key = key;
 		e->table = t;
+		e->compact = t && kind == VD_TCACHE_COMPACT; /* before entry_link: the cost */
 	}
 	if (!e || entry_link(sh, c, e) < 0) {
 		free(e);
@@ -195,24 +213,42 @@ static const void *tcache_install(struct vd_tcache *c, uint64_t idx, void *t, bo
 	}
 	__atomic_add_fetch(&c->loads, 1, __ATOMIC_RELAXED);
 out:
+	*compact = e->compact;
 	return e->table ? e->table : c->zero;
 }
 
-const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err)
+/* The cached table idx, read-locked, or NULL (unlocked). */
+static const void *tcache_find(struct vd_tcache *c, uint64_t idx, bool *compact)
 {
 	struct tc_shard *sh = shard_of(c, idx);
 	struct tc_key key = {c, idx};
-	const void *got;
 	struct tc_entry *e;
-	void *t;
-	int r;
 
 	pthread_rwlock_rdlock(&sh->lock);
 	HASH_FIND(hh, sh->head, &key, sizeof(key), e);
-	if (e)
+	if (e) {
+		*compact = e->compact;
 		return e->table ? e->table : __atomic_load_n(&c->zero, __ATOMIC_ACQUIRE);
+	}
 	pthread_rwlock_unlock(&sh->lock);
+	return NULL;
+}
 
+const void *vd_tcache_find(struct vd_tcache *c, uint64_t idx)
+{
+	bool compact;
+
+	return tcache_find(c, idx, &compact);
+}
+
+const void *vd_tcache_get_ex(struct vd_tcache *c, uint64_t idx, int *err, bool *compact)
+{
+	const void *got = tcache_find(c, idx, compact);
+	void *t;
+	int r;
+
+	if (got)
+		return got;
 	t = malloc(c->table_bytes);
 	if (!t) {
 		*err = -ENOMEM;
@@ -224,10 +260,17 @@ const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err)
 		*err = r;
 		return NULL;
 	}
-	got = tcache_install(c, idx, t, r == VD_TCACHE_ZERO);
+	got = tcache_install(c, idx, t, r, compact);
 	if (!got)
 		*err = -ENOMEM;
 	return got;
+}
+
+const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err)
+{
+	bool compact;
+
+	return vd_tcache_get_ex(c, idx, err, &compact);
 }
 
 void *vd_tcache_get_mut(struct vd_tcache *c, uint64_t idx, int *err)
@@ -248,6 +291,13 @@ void *vd_tcache_get_mut(struct vd_tcache *c, uint64_t idx, int *err)
 		vd_tcache_put(c, idx);
 		pthread_rwlock_wrlock(&sh->lock);
 		HASH_FIND(hh, sh->head, &key, sizeof(key), e);
+		if (e && e->compact) {
+			/* the short form has no room for changes: a pinned user's
+			 * loader must not choose it */
+			pthread_rwlock_unlock(&sh->lock);
+			*err = -EINVAL;
+			return NULL;
+		}
 		if (e && !e->table) {
 			/* a shared zero table: give this one its own copy */
 			e->table = calloc(1, c->table_bytes);

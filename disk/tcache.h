@@ -8,7 +8,8 @@
  * (user, index). The memory all users hold together is bounded by one budget
  * (vd_tcache_budget_set), so it depends on what is read, not on how large a
  * disk claims to be or how many layers a chain has. An all-zero table costs
- * no table memory: every user keeps one shared zero copy. */
+ * no table memory: every user keeps one shared zero copy; a regular one may
+ * cost a few bytes (VD_TCACHE_COMPACT). */
 #ifndef VD_TCACHE_H
 #define VD_TCACHE_H
 
@@ -22,6 +23,15 @@
  * possibly concurrently for the same idx. */
 #define VD_TCACHE_ZERO 1
 typedef int (*vd_tcache_load_fn)(void *ctx, uint64_t idx, void *table);
+
+/* A loader may also return VD_TCACHE_COMPACT after writing a short form of
+ * the table, VD_TCACHE_COMPACT_BYTES at its start, that its user knows how to
+ * read (e.g. "entry i is base + i * step"): the cache then holds only those
+ * bytes, so a family of regular tables (the grain tables of a disk written
+ * front to back) fits a small budget. Such users (table_bytes >=
+ * VD_TCACHE_COMPACT_BYTES) read with vd_tcache_get_ex(). */
+#define VD_TCACHE_COMPACT 2
+#define VD_TCACHE_COMPACT_BYTES 16
 
 struct vd_tcache {
 	size_t table_bytes;
@@ -54,10 +64,20 @@ void vd_tcache_destroy(struct vd_tcache *c);
 const void *vd_tcache_get(struct vd_tcache *c, uint64_t idx, int *err);
 
 /* As vd_tcache_get() for a pinned user, but the table may be changed in
- * place: the shard is write-locked until vd_tcache_put(). */
+ * place: the shard is write-locked until vd_tcache_put(). -EINVAL for a table
+ * its loader gave in the short form (VD_TCACHE_COMPACT): a pinned user's
+ * loader must not choose it. */
 void *vd_tcache_get_mut(struct vd_tcache *c, uint64_t idx, int *err);
 
-/* Releases the table vd_tcache_get(c, idx) returned. */
+/* vd_tcache_get() that also says (*compact) whether the table is in the
+ * short form its loader chose (VD_TCACHE_COMPACT). */
+const void *vd_tcache_get_ex(struct vd_tcache *c, uint64_t idx, int *err, bool *compact);
+
+/* Returns table idx if it is cached now, without loading it (then put it
+ * as after vd_tcache_get()); NULL when it is not (nothing to put). */
+const void *vd_tcache_find(struct vd_tcache *c, uint64_t idx);
+
+/* Releases the table vd_tcache_get(c, idx) or vd_tcache_find(c, idx) returned. */
 void vd_tcache_put(struct vd_tcache *c, uint64_t idx);
 
 /* Installs table as the content of idx (copied), replacing a cached copy:

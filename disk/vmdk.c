@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -140,6 +141,15 @@ static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
 	free(u8);
 	if (fd == -ENOENT)
 		fd = extent_open_name(img, e, e->name);
+	if (fd == -EMFILE) {
+		struct rlimit rl = {0};
+
+		getrlimit(RLIMIT_NOFILE, &rl);
+		vd_log_err("vmdk: %s: cannot open extent file %s: more files than the open-file "
+			   "limit (%llu) allows; raise it (ulimit -n)",
+			   img->path, e->path ? e->path : e->name, (unsigned long long)rl.rlim_cur);
+		return fd;
+	}
 	if (fd < 0) {
 		if (fd != -EPERM) /* a refusal was logged with its reason */
 			vd_log_err("vmdk: %s: cannot open extent file %s: %s", img->path,

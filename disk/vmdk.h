@@ -173,15 +173,21 @@ struct vmdk_gt_format {
 	unsigned per_gt; /* entries per table */
 	/* Sets *gt to the cache index of the table that maps grain g, or
 	 * VMDK_NO_GT when the GD has none (the whole table's range is
-	 * unallocated). Returns 0 or -errno (logged). */
-	int (*gt_of)(struct vmdk_extent *e, uint64_t g, uint64_t *gt);
+	 * unallocated); then *absent gets the number of tables from g's that
+	 * the GD is known to lack (>= 1), so a sparse GD is skipped a page at
+	 * a time. Returns 0 or -errno (logged). */
+	int (*gt_of)(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_t *absent);
 	vmdk_gte_fn decode;
 };
 
 /* block_status for a GD -> GT extent whose tables sit in the cache gts: the
  * run from off (< off + len) whose grains share a state and, for DATA, follow
- * each other in the file (*map). A whole missing table is skipped in one
- * step. Returns the state or -errno (logged). */
+ * each other in the file (*map). Missing tables are skipped a GD page at a
+ * time, and one call looks at most VMDK_GT_STEPS tables (the run it reports
+ * may then stop short of a longer one), so its cost is bounded whatever the
+ * length asked and the geometry claimed. Returns the state or -errno
+ * (logged). */
+#define VMDK_GT_STEPS 64
 int vmdk_gt_block_status(struct vmdk_extent *e, const struct vmdk_gt_format *f,
 			 struct vd_tcache *gts, uint64_t grain_bytes, uint64_t off, uint64_t len,
 			 uint64_t *pnum, struct vd_map *map);
@@ -206,9 +212,15 @@ struct vmdk_gd {
  * whole. Returns 0, -EINVAL (logged) or -errno. */
 int vmdk_gd_init(struct vmdk_gd *gd);
 
-/* Entry i (< gd->n) in *gde: 0 or a checked value. Returns 0, -EIO for an
- * entry that failed its check (logged when its page was loaded), or -errno. */
-int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde);
+/* Entry i (< gd->n) in *gde: 0 or a checked value. When it is 0 and absent
+ * is not NULL, *absent gets the number of zero entries from i to the end of
+ * its page (>= 1). Returns 0, -EIO for an entry that failed its check
+ * (logged when its page was loaded), or -errno. */
+int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde, uint64_t *absent);
+
+/* A gt_of() over gd: the GT of GD entry i is the entry masked by mask, none
+ * for 0 (then *absent as vmdk_gd_get() sets it). */
+int vmdk_gd_gt(struct vmdk_gd *gd, uint64_t i, uint64_t mask, uint64_t *gt, uint64_t *absent);
 
 void vmdk_gd_destroy(struct vmdk_gd *gd);
 
@@ -224,6 +236,22 @@ int vmdk_gt_read(struct vmdk_extent *e, uint64_t off, unsigned n, unsigned width
  * (reported through chk). Returns 0 or -errno of a failed read. */
 int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct vd_tcache *gts,
 		  uint64_t grain_bytes, struct vd_check *chk);
+
+/* The short form of a grain table whose entries 0 .. count-1 are base,
+ * base + step, base + 2 * step, ... and whose other entries are 0, as a disk
+ * written front to back has: the table cache then holds 16 bytes for it
+ * instead of the table (VD_TCACHE_COMPACT). */
+struct vmdk_gt_run {
+	uint64_t base;
+	uint32_t count;
+	uint32_t step;
+};
+_Static_assert(sizeof(struct vmdk_gt_run) <= VD_TCACHE_COMPACT_BYTES, "GT run too large");
+
+/* A GT loader's last step: when the n entries (width bytes, native order)
+ * of table form such a run with this step (> 0), rewrites table as a struct
+ * vmdk_gt_run and returns VD_TCACHE_COMPACT; otherwise returns 0. */
+int vmdk_gt_compact(void *table, unsigned n, unsigned width, uint64_t step);
 
 /* Reads [off, off+len) of extent e through its backend: block_status, then a
  * pread of the mapped file or the backend's read(). Non-DATA runs read as

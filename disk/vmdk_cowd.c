@@ -104,8 +104,10 @@ static int cowd_gt_load(void *ctx, uint64_t sec, void *table)
 {
 	struct cowd_state *st = ctx;
 
-	return vmdk_gt_read(st->e, sec * 512, COWD_GT_ENTRIES, 4, table,
-			    "COWD grain table at sector", sec);
+	int r = vmdk_gt_read(st->e, sec * 512, COWD_GT_ENTRIES, 4, table,
+			     "COWD grain table at sector", sec);
+
+	return r == 0 ? vmdk_gt_compact(table, COWD_GT_ENTRIES, 4, st->h.grain_size) : r;
 }
 
 /* vmdk_gd.check: a GT must lie after the header and GD, inside the file. */
@@ -226,14 +228,11 @@ static int cowd_gte(struct vmdk_extent *e, uint64_t g, uint64_t gte, bool log, u
 	return VD_DATA;
 }
 
-static int cowd_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt)
+static int cowd_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_t *absent)
 {
 	struct cowd_state *st = e->priv;
-	uint64_t gde;
-	int r = vmdk_gd_get(&st->gd, g / COWD_GT_ENTRIES, &gde);
 
-	*gt = gde ? gde : VMDK_NO_GT;
-	return r;
+	return vmdk_gd_gt(&st->gd, g / COWD_GT_ENTRIES, UINT64_MAX, gt, absent);
 }
 
 static const struct vmdk_gt_format cowd_gt_format = {4, COWD_GT_ENTRIES, cowd_gt_of, cowd_gte};

@@ -12,14 +12,38 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "disk/endian.h"
 #include "disk/space.h"
 #include "disk/tcache.h"
 
-static uint64_t gt_entry(const void *gt, unsigned width, uint64_t i)
+static uint64_t gt_entry(const void *gt, bool compact, unsigned width, uint64_t i)
 {
+	if (compact) {
+		const struct vmdk_gt_run *run = gt;
+
+		return i < run->count ? run->base + i * run->step : 0;
+	}
 	return width == 4 ? ((const uint32_t *)gt)[i] : ((const uint64_t *)gt)[i];
+}
+
+int vmdk_gt_compact(void *table, unsigned n, unsigned width, uint64_t step)
+{
+	struct vmdk_gt_run run = {.base = gt_entry(table, false, width, 0), .step = (uint32_t)step};
+	unsigned i = 1;
+
+	if (!run.base || !step || step > UINT32_MAX)
+		return 0;
+	while (i < n && gt_entry(table, false, width, i) == run.base + i * step)
+		i++;
+	run.count = i;
+	while (i < n && !gt_entry(table, false, width, i))
+		i++;
+	if (i < n)
+		return 0;
+	memcpy(table, &run, sizeof(run));
+	return VD_TCACHE_COMPACT;
 }
 
 /* Grain g and up to max - 1 following grains of the same table that share
@@ -30,22 +54,24 @@ static int gt_grains(struct vmdk_extent *e, const struct vmdk_gt_format *f, stru
 		     uint64_t *count)
 {
 	uint64_t i = g % f->per_gt, n = 1, limit = vd_min_u64(f->per_gt - i, max), p;
-	uint64_t gt_idx;
+	uint64_t gt_idx, absent = 1;
 	const void *gt;
-	int s, err = f->gt_of(e, g, &gt_idx);
+	bool compact;
+	int s, err = f->gt_of(e, g, &gt_idx, &absent);
 
 	if (err < 0)
 		return err;
 	if (gt_idx == VMDK_NO_GT) {
-		*count = limit;
+		/* absent (<= a GD page of) tables from g's */
+		*count = vd_min_u64(absent * f->per_gt - i, max);
 		return VD_UNALLOC;
 	}
-	gt = vd_tcache_get(gts, gt_idx, &err);
+	gt = vd_tcache_get_ex(gts, gt_idx, &err, &compact);
 	if (!gt)
 		return err;
-	s = f->decode(e, g, gt_entry(gt, f->width, i), true, phys);
+	s = f->decode(e, g, gt_entry(gt, compact, f->width, i), true, phys);
 	while (s >= 0 && n < limit) {
-		if (f->decode(e, g + n, gt_entry(gt, f->width, i + n), false, &p) != s ||
+		if (f->decode(e, g + n, gt_entry(gt, compact, f->width, i + n), false, &p) != s ||
 		    (s == VD_DATA && p != *phys + n * grain_bytes))
 			break;
 		n++;
@@ -63,7 +89,7 @@ int vmdk_gt_block_status(struct vmdk_extent *e, const struct vmdk_gt_format *f,
 	uint64_t next_phys = 0, first_phys = 0;
 	int state = -1;
 
-	while (pos < end) {
+	for (unsigned steps = 0; pos < end && steps < VMDK_GT_STEPS; steps++) {
 		uint64_t phys = 0, count = 0;
 		uint64_t max = vd_div_round_up(end - g * grain_bytes, grain_bytes);
 		int s = gt_grains(e, f, gts, grain_bytes, g, max, &phys, &count);
@@ -191,18 +217,58 @@ int vmdk_gd_init(struct vmdk_gd *gd)
 	return r;
 }
 
-int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde)
+/* Zero GD entries from i, the first of a page that reads as all zero: when
+ * the file has a hole there, every entry up to the next data the file holds
+ * (SEEK_DATA) is zero too, so a GD that is mostly hole, as a few KiB of file
+ * claiming a huge disk has, is skipped in one step. The seek moves the file
+ * offset of a shared descriptor, which is harmless: every read and write of
+ * image files is a pread/pwrite at an explicit offset. */
+static uint64_t gd_hole_run(struct vmdk_gd *gd, uint64_t i)
 {
-	uint64_t page = i / GD_PAGE_ENTRIES;
+	off_t from = (off_t)(gd->off + i * gd->width), data = lseek(gd->e->fd, from, SEEK_DATA);
+	uint64_t end;
+
+	if (data < 0 && errno == ENXIO)
+		return gd->n - i; /* a hole up to EOF */
+	if (data < 0 || data <= from)
+		return GD_PAGE_ENTRIES;
+	end = ((uint64_t)data - gd->off) / gd->width;
+	return vd_min_u64(gd->n, vd_round_up(end, GD_PAGE_ENTRIES)) - i;
+}
+
+int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde, uint64_t *absent)
+{
+	uint64_t page = i / GD_PAGE_ENTRIES, k = i % GD_PAGE_ENTRIES;
 	const uint64_t *t;
 	int err = 0;
 
 	t = vd_tcache_get(&gd->pages, page, &err);
 	if (!t)
 		return err;
-	*gde = t[i % GD_PAGE_ENTRIES];
+	*gde = t[k];
+	if (!*gde && absent) {
+		uint64_t z = k + 1;
+
+		/* The shared zero page needs no look at its entries. */
+		if (t == __atomic_load_n(&gd->pages.zero, __ATOMIC_ACQUIRE))
+			z = GD_PAGE_ENTRIES;
+		while (z < GD_PAGE_ENTRIES && !t[z])
+			z++;
+		*absent = z - k;
+		if (z == GD_PAGE_ENTRIES && k == 0)
+			*absent = gd_hole_run(gd, i);
+	}
 	vd_tcache_put(&gd->pages, page);
 	return *gde == GDE_BAD ? -EIO : 0;
+}
+
+int vmdk_gd_gt(struct vmdk_gd *gd, uint64_t i, uint64_t mask, uint64_t *gt, uint64_t *absent)
+{
+	uint64_t gde;
+	int r = vmdk_gd_get(gd, i, &gde, absent);
+
+	*gt = gde ? gde & mask : VMDK_NO_GT;
+	return r;
 }
 
 void vmdk_gd_destroy(struct vmdk_gd *gd)
@@ -220,9 +286,10 @@ int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct 
 	int r = 0;
 
 	for (uint64_t g0 = 0; g0 < n && r == 0; g0 += f->per_gt) {
-		uint64_t gt_idx;
+		uint64_t gt_idx, absent = 1;
 		const void *gt;
-		int err = f->gt_of(e, g0, &gt_idx);
+		bool compact;
+		int err = f->gt_of(e, g0, &gt_idx, &absent);
 
 		if (err == -EIO) {
 			vd_check_report(chk, e->path,
@@ -235,15 +302,17 @@ int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct 
 			r = err;
 			break;
 		}
-		if (gt_idx == VMDK_NO_GT)
+		if (gt_idx == VMDK_NO_GT) {
+			g0 += (absent - 1) * f->per_gt; /* a missing GD page in one step */
 			continue;
-		gt = vd_tcache_get(gts, gt_idx, &err);
+		}
+		gt = vd_tcache_get_ex(gts, gt_idx, &err, &compact);
 		if (!gt) {
 			r = err;
 			break;
 		}
 		for (uint64_t i = 0; i < f->per_gt && g0 + i < n && r == 0; i++) {
-			uint64_t ent = gt_entry(gt, f->width, i), phys = 0;
+			uint64_t ent = gt_entry(gt, compact, f->width, i), phys = 0;
 			int st = f->decode(e, g0 + i, ent, false, &phys);
 
 			if (st < 0) {

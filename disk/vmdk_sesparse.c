@@ -361,15 +361,12 @@ static int ses_gte(struct vmdk_extent *e, uint64_t g, uint64_t ent, bool log, ui
 	}
 }
 
-static int ses_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt)
+static int ses_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_t *absent)
 {
 	struct ses_state *st = e->priv;
-	uint64_t gde;
-	int r = vmdk_gd_get(&st->gd, g / SES_GT_ENTRIES, &gde);
 
 	/* GD entries name GTs by number (checked when their page loads) */
-	*gt = gde ? gde & 0xffffffffu : VMDK_NO_GT;
-	return r;
+	return vmdk_gd_gt(&st->gd, g / SES_GT_ENTRIES, 0xffffffffu, gt, absent);
 }
 
 static const struct vmdk_gt_format ses_gt_format = {8, SES_GT_ENTRIES, ses_gt_of, ses_gte};

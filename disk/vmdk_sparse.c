@@ -237,7 +237,12 @@ static int sparse_gt_load(void *ctx, uint64_t sec, void *table)
 {
 	struct sparse_state *st = ctx;
 
-	return vmdk_gt_read(st->e, sec * 512, KDMV_GTES, 4, table, "grain table at sector", sec);
+	int r = vmdk_gt_read(st->e, sec * 512, KDMV_GTES, 4, table, "grain table at sector", sec);
+
+	/* A writable extent's tables are changed in place: never the short form. */
+	if (r < 0 || st->gts.pinned)
+		return r;
+	return vmdk_gt_compact(table, KDMV_GTES, 4, st->h.grain_size);
 }
 
 static int sparse_open(struct vmdk_extent *e)
@@ -311,14 +316,11 @@ static int sparse_gte(struct vmdk_extent *e, uint64_t grain, uint64_t gte, bool 
 	return VD_DATA;
 }
 
-static int sparse_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt)
+static int sparse_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_t *absent)
 {
 	struct sparse_state *st = e->priv;
-	uint64_t gde;
-	int r = vmdk_gd_get(&st->gd, g / KDMV_GTES, &gde);
 
-	*gt = gde ? gde : VMDK_NO_GT;
-	return r;
+	return vmdk_gd_gt(&st->gd, g / KDMV_GTES, UINT64_MAX, gt, absent);
 }
 
 static const struct vmdk_gt_format sparse_gt_format = {4, KDMV_GTES, sparse_gt_of, sparse_gte};
@@ -335,11 +337,15 @@ static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len
 static void sparse_describe(struct vmdk_extent *e, struct vd_json *j)
 {
 	struct sparse_state *st = e->priv;
+	uint64_t held, loads;
 
+	vd_tcache_stats(&st->gts, &held, &loads);
 	vd_json_u64(j, "kdmv_version", st->h.version);
 	vd_json_u64(j, "kdmv_flags", st->h.flags);
 	vd_json_u64(j, "grain_size", st->grain_bytes);
 	vd_json_bool(j, "unclean_shutdown", st->h.unclean_shutdown != 0);
+	vd_json_u64(j, "gts_cached", held);
+	vd_json_u64(j, "gts_loaded", loads);
 }
 
 /* --- check ---------------------------------------------------------------

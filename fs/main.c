@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <uthash.h>
 
+#include "disk/tcache.h"
 #include "fs/fs.h"
 #include "fs/inspect.h"
 #include "fs/vm.h"
@@ -186,9 +187,10 @@ static int mount_main(struct vd_opts *o, const char *argv0)
 		goto out;
 	if (o->debug)
 		vd_log_set_level(VD_LOG_DEBUG);
+	if (o->cache_mb)
+		vd_tcache_budget_set((size_t)o->cache_mb << 20);
 	if (mnt_point_check(o->mountpoint, o->nonempty, &mountpoint) < 0)
 		goto out;
-	nofile_raise();
 	disks = calloc(o->n_images, sizeof(*disks));
 	if (!disks)
 		goto oom;
@@ -277,8 +279,10 @@ out:
 int main(int argc, char **argv)
 {
 	struct vd_opts o = {0};
-	int r = fs_inspect_main(argc, argv);
+	int r;
 
+	nofile_raise(); /* --info and --check open every extent too */
+	r = fs_inspect_main(argc, argv);
 	if (r >= 0)
 		return r; /* --info, --json, --check, --hash: no mount */
 	r = opts_parse(argc, argv, &o);

@@ -28,6 +28,7 @@ struct vd_opts {
 	bool write, scratch;	 /* -w, --scratch */
 	char *delta;		 /* --delta PATH */
 	unsigned at;		 /* --at N (0: the top) */
+	unsigned cache_mb;	 /* --cache-mb N (0: the default budget) */
 	struct opt_list search;	 /* --search DIR: parents looked for by name, confinement root */
 	struct opt_list parents; /* --parent FILE: parents that moved */
 	char *fsname;		 /* -o fsname=, or NULL: the top image's path */

@@ -14,7 +14,7 @@
 # Packages the build and the tests need (Debian names).
 # nbdkit-plugin-dev is optional for a build (without it there is no nbdkit
 # plugin); CI installs it, and nbdkit + libnbd-bin to test the plugin.
-VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev uthash-dev libcmocka-dev libssl-dev nbdkit-plugin-dev"
+VD_PKGS_BUILD="build-essential cmake pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev uthash-dev libcmocka-dev libssl-dev nbdkit-plugin-dev"
 VD_PKGS_TEST="qemu-utils e2fsprogs mtools fdisk util-linux bzip2 gzip coreutils libvmdk-utils libvhdi-utils nbdkit libnbd-bin jq man-db groff-base bash-completion"
 # scripts/bench.sh only: fio and qemu-storage-daemon (qemu-system-common).
 VD_PKGS_BENCH="fio qemu-system-common"

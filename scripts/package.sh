@@ -38,7 +38,7 @@ deb=$(ls "$bdir"/pkg/vdmount_*.deb 2>/dev/null | head -n 1)
 vd_say "package: $deb"
 deps=$(dpkg-deb -f "$deb" Depends)
 echo "    Depends: $deps"
-for p in fuse3 libfuse3-3 zlib1g libc6; do
+for p in fuse3 libfuse3-3 zlib1g libdeflate0 libc6; do
 	check "Depends names $p" grep -qE "(^|, )$p( |,|$)" <<<"$deps"
 done
 contents=$(dpkg-deb -c "$deb")

@@ -248,3 +248,15 @@ int esx_check(struct vmdk_extent *e, char **text)
 	*text = b.data ? b.data : strdup("");
 	return r < 0 ? r : (int)chk.problems;
 }
+
+uint64_t esx_json_u64(const char *js, const char *key)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\": ", key);
+	p = strstr(js, pat);
+	if (!p)
+		abort();
+	return strtoull(p + strlen(pat), NULL, 10);
+}

@@ -61,6 +61,9 @@ int esx_chain_check(const char *top, unsigned depth, const char *const *models, 
  * to the reports, one per line. */
 int esx_check(struct vmdk_extent *e, char **text);
 
+/* The number after "key": in a rendered JSON text (the key must be there). */
+uint64_t esx_json_u64(const char *js, const char *key);
+
 /* The extent's block_status without the map (tests that only want the state). */
 static inline int esx_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum)
 {

@@ -1,10 +1,11 @@
 /* The process-wide metadata cache: lazy loads, the one budget shared by every
  * user, contents after eviction, shared zero tables, load failures, set(),
- * users that do not see each other's tables, and concurrent readers racing
- * evictions. */
+ * users that do not see each other's tables, concurrent readers racing
+ * evictions, tables kept in a loader's short form, and find(). */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -179,6 +180,103 @@ static void test_pinned(void **state)
 	vd_tcache_budget_set(VD_TCACHE_DEFAULT_BUDGET);
 }
 
+/* Table i of the compact loader is entry k = i * 100 + k, kept as {i * 100}
+ * (entries follow a rule), except odd tables, which are stored whole. */
+static int load_compact(void *ctx, uint64_t idx, void *table)
+{
+	uint32_t *t = table;
+
+	(void)ctx;
+	__atomic_add_fetch(&loads_done, 1, __ATOMIC_RELAXED);
+	for (unsigned k = 0; k < TBYTES / 4; k++)
+		t[k] = (uint32_t)(idx * 100 + k);
+	if (idx % 2)
+		return 0;
+	t[1] = 0xc0;
+	return VD_TCACHE_COMPACT;
+}
+
+static uint32_t compact_entry(struct vd_tcache *c, uint64_t idx, unsigned k)
+{
+	bool compact = true;
+	int err = 0;
+	const uint32_t *t = vd_tcache_get_ex(c, idx, &err, &compact);
+	uint32_t v;
+
+	assert_non_null(t);
+	assert_int_equal(compact, idx % 2 == 0);
+	/* the user reads its own short form */
+	v = compact ? (assert_int_equal(t[1], 0xc0), t[0] + k) : t[k];
+	vd_tcache_put(c, idx);
+	return v;
+}
+
+static void test_compact_tables(void **state)
+{
+	struct vd_tcache c;
+	uint64_t held, n_loads;
+	size_t budget = 200 * (TBYTES + 128);
+
+	(void)state;
+	vd_tcache_budget_set(budget);
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load_compact, NULL), 0);
+	loads_done = 0;
+	/* 400 compact tables fit a budget that holds 200 whole ones: one load each */
+	for (unsigned round = 0; round < 3; round++)
+		for (uint64_t i = 0; i < 800; i += 2)
+			assert_int_equal(compact_entry(&c, i, 7), i * 100 + 7);
+	assert_int_equal(loads_done, 400);
+	vd_tcache_stats(&c, &held, &n_loads);
+	assert_int_equal(held, 400);
+	assert_true(vd_tcache_bytes() <= budget);
+	/* whole tables still evict (and never come back compact) */
+	for (uint64_t i = 1; i < 200; i += 2)
+		assert_int_equal(compact_entry(&c, i, 7), i * 100 + 7);
+	assert_true(vd_tcache_bytes() <= budget);
+	vd_tcache_destroy(&c);
+	/* a short form has no room for changes: a pinned user gets -EINVAL */
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load_compact, NULL), 0);
+	vd_tcache_pin(&c);
+	{
+		int err = 0;
+		uint32_t *t = vd_tcache_get_mut(&c, 2, &err);
+
+		assert_null(t);
+		assert_int_equal(err, -EINVAL);
+		t = vd_tcache_get_mut(&c, 3, &err);
+		assert_non_null(t);
+		assert_int_equal(t[5], 305);
+		vd_tcache_put(&c, 3);
+	}
+	vd_tcache_destroy(&c);
+	vd_tcache_budget_set(VD_TCACHE_DEFAULT_BUDGET);
+}
+
+static void test_find_does_not_load(void **state)
+{
+	struct vd_tcache c;
+	const uint32_t *t;
+	int err = 0;
+
+	(void)state;
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load, NULL), 0);
+	loads_done = 0;
+	assert_null(vd_tcache_find(&c, 3));
+	assert_int_equal(loads_done, 0);
+	t = vd_tcache_get(&c, 3, &err);
+	assert_non_null(t);
+	vd_tcache_put(&c, 3);
+	t = vd_tcache_find(&c, 3);
+	assert_non_null(t);
+	assert_int_equal(t[5], 3005);
+	vd_tcache_put(&c, 3);
+	assert_int_equal(loads_done, 1);
+	vd_tcache_destroy(&c);
+	/* a user that never held a table is destroyed without trouble */
+	assert_int_equal(vd_tcache_init(&c, TBYTES, load, NULL), 0);
+	vd_tcache_destroy(&c);
+}
+
 static void *reader(void *arg)
 {
 	struct vd_tcache *c = arg;
@@ -232,6 +330,8 @@ int main(void)
 	    cmocka_unit_test(test_users_apart_and_set),
 	    cmocka_unit_test(test_pinned),
 	    cmocka_unit_test(test_concurrent_readers),
+	    cmocka_unit_test(test_compact_tables),
+	    cmocka_unit_test(test_find_does_not_load),
 	};
 	return cmocka_run_group_tests_name("tcache", tests, NULL, NULL);
 }

@@ -2,9 +2,12 @@
  * a file built byte by byte (vmdk_gen_helper.c) is read back against its
  * model; every header check is reached by poking one bad value; bad GD/GT
  * entries give -EIO on the grains they cover; runs coalesce. When qemu-img is
- * installed, images it made are compared with `qemu-img convert -O raw`. */
+ * installed, images it made are compared with `qemu-img convert -O raw`.
+ * Resources: linear grain tables stay cached in a small budget, a GD that is
+ * a hole costs a few steps, and chain.json caps counting a hostile layer. */
 #include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +21,8 @@
 
 #include "chain/chain.h"
 #include "disk/endian.h"
+#include "disk/tcache.h"
+#include "esx_helper.h"
 #include "vmdk_gen_helper.h"
 
 #define CAP 13290 /* sectors: 1661.25 grains of 4 KiB, 4 GTs */
@@ -505,6 +510,90 @@ static void test_qemu_2tib_open(void **state)
 	assert_int_equal(kgen_sh("rm -f '%s'", kgen_path("big.vmdk")), 0);
 }
 
+static char *describe(struct vd_image *img)
+{
+	struct vd_json j = {0};
+
+	vd_json_obj_begin(&j, NULL);
+	img->ops->describe(img, &j);
+	vd_json_obj_end(&j);
+	assert_false(j.buf.oom);
+	return j.buf.data;
+}
+
+/* A disk written front to back has grain tables whose entries follow each
+ * other: 256 of them (64 MiB in 512-byte grains) stay cached in a budget that
+ * holds a quarter of them whole, so random reads load each table once. */
+static void test_linear_tables_stay_cached(void **state)
+{
+	struct kgen g;
+	struct vd_image *img;
+	uint8_t buf[512];
+	unsigned seed = 7;
+	char *js;
+
+	(void)state;
+	kgen_init(&g, 256 * 512, 1, 1, 0x3, NULL);
+	for (uint64_t i = 0; i < 256 * 512; i++)
+		kgen_alloc(&g, i, (uint8_t)(i * 13));
+	kgen_write(&g, kgen_path("lin.vmdk"));
+	vd_tcache_budget_set(128 << 10);
+	assert_int_equal(vd_image_open(kgen_path("lin.vmdk"), 0, &img), 0);
+	for (unsigned n = 0; n < 3 * 256 * 8; n++) {
+		uint64_t s = (uint64_t)rand_r(&seed) % (256 * 512);
+
+		assert_int_equal(vd_image_read(img, buf, sizeof(buf), s * 512, NULL), 0);
+		assert_memory_equal(buf, g.model + s * 512, sizeof(buf));
+	}
+	js = describe(img);
+	assert_int_equal(esx_json_u64(js, "gts_loaded"), 256);
+	free(js);
+	vd_image_close(img);
+	vd_tcache_budget_set(VD_TCACHE_DEFAULT_BUDGET);
+	kgen_free(&g);
+}
+
+/* A GD of 8 Mi entries that is one hole (a few KiB of file claiming 2 TiB in
+ * 512-byte grains) is walked in a few steps: counting the layer's usage
+ * leaves next to nothing in the cache (a page at a time: 16 Ki entries). */
+static void test_hole_gd_walked_in_one_step(void **state)
+{
+	struct vd_chain *c;
+	uint64_t data, zero;
+
+	(void)state;
+	assert_int_equal(esx_run("\"$T/mkclaims\" h.vmdk sparse %llu 1 --data 9000000", 1ull << 32),
+			 0);
+	assert_int_equal(vd_chain_open(esx_path("h.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_layer_usage(c, 0, &data, &zero), 0);
+	assert_int_equal(data, 512);
+	assert_int_equal(zero, 0);
+	assert_true(vd_tcache_bytes() < (64 << 10));
+	vd_chain_close(c);
+}
+
+/* Every GD entry names one GT that maps all its grains: 2^29 grains claimed
+ * by 4 MiB. chain.json stays quick and says the usage was not counted. */
+static void test_describe_caps_usage(void **state)
+{
+	struct vd_chain *c;
+	struct vd_json j = {0};
+	struct timespec t0, t1;
+
+	(void)state;
+	assert_int_equal(esx_run("\"$T/mkclaims\" g.vmdk sparse %llu 8 --shared-gt", 1ull << 32),
+			 0);
+	assert_int_equal(vd_chain_open(esx_path("g.vmdk"), 0, &c), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(vd_chain_describe(c, &j), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6 < 5000.0);
+	assert_non_null(strstr(j.buf.data, "\"allocated_bytes\": null"));
+	assert_non_null(strstr(j.buf.data, "\"usage_note\": \"not counted"));
+	vd_buf_free(&j.buf);
+	vd_chain_close(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -519,6 +608,9 @@ int main(void)
 	    cmocka_unit_test(test_describe),
 	    cmocka_unit_test(test_qemu_images),
 	    cmocka_unit_test(test_qemu_2tib_open),
+	    cmocka_unit_test(test_linear_tables_stay_cached),
+	    cmocka_unit_test(test_hole_gd_walked_in_one_step),
+	    cmocka_unit_test(test_describe_caps_usage),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,10 +1,14 @@
 /* streamOptimized extent backend: VMware-layout streams from mkstream (zlib
  * and raw deflate, incompressible grains, a final partial grain, no footer so
  * the markers are scanned, small grains), a qemu-layout stream from qemu-img,
- * the grain cache (a sequential read inflates each grain once), truncation,
- * and every stream header, marker and footer check reached by a poked field. */
+ * the grain cache (a sequential read inflates each grain once), inflating
+ * ahead, a GD too large to check at open (read lazily), memory that follows
+ * the file and not the capacity it claims (mkclaims), truncation, and every
+ * stream header, marker and footer check reached by a poked field. */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,17 +74,6 @@ static char *describe(struct vmdk_extent *e)
 	return j.buf.data;
 }
 
-static uint64_t json_u64(const char *js, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\": ", key);
-	p = strstr(js, pat);
-	assert_non_null(p);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
-
 /* Reads s.vmdk whole in chunk-sized requests and compares with r.raw. */
 static void check(const char *layout, size_t chunk)
 {
@@ -96,7 +89,8 @@ static void check(const char *layout, size_t chunk)
 	snprintf(want, sizeof(want), "\"layout\": \"%s\"", layout);
 	assert_non_null(strstr(js, want));
 	/* the cache: a sequential read inflates every grain exactly once */
-	assert_int_equal(json_u64(js, "grains_inflated"), json_u64(js, "compressed_grains"));
+	assert_int_equal(esx_json_u64(js, "grains_inflated"),
+			 esx_json_u64(js, "compressed_grains"));
 	free(js);
 	esx_extent_close(&e);
 }
@@ -370,6 +364,146 @@ static void test_chain(void **st)
 	}
 }
 
+static bool json_is_null(const char *js, const char *key)
+{
+	char pat[64];
+
+	snprintf(pat, sizeof(pat), "\"%s\": null", key);
+	return strstr(js, pat) != NULL;
+}
+
+/* A stream with more GTs than are checked at open (70 MiB in 512-byte
+ * grains: 280 GD entries): its GTs are read lazily, so the grains are not
+ * counted at open and a bad entry fails only the reads of its grain. */
+#define BIG_SECTORS (70u * 2048u)
+static void test_large_gd_is_lazy(void **st)
+{
+	struct vmdk_extent e;
+	uint8_t *got, *want, buf[512];
+	uint64_t gd_sec, gt_sec, bad = 69u * 2048u + 7u;
+	size_t len;
+	char *js;
+
+	(void)st;
+	assert_int_equal(
+	    esx_run("truncate -s 70M big.raw && "
+		    "head -c 65536 /dev/urandom | dd of=big.raw conv=notrunc status=none && "
+		    "head -c 5000 /dev/urandom | dd of=big.raw bs=1 seek=3146000 "
+		    "conv=notrunc status=none && "
+		    "head -c 9000 /dev/urandom | dd of=big.raw bs=512 seek=%u "
+		    "conv=notrunc status=none && \"$T/mkstream\" big.raw s.vmdk --grain 1",
+		    69u * 2048u),
+	    0);
+	want = esx_slurp(esx_path("big.raw"), &len);
+	assert_int_equal(len, BIG_SECTORS * 512u);
+	assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), BIG_SECTORS, &e), 0);
+	js = describe(&e);
+	assert_true(json_is_null(js, "compressed_grains"));
+	assert_int_equal(esx_json_u64(js, "gd_entries"), 280);
+	free(js);
+	assert_int_equal(esx_extent_read_all(&e, 1 << 20, &got, NULL), 0);
+	assert_memory_equal(got, want, len);
+	free(got);
+	esx_extent_close(&e);
+
+	/* a GT entry before overHead, in the last GT: open works, that grain fails */
+	got = esx_slurp(esx_path("s.vmdk"), &len);
+	gd_sec = vd_get_le64(got + len - 1024 + 56);
+	gt_sec = vd_get_le32(got + gd_sec * 512 + bad / 512 * 4);
+	free(got);
+	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512 + bad % 512 * 4, 5), 0);
+	assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), BIG_SECTORS, &e), 0);
+	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), bad * 512), -EIO);
+	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), (bad + 1) * 512), 0);
+	assert_memory_equal(buf, want + (bad + 1) * 512, sizeof(buf));
+	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), 512), 0);
+	assert_memory_equal(buf, want + 512, sizeof(buf));
+	esx_extent_close(&e);
+	free(want);
+}
+
+static uint64_t rss_kb(void)
+{
+	char line[256];
+	uint64_t kb = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %" SCNu64, &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/* A few KiB claiming 2^26 or 2^32 sectors in 512-byte grains, scanned or
+ * with a GD: memory follows the file (main held 4 bytes per claimed grain:
+ * 256 MiB for 2^26, and refused 2^32), and the one grain reads back. */
+static void test_huge_claims(void **st)
+{
+	static const struct {
+		const char *kind;
+		uint64_t cap, data;
+	} cases[] = {{"scan", 1ull << 26, 3},
+		     {"scan", 1ull << 32, 4000000000ull},
+		     {"stream", 1ull << 32, 700}};
+	uint8_t buf[512];
+
+	(void)st;
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct vmdk_extent e;
+		uint64_t before = rss_kb();
+
+		assert_int_equal(esx_run("\"$T/mkclaims\" h.vmdk %s %llu 1 --data %llu",
+					 cases[i].kind, (unsigned long long)cases[i].cap,
+					 (unsigned long long)cases[i].data),
+				 0);
+		assert_int_equal(
+		    esx_extent_open(&vmdk_stream_ops, esx_path("h.vmdk"), cases[i].cap, &e), 0);
+		assert_true(rss_kb() < before + 16 * 1024);
+		assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), cases[i].data * 512), 0);
+		for (unsigned k = 0; k < sizeof(buf); k++)
+			assert_int_equal(buf[k], (cases[i].data + 1) & 0xff);
+		assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), (cases[i].data + 1) * 512),
+				 0);
+		assert_true(buf[0] == 0 && buf[511] == 0);
+		esx_extent_close(&e);
+	}
+}
+
+/* After a first request, the rest of a small stream is inflated ahead on the
+ * worker; reading it then inflates nothing twice and hits the cache. */
+static void test_inflate_ahead(void **st)
+{
+	struct vmdk_extent e;
+	uint8_t *got, buf[4096];
+	uint64_t n, ahead = 0;
+	char *js;
+
+	(void)st;
+	mk("");
+	assert_int_equal(open_s(&e), 0);
+	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), 0), 0);
+	js = describe(&e);
+	n = esx_json_u64(js, "compressed_grains");
+	free(js);
+	for (int i = 0; i < 500 && ahead < n - 1; i++) {
+		usleep(10000);
+		js = describe(&e);
+		ahead = esx_json_u64(js, "grains_inflated_ahead");
+		free(js);
+	}
+	assert_int_equal(ahead, n - 1); /* every data grain but the first */
+	assert_int_equal(esx_extent_read_all(&e, 65536, &got, NULL), 0);
+	assert_memory_equal(got, raw, RAW_BYTES);
+	free(got);
+	js = describe(&e);
+	assert_int_equal(esx_json_u64(js, "grains_inflated"), n);
+	assert_true(esx_json_u64(js, "cache_hits") >= n - 1);
+	free(js);
+	esx_extent_close(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -383,6 +517,9 @@ int main(void)
 	    cmocka_unit_test(test_zip_bomb),
 	    cmocka_unit_test(test_corpus),
 	    cmocka_unit_test(test_chain),
+	    cmocka_unit_test(test_large_gd_is_lazy),
+	    cmocka_unit_test(test_huge_claims),
+	    cmocka_unit_test(test_inflate_ahead),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 
