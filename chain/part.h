@@ -46,9 +46,11 @@ int vd_view_block_status(const struct vd_view *v, uint64_t off, uint64_t len, ui
  * -errno. */
 int vd_view_seek(const struct vd_view *v, uint64_t off, bool want_data, uint64_t *out);
 
-/* Bytes of the view that are DATA (for st_blocks). Walks the whole view.
- * Returns 0 or -errno. */
-int vd_view_allocated(const struct vd_view *v, uint64_t *out);
+/* Bytes of the view that are DATA (for st_blocks), walking the view with at
+ * most max_calls block-status calls (each of bounded work: drivers bound
+ * one call, see chain.json's usage cap). Returns 0, -E2BIG when the view
+ * has more runs than that (then *out is unknown), or -errno. */
+int vd_view_allocated(const struct vd_view *v, uint64_t max_calls, uint64_t *out);
 
 enum vd_part_scheme { VD_PART_NONE, VD_PART_MBR, VD_PART_GPT };
 

@@ -69,14 +69,18 @@ int vd_view_seek(const struct vd_view *v, uint64_t off, bool want_data, uint64_t
 	return 0;
 }
 
-int vd_view_allocated(const struct vd_view *v, uint64_t *out)
+int vd_view_allocated(const struct vd_view *v, uint64_t max_calls, uint64_t *out)
 {
-	uint64_t off = 0;
+	uint64_t off = 0, calls = 0;
 
 	*out = 0;
 	while (off < v->size) {
 		uint64_t n;
-		int st = vd_view_block_status(v, off, v->size - off, &n);
+		int st;
+
+		if (calls++ == max_calls)
+			return -E2BIG;
+		st = vd_view_block_status(v, off, v->size - off, &n);
 
 		if (st < 0)
 			return st;

@@ -293,7 +293,13 @@ out:
 	return r;
 }
 
-/* Allocated bytes of a view, computed once. */
+/* Allocated bytes of a view, computed once, in the getattr that `ls -l`
+ * waits on: the walk is capped (FS_ALLOC_CALLS block-status calls, each of
+ * bounded work), and a view with more runs than that is reported as fully
+ * allocated, like a table that cannot be walked. A disk written front to
+ * back needs one call per few GiB. */
+#define FS_ALLOC_CALLS 2048u
+
 static int alloc_get(struct fs_tree *t, struct fs_node *n, uint64_t *out)
 {
 	uint64_t a;
@@ -301,7 +307,11 @@ static int alloc_get(struct fs_tree *t, struct fs_node *n, uint64_t *out)
 
 	pthread_mutex_lock(&t->text_lock);
 	if (n->alloc < 0) {
-		r = vd_view_allocated(&n->view, &a);
+		r = vd_view_allocated(&n->view, FS_ALLOC_CALLS, &a);
+		if (r == -E2BIG) {
+			a = n->view.size;
+			r = 0;
+		}
 		if (r == 0)
 			n->alloc = (int64_t)a;
 	}
