@@ -21,7 +21,6 @@
 
 #include "fs/fs_int.h"
 
-
 /* Paths whose cached attributes the kernel must drop after a table change. */
 struct fs_stale {
 	char **paths;
@@ -196,4 +195,3 @@ void fs_table_watch(struct fs_tree *t, struct fs_node *n, uint64_t off, uint64_t
 	if (hit)
 		table_rescan(t, d);
 }
-
