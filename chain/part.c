@@ -11,7 +11,11 @@
  *
  * Entries that overlap an earlier one or leave the disk (or the GPT usable
  * area) are skipped with a warning; nothing here ever fails on bad content.
- * Only allocation and read errors are errors. */
+ * Only allocation and read errors are errors.
+ *
+ * A scan notes every range it read (t->reads): in a writable mount a write
+ * there, or to sector 0 / LBA 1, may change the table (vd_part_table_touched),
+ * and the front end scans again. */
 #include "chain/part.h"
 
 #include <errno.h>
@@ -54,6 +58,20 @@ static int table_note(struct vd_part_table *t, const char *fmt, ...)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+/* Reads through the chain and notes the range in t->reads (the table's
+ * footprint: a write there may change it). */
+static int part_read(struct vd_chain *c, unsigned level, struct vd_part_table *t, void *buf,
+		     size_t len, uint64_t off)
+{
+	struct vd_part_read *nr = realloc(t->reads, (t->n_reads + 1) * sizeof(*nr));
+
+	if (!nr)
+		return -ENOMEM;
+	t->reads = nr;
+	t->reads[t->n_reads++] = (struct vd_part_read){.off = off, .len = len};
+	return vd_chain_read(c, level, buf, len, off);
 }
 
 /* Adds p unless it leaves [0, disk) or overlaps an accepted partition. */
@@ -109,7 +127,7 @@ static int mbr_logicals(struct vd_chain *c, unsigned level, struct vd_part_table
 			table_warn(t, "EBR at sector %" PRIu64 " past the end of the disk", ebr);
 			return 0;
 		}
-		r = vd_chain_read(c, level, sec, sizeof(sec), ebr * VD_MBR_SIZE);
+		r = part_read(c, level, t, sec, sizeof(sec), ebr * VD_MBR_SIZE);
 		if (r < 0)
 			return r;
 		if (vd_mbr_decode(sec, &m, &why) < 0) {
@@ -205,8 +223,9 @@ static int mbr_scan(struct vd_chain *c, unsigned level, struct vd_part_table *t,
 
 /* Reads and checks the GPT header at lba and its entry array (*arr, malloc'd).
  * Returns 0, -EINVAL with *why, or -errno of a read. */
-static int gpt_load(struct vd_chain *c, unsigned level, uint32_t ss, uint64_t lba,
-		    uint64_t n_sectors, struct vd_gpt_header *h, uint8_t **arr, const char **why)
+static int gpt_load(struct vd_chain *c, unsigned level, struct vd_part_table *t, uint32_t ss,
+		    uint64_t lba, uint64_t n_sectors, struct vd_gpt_header *h, uint8_t **arr,
+		    const char **why)
 {
 	uint8_t *sec = malloc(ss);
 	size_t alen;
@@ -215,7 +234,7 @@ static int gpt_load(struct vd_chain *c, unsigned level, uint32_t ss, uint64_t lb
 	*arr = NULL;
 	if (!sec)
 		return -ENOMEM;
-	r = vd_chain_read(c, level, sec, ss, lba * ss);
+	r = part_read(c, level, t, sec, ss, lba * ss);
 	if (r == 0)
 		r = vd_gpt_header_decode(sec, ss, h, why);
 	free(sec);
@@ -227,7 +246,7 @@ static int gpt_load(struct vd_chain *c, unsigned level, uint32_t ss, uint64_t lb
 	*arr = malloc(alen);
 	if (!*arr)
 		return -ENOMEM;
-	r = vd_chain_read(c, level, *arr, alen, h->entries_lba * ss);
+	r = part_read(c, level, t, *arr, alen, h->entries_lba * ss);
 	if (r == 0)
 		r = vd_gpt_entries_check(h, *arr, why);
 	if (r < 0) {
@@ -255,7 +274,7 @@ static int gpt_scan(struct vd_chain *c, unsigned level, struct vd_part_table *t,
 	for (uint32_t try = 512; try <= 4096 && !ss; try *= 8) {
 		if (disk < 2ull * try)
 			break;
-		r = vd_chain_read(c, level, sig, sizeof(sig), try);
+		r = part_read(c, level, t, sig, sizeof(sig), try);
 		if (r < 0)
 			return r;
 		if (!memcmp(sig, "EFI PART", 8))
@@ -264,9 +283,9 @@ static int gpt_scan(struct vd_chain *c, unsigned level, struct vd_part_table *t,
 	if (!ss)
 		ss = 512; /* the primary is gone: look for a 512-byte-sector backup */
 	n_sectors = disk / ss;
-	r = gpt_load(c, level, ss, 1, n_sectors, &h, &arr, &why1);
+	r = gpt_load(c, level, t, ss, 1, n_sectors, &h, &arr, &why1);
 	if (r == -EINVAL) {
-		r = gpt_load(c, level, ss, n_sectors - 1, n_sectors, &h, &arr, &why2);
+		r = gpt_load(c, level, t, ss, n_sectors - 1, n_sectors, &h, &arr, &why2);
 		if (r == -EINVAL)
 			return table_note(t,
 					  "protective MBR but no valid GPT (primary header: %s; "
@@ -331,7 +350,7 @@ int vd_part_scan(struct vd_chain *c, unsigned level, struct vd_part_table **out)
 		r = table_note(t, "disk too small for a partition table");
 		goto out;
 	}
-	r = vd_chain_read(c, level, sec, sizeof(sec), 0);
+	r = part_read(c, level, t, sec, sizeof(sec), 0);
 	if (r < 0)
 		goto out;
 	if (vd_mbr_decode(sec, &m, &why) < 0) {
@@ -363,7 +382,53 @@ void vd_part_table_free(struct vd_part_table *t)
 	free(t->warnings);
 	free(t->parts);
 	free(t->note);
+	free(t->reads);
 	free(t);
+}
+
+static bool range_overlaps(uint64_t off, uint64_t len, uint64_t start, uint64_t n)
+{
+	return len && n && off < start + n && start < off + len;
+}
+
+bool vd_part_table_touched(const struct vd_part_table *t, uint64_t off, uint64_t len)
+{
+	/* MBR / protective MBR; the GPT header at LBA 1 of either sector size
+	 * (UEFI 2.10 section 5.3.2: the primary header is always at LBA 1). */
+	if (range_overlaps(off, len, 0, 2 * VD_MBR_SIZE) || range_overlaps(off, len, 4096, 4096))
+		return true;
+	for (unsigned i = 0; t && i < t->n_reads; i++)
+		if (range_overlaps(off, len, t->reads[i].off, t->reads[i].len))
+			return true;
+	return false;
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+bool vd_part_table_equal(const struct vd_part_table *a, const struct vd_part_table *b)
+{
+	if (a->scheme != b->scheme || a->sector_size != b->sector_size || a->hybrid != b->hybrid ||
+	    a->backup_used != b->backup_used || a->disk_sig != b->disk_sig ||
+	    memcmp(a->disk_guid, b->disk_guid, 16) || a->n != b->n ||
+	    a->n_warnings != b->n_warnings || !str_equal(a->note, b->note))
+		return false;
+	for (unsigned i = 0; i < a->n_warnings; i++)
+		if (strcmp(a->warnings[i], b->warnings[i]))
+			return false;
+	for (unsigned i = 0; i < a->n; i++) {
+		const struct vd_part *p = &a->parts[i], *q = &b->parts[i];
+		if (!vd_part_same_place(p, q) || p->logical != q->logical ||
+		    p->bootable != q->bootable || p->mbr_type != q->mbr_type ||
+		    memcmp(p->gpt.type_guid, q->gpt.type_guid, 16) ||
+		    memcmp(p->gpt.uuid, q->gpt.uuid, 16) || p->gpt.first_lba != q->gpt.first_lba ||
+		    p->gpt.last_lba != q->gpt.last_lba || p->gpt.attributes != q->gpt.attributes ||
+		    strcmp(p->gpt.name, q->gpt.name))
+			return false;
+	}
+	return true;
 }
 
 void vd_part_describe(struct vd_chain *c, unsigned level, const struct vd_part_table *t,

@@ -4,9 +4,9 @@
  * partition of it. Front ends (fs/, the nbdkit plugin, --info/--hash) read
  * views, ask where their data and holes are, and count allocated bytes, all
  * without knowing whether the view is a disk or a partition. A view holds no
- * lock and no buffer: it is a value. (A write path will add
- * vd_view_write() -> vd_chain_write(level, start + off); nothing here assumes
- * the content is fixed.)
+ * lock and no buffer: it is a value; a writable front end writes a partition
+ * with vd_chain_write(start + off), and asks vd_part_table_touched() whether
+ * that write calls for a new scan.
  *
  * Partition discovery reads the disk through the chain (never a driver) and
  * never fails on a bad table: a missing or damaged table gives a table with
@@ -63,6 +63,11 @@ struct vd_part {
 	struct vd_gpt_entry gpt; /* GPT scheme */
 };
 
+/* A byte range of the disk that a scan read. */
+struct vd_part_read {
+	uint64_t off, len;
+};
+
 struct vd_part_table {
 	enum vd_part_scheme scheme;
 	uint32_t sector_size; /* 512 or 4096 */
@@ -75,6 +80,8 @@ struct vd_part_table {
 	char *note;	 /* why there are no partitions (NULL when there are, or no table) */
 	char **warnings; /* skipped entries, backup used, hybrid MBR */
 	unsigned n_warnings;
+	struct vd_part_read *reads; /* [n_reads]: every byte range the scan read */
+	unsigned n_reads;
 };
 
 /* Reads the partition table of the disk as seen from level. Returns 0 and a
@@ -83,6 +90,28 @@ struct vd_part_table {
 int vd_part_scan(struct vd_chain *c, unsigned level, struct vd_part_table **out);
 
 void vd_part_table_free(struct vd_part_table *t);
+
+/* Whether a write to [off, off+len) of the disk can change what
+ * vd_part_scan() finds, so that a writable front end must scan again: it
+ * overlaps the MBR (bytes 0-511), a GPT header's place (LBA 1 of 512- and of
+ * 4096-byte sectors), or any range the scan that made t read (the GPT header
+ * and entry array in use, each EBR, the backup header when it was looked
+ * at). A new table is always announced by one of these: sector 0 and LBA 1
+ * are watched even without a table, and once they name new places (an entry
+ * array, an EBR) the scan after that write reads, and so watches, those too.
+ * t may be NULL (no scan yet): the fixed places only. Pure. */
+bool vd_part_table_touched(const struct vd_part_table *t, uint64_t off, uint64_t len);
+
+/* Whether a and b show the same thing: scheme, sector size, disk id, flags,
+ * note, warnings and every partition with all its fields (which ranges were
+ * read does not count). Pure. */
+bool vd_part_table_equal(const struct vd_part_table *a, const struct vd_part_table *b);
+
+/* Whether p and q are the same file: number, start and size. */
+static inline bool vd_part_same_place(const struct vd_part *p, const struct vd_part *q)
+{
+	return p->number == q->number && p->start == q->start && p->size == q->size;
+}
 
 /* The view of partition p of the disk as seen from level. */
 struct vd_view vd_view_part(struct vd_chain *c, unsigned level, const struct vd_part *p);

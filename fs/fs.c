@@ -1,19 +1,32 @@
 /* The namespace and the FUSE callbacks.
  *
- * The tree is built once at mount time and never changes: a uthash table maps
- * each absolute path ("/", "/disk", "/disk.p1", "/layers/01-base",
- * "/layers/01-base.changed", "/chain.json") to a node. Disk, layer and
- * partition files are views (chain/part.h): read-only windows onto a chain
- * level, which also answer SEEK_DATA/SEEK_HOLE and the allocated size
- * (st_blocks). chain.json and the .changed lists are rendered on first use
- * (they walk every table, which a mount must not wait for) and then cached;
- * so is each view's allocated size. Content never changes while mounted, so
- * the kernel may keep its page cache across opens (keep_cache) and attributes
- * are cached for a long time. With a writable delta (vdmount -w), `disk` and
- * its partition files forward writes, fsync and discard to the chain's
- * copy-on-write; the layers/ views of the new delta bypass the page cache so
- * they are never stale; everything else stays read-only. Layer files carry their image file's
- * mtime, or for a VM disk the create time of the snapshot that froze them (fs/vm.c). */
+ * The tree is built at mount time: a uthash table maps each absolute path
+ * ("/", "/disk", "/disk.p1", "/layers/01-base", "/layers/01-base.changed",
+ * "/chain.json") to a node. Disk, layer and partition files are views
+ * (chain/part.h): windows onto a chain level, which also answer
+ * SEEK_DATA/SEEK_HOLE and the allocated size (st_blocks). chain.json and the
+ * .changed lists are rendered on first use (they walk every table, which a
+ * mount must not wait for) and then cached; so is each view's allocated
+ * size. A read-only mount never changes, so the kernel keeps its page cache
+ * across opens (keep_cache) and caches names and attributes for an hour.
+ * With a writable delta (vdmount -w), `disk` and its partition files forward
+ * writes, fsync and discard to the chain's copy-on-write; the layers/ views
+ * of the new delta, the partition files and chain.json bypass the page cache
+ * so they are never stale; everything else stays read-only. A write that
+ * changes the partition table replaces the partition files and chain.json
+ * (fs_table.c), so the namespace can change under a writable mount. Layer
+ * files carry their image file's mtime, or for a VM disk the create time of
+ * the snapshot that froze them (fs/vm.c).
+ *
+ * Every open(2) gets a struct fs_file: the node, with a reference, plus for
+ * chain.json and the change lists the text it was opened on (also counted),
+ * so a reader never sees two renderings mixed.
+ *
+ * Locks: tree->lock (rwlock) guards the hash, the directories' kid lists,
+ * the writable disk's table and each node's `gone`; reads and writes of an
+ * open file take none of it. tree->scan_lock serialises rescans;
+ * tree->text_lock guards texts and the allocation cache. Order: scan_lock,
+ * lock, text_lock, then the chain's locks. */
 #include "fs/fs.h"
 
 #include <errno.h>
@@ -29,40 +42,12 @@
 #include <uthash.h>
 
 #include "chain/part.h"
+#include "fs/fs_int.h"
 #include "fs/vm.h"
 
-enum fs_kind { FS_DIR, FS_VIEW, FS_JSON, FS_CHANGES };
-
-struct fs_node {
-	char *path; /* hash key */
-	const char *name;
-	enum fs_kind kind;
-	struct vd_view view;   /* FS_VIEW; view.chain/level also for FS_JSON, FS_CHANGES */
-	struct timespec mtime; /* the image file's for views and change lists */
-	struct fs_node **kids; /* FS_DIR, in listing order */
-	unsigned n_kids;
-	char *text; /* FS_JSON, FS_CHANGES: rendered text, protected by tree->text_lock */
-	size_t text_len;
-	int64_t alloc; /* FS_VIEW: allocated bytes, -1 until known; protected by text_lock */
-	bool writable; /* FS_VIEW: disk (or disk.pN) of a chain with a writable delta */
-	bool uncached; /* FS_VIEW: another view of the writable delta's bytes than `disk`
-			  (a layers/ file, a partition file): no page cache, never stale */
-	struct fs_node *alias; /* FS_VIEW writable partition file: its `disk`, whose page
-				  cache a write here makes stale (invalidated) */
-	UT_hash_handle hh;
-};
-
-struct fs_tree {
-	struct fs_node *nodes; /* uthash by path */
-	char *delta_dir;       /* directory of the (first) writable delta, for statfs */
-	pthread_mutex_t text_lock;
-	struct timespec mtime; /* mount time, shown on directories and chain.json */
-	uid_t uid;
-	gid_t gid;
-};
-
-static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const char *name,
-				enum fs_kind kind)
+/* A node named name in dir (the root when dir is NULL), not yet linked. */
+struct fs_node *fs_node_new(struct fs_tree *t, struct fs_node *dir, const char *name,
+			    enum fs_kind kind)
 {
 	struct fs_node *n = calloc(1, sizeof(*n));
 	size_t dl, nl;
@@ -90,11 +75,32 @@ static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const ch
 	n->kind = kind;
 	n->mtime = t->mtime;
 	n->alloc = -1;
+	n->dir = dir;
+	atomic_init(&n->refs, 0);
+	return n;
+}
+
+static void text_put(struct fs_tree *t, struct fs_text *x);
+
+void fs_node_free(struct fs_tree *t, struct fs_node *n)
+{
+	free(n->kids);
+	if (n->text)
+		text_put(t, n->text);
+	vd_part_table_free(n->table);
+	free(n->path);
+	free(n);
+}
+
+/* Lists n last in its directory and hashes it; frees it on failure. */
+static struct fs_node *node_link(struct fs_tree *t, struct fs_node *n)
+{
+	struct fs_node *dir = n->dir;
+
 	if (dir) {
 		struct fs_node **k = realloc(dir->kids, (dir->n_kids + 1) * sizeof(*k));
 		if (!k) {
-			free(n->path);
-			free(n);
+			fs_node_free(t, n);
 			return NULL;
 		}
 		dir->kids = k;
@@ -104,26 +110,58 @@ static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const ch
 	return n;
 }
 
+static struct fs_node *node_add(struct fs_tree *t, struct fs_node *dir, const char *name,
+				enum fs_kind kind)
+{
+	struct fs_node *n = fs_node_new(t, dir, name, kind);
+
+	return n ? node_link(t, n) : NULL;
+}
+
+/* The file for partition p of view file v (not linked). */
+struct fs_node *fs_part_node_new(struct fs_tree *t, struct fs_node *v, const struct vd_part *p)
+{
+	struct fs_node *n;
+	char *pname;
+
+	if (asprintf(&pname, "%s.p%u", v->name, p->number) < 0)
+		return NULL;
+	n = fs_node_new(t, v->dir, pname, FS_VIEW);
+	free(pname);
+	if (!n)
+		return NULL;
+	n->view = vd_view_part(v->view.chain, v->view.level, p);
+	n->mtime = v->mtime;
+	n->writable = v->writable;
+	/* another view of the delta's bytes than `disk` itself */
+	n->uncached = v->writable || v->uncached;
+	n->alias = v->writable ? v : NULL;
+	n->base = v;
+	n->part = p->number;
+	return n;
+}
+
 /* A view file "name" in dir for the disk at level, and "name.pN" beside it
- * for each partition. Warnings about the table are logged for the merged
- * disk only (the layers usually share its table). */
+ * for each partition; *out gets the view file. Warnings about the table are
+ * logged for the merged disk only (the layers usually share its table). The
+ * writable `disk` keeps its table, to notice when a write changes it. */
 static int view_add(struct fs_tree *t, struct fs_node *dir, const char *name, struct vd_chain *c,
-		    unsigned level, struct timespec mt, bool log_warnings)
+		    unsigned level, struct timespec mt, bool log_warnings, struct fs_node **out)
 {
 	struct vd_part_table *pt = NULL;
-	struct fs_node *n = node_add(t, dir, name, FS_VIEW), *disk_node;
+	struct fs_node *v = node_add(t, dir, name, FS_VIEW), *n;
 	/* The writable delta is the top: `disk` (log_warnings) writes, its
 	 * layers/ view reads around the page cache. */
 	bool top_rw = vd_chain_writable(c) && level == vd_chain_depth(c) - 1;
 	int r;
 
-	if (!n)
+	if (!v)
 		return -ENOMEM;
-	n->view = vd_view_disk(c, level);
-	n->mtime = mt;
-	n->writable = top_rw && log_warnings;
-	n->uncached = top_rw && !log_warnings;
-	disk_node = n;
+	*out = v;
+	v->view = vd_view_disk(c, level);
+	v->mtime = mt;
+	v->writable = top_rw && log_warnings;
+	v->uncached = top_rw && !log_warnings;
 	r = vd_part_scan(c, level, &pt);
 	if (r == -ENOMEM)
 		return r;
@@ -138,34 +176,25 @@ static int view_add(struct fs_tree *t, struct fs_node *dir, const char *name, st
 	for (unsigned i = 0; log_warnings && i < pt->n_warnings; i++)
 		vd_log_warn("%s: %s", vd_chain_layer(c, level)->path, pt->warnings[i]);
 	for (unsigned i = 0; i < pt->n && r == 0; i++) {
-		char *pname;
-		if (asprintf(&pname, "%s.p%u", name, pt->parts[i].number) < 0) {
+		n = fs_part_node_new(t, v, &pt->parts[i]);
+		if (!n || !node_link(t, n))
 			r = -ENOMEM;
-			break;
-		}
-		n = node_add(t, dir, pname, FS_VIEW);
-		free(pname);
-		if (!n) {
-			r = -ENOMEM;
-			break;
-		}
-		n->view = vd_view_part(c, level, &pt->parts[i]);
-		n->mtime = mt;
-		n->writable = top_rw && log_warnings;
-		n->uncached = top_rw;
-		n->alias = n->writable ? disk_node : NULL;
 	}
-	vd_part_table_free(pt);
+	if (r == 0 && v->writable) {
+		v->table = pt;
+		t->rescans = true;
+	} else
+		vd_part_table_free(pt);
 	return r;
 }
 
 static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 {
-	struct fs_node *n, *layers;
+	struct fs_node *n, *layers, *disk, *v;
 	unsigned top = vd_chain_depth(c) - 1;
 	struct timespec mt;
 	char *tname = fs_layer_name(c, top, &mt);
-	int r = tname ? view_add(t, dir, "disk", c, top, mt, true) : -ENOMEM;
+	int r = tname ? view_add(t, dir, "disk", c, top, mt, true, &disk) : -ENOMEM;
 
 	free(tname);
 	if (r < 0)
@@ -177,12 +206,14 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 		char *name = fs_layer_name(c, i, &mt), *cname = NULL;
 		if (!name)
 			return -ENOMEM;
-		r = view_add(t, layers, name, c, i, mt, false);
+		r = view_add(t, layers, name, c, i, mt, false, &v);
 		if (r == 0 && asprintf(&cname, "%s.changed", name) < 0)
 			r = -ENOMEM;
 		free(name);
 		if (r < 0)
 			return r;
+		if (i == top && disk->writable)
+			disk->twin = v;
 		n = node_add(t, layers, cname, FS_CHANGES);
 		free(cname);
 		if (!n)
@@ -194,6 +225,11 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 	if (!n)
 		return -ENOMEM;
 	n->view = vd_view_disk(c, top);
+	/* chain.json changes with the table in a writable mount: never from
+	 * the page cache there, so invalidating it never waits on a page */
+	n->uncached = disk->writable;
+	if (disk->writable)
+		disk->json = n;
 	return 0;
 }
 
@@ -205,6 +241,8 @@ int fs_tree_build(struct fs_disk *disks, unsigned n, struct fs_tree **out)
 
 	if (!t)
 		return -ENOMEM;
+	pthread_rwlock_init(&t->lock, NULL);
+	pthread_mutex_init(&t->scan_lock, NULL);
 	pthread_mutex_init(&t->text_lock, NULL);
 	clock_gettime(CLOCK_REALTIME, &t->mtime);
 	t->uid = getuid();
@@ -245,12 +283,16 @@ void fs_tree_free(struct fs_tree *t)
 	HASH_ITER(hh, t->nodes, n, tmp)
 	{
 		HASH_DEL(t->nodes, n);
-		free(n->kids);
-		free(n->text);
-		free(n->path);
-		free(n);
+		fs_node_free(t, n);
+	}
+	/* removed while open, and the kernel sent no release (lazy unmount) */
+	while ((n = t->gone)) {
+		t->gone = n->gone_next;
+		fs_node_free(t, n);
 	}
 	pthread_mutex_destroy(&t->text_lock);
+	pthread_mutex_destroy(&t->scan_lock);
+	pthread_rwlock_destroy(&t->lock);
 	free(t->delta_dir);
 	free(t);
 }
@@ -260,18 +302,58 @@ static struct fs_tree *tree_get(void)
 	return fuse_get_context()->private_data;
 }
 
-static struct fs_node *node_find(struct fs_tree *t, const char *path)
+/* The node at path with a reference held (node_put), or NULL. */
+static struct fs_node *node_get(struct fs_tree *t, const char *path)
 {
 	struct fs_node *n;
 
+	pthread_rwlock_rdlock(&t->lock);
 	HASH_FIND_STR(t->nodes, path, n);
+	if (n)
+		atomic_fetch_add(&n->refs, 1);
+	pthread_rwlock_unlock(&t->lock);
 	return n;
 }
 
-/* Renders chain.json or a change list once; later calls return the cached text. */
-static int text_get(struct fs_tree *t, struct fs_node *n)
+/* Drops a reference; the last one frees a node a table change removed.
+ * The drop happens under the read lock and gone is set under the write
+ * lock, which frees a removed node that nobody holds: exactly one side frees
+ * it. A node gone and unheld is out of every list but t->gone: only this
+ * thread can reach it. */
+static void node_put(struct fs_tree *t, struct fs_node *n)
+{
+	bool last;
+
+	pthread_rwlock_rdlock(&t->lock);
+	last = atomic_fetch_sub(&n->refs, 1) == 1 && n->gone;
+	pthread_rwlock_unlock(&t->lock);
+	if (!last)
+		return;
+	pthread_rwlock_wrlock(&t->lock);
+	if (n->gone_prev)
+		n->gone_prev->gone_next = n->gone_next;
+	else
+		t->gone = n->gone_next;
+	if (n->gone_next)
+		n->gone_next->gone_prev = n->gone_prev;
+	pthread_rwlock_unlock(&t->lock);
+	fs_node_free(t, n);
+}
+
+static void text_put(struct fs_tree *t, struct fs_text *x)
+{
+	pthread_mutex_lock(&t->text_lock);
+	if (--x->refs == 0)
+		free(x);
+	pthread_mutex_unlock(&t->text_lock);
+}
+
+/* chain.json or a change list as currently rendered (rendering it if
+ * needed), with a reference for the caller (text_put). Returns 0 or -errno. */
+static int text_get(struct fs_tree *t, struct fs_node *n, struct fs_text **out)
 {
 	struct vd_json j = {0};
+	struct fs_text *x;
 	int r = 0;
 
 	pthread_mutex_lock(&t->text_lock);
@@ -282,15 +364,37 @@ static int text_get(struct fs_tree *t, struct fs_node *n)
 		vd_buf_printf(&j.buf, "\n"); /* a text file ends with a newline */
 	} else
 		r = vd_chain_changes(n->view.chain, n->view.level, &j.buf);
-	if (r < 0) {
-		vd_buf_free(&j.buf);
-		goto out;
+	x = r < 0 ? NULL : malloc(sizeof(*x) + j.buf.len);
+	if (r == 0 && !x)
+		r = -ENOMEM;
+	if (r == 0) {
+		x->refs = 1; /* the node's */
+		x->len = j.buf.len;
+		if (j.buf.len)
+			memcpy(x->data, j.buf.data, j.buf.len);
+		n->text = x;
 	}
-	n->text = j.buf.data;
-	n->text_len = j.buf.len;
+	vd_buf_free(&j.buf);
 out:
+	if (r == 0) {
+		n->text->refs++;
+		*out = n->text;
+	}
 	pthread_mutex_unlock(&t->text_lock);
 	return r;
+}
+
+/* Makes the next text_get() render again; open handles keep their text. */
+void fs_text_drop(struct fs_tree *t, struct fs_node *n)
+{
+	struct fs_text *x;
+
+	pthread_mutex_lock(&t->text_lock);
+	x = n->text;
+	n->text = NULL;
+	pthread_mutex_unlock(&t->text_lock);
+	if (x)
+		text_put(t, x);
 }
 
 /* Allocated bytes of a view, computed once, in the getattr that `ls -l`
@@ -321,16 +425,26 @@ static int alloc_get(struct fs_tree *t, struct fs_node *n, uint64_t *out)
 	return r;
 }
 
-static uint64_t node_size(struct fs_tree *t, struct fs_node *n, int *err)
+/* --- FUSE callbacks ---------------------------------------------------------- */
+
+static uint64_t node_size(struct fs_tree *t, struct fs_node *n, struct fs_text *x, int *err)
 {
+	uint64_t len;
+
 	*err = 0;
 	switch (n->kind) {
 	case FS_VIEW:
 		return n->view.size;
 	case FS_JSON:
 	case FS_CHANGES:
-		*err = text_get(t, n);
-		return n->text_len;
+		if (x)
+			return x->len;
+		*err = text_get(t, n, &x);
+		if (*err < 0)
+			return 0;
+		len = x->len;
+		text_put(t, x);
+		return len;
 	default:
 		return 0;
 	}
@@ -339,8 +453,9 @@ static uint64_t node_size(struct fs_tree *t, struct fs_node *n, int *err)
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct fs_tree *t = tree_get();
-	struct fs_node *n = fi && fi->fh ? (struct fs_node *)(uintptr_t)fi->fh : node_find(t, path);
-	int err;
+	struct fs_file *f = fi ? (struct fs_file *)(uintptr_t)fi->fh : NULL;
+	struct fs_node *n = f ? f->node : node_get(t, path);
+	int err = 0;
 
 	if (!n)
 		return -ENOENT;
@@ -351,13 +466,13 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	if (n->kind == FS_DIR) {
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
-		return 0;
+		goto out;
 	}
 	st->st_mode = S_IFREG | (n->writable ? 0644 : 0444);
 	st->st_nlink = 1;
-	st->st_size = (off_t)node_size(t, n, &err);
+	st->st_size = (off_t)node_size(t, n, f ? f->text : NULL, &err);
 	if (err < 0)
-		return err;
+		goto out;
 	st->st_blksize = 65536;
 	if (n->kind == FS_VIEW) {
 		uint64_t a = 0;
@@ -369,69 +484,120 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	} else {
 		st->st_blocks = (st->st_size + 511) / 512;
 	}
+out:
+	if (!f)
+		node_put(t, n);
+	return err;
+}
+
+/* A handle on the node at path (open, opendir). */
+static int file_open(struct fs_tree *t, const char *path, bool dir, struct fuse_file_info *fi)
+{
+	struct fs_node *n = node_get(t, path);
+	struct fs_file *f = NULL;
+	int r = 0;
+
+	if (!n)
+		return -ENOENT;
+	if (dir != (n->kind == FS_DIR))
+		r = dir ? -ENOTDIR : -EISDIR;
+	else if (!dir && (fi->flags & O_ACCMODE) != O_RDONLY && !n->writable)
+		r = -EROFS;
+	/* an input changed in place is served stale: no new opens (README) */
+	else if (n->kind == FS_VIEW && vd_chain_inputs_check(n->view.chain) < 0)
+		r = -EIO;
+	else if (!(f = calloc(1, sizeof(*f))))
+		r = -ENOMEM;
+	else if (n->kind == FS_JSON || n->kind == FS_CHANGES)
+		r = text_get(t, n, &f->text);
+	if (r < 0) {
+		free(f);
+		node_put(t, n);
+		return r;
+	}
+	f->node = n;
+	fi->fh = (uintptr_t)f;
+	return 0;
+}
+
+static int file_release(struct fuse_file_info *fi)
+{
+	struct fs_tree *t = tree_get();
+	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+
+	if (f->text)
+		text_put(t, f->text);
+	node_put(t, f->node);
+	free(f);
 	return 0;
 }
 
 static int fs_opendir(const char *path, struct fuse_file_info *fi)
 {
-	struct fs_node *n = node_find(tree_get(), path);
+	return file_open(tree_get(), path, true, fi);
+}
 
-	if (!n)
-		return -ENOENT;
-	if (n->kind != FS_DIR)
-		return -ENOTDIR;
-	fi->fh = (uintptr_t)n;
-	return 0;
+static int fs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	return file_release(fi);
 }
 
 /* With nullpath_ok, path may be NULL here: the node comes from opendir. */
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
 		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
-	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	struct fs_tree *t = tree_get();
+	struct fs_node *n = ((struct fs_file *)(uintptr_t)fi->fh)->node;
 
 	(void)path;
 	(void)off;
 	(void)flags;
 	fill(buf, ".", NULL, 0, 0);
 	fill(buf, "..", NULL, 0, 0);
+	pthread_rwlock_rdlock(&t->lock); /* a table change may replace the kids */
 	for (unsigned i = 0; i < n->n_kids; i++)
 		if (fill(buf, n->kids[i]->name, NULL, 0, 0))
 			break;
+	pthread_rwlock_unlock(&t->lock);
 	return 0;
 }
 
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
-	struct fs_tree *t = tree_get();
-	struct fs_node *n = node_find(t, path);
+	struct fs_node *n;
+	int r = file_open(tree_get(), path, false, fi);
 
-	if (!n)
-		return -ENOENT;
-	if (n->kind == FS_DIR)
-		return -EISDIR;
-	if ((fi->flags & O_ACCMODE) != O_RDONLY && !n->writable)
-		return -EROFS;
-	/* an input changed in place is served stale: no new opens (README) */
-	if (n->kind == FS_VIEW && vd_chain_inputs_check(n->view.chain) < 0)
-		return -EIO;
-	if (n->kind == FS_JSON || n->kind == FS_CHANGES) {
-		int r = text_get(t, n);
-		if (r < 0)
-			return r;
-	}
-	fi->fh = (uintptr_t)n;
+	if (r < 0)
+		return r;
+	n = ((struct fs_file *)(uintptr_t)fi->fh)->node;
 	/* Read-only content never changes while mounted; the writable disk
 	 * changes only through its own inode, whose page cache the kernel
-	 * updates on each write. Another view of the delta bypasses the cache. */
+	 * updates on each write. Another view of the delta, and chain.json of
+	 * a writable mount, bypass the cache. */
 	fi->keep_cache = !n->uncached;
 	fi->direct_io = n->uncached;
 	return 0;
 }
 
+static int fs_release(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	return file_release(fi);
+}
+
+/* The view node of an open file, or NULL when a table change removed it. */
+static struct fs_node *file_view(struct fuse_file_info *fi)
+{
+	struct fs_node *n = ((struct fs_file *)(uintptr_t)fi->fh)->node;
+
+	return atomic_load_explicit(&n->gone, memory_order_relaxed) ? NULL : n;
+}
+
 static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
 {
-	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	struct fs_node *n = f->node;
 	uint64_t size;
 	int r;
 
@@ -439,13 +605,15 @@ static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fu
 	if (off < 0)
 		return -EINVAL;
 	if (n->kind != FS_VIEW) {
-		if ((uint64_t)off >= n->text_len)
+		if ((uint64_t)off >= f->text->len)
 			return 0;
-		if (len > n->text_len - (uint64_t)off)
-			len = n->text_len - (uint64_t)off;
-		memcpy(buf, n->text + off, len);
+		if (len > f->text->len - (uint64_t)off)
+			len = f->text->len - (uint64_t)off;
+		memcpy(buf, f->text->data + off, len);
 		return (int)len;
 	}
+	if (!file_view(fi))
+		return -EIO;
 	size = n->view.size;
 	if ((uint64_t)off >= size)
 		return 0;
@@ -459,7 +627,8 @@ static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fu
  * files are all data. */
 static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
 {
-	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	struct fs_node *n = f->node;
 	uint64_t pos, size;
 	int r;
 
@@ -467,24 +636,31 @@ static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_
 	if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE))
 		return -EINVAL;
 	if (n->kind != FS_VIEW) {
-		size = n->text_len;
+		size = f->text->len;
 		if ((uint64_t)off >= size)
 			return -ENXIO;
 		return whence == SEEK_DATA ? off : (off_t)size;
 	}
+	if (!file_view(fi))
+		return -EIO;
 	r = vd_view_seek(&n->view, (uint64_t)off, whence == SEEK_DATA, &pos);
 	return r < 0 ? r : (off_t)pos;
 }
 
+/* A write at or past the end of `disk` or a disk.pN fails with ENOSPC and
+ * one that crosses it is cut short, as on a block device (Linux
+ * blkdev_write_iter): a partition never writes into its neighbour. */
 static int fs_write(const char *path, const char *buf, size_t len, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	struct fs_node *n = ((struct fs_file *)(uintptr_t)fi->fh)->node;
 	int r;
 
 	(void)path;
 	if (!n->writable)
 		return -EROFS;
+	if (!file_view(fi))
+		return -EIO;
 	if (off < 0)
 		return -EINVAL;
 	if ((uint64_t)off >= n->view.size)
@@ -492,17 +668,22 @@ static int fs_write(const char *path, const char *buf, size_t len, off_t off,
 	if (len > n->view.size - (uint64_t)off)
 		len = (size_t)(n->view.size - (uint64_t)off);
 	r = vd_chain_write(n->view.chain, buf, len, n->view.start + (uint64_t)off);
-	if (r == 0 && n->alias) /* `disk` may hold these bytes in its page cache */
+	if (r < 0)
+		return r;
+	if (n->alias) /* `disk` may hold these bytes in its page cache */
 		fuse_invalidate_path(fuse_get_context()->fuse, n->alias->path);
-	return r < 0 ? r : (int)len;
+	fs_table_watch(tree_get(), n, (uint64_t)off, len);
+	return (int)len;
 }
 
 static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
-	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	struct fs_node *n = ((struct fs_file *)(uintptr_t)fi->fh)->node;
 
 	(void)path;
 	(void)datasync;
+	/* also through a handle on a removed partition: what it wrote before
+	 * the table changed is in the delta */
 	return n->kind == FS_VIEW && n->writable ? vd_chain_flush(n->view.chain) : 0;
 }
 
@@ -518,12 +699,15 @@ static int fs_flush(const char *path, struct fuse_file_info *fi)
 /* Discard: fstrim through a loop device, fallocate --punch-hole. */
 static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
 {
-	struct fs_node *n = (struct fs_node *)(uintptr_t)fi->fh;
+	struct fs_node *n = ((struct fs_file *)(uintptr_t)fi->fh)->node;
+	uint64_t n_bytes;
 	int r;
 
 	(void)path;
 	if (!n->writable)
 		return -EROFS;
+	if (!file_view(fi))
+		return -EIO;
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
 		return -EOPNOTSUPP;
 	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
@@ -532,24 +716,32 @@ static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct
 		return -EINVAL;
 	if ((uint64_t)off >= n->view.size)
 		return 0;
-	r = vd_chain_discard(n->view.chain, n->view.start + (uint64_t)off,
-			     vd_min_u64((uint64_t)len, n->view.size - (uint64_t)off));
-	if (r == 0 && n->alias)
+	n_bytes = vd_min_u64((uint64_t)len, n->view.size - (uint64_t)off);
+	r = vd_chain_discard(n->view.chain, n->view.start + (uint64_t)off, n_bytes);
+	if (r < 0)
+		return r;
+	if (n->alias)
 		fuse_invalidate_path(fuse_get_context()->fuse, n->alias->path);
-	return r;
+	fs_table_watch(tree_get(), n, (uint64_t)off, n_bytes);
+	return 0;
 }
 
 /* The virtual size is fixed: only a truncate to the same size succeeds. */
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct fs_tree *t = tree_get();
-	struct fs_node *n = fi && fi->fh ? (struct fs_node *)(uintptr_t)fi->fh : node_find(t, path);
+	struct fs_node *n = fi ? ((struct fs_file *)(uintptr_t)fi->fh)->node : node_get(t, path);
+	int r;
 
 	if (!n)
 		return -ENOENT;
 	if (n->kind != FS_VIEW || !n->writable)
-		return -EROFS;
-	return (uint64_t)size == n->view.size ? 0 : -EPERM;
+		r = -EROFS;
+	else
+		r = (uint64_t)size == n->view.size ? 0 : -EPERM;
+	if (!fi)
+		node_put(t, n);
+	return r;
 }
 
 static int fs_statfs(const char *path, struct statvfs *sv)
@@ -572,25 +764,32 @@ static int fs_statfs(const char *path, struct statvfs *sv)
 
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-	/* The namespace and the content are fixed for the life of the mount. */
+	struct fs_tree *t = tree_get();
+
+	/* A read-only mount's names and content are fixed for its life. A
+	 * writable one invalidates what a table change makes stale, but cannot
+	 * name the kernel's negative entries (a disk.pN that did not exist
+	 * yet): it has none cached. */
 	cfg->kernel_cache = 1;
 	cfg->entry_timeout = 3600;
 	cfg->attr_timeout = 3600;
-	cfg->negative_timeout = 3600;
+	cfg->negative_timeout = t->rescans ? 0 : 3600;
 	cfg->nullpath_ok = 1;
 	conn->max_readahead = 1 << 20;
-	return tree_get();
+	return t;
 }
 
 const struct fuse_operations fs_ops = {
     .getattr = fs_getattr,
     .opendir = fs_opendir,
     .readdir = fs_readdir,
+    .releasedir = fs_releasedir,
     .open = fs_open,
     .read = fs_read,
     .write = fs_write,
     .fsync = fs_fsync,
     .flush = fs_flush,
+    .release = fs_release,
     .fallocate = fs_fallocate,
     .truncate = fs_truncate,
     .lseek = fs_lseek,

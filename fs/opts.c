@@ -48,7 +48,7 @@ static const struct opt_def opt_table[] = {
     {"debug", 'd', NULL, NULL, OPT_BOOL, FIELD(debug), "debug output (implies -f)"},
     {"single-thread", 's', NULL, NULL, OPT_BOOL, FIELD(single), "single-threaded FUSE loop"},
     {"write", 'w', "write", NULL, OPT_BOOL, FIELD(write),
-     "make disk writable: writes go into a NEW delta beside the top image "
+     "make disk and disk.pN writable: writes go into a NEW delta beside the top image "
      "(<stem>-vdm-NNNNNN.vmdk/.vhd); no existing file changes"},
     {"delta", 0, "delta", "PATH", OPT_STR, FIELD(delta),
      "with -w: the new delta's file (or a directory for it)"},

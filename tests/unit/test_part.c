@@ -515,13 +515,140 @@ static void test_scan_gpt(void **state)
 	vd_chain_close(c);
 }
 
+/* Which writes may change the table: sector 0 and LBA 1 always, and what
+ * the scan read (the EBRs, the GPT header and array in use). */
+static void test_touched(void **state)
+{
+	struct vd_chain *c;
+	struct vd_part_table *t;
+	struct gpt_part p[] = {{2048, 4095, 0xa1, "one"}, {4096, 6143, 0xa2, "two"}};
+
+	(void)state;
+	/* No scan yet: the fixed places only. */
+	assert_true(vd_part_table_touched(NULL, 0, 1));
+	assert_true(vd_part_table_touched(NULL, 511, 1));
+	assert_true(vd_part_table_touched(NULL, 1023, 1)); /* LBA 1, 512-byte sectors */
+	assert_false(vd_part_table_touched(NULL, 1024, 3072));
+	assert_true(vd_part_table_touched(NULL, 4096, 1)); /* LBA 1, 4096-byte sectors */
+	assert_true(vd_part_table_touched(NULL, 8191, 1));
+	assert_false(vd_part_table_touched(NULL, 8192, 1 << 20));
+	assert_true(vd_part_table_touched(NULL, 100, 1 << 20)); /* spans sector 0 */
+	assert_false(vd_part_table_touched(NULL, 0, 0));
+
+	/* An empty disk, then an MBR naming an extended partition whose EBR is
+	 * not written yet: the scan after the MBR write reads (and so watches)
+	 * the EBR's sector, and the EBR write then calls for the scan that
+	 * finds the logical partition. */
+	memset(disk, 0, DISK);
+	t = scan(disk, DISK, &c);
+	assert_int_equal(t->n, 0);
+	assert_false(vd_part_table_touched(t, 8192 * 512, 512));
+	vd_part_table_free(t);
+	vd_chain_close(c);
+	mbr_entry(disk, 0, 0, 0x83, 2048, 2048);
+	mbr_entry(disk, 1, 0, 0x05, 8192, 8192);
+	t = scan(disk, DISK, &c);
+	assert_int_equal(t->n, 1);
+	assert_true(has_warning(t, "EBR at sector 8192"));
+	assert_true(vd_part_table_touched(t, 8192 * 512 + 510, 2));
+	assert_false(vd_part_table_touched(t, 8193 * 512, 512));     /* the logical's data */
+	assert_false(vd_part_table_touched(t, 2048 * 512, 1 << 20)); /* partition 1's data */
+	vd_part_table_free(t);
+	vd_chain_close(c);
+	mbr_entry(disk + 8192 * 512, 0, 0, 0x83, 2, 2046);
+	mbr_entry(disk + 8192 * 512, 1, 0, 0x05, 4096, 4096); /* next EBR, not written yet */
+	t = scan(disk, DISK, &c);
+	assert_int_equal(t->n, 2);
+	assert_int_equal(t->parts[1].number, 5);
+	assert_true(vd_part_table_touched(t, 12288 * 512, 1)); /* the next EBR's sector */
+	vd_part_table_free(t);
+	vd_chain_close(c);
+
+	/* GPT on 512-byte sectors: the array at LBA 2-33 is watched, the backup
+	 * (not read while the primary is good) and the partitions are not. */
+	gpt_build(disk, DISK, 512, p, 2);
+	t = scan(disk, DISK, &c);
+	assert_int_equal(t->n, 2);
+	assert_true(vd_part_table_touched(t, 33 * 512 + 511, 1));
+	assert_false(vd_part_table_touched(t, 34 * 512, 512));
+	assert_false(vd_part_table_touched(t, DISK - 512, 512));
+	assert_false(vd_part_table_touched(t, 2048 * 512, 4096 * 512));
+	vd_part_table_free(t);
+	vd_chain_close(c);
+	/* Primary damaged: the backup header and array in use are watched. */
+	disk[512 + 30] ^= 0xff;
+	t = scan(disk, DISK, &c);
+	assert_true(t->backup_used);
+	assert_true(vd_part_table_touched(t, DISK - 1, 1));
+	assert_true(vd_part_table_touched(t, DISK - 512 - 128 * 128, 1));
+	vd_part_table_free(t);
+	vd_chain_close(c);
+	/* GPT on 4096-byte sectors: the array at LBA 2-5. */
+	for (unsigned i = 0; i < 2; i++) {
+		p[i].first /= 8;
+		p[i].last = (p[i].last + 1) / 8 - 1;
+	}
+	gpt_build(disk, DISK, 4096, p, 2);
+	t = scan(disk, DISK, &c);
+	assert_int_equal(t->sector_size, 4096);
+	assert_true(vd_part_table_touched(t, 6 * 4096 - 1, 1));
+	assert_false(vd_part_table_touched(t, 6 * 4096, 4096));
+	vd_part_table_free(t);
+	vd_chain_close(c);
+}
+
+/* Two scans of the same bytes are equal; any field chain.json shows differs. */
+static void test_table_equal(void **state)
+{
+	struct vd_chain *c;
+	struct vd_part_table *a, *b;
+	struct gpt_part p[] = {{2048, 4095, 0xa1, "one"}, {4096, 6143, 0xa2, "two"}};
+
+	(void)state;
+	gpt_build(disk, DISK, 512, p, 2);
+	a = scan(disk, DISK, &c);
+	vd_chain_close(c);
+	b = scan(disk, DISK, &c);
+	vd_chain_close(c);
+	assert_true(vd_part_table_equal(a, b));
+	vd_part_table_free(b);
+	p[1].name = "TWO"; /* same place, other name */
+	gpt_build(disk, DISK, 512, p, 2);
+	b = scan(disk, DISK, &c);
+	vd_chain_close(c);
+	assert_false(vd_part_table_equal(a, b));
+	assert_true(vd_part_same_place(&a->parts[1], &b->parts[1]));
+	vd_part_table_free(b);
+	p[1].last = 6000; /* smaller */
+	gpt_build(disk, DISK, 512, p, 2);
+	b = scan(disk, DISK, &c);
+	vd_chain_close(c);
+	assert_false(vd_part_table_equal(a, b));
+	assert_false(vd_part_same_place(&a->parts[1], &b->parts[1]));
+	assert_true(vd_part_same_place(&a->parts[0], &b->parts[0]));
+	vd_part_table_free(b);
+	vd_part_table_free(a);
+
+	memset(disk, 0, DISK);
+	mbr_entry(disk, 0, 0, 0x83, 2048, 2048);
+	a = scan(disk, DISK, &c);
+	vd_chain_close(c);
+	disk[446 + 4] = 0x07; /* type only */
+	b = scan(disk, DISK, &c);
+	vd_chain_close(c);
+	assert_false(vd_part_table_equal(a, b));
+	vd_part_table_free(b);
+	vd_part_table_free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mbr_decode),	      cmocka_unit_test(test_gpt_header_decode),
 	    cmocka_unit_test(test_gpt_entry_decode),  cmocka_unit_test(test_fs_sniff),
 	    cmocka_unit_test(test_scan_mbr_logicals), cmocka_unit_test(test_scan_mbr_skips),
-	    cmocka_unit_test(test_scan_gpt),
+	    cmocka_unit_test(test_scan_gpt),	      cmocka_unit_test(test_touched),
+	    cmocka_unit_test(test_table_equal),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
