@@ -28,6 +28,7 @@ static unsigned users;				       /* protected by lock */
 static bool running;				       /* protected by lock */
 static unsigned generation; /* a worker runs while this equals its own; protected by lock */
 static pthread_t worker;    /* protected by lock */
+static bool disabled;	    /* vd_ahead_disable(); atomic */
 
 /* Caller holds lock. */
 static void queue_add(struct vd_ahead *a)
@@ -144,11 +145,16 @@ void vd_ahead_init(struct vd_ahead *a, struct vd_tcache *cache, uint64_t limit, 
 	pthread_mutex_unlock(&lock);
 }
 
+void vd_ahead_disable(void)
+{
+	__atomic_store_n(&disabled, true, __ATOMIC_RELEASE);
+}
+
 void vd_ahead_note(struct vd_ahead *a, uint64_t first, uint64_t last)
 {
 	uint64_t until;
 
-	if (!a->ready || first > last)
+	if (!a->ready || first > last || __atomic_load_n(&disabled, __ATOMIC_ACQUIRE))
 		return;
 	pthread_mutex_lock(&lock);
 	/* The worker never loads what this request is producing: it would do

@@ -46,6 +46,11 @@ struct vd_ahead {
 void vd_ahead_init(struct vd_ahead *a, struct vd_tcache *cache, uint64_t limit, uint64_t window,
 		   vd_ahead_want_fn want, void *ctx);
 
+/* Schedules no more read-ahead in this process (tests that count or fail
+ * every allocation and I/O call of a reader need it to run on one thread
+ * only, deterministically). */
+void vd_ahead_disable(void);
+
 /* A reader is about to serve tables first .. last. If the request follows the
  * previous one, the worker is told to load the window after last (never the
  * tables of this request: the reader produces those itself). */
