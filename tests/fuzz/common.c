@@ -182,10 +182,13 @@ static uint64_t target_probe(const struct fz_target *t, struct fz_rng *r, uint64
 	return pnum;
 }
 
+unsigned fz_exercised;
+
 void fz_target_exercise(const struct fz_target *t, struct fz_rng *r)
 {
 	uint64_t off = 0, budget = FZ_READ_BUDGET;
 
+	fz_exercised++;
 	if (t->size == 0)
 		return;
 	/* The walk from 0 asks for the rest of the target or a random length;

@@ -67,6 +67,11 @@ struct fz_target {
 	void *ctx;
 };
 
+/* Counts what got past the parsers to be exercised (fz_target_exercise
+ * and the harnesses that exercise on their own add to it): replay_main's -o
+ * fails a seed that no longer gets that far. */
+extern unsigned fz_exercised;
+
 /* Walks t with block_status from 0 (a bounded number of steps, then random
  * jumps), reads DATA runs and random ranges inside them (bounded bytes),
  * checking every answer's contract (mapped runs inside their file) and that
