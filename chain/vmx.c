@@ -265,7 +265,6 @@ void vd_vmx_free(struct vd_vmx *v)
 
 /* One snapshotN.<field> or snapshotN.diskM.<field> line into slot N. */
 struct slot {
-	bool used;
 	struct vd_snapshot s;
 	char *dfile[VD_VMSD_MAX_DISKS], *dnode[VD_VMSD_MAX_DISKS];
 	uint32_t high, low;
@@ -390,7 +389,9 @@ static int vmsd_validate(const struct vd_vmsd *s, const char **why)
 
 int vd_vmsd_parse(const char *text, size_t len, struct vd_vmsd *out, const char **why)
 {
-	struct slot *slots = NULL;
+	/* A slot (4 KiB: its disks' names) exists only for an index the file
+	 * uses: the memory follows the file, not VD_VMSD_MAX_SNAPSHOTS. */
+	struct slot **slots = NULL;
 	struct dict d;
 	unsigned top = 0;
 	int r;
@@ -415,25 +416,31 @@ int vd_vmsd_parse(const char *text, size_t len, struct vd_vmsd *out, const char 
 		k += 8;
 		if (!index_parse(&k, VD_VMSD_MAX_SNAPSHOTS, &idx) || *k != '.')
 			continue; /* snapshot.lastUID, snapshot.numSnapshots, ... */
-		slots[idx].used = true;
+		if (!slots[idx] && !(slots[idx] = calloc(1, sizeof(**slots)))) {
+			r = -ENOMEM;
+			break;
+		}
 		if (idx + 1 > top)
 			top = idx + 1;
-		r = slot_set(&slots[idx], k + 1, d.kv[i].value, why);
+		r = slot_set(slots[idx], k + 1, d.kv[i].value, why);
 	}
 	if (r == 0 && top && !(out->snaps = calloc(top, sizeof(*out->snaps))))
 		r = -ENOMEM;
 	for (unsigned i = 0; r == 0 && i < top; i++) {
-		if (!slots[i].used)
+		if (!slots[i])
 			continue;
-		r = slot_finish(&slots[i], why);
-		out->snaps[out->n++] = slots[i].s;
-		memset(&slots[i].s, 0, sizeof(slots[i].s));
+		r = slot_finish(slots[i], why);
+		out->snaps[out->n++] = slots[i]->s;
+		memset(&slots[i]->s, 0, sizeof(slots[i]->s));
 	}
 	if (r == 0)
 		r = vmsd_validate(out, why);
-	for (unsigned i = 0; slots && i < VD_VMSD_MAX_SNAPSHOTS; i++) {
-		slot_free(&slots[i]);
-		snap_free(&slots[i].s);
+	for (unsigned i = 0; slots && i < top; i++) {
+		if (!slots[i])
+			continue;
+		slot_free(slots[i]);
+		snap_free(&slots[i]->s);
+		free(slots[i]);
 	}
 	free(slots);
 	dict_free(&d);

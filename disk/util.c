@@ -345,58 +345,6 @@ out:
 	return r;
 }
 
-int vd_file_info_get(int fd, const char *path, struct vd_file_info *out)
-{
-	char link[64], buf[4096];
-	struct stat st;
-	ssize_t n;
-	int r;
-
-	memset(out, 0, sizeof(*out));
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	out->mtime = st.st_mtim;
-	r = vd_fd_size(fd, &out->size);
-	if (r < 0)
-		return r;
-	/* the file actually open, whatever happened to path since */
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, buf, sizeof(buf) - 1);
-	if (n > 0 && buf[0] == '/') {
-		buf[n] = 0;
-		out->canonical = strdup(buf);
-	} else {
-		out->canonical = realpath(path, NULL);
-	}
-	return 0;
-}
-
-int vd_file_info_changed(int fd, const struct vd_file_info *fi, char *why, size_t n)
-{
-	struct stat st;
-	int r = vd_fstat(fd, &st);
-
-	if (r < 0)
-		return r;
-	/* a block device's st_size is 0: only regular files are compared by size */
-	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size != fi->size) {
-		snprintf(why, n, "its size was %" PRIu64 " bytes at open, now %lld", fi->size,
-			 (long long)st.st_size);
-		return 1;
-	}
-	if (st.st_mtim.tv_sec != fi->mtime.tv_sec || st.st_mtim.tv_nsec != fi->mtime.tv_nsec) {
-		snprintf(why, n, "it was modified after it was opened");
-		return 1;
-	}
-	return 0;
-}
-
-void vd_file_info_free(struct vd_file_info *fi)
-{
-	free(fi->canonical);
-	fi->canonical = NULL;
-}
-
 static const char *const log_tag[] = {"error: ", "warning: ", "", "debug: "};
 static enum vd_log_level log_max = VD_LOG_INFO;
 static vd_log_sink_fn log_sink;

@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-secs=${secs:-$([ $smoke = 1 ] && echo 15 || echo 60)}
+secs=${secs:-$([ $smoke = 1 ] && echo 10 || echo 60)}
 fdir=${VD_FUZZ_DIR:-$root/build-fuzz}
 src=$root/tests/fuzz
 cc=$(command -v clang-14 || command -v clang) || vd_die "clang is not installed ($VD_PKGS_FUZZ)"

@@ -9,7 +9,7 @@
 # regression input, then a short fuzzing smoke of every harness.
 #
 # Env: VD_SKIP_ASAN=1 skips the sanitizer tree, VD_SKIP_FUZZ=1 the fuzz tree;
-# VD_FUZZ_SMOKE (seconds per harness, default 15); VD_JOBS (default 2);
+# VD_FUZZ_SMOKE (seconds per harness, default 10: 13 harnesses); VD_JOBS (default 2);
 # VD_BUILD_DIR (default build/; the sanitizer tree is VD_BUILD_DIR-asan, the
 # fuzz tree VD_BUILD_DIR-fuzz).
 set -uo pipefail
@@ -110,8 +110,8 @@ if [ "${VD_SKIP_ASAN:-0}" != 1 ]; then
 fi
 
 if [ "${VD_SKIP_FUZZ:-0}" != 1 ]; then
-	step "fuzz (clang, ASan+UBSan): seeds, regressions, ${VD_FUZZ_SMOKE:-15}s per harness" \
-		env VD_FUZZ_DIR="$bdir-fuzz" "$here/fuzz.sh" --smoke "${VD_FUZZ_SMOKE:-15}"
+	step "fuzz (clang, ASan+UBSan): seeds, regressions, ${VD_FUZZ_SMOKE:-10}s per harness" \
+		env VD_FUZZ_DIR="$bdir-fuzz" "$here/fuzz.sh" --smoke "${VD_FUZZ_SMOKE:-10}"
 fi
 
 summary

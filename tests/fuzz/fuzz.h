@@ -31,6 +31,13 @@ void fz_fs_reset(void);
  * taken (or a directory), -E2BIG when the table is full. */
 int fz_fs_add(const char *path, const uint8_t *data, size_t len);
 
+/* Lays a copy of data[0, len) at offset off of the file at path, which is
+ * created (empty) first if need be: the file reads as its pieces over zeros,
+ * a later piece over an earlier one, and is as long as its furthest piece.
+ * Returns 0, -EFBIG past FZ_SPARSE_MAX, or fz_fs_add's errors. */
+#define FZ_SPARSE_MAX (64ull << 20)
+int fz_fs_place(const char *path, uint64_t off, const uint8_t *data, size_t len);
+
 /* ---- common.c ------------------------------------------------------------ */
 
 /* Aborts with a message (an oracle was violated). */
@@ -67,6 +74,11 @@ struct fz_target {
 	void *ctx;
 };
 
+/* Counts what got past the parsers to be exercised (fz_target_exercise
+ * and the harnesses that exercise on their own add to it): replay_main's -o
+ * fails a seed that no longer gets that far. */
+extern unsigned fz_exercised;
+
 /* Walks t with block_status from 0 (a bounded number of steps, then random
  * jumps), reads DATA runs and random ranges inside them (bounded bytes),
  * checking every answer's contract (mapped runs inside their file) and that
@@ -83,6 +95,9 @@ void fz_image_run(struct vd_image *img, struct fz_rng *r);
 /* Exercises every level of an open chain (reads, block_status, describe). */
 void fz_chain_run(struct vd_chain *c, struct fz_rng *r);
 
+/* NULL when text is one strict JSON value in valid UTF-8, else why not. */
+const char *fz_json_check(const char *text);
+
 /* The chain harness's input: several files in one buffer.
  *   archive = member *(FZ_SEP member)      member = name LF content
  * A name is 1..FZ_NAME_MAX bytes without NUL, relative to FZ_ROOT ("b.vmdk",
@@ -92,14 +107,26 @@ void fz_chain_run(struct vd_chain *c, struct fz_rng *r);
 #define FZ_SEP "\n--fz--\n"
 #define FZ_NAME_MAX 128
 
-/* Serves every member of an archive through memfs (VHD checksums fixed as
- * fz_vhd_fix_checksums does) and writes the top member's path into top
- * (PATH_MAX bytes). Returns the number of members served. */
+/* A member named "NAME@OFF" (OFF decimal or 0x hex) is a piece of the
+ * file NAME laid at byte OFF (fz_fs_place): several such members make one
+ * sparse file, so a VHDX whose structures lie megabytes apart fits in a few
+ * KiB. An empty piece at OFF makes the file OFF bytes long.
+ *
+ * Serves every member of an archive through memfs (VHD and VHDX checksums
+ * stored as 0 fixed, see below) and writes the first member's file path
+ * into top (PATH_MAX bytes). Returns the number of members served. */
 unsigned fz_archive_unpack(const uint8_t *data, size_t len, char *top);
 
 /* Recomputes the checksums of the VHD footers and dynamic header in
  * data[0, len) whose stored checksum is 0, so that mutated images reach the
  * checks behind the checksum (seeds are stored with 0 there). */
 void fz_vhd_fix_checksums(uint8_t *data, size_t len);
+
+/* The same for VHDX, in a piece data[0, len) laid at file offset off:
+ * headers (at 64 and 128 KiB), region tables (192 and 256 KiB) and log
+ * entries (any 4 KiB boundary, EntryLength up to 1 MiB) whose CRC-32C is
+ * stored as 0 get theirs, computed over the piece and zeros after it (an
+ * entry that wraps around the end of the log is left as it is). */
+void fz_vhdx_fix_checksums(uint8_t *data, size_t len, uint64_t off);
 
 #endif

@@ -9,6 +9,11 @@
  *
  * There are no symlinks: a real path is the lexical normal form.
  *
+ * A file is a list of pieces (fz_fs_place): bytes at an offset, zeros in
+ * between, a later piece over an earlier one, the size the end of the
+ * furthest piece. That lets a few KiB of input stand for a VHDX file whose
+ * structures lie megabytes apart.
+ *
  * Descriptors are numbers from FZ_FD_BASE on, above any real descriptor
  * (RLIMIT_NOFILE cannot reach it). A read, fstat or close of one that is
  * not open is a use-after-close or a double close in the code under test
@@ -29,10 +34,17 @@
 #define FZ_FD_BASE 0x40000000
 #define FZ_DEV 0xf22
 
+struct fz_piece {
+	uint64_t off;
+	size_t len;
+	uint8_t *data;
+};
+
 struct fz_file {
 	char *path;
-	uint8_t *data;
-	size_t len;
+	uint64_t len; /* the size: the end of the furthest piece */
+	struct fz_piece *pc;
+	unsigned n_pc;
 };
 
 static struct fz_file files[FZ_MAX_FILES];
@@ -62,7 +74,9 @@ void fz_fs_reset(void)
 				fds[i] >= 0 ? files[fds[i]].path : "a directory");
 	for (unsigned i = 0; i < n_files; i++) {
 		free(files[i].path);
-		free(files[i].data);
+		for (unsigned k = 0; k < files[i].n_pc; k++)
+			free(files[i].pc[k].data);
+		free(files[i].pc);
 	}
 	memset(files, 0, sizeof(files));
 	n_files = 0;
@@ -127,25 +141,79 @@ static int path_find(const char *path)
 	return -1;
 }
 
+/* Appends a copy of data[0, len) at off to file f. */
+static void piece_add(struct fz_file *f, uint64_t off, const uint8_t *data, size_t len)
+{
+	struct fz_piece *np = realloc(f->pc, (f->n_pc + 1) * sizeof(*np));
+
+	if (!np)
+		fz_fail("memfs: out of memory");
+	f->pc = np;
+	np = &f->pc[f->n_pc++];
+	np->off = off;
+	np->len = len;
+	np->data = malloc(len ? len : 1);
+	if (!np->data)
+		fz_fail("memfs: out of memory");
+	if (len)
+		memcpy(np->data, data, len);
+	if (off + len > f->len)
+		f->len = off + len;
+}
+
+/* A new file at path (normalised into norm), or NULL with *err set. */
+static struct fz_file *file_new(const char *path, char *norm, int *err)
+{
+	struct fz_file *f;
+
+	*err = 0;
+	if (n_files == FZ_MAX_FILES || !path_norm(path, norm)) {
+		*err = -E2BIG;
+		return NULL;
+	}
+	if (strncmp(norm, FZ_ROOT "/", sizeof(FZ_ROOT))) {
+		*err = -EPERM;
+		return NULL;
+	}
+	f = &files[n_files];
+	memset(f, 0, sizeof(*f));
+	f->path = strdup(norm);
+	if (!f->path)
+		fz_fail("memfs: out of memory");
+	n_files++;
+	return f;
+}
+
 int fz_fs_add(const char *path, const uint8_t *data, size_t len)
 {
 	char norm[PATH_MAX];
 	struct fz_file *f;
+	int err;
 
-	if (n_files == FZ_MAX_FILES || !path_norm(path, norm))
-		return -E2BIG;
-	if (strncmp(norm, FZ_ROOT "/", sizeof(FZ_ROOT)))
-		return -EPERM;
-	if (path_find(norm) != -1)
+	if (path_norm(path, norm) && path_find(norm) != -1)
 		return -EEXIST;
-	f = &files[n_files];
-	f->path = strdup(norm);
-	f->data = malloc(len ? len : 1);
-	if (!f->path || !f->data)
-		fz_fail("memfs: out of memory");
-	memcpy(f->data, data, len);
-	f->len = len;
-	n_files++;
+	f = file_new(path, norm, &err);
+	if (!f)
+		return err;
+	piece_add(f, 0, data, len);
+	return 0;
+}
+
+int fz_fs_place(const char *path, uint64_t off, const uint8_t *data, size_t len)
+{
+	char norm[PATH_MAX];
+	struct fz_file *f;
+	int idx, err;
+
+	if (off > FZ_SPARSE_MAX || len > FZ_SPARSE_MAX - off)
+		return -EFBIG;
+	idx = path_norm(path, norm) ? path_find(norm) : -1;
+	if (idx == -2)
+		return -EEXIST;
+	f = idx >= 0 ? &files[idx] : file_new(path, norm, &err);
+	if (!f)
+		return err;
+	piece_add(f, off, data, len);
 	return 0;
 }
 
@@ -209,13 +277,21 @@ int __wrap_vd_pread_full(int fd, void *buf, size_t len, uint64_t off)
 		return -EINVAL;
 	if (idx < 0)
 		return -EISDIR;
-	/* As pread(2) in a loop: what exists is copied, a short file is -EIO. */
+	/* As pread(2) in a loop: what exists is copied (pieces in the order
+	 * they came, zeros between them), a short file is -EIO. */
 	f = &files[idx];
-	n = off >= f->len ? 0 : f->len - (size_t)off;
-	if (n > len)
-		n = len;
-	if (n)
-		memcpy(buf, f->data + off, n);
+	n = off >= f->len ? 0 : (size_t)vd_min_u64(f->len - off, len);
+	if (n && !(f->n_pc == 1 && f->pc[0].off == 0 && f->pc[0].len == f->len))
+		memset(buf, 0, n);
+	for (unsigned k = 0; n && k < f->n_pc; k++) {
+		const struct fz_piece *pc = &f->pc[k];
+		uint64_t a = pc->off > off ? pc->off : off;
+		uint64_t b = vd_min_u64(pc->off + pc->len, off + n);
+
+		if (a < b)
+			memcpy((uint8_t *)buf + (a - off), pc->data + (a - pc->off),
+			       (size_t)(b - a));
+	}
 	return n == len ? 0 : -EIO;
 }
 

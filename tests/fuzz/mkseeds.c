@@ -24,8 +24,10 @@
 
 #include "disk/endian.h"
 #include "disk/text.h"
+#include "disk/part.h"
 #include "disk/vhd.h"
 #include "fuzz.h"
+#include "../tools/vhdx_gen.h"
 
 /* ---- growable buffers ------------------------------------------------- */
 
@@ -62,7 +64,8 @@ static void grow(struct blob *b, size_t len)
 static void put(struct blob *b, size_t off, const void *src, size_t n)
 {
 	grow(b, off + n);
-	memcpy(b->p + off, src, n);
+	if (n)
+		memcpy(b->p + off, src, n);
 }
 
 static void pad(struct blob *b, size_t unit)
@@ -485,11 +488,11 @@ static void seed_text(const char *harness, const char *name, const char *text)
 
 /* A chain: members as name/content pairs, the first is the top. In corpus
  * mode one archive of the chain harness; in chains mode a directory. */
-#define MAX_MEMBERS 8
+#define MAX_MEMBERS 64
 struct chain {
 	const char *name;
 	unsigned n;
-	const char *names[MAX_MEMBERS];
+	char *names[MAX_MEMBERS];
 	struct blob data[MAX_MEMBERS];
 };
 
@@ -497,7 +500,9 @@ static struct blob *member(struct chain *c, const char *name)
 {
 	if (c->n == MAX_MEMBERS)
 		die("too many members in %s", c->name);
-	c->names[c->n] = name;
+	c->names[c->n] = strdup(name);
+	if (!c->names[c->n])
+		die("out of memory");
 	memset(&c->data[c->n], 0, sizeof(c->data[0]));
 	return &c->data[c->n++];
 }
@@ -538,8 +543,10 @@ static void chain_emit(struct chain *c)
 		seed("chain", path, ar.p, ar.len);
 		free(ar.p);
 	}
-	for (unsigned i = 0; i < c->n; i++)
+	for (unsigned i = 0; i < c->n; i++) {
 		free(c->data[i].p);
+		free(c->names[i]);
+	}
 }
 
 /* Adds an ESXi base (b.vmdk, createType vmfs, CID 0badcafe, over
@@ -554,6 +561,383 @@ static void vmfs_base(struct chain *c, unsigned sectors, unsigned seed)
 	flat = member(c, "b-flat.vmdk");
 	grow(flat, sectors * 512);
 	pattern(flat->p, sectors * 512, 0, seed);
+}
+
+/* ---- VHDX ------------------------------------------------------------------ */
+
+/* Stores the checksum at p + 4 of each VHDX structure in the piece
+ * data[0, len) at file offset off as 0 where the harness's
+ * fz_vhdx_fix_checksums gives it back, and leaves it where not (an entry
+ * split over pieces or wrapping the log). */
+static void vhdx_zero_sums(uint8_t *data, size_t len, uint64_t off)
+{
+	for (size_t i = (size_t)((4096 - off % 4096) % 4096); i + 12 <= len; i += 4096) {
+		uint32_t sum = vd_get_le32(data + i + 4);
+		uint8_t *tmp;
+
+		if (memcmp(data + i, "head", 4) && memcmp(data + i, "regi", 4) &&
+		    memcmp(data + i, "loge", 4))
+			continue;
+		tmp = malloc(len);
+		if (!tmp)
+			die("out of memory");
+		memcpy(tmp, data, len);
+		vd_put_le32(tmp + i + 4, 0);
+		fz_vhdx_fix_checksums(tmp, len, off);
+		if (vd_get_le32(tmp + i + 4) == sum)
+			vd_put_le32(data + i + 4, 0);
+		free(tmp);
+	}
+}
+
+/* Writes layer l as a VHDX file into *out (valid checksums). */
+static void vhdx_image(struct vxg_layer *l, struct blob *out)
+{
+	char tmp[] = "/tmp/mkseeds-vhdx.XXXXXX";
+	int fd = mkstemp(tmp);
+	FILE *f;
+
+	if (fd < 0)
+		die("mkstemp: %s", strerror(errno));
+	close(fd);
+	if (vxg_file_write(l, tmp) < 0)
+		die("%s: cannot write the VHDX", tmp);
+	f = fopen(tmp, "rb");
+	out->len = 0;
+	grow(out, l->file_size);
+	if (!f || fread(out->p, 1, out->len, f) != out->len)
+		die("%s: cannot read the VHDX back", tmp);
+	fclose(f);
+	unlink(tmp);
+}
+
+/* Adds the VHDX img as members "name@OFF" of c, one per run of non-zero
+ * bytes (zero gaps under 256 bytes are kept; the log is one piece, so its
+ * entries stay whole: non-zero 4 KiB sectors in a row), checksums stored as 0 where the harness
+ * restores them, and an empty piece at the end that gives the file its size. In chains mode the
+ * whole file is one member. */
+static void vhdx_members(struct chain *c, const char *name, const struct blob *img,
+			 const struct vxg_layer *l)
+{
+	char mname[FZ_NAME_MAX + 1];
+	size_t i = 0, n = img->len;
+
+	if (plain) {
+		put(member(c, name), 0, img->p, img->len);
+		return;
+	}
+	while (i < n) {
+		size_t a, b, z;
+
+		while (i < n && !img->p[i])
+			i++;
+		if (i == n)
+			break;
+		a = i;
+		if (a >= l->log_off && a < l->log_off + l->log_len) {
+			/* whole non-zero 4 KiB sectors: an entry is never cut */
+			for (b = a;
+			     b < l->log_off + l->log_len && !vd_mem_is_zero(img->p + b, 4096);
+			     b += 4096)
+				;
+			while (b > a && !img->p[b - 1])
+				b--;
+		} else {
+			for (b = a, z = 0; b < n && z < 256; b++)
+				z = img->p[b] ? 0 : z + 1;
+			b -= z;
+		}
+		snprintf(mname, sizeof(mname), "%s@%zu", name, a);
+		{
+			struct blob *m = member(c, mname);
+
+			put(m, 0, img->p + a, b - a);
+			vhdx_zero_sums(m->p, m->len, a);
+		}
+		i = b;
+	}
+	snprintf(mname, sizeof(mname), "%s@%zu", name, n);
+	member(c, mname);
+}
+
+/* One harness seed of a single VHDX (the vhdx harness's archives). */
+static void vhdx_seed(const char *seed_name, const struct blob *img, const struct vxg_layer *l,
+		      const char *file)
+{
+	struct chain c = {.name = seed_name};
+	struct blob ar = {0};
+	char path[256];
+
+	if (plain)
+		return;
+	vhdx_members(&c, file, img, l);
+	for (unsigned i = 0; i < c.n; i++) {
+		if (i)
+			put(&ar, ar.len, FZ_SEP, strlen(FZ_SEP));
+		put(&ar, ar.len, c.names[i], strlen(c.names[i]));
+		put(&ar, ar.len, "\n", 1);
+		put(&ar, ar.len, c.data[i].p, c.data[i].len);
+		free(c.data[i].p);
+		free(c.names[i]);
+	}
+	snprintf(path, sizeof(path), "%s.fzar", seed_name);
+	seed("vhdx", path, ar.p, ar.len);
+	free(ar.p);
+}
+
+/* The vhdx_log harness's input for the log of img (see fuzz_vhdx_log.c):
+ * start sector, file megabytes, LogGuid, then the ring from the tail of its
+ * newest entry on (wrapping), up to the first zero sector. */
+static void vhdx_log_seed(const char *seed_name, const struct blob *img, const struct vxg_layer *l)
+{
+	const uint8_t *ring = img->p + l->log_off;
+	uint32_t len = (uint32_t)l->log_len, first = UINT32_MAX, n = 0;
+	uint64_t best = 0;
+	struct blob b = {0};
+
+	if (len != VHDX_MiB)
+		die("%s: a log of %u bytes", seed_name, len);
+	for (uint32_t k = 0; k < len; k += 4096)
+		if (!memcmp(ring + k, "loge", 4) && !memcmp(ring + k + 32, l->log_guid, 16) &&
+		    vd_get_le64(ring + k + 16) > best) {
+			best = vd_get_le64(ring + k + 16);
+			first = vd_get_le32(ring + k + 12);
+		}
+	if (first >= len)
+		die("%s: no log entry to seed from", seed_name);
+	grow(&b, 18 + len);
+	b.p[0] = (uint8_t)(first / 4096);
+	b.p[1] = 7; /* 2 + 7 MiB: past FlushedFileOffset */
+	memcpy(b.p + 2, l->log_guid, 16);
+	memcpy(b.p + 18, ring + first, len - first);
+	memcpy(b.p + 18 + (len - first), ring, first);
+	while (n < len && !vd_mem_is_zero(b.p + 18 + n, 4096))
+		n += 4096;
+	while (n > 0 && !b.p[18 + n - 1])
+		n--;
+	b.len = 18 + n;
+	/* as the harness splits it: up to the end of the ring, the rest */
+	{
+		size_t head = n < len - first ? n : len - first;
+
+		vhdx_zero_sums(b.p + 18, head, VHDX_MiB + first);
+		vhdx_zero_sums(b.p + 18 + head, n - head, VHDX_MiB);
+	}
+	seed("vhdx_log", seed_name, b.p, b.len);
+	free(b.p);
+}
+
+static void seeds_vhdx(void)
+{
+	struct vxg_opts o = {.size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 50};
+	struct vxg_layer base, child, l;
+	struct blob bimg = {0}, cimg = {0}, img = {0};
+	struct chain c;
+
+	/* a dynamic base: data in three blocks, one ZERO block */
+	if (vxg_init(&base, &o) < 0)
+		die("vxg_init");
+	vxg_write(&base, 0, 8, 1);
+	vxg_write(&base, 2048 + 100, 3, 2);
+	vxg_write(&base, 6000, 4, 3);
+	vxg_set_state(&base, 3, VHDX_PAYLOAD_ZERO);
+	vhdx_image(&base, &bimg);
+	vhdx_seed("dynamic", &bimg, &base, "d.vhdx");
+
+	/* a differencing child with a pending log: partial blocks, a sector
+	 * bitmap, an UNMAPPED block; BAT, bitmap and metadata sectors in the log */
+	o = (struct vxg_opts){.size = 4 * VHDX_MiB,
+			      .block = VHDX_MiB,
+			      .seed = 51,
+			      .diff = true,
+			      .pending_log = true,
+			      .relative_path = "b.vhdx",
+			      .volume_path =
+				  "\\\\?\\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\\b.vhdx",
+			      .absolute_path = "C:\\VMs\\b.vhdx"};
+	vxg_guid_text(base.data_write, o.linkage);
+	if (vxg_init(&child, &o) < 0)
+		die("vxg_init");
+	vxg_write(&child, 5, 2, 4);
+	vxg_write(&child, 2048 + 7, 9, 5);
+	vxg_set_state(&child, 2, VHDX_PAYLOAD_UNMAPPED);
+	vhdx_image(&child, &cimg);
+	vhdx_seed("diff-log", &cimg, &child, "c.avhdx");
+	if (!plain)
+		vhdx_log_seed("diff-log", &cimg, &child);
+
+	/* 4096-byte logical sectors, a fixed disk, a log that cannot be
+	 * replayed behind a bad header 1 */
+	o = (struct vxg_opts){.size = 2 * VHDX_MiB, .block = VHDX_MiB, .lss = 4096, .seed = 52};
+	if (vxg_init(&l, &o) < 0)
+		die("vxg_init");
+	vxg_write(&l, 3, 2, 6);
+	vhdx_image(&l, &img);
+	vhdx_seed("lss4096", &img, &l, "s.vhdx");
+	vxg_free(&l);
+	o = (struct vxg_opts){.size = 2 * VHDX_MiB, .block = VHDX_MiB, .fixed = true, .seed = 53};
+	if (vxg_init(&l, &o) < 0)
+		die("vxg_init");
+	vxg_write(&l, 1, 1, 7);
+	vhdx_image(&l, &img);
+	vhdx_seed("fixed", &img, &l, "f.vhdx");
+	vxg_free(&l);
+	o = (struct vxg_opts){.size = 4 * VHDX_MiB,
+			      .block = VHDX_MiB,
+			      .seed = 54,
+			      .pending_log = true,
+			      .corrupt_log = true,
+			      .bad_header = 1};
+	if (vxg_init(&l, &o) < 0)
+		die("vxg_init");
+	vxg_write(&l, 17, 3, 8);
+	vhdx_image(&l, &img);
+	vhdx_seed("corrupt-log", &img, &l, "k.vhdx");
+	if (!plain)
+		vhdx_log_seed("corrupt-log", &img, &l);
+	vxg_free(&l);
+
+	/* chains: the child above over its base (found by relative_path), and
+	 * the base alone. Not in chains mode: test_faults fails every I/O call
+	 * of every seed chain in turn, and these 4-7 MiB files with a 1 MiB log
+	 * took it from seconds to many minutes (VHDX has test_vhdx_chain). */
+	if (!plain) {
+		c = (struct chain){.name = "vhdx-diff-log"};
+		vhdx_members(&c, "c.avhdx", &cimg, &child);
+		vhdx_members(&c, "b.vhdx", &bimg, &base);
+		chain_emit(&c);
+		c = (struct chain){.name = "vhdx-dynamic"};
+		vhdx_members(&c, "d.vhdx", &bimg, &base);
+		chain_emit(&c);
+	}
+	vxg_free(&base);
+	vxg_free(&child);
+	free(bimg.p);
+	free(cimg.p);
+	free(img.p);
+}
+
+/* ---- partition tables and VMware VM files ------------------------------------ */
+
+static void mbr_entry(uint8_t *mbr, unsigned i, uint8_t status, uint8_t type, uint32_t lba,
+		      uint32_t sectors)
+{
+	uint8_t *e = mbr + 446 + 16 * i;
+
+	e[0] = status;
+	e[4] = type;
+	vd_put_le32(e + 8, lba);
+	vd_put_le32(e + 12, sectors);
+	mbr[510] = 0x55;
+	mbr[511] = 0xaa;
+}
+
+/* A GPT header (CRCs left 0: the part harness fills them in) and its
+ * entry array of 128 entries, two of them used. */
+static void gpt_half(uint8_t *disk, uint32_t ss, uint64_t my, uint64_t alt, uint64_t first,
+		     uint64_t last, uint64_t arr)
+{
+	static const uint8_t linux_fs[16] = {0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47,
+					     0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4};
+	static const uint8_t esp[16] = {0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11,
+					0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b};
+	uint8_t *h = disk + my * ss, *e = disk + arr * ss;
+
+	memcpy(h, "EFI PART", 8);
+	vd_put_le32(h + 8, 0x00010000);
+	vd_put_le32(h + 12, 92);
+	vd_put_le64(h + 24, my);
+	vd_put_le64(h + 32, alt);
+	vd_put_le64(h + 40, first);
+	vd_put_le64(h + 48, last);
+	memset(h + 56, 0x42, 16);
+	vd_put_le64(h + 72, arr);
+	vd_put_le32(h + 80, 128);
+	vd_put_le32(h + 84, 128);
+	memcpy(e, esp, 16);
+	memset(e + 16, 0x11, 16);
+	vd_put_le64(e + 32, first);
+	vd_put_le64(e + 40, first + 3);
+	vd_utf8_to_utf16("EFI system", false, e + 56, 72);
+	memcpy(e + 128, linux_fs, 16);
+	memset(e + 144, 0x22, 16);
+	vd_put_le64(e + 160, first + 4);
+	vd_put_le64(e + 168, last);
+	vd_utf8_to_utf16("root \xc3\xa9", false, e + 184, 72);
+}
+
+/* A GPT disk of n sectors of ss bytes: protective MBR, both halves. */
+static void gpt_disk(struct blob *b, uint32_t ss, uint64_t n)
+{
+	uint64_t arr_sec = 128 * 128 / ss;
+
+	b->len = 0;
+	grow(b, n * ss);
+	mbr_entry(b->p, 0, 0, VD_MBR_TYPE_GPT, 1, (uint32_t)(n - 1));
+	gpt_half(b->p, ss, 1, n - 1, 2 + arr_sec, n - 2 - arr_sec, 2);
+	gpt_half(b->p, ss, n - 1, 1, 2 + arr_sec, n - 2 - arr_sec, n - 1 - arr_sec);
+	/* an ext4 superblock magic in the second partition */
+	vd_put_le16(b->p + (2 + arr_sec + 4) * ss + 1024 + 56, 0xef53);
+}
+
+static void seeds_part(void)
+{
+	struct blob b = {0};
+
+	/* MBR: two primaries, an extended partition with two logicals
+	 * (EBR chain), one entry overlapping another */
+	grow(&b, 256 * 512);
+	mbr_entry(b.p, 0, 0x80, 0x83, 8, 32);
+	mbr_entry(b.p, 1, 0, 0x05, 64, 128);
+	mbr_entry(b.p, 2, 0, 0x07, 200, 40);
+	mbr_entry(b.p, 3, 0, 0x0c, 230, 20);
+	vd_put_le32(b.p + 440, 0xdeadbeef);
+	mbr_entry(b.p + 64 * 512, 0, 0, 0x83, 8, 16);
+	mbr_entry(b.p + 64 * 512, 1, 0, 0x05, 32, 64);
+	mbr_entry(b.p + 96 * 512, 0, 0, 0x0b, 8, 8);
+	memcpy(b.p + 8 * 512 + 3, "NTFS    ", 8);
+	memcpy(b.p + 104 * 512 + 82, "FAT32   ", 8);
+	vd_put_le16(b.p + 104 * 512 + 510, 0xaa55);
+	seed("part", "mbr-ebr.img", b.p, b.len);
+	free(b.p);
+	b = (struct blob){0};
+
+	gpt_disk(&b, 512, 128);
+	seed("part", "gpt512.img", b.p, b.len);
+	/* a hybrid MBR */
+	mbr_entry(b.p, 1, 0x80, 0x0c, 38, 4);
+	seed("part", "gpt512-hybrid.img", b.p, b.len);
+	/* a damaged primary header: the backup is used */
+	gpt_disk(&b, 512, 128);
+	b.p[512 + 8] ^= 1;
+	seed("part", "gpt512-backup.img", b.p, b.len);
+	gpt_disk(&b, 4096, 24);
+	seed("part", "gpt4096.img", b.p, b.len);
+	free(b.p);
+}
+
+static void seeds_vmx(void)
+{
+	seed_text("vmx", "vm.vmx",
+		  ".encoding = \"UTF-8\"\nconfig.version = \"8\"\ndisplayName = \"Evidence "
+		  "|22VM|22\"\nsnapshot.fileName = \"vm.vmsd\"\nscsi0.present = \"TRUE\"\n"
+		  "scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"vm-000002.vmdk\"\n"
+		  "scsi0:0.deviceType = \"scsi-hardDisk\"\nsata0:1.present = \"yes\"\n"
+		  "sata0:1.fileName = \"/vmfs/volumes/ds1/vm/data.vmdk\"\n"
+		  "ide1:0.present = \"TRUE\"\nide1:0.deviceType = \"cdrom-image\"\n"
+		  "ide1:0.fileName = \"install.iso\"\nnvme0:0.present = \"FALSE\"\n"
+		  "nvme0:0.fileName = \"gone.vmdk\"\n# a comment\n");
+	seed_text("vmx", "vm.vmsd",
+		  ".encoding = \"UTF-8\"\nsnapshot.lastUID = \"3\"\nsnapshot.current = \"3\"\n"
+		  "snapshot0.uid = \"1\"\nsnapshot0.filename = \"vm-Snapshot1.vmsn\"\n"
+		  "snapshot0.displayName = \"before\"\nsnapshot0.description = \"first|0Aline\"\n"
+		  "snapshot0.createTimeLow = \"-1524414291\"\nsnapshot0.createTimeHigh = "
+		  "\"398123\"\nsnapshot0.numDisks = \"2\"\nsnapshot0.disk0.fileName = "
+		  "\"vm.vmdk\"\nsnapshot0.disk0.node = \"scsi0:0\"\nsnapshot0.disk1.fileName = "
+		  "\"data.vmdk\"\nsnapshot0.disk1.node = \"sata0:1\"\nsnapshot1.uid = \"3\"\n"
+		  "snapshot1.parent = \"1\"\nsnapshot1.displayName = \"after\"\n"
+		  "snapshot1.disk0.fileName = \"vm-000001.vmdk\"\nsnapshot1.disk0.node = "
+		  "\"scsi0:0\"\nsnapshot.numSnapshots = \"2\"\n");
 }
 
 /* ---- the seeds ------------------------------------------------------------ */
@@ -814,9 +1198,12 @@ int main(int argc, char **argv)
 	}
 	seeds_vmdk();
 	seeds_vhd();
+	seeds_vhdx();
 	if (!plain) {
 		seeds_meta();
 		seeds_desc();
+		seeds_part();
+		seeds_vmx();
 	}
 	return 0;
 }

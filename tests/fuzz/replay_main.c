@@ -4,7 +4,11 @@
  * committed corpus and regression inputs in every build; scripts/fuzz.sh
  * uses it to measure line coverage.
  *
- *   fuzz_<name> [-q] FILE|DIR...     exit 0 when every input ran */
+ *   fuzz_<name> [-q] [-o] FILE|DIR...     exit 0 when every input ran
+ *
+ * -o: the inputs named after it must each get past the parsers (the
+ * harness counts fz_exercised up): a seed that no longer opens is an
+ * error, for seeds exist to reach the code behind the open. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -15,9 +19,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+extern unsigned fz_exercised;
 
 static unsigned runs;
-static int quiet;
+static int quiet, must_open;
 
 static int run_file(const char *path)
 {
@@ -50,9 +55,15 @@ static int run_file(const char *path)
 		abort();
 	memcpy(in, buf, len);
 	free(buf);
+	unsigned before = fz_exercised;
+
 	LLVMFuzzerTestOneInput(in, len);
 	free(in);
 	runs++;
+	if (must_open && fz_exercised == before) {
+		fprintf(stderr, "replay: %s: did not get past the open (-o)\n", path);
+		return 1;
+	}
 	return 0;
 }
 
@@ -108,6 +119,10 @@ int main(int argc, char **argv)
 
 		if (!strcmp(argv[i], "-q")) {
 			quiet = 1;
+			continue;
+		}
+		if (!strcmp(argv[i], "-o")) {
+			must_open = 1;
 			continue;
 		}
 		if (stat(argv[i], &st) < 0) {

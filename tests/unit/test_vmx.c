@@ -176,12 +176,38 @@ static void test_vmsd_refusals(void **state)
 	vd_vmsd_free(&s);
 }
 
+/* Slots are allocated per index used (not all up front): the last index and disk
+ * work, sparse indices leave no gap in the list, and the index past the
+ * last one is ignored as an unknown key. */
+static void test_vmsd_sparse_indices(void **state)
+{
+	static const char text[] = "snapshot1023.uid = \"7\"\n"
+				   "snapshot1023.disk255.fileName = \"last.vmdk\"\n"
+				   "snapshot1023.disk255.node = \"scsi0:0\"\n"
+				   "snapshot5.uid = \"6\"\nsnapshot1024.uid = \"8\"\n"
+				   "snapshot5.disk256.fileName = \"ignored.vmdk\"\n";
+	struct vd_vmsd s;
+	const char *why = NULL;
+
+	(void)state;
+	assert_int_equal(vd_vmsd_parse(text, strlen(text), &s, &why), 0);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.snaps[0].uid, 6);
+	assert_int_equal(s.snaps[0].n_disks, 0);
+	assert_int_equal(s.snaps[1].uid, 7);
+	assert_int_equal(s.snaps[1].n_disks, 1);
+	assert_string_equal(s.snaps[1].disks[0].file, "last.vmdk");
+	assert_ptr_equal(vd_vmsd_froze(&s, "scsi0:0", "last.vmdk"), &s.snaps[1]);
+	vd_vmsd_free(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_vmx),
 	    cmocka_unit_test(test_vmsd_tree),
 	    cmocka_unit_test(test_vmsd_refusals),
+	    cmocka_unit_test(test_vmsd_sparse_indices),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
