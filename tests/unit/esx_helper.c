@@ -110,6 +110,16 @@ int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint
 	return 0;
 }
 
+char *esx_describe(struct vmdk_extent *e)
+{
+	struct vd_json j = {0};
+
+	vd_json_obj_begin(&j, NULL);
+	e->ops->describe(e, &j);
+	vd_json_obj_end(&j);
+	return j.buf.data;
+}
+
 int esx_vmfs_base(uint64_t sectors)
 {
 	return esx_run("head -c %llu /dev/urandom >b-flat.vmdk && printf '"

@@ -30,6 +30,9 @@ void esx_extent_close(struct vmdk_extent *e);
  * Returns 0 or the first -errno. chunk is the request size in bytes. */
 int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint8_t *mask);
 
+/* The extent's describe() output, as one JSON object (malloc'd). */
+char *esx_describe(struct vmdk_extent *e);
+
 /* Writes b.vmdk (createType "vmfs", CID 0badcafe) over b-flat.vmdk, sectors
  * sectors of random data, in tu_dir(). Returns 0 or a non-zero status. */
 int esx_vmfs_base(uint64_t sectors);

@@ -244,10 +244,7 @@ static const char *vhd_made(bool child)
 		assert_int_equal(vhd_create_dynamic(base, VSIZE, VBLOCK), 0);
 		assert_int_equal(tu_image_fill(base, 0, 4096, 0x11), 0);
 		assert_int_equal(tu_image_fill(base, 4u << 20, 1024, 0x22), 0);
-		struct vd_image *parent;
-		assert_int_equal(vd_image_open(base, 0, &parent), 0);
-		assert_int_equal(parent->ops->create_child(parent, kid), 0);
-		vd_image_close(parent);
+		assert_int_equal(tu_image_child(base, kid), 0);
 		assert_int_equal(tu_image_fill(kid, VBLOCK + 512, 1024, 0x33), 0);
 		assert_int_equal(tu_image_fill(kid, 4u << 20, 512, 0x44), 0);
 	}

@@ -335,3 +335,17 @@ int tu_image_fill(const char *path, uint64_t off, size_t len, uint8_t fill)
 	free(b);
 	return r;
 }
+
+int tu_image_child(const char *parent, const char *child)
+{
+	struct vd_image *img;
+	int r = vd_image_open(parent, 0, &img);
+
+	if (r < 0) {
+		errno = -r;
+		tu_die("cannot open", parent);
+	}
+	r = vd_image_create_child(img, child);
+	vd_image_close(img);
+	return r;
+}

@@ -71,5 +71,8 @@ char *tu_log_release(void);
  * of p) at off and closes it; returns 0 or the first -errno. */
 int tu_image_write(const char *path, const void *p, size_t len, uint64_t off);
 int tu_image_fill(const char *path, uint64_t off, size_t len, uint8_t fill);
+/* Opens parent read-only (or aborts) and makes a delta of it at child;
+ * returns vd_image_create_child()'s result. */
+int tu_image_child(const char *parent, const char *child);
 
 #endif

@@ -40,11 +40,7 @@ static void img_write(const char *path, uint8_t *model, uint64_t off, size_t len
 
 static void make_child(const char *parent, const char *child)
 {
-	struct vd_image *p;
-
-	assert_int_equal(vd_image_open(parent, 0, &p), 0);
-	assert_int_equal(p->ops->create_child(p, child), 0);
-	vd_image_close(p);
+	assert_int_equal(tu_image_child(parent, child), 0);
 }
 
 /* count random writes in one RDWR session: short runs, whole blocks and
@@ -161,15 +157,12 @@ static void test_chain_16(void **state)
 /* create_child never replaces an existing file, and leaves no temporary. */
 static void test_create_child_no_clobber(void **state)
 {
-	struct vd_image *p;
 	char *text;
 
 	(void)state;
 	assert_int_equal(vhd_create_dynamic(tu_path("nc-base.vhd"), 1u << 20, 512u << 10), 0);
 	tu_write_text(tu_path("nc-child.vhd"), "precious");
-	assert_int_equal(vd_image_open(tu_path("nc-base.vhd"), 0, &p), 0);
-	assert_int_equal(p->ops->create_child(p, tu_path("nc-child.vhd")), -EEXIST);
-	vd_image_close(p);
+	assert_int_equal(tu_image_child(tu_path("nc-base.vhd"), tu_path("nc-child.vhd")), -EEXIST);
 	text = (char *)tu_load(tu_path("nc-child.vhd"), NULL);
 	assert_string_equal(text, "precious");
 	free(text);

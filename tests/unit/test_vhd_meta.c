@@ -87,12 +87,7 @@ static int setup(void **state)
 	assert_int_equal(vhd_create_dynamic(base_path, 4u << 20, 512u << 10), 0);
 	assert_int_equal(tu_image_fill(base_path, 0, 4096, 0x11), 0);
 	assert_int_equal(tu_image_fill(base_path, 3u << 19, 1024, 0x22), 0);
-	{
-		struct vd_image *parent;
-		assert_int_equal(vd_image_open(base_path, 0, &parent), 0);
-		assert_int_equal(parent->ops->create_child(parent, child_path), 0);
-		vd_image_close(parent);
-	}
+	assert_int_equal(tu_image_child(base_path, child_path), 0);
 	assert_int_equal(tu_image_fill(child_path, 512, 1536, 0x33), 0);
 	assert_int_equal(tu_image_fill(child_path, 3u << 19, 512, 0x44), 0);
 	/* Hand-made fixed disk: 64 KiB of data, footer after it. */

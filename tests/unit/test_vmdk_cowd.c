@@ -222,17 +222,15 @@ static void test_bad_gte(void **st)
 static void test_describe(void **st)
 {
 	struct vmdk_extent e;
-	struct vd_json j = {0};
+	char *js;
 
 	(void)st;
 	gen(8);
 	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	assert_int_equal(e.grain_bytes, 4096);
-	vd_json_obj_begin(&j, NULL);
-	e.ops->describe(&e, &j);
-	vd_json_obj_end(&j);
-	assert_non_null(strstr(j.buf.data, "\"grain_sectors\": 8"));
-	vd_buf_free(&j.buf);
+	js = esx_describe(&e);
+	assert_non_null(strstr(js, "\"grain_sectors\": 8"));
+	free(js);
 	esx_extent_close(&e);
 }
 

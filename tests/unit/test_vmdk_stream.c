@@ -62,16 +62,6 @@ static int open_s(struct vmdk_extent *e)
 	return esx_extent_open(&vmdk_stream_ops, tu_path("s.vmdk"), SECTORS, e);
 }
 
-static char *describe(struct vmdk_extent *e)
-{
-	struct vd_json j = {0};
-
-	vd_json_obj_begin(&j, NULL);
-	e->ops->describe(e, &j);
-	vd_json_obj_end(&j);
-	return j.buf.data;
-}
-
 /* Reads s.vmdk whole in chunk-sized requests and compares with r.raw. */
 static void check(const char *layout, size_t chunk)
 {
@@ -83,7 +73,7 @@ static void check(const char *layout, size_t chunk)
 	assert_int_equal(esx_extent_read_all(&e, chunk, &got, NULL), 0);
 	assert_memory_equal(got, raw, RAW_BYTES);
 	free(got);
-	js = describe(&e);
+	js = esx_describe(&e);
 	snprintf(want, sizeof(want), "\"layout\": \"%s\"", layout);
 	assert_non_null(strstr(js, want));
 	/* the cache: a sequential read inflates every grain exactly once */
@@ -391,7 +381,7 @@ static void test_large_gd_is_lazy(void **st)
 	want = tu_read_file(tu_path("big.raw"), &len);
 	assert_int_equal(len, BIG_SECTORS * 512u);
 	assert_int_equal(esx_extent_open(&vmdk_stream_ops, tu_path("s.vmdk"), BIG_SECTORS, &e), 0);
-	js = describe(&e);
+	js = esx_describe(&e);
 	assert_true(json_is_null(js, "compressed_grains"));
 	assert_int_equal(esx_json_u64(js, "gd_entries"), 280);
 	free(js);
@@ -478,12 +468,12 @@ static void test_inflate_ahead(void **st)
 	mk("");
 	assert_int_equal(open_s(&e), 0);
 	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), 0), 0);
-	js = describe(&e);
+	js = esx_describe(&e);
 	n = esx_json_u64(js, "compressed_grains");
 	free(js);
 	for (int i = 0; i < 500 && ahead < n - 1; i++) {
 		usleep(10000);
-		js = describe(&e);
+		js = esx_describe(&e);
 		ahead = esx_json_u64(js, "grains_inflated_ahead");
 		free(js);
 	}
@@ -491,7 +481,7 @@ static void test_inflate_ahead(void **st)
 	assert_int_equal(esx_extent_read_all(&e, 65536, &got, NULL), 0);
 	assert_memory_equal(got, raw, RAW_BYTES);
 	free(got);
-	js = describe(&e);
+	js = esx_describe(&e);
 	assert_int_equal(esx_json_u64(js, "grains_inflated"), n);
 	assert_true(esx_json_u64(js, "cache_hits") >= n - 1);
 	free(js);

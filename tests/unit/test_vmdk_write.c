@@ -57,18 +57,6 @@ static const char *parent_make(struct kgen *g, const char *name)
 	return path;
 }
 
-/* Makes a delta of parent at child (both paths) and returns 0 or -errno. */
-static int child_make(const char *parent, const char *child)
-{
-	struct vd_image *pi;
-	int r;
-
-	assert_int_equal(vd_image_open(parent, 0, &pi), 0);
-	r = vd_image_create_child(pi, child);
-	vd_image_close(pi);
-	return r;
-}
-
 /* The chain from child (its parent may lie in another directory, as with
  * --delta) reads as model. */
 static void chain_equals(const char *child, const char *parent, const uint8_t *model)
@@ -380,7 +368,7 @@ static void test_create_child(void **state)
 	assert_int_equal(mkdir(tu_path("cdir"), 0755), 0);
 	parent = parent_make(&g, "pdir/p.vmdk");
 	snprintf(child, sizeof(child), "%s", tu_path("cdir/c.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	assert_int_equal(tu_image_child(parent, child), 0);
 
 	tu_peek(child, 0, hdr, sizeof(hdr));
 	assert_int_equal(vmdk_kdmv_decode(hdr, child, &h), 0);
@@ -459,7 +447,7 @@ static void test_create_child_large(void **state)
 	snprintf(parent, sizeof(parent), "%s", tu_path("big.vmdk"));
 	tu_write_text(parent, "CID=1\ncreateType=\"custom\"\nRW 4294967296 ZERO\n");
 	snprintf(child, sizeof(child), "%s", tu_path("big-d.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	assert_int_equal(tu_image_child(parent, child), 0);
 	assert_int_equal(stat(child, &s), 0);
 	assert_true((uint64_t)s.st_size > 256u << 20); /* two areas of 65536 GTs */
 	assert_true((uint64_t)s.st_blocks * 512 < 2u << 20);
@@ -480,7 +468,7 @@ static void expect_create_fails(const char *parent, const char *child, int err, 
 	char *log;
 
 	tu_log_capture();
-	r = child_make(parent, child);
+	r = tu_image_child(parent, child);
 	log = tu_log_release();
 
 	assert_int_equal(r, err);
@@ -579,7 +567,7 @@ static void test_open_rdwr_refuses(void **state)
 		      "createType=\"monolithicSparse\"\nRW 13000 SPARSE \"rw-p.vmdk\"\n");
 	expect_rdwr_refused(tu_path("rw-text.vmdk"), -EROFS, "a descriptor file");
 	snprintf(child, sizeof(child), "%s", tu_path("rw-c.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	assert_int_equal(tu_image_child(parent, child), 0);
 	vmdk_delta_header(PCAP, &h);
 	snprintf(copy, sizeof(copy), "%s", tu_path("rw-x.vmdk"));
 	/* version 1 (QEMU's and vdiskmanager's layout is otherwise the same) */
@@ -623,7 +611,7 @@ static void test_rdwr_damaged(void **state)
 
 	snprintf(child, sizeof(child), "%s", tu_path("dmg-c.vmdk"));
 	snprintf(copy, sizeof(copy), "%s", tu_path("dmg-x.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	assert_int_equal(tu_image_child(parent, child), 0);
 	fill(w, GRAIN, 9);
 	for (unsigned i = 0; i < 150; i++) {
 		struct vd_image *img = NULL;
@@ -675,7 +663,7 @@ static void delta_open(struct delta *d, const char *name)
 	snprintf(pname, sizeof(pname), "%s-p.vmdk", name);
 	parent_make(&d->parent, pname);
 	snprintf(d->path, sizeof(d->path), "%s", tu_path("%s", name));
-	assert_int_equal(child_make(tu_path("%s", pname), d->path), 0);
+	assert_int_equal(tu_image_child(tu_path("%s", pname), d->path), 0);
 	assert_int_equal(vd_image_open(d->path, VD_OPEN_RDWR, &d->img), 0);
 	vmdk_delta_header(PCAP, &d->h);
 	d->w = calloc(2, GRAIN);
