@@ -525,6 +525,20 @@ static void test_corpus_missing_parent(void **state)
 	(void)state;
 }
 
+/* vd_chain_inputs_check(c) fails with -EIO and logs needle. */
+static void expect_inputs_changed(struct vd_chain *c, const char *needle)
+{
+	char *log;
+	int r;
+
+	tu_log_capture();
+	r = vd_chain_inputs_check(c);
+	log = tu_log_release();
+	assert_int_equal(r, -EIO);
+	assert_non_null(strstr(log, needle));
+	free(log);
+}
+
 /* A layer's file changed in place after open: vd_chain_inputs_check says
  * -EIO (sticky), at most a second after the change, and names the file. */
 static void test_inputs_changed(void **state)
@@ -532,8 +546,6 @@ static void test_inputs_changed(void **state)
 	struct vd_chain *c;
 	struct timespec t[2] = {{0, UTIME_OMIT}, {12345, 0}};
 	const char *base = tu_path("ic-base.vhd"), *top = tu_path("ic-top.vhd");
-	char *log;
-	int r;
 
 	(void)state;
 	unlink(base);
@@ -545,12 +557,7 @@ static void test_inputs_changed(void **state)
 	assert_int_equal(utimensat(AT_FDCWD, base, t, 0), 0); /* the base's mtime */
 	assert_int_equal(vd_chain_inputs_check(c), 0);	      /* checked < 1 s ago */
 	usleep(1100 * 1000);
-	tu_log_capture();
-	r = vd_chain_inputs_check(c);
-	log = tu_log_release();
-	assert_int_equal(r, -EIO);
-	assert_non_null(strstr(log, "ic-base.vhd: it was modified"));
-	free(log);
+	expect_inputs_changed(c, "ic-base.vhd: it was modified");
 	assert_int_equal(vd_chain_inputs_check(c), -EIO); /* sticky */
 	vd_chain_close(c);
 
@@ -560,12 +567,7 @@ static void test_inputs_changed(void **state)
 	assert_int_equal(vd_chain_inputs_check(c), 0);
 	assert_int_equal(truncate(top, 1000), 0);
 	usleep(1100 * 1000);
-	tu_log_capture();
-	r = vd_chain_inputs_check(c);
-	log = tu_log_release();
-	assert_int_equal(r, -EIO);
-	assert_non_null(strstr(log, "ic-top.vhd: its size was"));
-	free(log);
+	expect_inputs_changed(c, "ic-top.vhd: its size was");
 	vd_chain_close(c);
 }
 
