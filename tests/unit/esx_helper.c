@@ -9,36 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
-#include "disk/endian.h"
-
-static char esx_dir[PATH_MAX];
-static char esx_pathbuf[PATH_MAX + 256];
-
-const char *esx_tmpdir(void)
-{
-	if (!esx_dir[0]) {
-		snprintf(esx_dir, sizeof(esx_dir), "/tmp/vd_esx_XXXXXX");
-		if (!mkdtemp(esx_dir))
-			abort();
-	}
-	return esx_dir;
-}
-
-const char *esx_path(const char *name)
-{
-	if (snprintf(esx_pathbuf, sizeof(esx_pathbuf), "%s/%s", esx_tmpdir(), name) >=
-	    (int)sizeof(esx_pathbuf))
-		abort();
-	return esx_pathbuf;
-}
 
 int esx_run(const char *fmt, ...)
 {
-	char exe[PATH_MAX], user[6144], *cmd;
+	char exe[PATH_MAX], *user;
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	va_list ap;
 	int st;
@@ -47,59 +24,13 @@ int esx_run(const char *fmt, ...)
 		return -1;
 	exe[n] = 0;
 	va_start(ap, fmt);
-	vsnprintf(user, sizeof(user), fmt, ap);
+	st = vasprintf(&user, fmt, ap);
 	va_end(ap);
-	if (asprintf(&cmd, "cd '%s' && T='%s' && %s", esx_tmpdir(), dirname(exe), user) < 0)
+	if (st < 0)
 		return -1;
-	st = system(cmd);
-	free(cmd);
-	return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-uint8_t *esx_slurp(const char *path, size_t *len)
-{
-	int fd = open(path, O_RDONLY);
-	uint64_t size;
-	uint8_t *buf;
-
-	if (fd < 0)
-		return NULL;
-	if (vd_fd_size(fd, &size) < 0 || !(buf = malloc(size ? size : 1)) ||
-	    vd_pread_full(fd, buf, size, 0) < 0) {
-		close(fd);
-		return NULL;
-	}
-	close(fd);
-	*len = size;
-	return buf;
-}
-
-int esx_poke(const char *path, uint64_t off, const void *bytes, size_t len)
-{
-	int fd = open(path, O_WRONLY);
-	int ret;
-
-	if (fd < 0)
-		return -errno;
-	ret = vd_pwrite_full(fd, bytes, len, off);
-	close(fd);
-	return ret;
-}
-
-int esx_poke_le32(const char *path, uint64_t off, uint32_t v)
-{
-	uint8_t b[4];
-
-	vd_put_le32(b, v);
-	return esx_poke(path, off, b, 4);
-}
-
-int esx_poke_le64(const char *path, uint64_t off, uint64_t v)
-{
-	uint8_t b[8];
-
-	vd_put_le64(b, v);
-	return esx_poke(path, off, b, 8);
+	st = tu_sh("cd '%s' && T='%s' && %s", tu_dir(), dirname(exe), user);
+	free(user);
+	return st;
 }
 
 int esx_extent_open(const struct vmdk_extent_ops *ops, const char *path, uint64_t sectors,
@@ -179,6 +110,16 @@ int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint
 	return 0;
 }
 
+char *esx_describe(struct vmdk_extent *e)
+{
+	struct vd_json j = {0};
+
+	vd_json_obj_begin(&j, NULL);
+	e->ops->describe(e, &j);
+	vd_json_obj_end(&j);
+	return j.buf.data;
+}
+
 int esx_vmfs_base(uint64_t sectors)
 {
 	return esx_run("head -c %llu /dev/urandom >b-flat.vmdk && printf '"
@@ -192,7 +133,7 @@ int esx_chain_check(const char *top, unsigned depth, const char *const *models, 
 {
 	struct vd_chain *c = NULL;
 	struct vd_json j = {0};
-	int ret = vd_chain_open(esx_path(top), 0, &c);
+	int ret = vd_chain_open(tu_path("%s", top), 0, &c);
 
 	if (ret < 0)
 		return ret;
@@ -203,7 +144,7 @@ int esx_chain_check(const char *top, unsigned depth, const char *const *models, 
 	}
 	for (unsigned i = 0; i < depth && ret == 0; i++) {
 		size_t mlen;
-		uint8_t *model = esx_slurp(esx_path(models[i]), &mlen), *got;
+		uint8_t *model = tu_read_file(tu_path("%s", models[i]), &mlen), *got;
 
 		got = model ? malloc(mlen ? mlen : 1) : NULL;
 		if (!got || vd_chain_size(c, i) != mlen) {

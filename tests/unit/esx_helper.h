@@ -1,7 +1,7 @@
 /* Helpers for the VMDK ESXi/stream backend unit tests (test_vmdk_cowd,
  * test_vmdk_sesparse, test_vmdk_stream): run the generators built next to
- * the test, open one extent directly through its backend, read it whole, and
- * poke bytes into a generated file. */
+ * the test, open one extent directly through its backend and read it whole.
+ * Their files live in tu_dir() (test_util.h). */
 #ifndef ESX_HELPER_H
 #define ESX_HELPER_H
 
@@ -9,27 +9,12 @@
 #include <stdint.h>
 
 #include "disk/vmdk.h"
+#include "test_util.h"
 
-/* Creates a fresh temporary directory for this test process; returns its path
- * (static storage). */
-const char *esx_tmpdir(void);
-
-/* Path of file name inside esx_tmpdir() (static storage, overwritten by the
- * next call). */
-const char *esx_path(const char *name);
-
-/* Runs a shell command (printf-style) in esx_tmpdir() with $T set to the
+/* Runs a shell command (printf-style) in tu_dir() with $T set to the
  * directory of the test executable, where the generators are built.
  * Returns the exit status (0 = success). */
 int esx_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Reads a whole file into a malloc'd buffer; *len gets its size. NULL on error. */
-uint8_t *esx_slurp(const char *path, size_t *len);
-
-/* Overwrites len bytes at off in path. Returns 0 or -errno. */
-int esx_poke(const char *path, uint64_t off, const void *bytes, size_t len);
-int esx_poke_le32(const char *path, uint64_t off, uint32_t v);
-int esx_poke_le64(const char *path, uint64_t off, uint64_t v);
 
 /* Opens path with ops as an extent of sectors sectors (fd, path, sectors set
  * like vmdk.c does). Returns ops->open()'s result; on failure e is cleaned up
@@ -45,11 +30,14 @@ void esx_extent_close(struct vmdk_extent *e);
  * Returns 0 or the first -errno. chunk is the request size in bytes. */
 int esx_extent_read_all(struct vmdk_extent *e, size_t chunk, uint8_t **out, uint8_t *mask);
 
+/* The extent's describe() output, as one JSON object (malloc'd). */
+char *esx_describe(struct vmdk_extent *e);
+
 /* Writes b.vmdk (createType "vmfs", CID 0badcafe) over b-flat.vmdk, sectors
- * sectors of random data, in esx_tmpdir(). Returns 0 or a non-zero status. */
+ * sectors of random data, in tu_dir(). Returns 0 or a non-zero status. */
 int esx_vmfs_base(uint64_t sectors);
 
-/* Opens the chain whose top is file top (in esx_tmpdir()) with
+/* Opens the chain whose top is file top (in tu_dir()) with
  * vd_chain_open() and compares the disk seen from each level i with the file
  * models[i] (base first). Returns 0, the first -errno, or 1 on a mismatch
  * (printed). Also describes the chain to JSON (exercising describe()) and,

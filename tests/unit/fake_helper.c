@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 unsigned long fake_status_calls, fake_read_calls;
 unsigned long fake_write_calls, fake_flush_calls, fake_contract_breaks;
 unsigned fake_write_delay_us;
@@ -247,18 +249,14 @@ const struct vd_format_ops fake2_ops = {
 
 const struct vd_format_ops *const fake_formats[] = {&fake_ops, &fake2_ops, NULL};
 
-void fake_dir_begin(char dir[256], const char *tag)
+void fake_dir_begin(const char *tag)
 {
-	snprintf(dir, 256, "/tmp/vd_%s_XXXXXX", tag);
-	assert_non_null(mkdtemp(dir));
+	tu_dir_new(tag);
 	vd_formats_set(fake_formats);
 }
 
-void fake_dir_end(const char *dir)
+void fake_dir_end(void)
 {
-	char cmd[300];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
 	vd_formats_set(NULL);
+	assert_int_equal(tu_dir_remove(), 0);
 }

@@ -33,10 +33,10 @@ static inline uint8_t fake_byte(unsigned tag, uint64_t off)
 	return (uint8_t)(tag * 37u + (off % 251u) + (off / 4096u) * 3u + 1u);
 }
 
-/* A fresh temporary directory /tmp/vd_<tag>_XXXXXX in dir (256 bytes) with
- * the fake formats as the probe list; fake_dir_end() removes it and restores
- * the real formats. For cmocka setup/teardown; both assert on failure. */
-void fake_dir_begin(char dir[256], const char *tag);
-void fake_dir_end(const char *dir);
+/* A fresh temporary directory (tu_dir_new(tag), test_util.h) with the fake
+ * formats as the probe list; fake_dir_end() removes it and restores the real
+ * formats. For cmocka setup/teardown; fake_dir_end() asserts on failure. */
+void fake_dir_begin(const char *tag);
+void fake_dir_end(void);
 
 #endif

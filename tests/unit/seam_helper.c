@@ -44,10 +44,10 @@ unsigned seam_chains(const char *const **tops)
 	vd_log_set_sink(seam_sink, NULL);
 	if (esx_run("\"$T/fuzz/mkseeds\" chains seams") != 0)
 		return 0;
-	list = strdup(esx_path("seams/chains.txt"));
+	list = strdup(tu_path("seams/chains.txt"));
 	f = list ? fopen(list, "r") : NULL;
 	while (f && n < SEAM_MAX_CHAINS && fscanf(f, "%255s %255s", name, top) == 2) {
-		if (asprintf(&paths[n], "%s/seams/%s/%s", esx_tmpdir(), name, top) < 0)
+		if (asprintf(&paths[n], "%s/seams/%s/%s", tu_dir(), name, top) < 0)
 			abort();
 		n++;
 	}

@@ -17,6 +17,7 @@
 
 #include "chain/chain.h"
 #include "fake_helper.h"
+#include "test_util.h"
 
 #define MAXL 300
 
@@ -26,14 +27,13 @@ struct model_layer {
 	uint8_t *map; /* 0 unalloc, 1 data, 2 zero */
 };
 
-static char tmpdir[256];
 static struct model_layer model[MAXL];
 static unsigned n_model;
 
 static int setup(void **state)
 {
 	(void)state;
-	fake_dir_begin(tmpdir, "chain");
+	fake_dir_begin("chain");
 	return 0;
 }
 
@@ -43,13 +43,13 @@ static int teardown(void **state)
 	for (unsigned i = 0; i < n_model; i++)
 		free(model[i].map), model[i].map = NULL;
 	n_model = 0;
-	fake_dir_end(tmpdir);
+	fake_dir_end();
 	return 0;
 }
 
 static void path_of(unsigned i, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s/l%03u.fake", tmpdir, i);
+	snprintf(buf, len, "%s/l%03u.fake", tu_dir(), i);
 }
 
 /* Writes layer i (parent i-1 unless i == 0) with a random map. */
@@ -264,12 +264,7 @@ static void test_missing_parent(void **state)
 
 static void write_raw(const char *name, const char *text)
 {
-	char path[300];
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
+	tu_write_text(tu_path("%s", name), text);
 }
 
 static void test_loops(void **state)
@@ -282,15 +277,15 @@ static void test_loops(void **state)
 	write_raw("b.fake", "FAKEDISK\nsize 4096\ngrain 4096\nid 2\nparentid 1\nparent a.fake\n");
 	write_raw("self.fake",
 		  "FAKEDISK\nsize 4096\ngrain 4096\nid 3\nparentid 3\nparent self.fake\n");
-	snprintf(path, sizeof(path), "%s/a.fake", tmpdir);
+	snprintf(path, sizeof(path), "%s/a.fake", tu_dir());
 	assert_int_equal(vd_chain_open(path, 0, &c), -ELOOP);
-	snprintf(path, sizeof(path), "%s/self.fake", tmpdir);
+	snprintf(path, sizeof(path), "%s/self.fake", tu_dir());
 	assert_int_equal(vd_chain_open(path, VD_CHAIN_FORCE, &c), -ELOOP);
 	/* a hard link is the same file under another name: still a loop */
 	write_raw("c.fake", "FAKEDISK\nsize 4096\ngrain 4096\nid 4\nparentid 4\nparent d.fake\n");
 	char a[300], b[300];
-	snprintf(a, sizeof(a), "%s/c.fake", tmpdir);
-	snprintf(b, sizeof(b), "%s/d.fake", tmpdir);
+	snprintf(a, sizeof(a), "%s/c.fake", tu_dir());
+	snprintf(b, sizeof(b), "%s/d.fake", tu_dir());
 	assert_int_equal(link(a, b), 0);
 	assert_int_equal(vd_chain_open(a, 0, &c), -ELOOP);
 }
@@ -317,7 +312,7 @@ static void test_id_mismatch_and_force(void **state)
 	write_raw("base.fake", "FAKEDISK\nsize 8192\ngrain 4096\ntag 1\nid aaaa\ndata 0 2\n");
 	write_raw("top.fake", "FAKEDISK\nsize 8192\ngrain 4096\ntag 2\nid bbbb\nparentid cccc\n"
 			      "parent base.fake\n");
-	snprintf(path, sizeof(path), "%s/top.fake", tmpdir);
+	snprintf(path, sizeof(path), "%s/top.fake", tu_dir());
 	unsigned before = vd_log_error_count();
 	assert_int_equal(vd_chain_open(path, 0, &c), -EINVAL);
 	assert_int_equal(vd_log_error_count(), before + 1);
@@ -339,7 +334,7 @@ static void test_mixed_formats(void **state)
 	write_raw("base.fake", "FAKEDIS2\nsize 8192\ngrain 4096\ntag 1\nid aaaa\n");
 	write_raw("top.fake", "FAKEDISK\nsize 8192\ngrain 4096\ntag 2\nid bbbb\nparentid aaaa\n"
 			      "parent base.fake\n");
-	snprintf(path, sizeof(path), "%s/top.fake", tmpdir);
+	snprintf(path, sizeof(path), "%s/top.fake", tu_dir());
 	assert_int_equal(vd_chain_open(path, 0, &c), -EINVAL);
 	assert_int_equal(vd_chain_open(path, VD_CHAIN_ALLOW_MIXED, &c), 0);
 	vd_chain_close(c);
@@ -359,14 +354,14 @@ static void test_size_beyond_off_t(void **state)
 	write_raw("max.fake", "FAKEDISK\nsize 9223372036854775807\ngrain 8796093022208\nid 1\n");
 	write_raw("top.fake", "FAKEDISK\nsize 4096\ngrain 4096\nid 2\nparentid 1\n"
 			      "parent huge.fake\n");
-	snprintf(path, sizeof(path), "%s/huge.fake", tmpdir);
+	snprintf(path, sizeof(path), "%s/huge.fake", tu_dir());
 	before = vd_log_error_count();
 	assert_int_equal(vd_chain_open(path, 0, &c), -EFBIG);
 	assert_int_equal(vd_log_error_count(), before + 1);
 	/* as a parent too */
-	snprintf(path, sizeof(path), "%s/top.fake", tmpdir);
+	snprintf(path, sizeof(path), "%s/top.fake", tu_dir());
 	assert_int_equal(vd_chain_open(path, 0, &c), -EFBIG);
-	snprintf(path, sizeof(path), "%s/max.fake", tmpdir);
+	snprintf(path, sizeof(path), "%s/max.fake", tu_dir());
 	assert_int_equal(vd_chain_open(path, 0, &c), 0);
 	assert_int_equal(vd_chain_size(c, 0), 9223372036854775807ull);
 	vd_chain_close(c);
@@ -392,11 +387,7 @@ static void test_describe(void **state)
 
 static void touch(const char *rel)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fclose(f);
+	tu_write_text(tu_path("%s", rel), "");
 }
 
 static struct vd_policy hint_policy;
@@ -408,7 +399,7 @@ static char *expect_hint_how(const char *hint, const char *want_rel, const char 
 	char child[300], want[600];
 	char *tried = NULL, *how = NULL;
 
-	snprintf(child, sizeof(child), "%s/child.vmdk", tmpdir);
+	snprintf(child, sizeof(child), "%s/child.vmdk", tu_dir());
 	char *got = vd_chain_resolve_hint(child, hint, &hint_policy, &how, &tried);
 	if (!want_rel) {
 		assert_null(got);
@@ -416,7 +407,7 @@ static char *expect_hint_how(const char *hint, const char *want_rel, const char 
 		assert_non_null(tried);
 		return tried;
 	}
-	snprintf(want, sizeof(want), "%s/%s", tmpdir, want_rel);
+	snprintf(want, sizeof(want), "%s/%s", tu_dir(), want_rel);
 	assert_non_null(got);
 	assert_string_equal(got, want);
 	if (want_how)
@@ -436,10 +427,10 @@ static void test_hint_resolution(void **state)
 	(void)state;
 	char sub[300], abs[600], img[600];
 
-	snprintf(sub, sizeof(sub), "%s/sub", tmpdir);
+	snprintf(sub, sizeof(sub), "%s/sub", tu_dir());
 	assert_int_equal(mkdir(sub, 0755), 0);
 	vd_policy_init(&hint_policy);
-	snprintf(img, sizeof(img), "%s/child.vmdk", tmpdir);
+	snprintf(img, sizeof(img), "%s/child.vmdk", tu_dir());
 	assert_int_equal(vd_policy_add_image(&hint_policy, img), 0);
 	touch("base.vmdk");
 	touch("sub/deep.vmdk");
@@ -454,7 +445,7 @@ static void test_hint_resolution(void **state)
 	expect_hint("/vmfs/volumes/5f2a1b3c-0d4e5f60-7a8b-001122334455/vm1/base.vmdk", "base.vmdk");
 	expect_hint("/nonexistent/dir/base.vmdk", "base.vmdk");
 	expect_hint("../elsewhere/base.vmdk", "base.vmdk");
-	snprintf(abs, sizeof(abs), "%s/sub/deep.vmdk", tmpdir);
+	snprintf(abs, sizeof(abs), "%s/sub/deep.vmdk", tu_dir());
 	expect_hint_how(abs, "sub/deep.vmdk", "absolute path, as written");
 	/* Wine's Z: drive is / (vdmount's VHDX absolute_win32_path) */
 	{
@@ -484,11 +475,9 @@ static void test_hint_confinement(void **state)
 	(void)state;
 	assert_non_null(mkdtemp(out));
 	snprintf(path, sizeof(path), "%s/secret.vmdk", out);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fclose(f);
+	tu_write_text(path, "");
 	vd_policy_init(&hint_policy);
-	snprintf(img, sizeof(img), "%s/child.vmdk", tmpdir);
+	snprintf(img, sizeof(img), "%s/child.vmdk", tu_dir());
 	assert_int_equal(vd_policy_add_image(&hint_policy, img), 0);
 
 	/* absolute, relative and symlinked ways out are refused, naming the option */
@@ -499,7 +488,7 @@ static void test_hint_confinement(void **state)
 	tried = expect_hint_how(srch, NULL, NULL);
 	assert_non_null(strstr(tried, "--allow-outside"));
 	free(tried);
-	snprintf(srch, sizeof(srch), "%s/link.vmdk", tmpdir);
+	snprintf(srch, sizeof(srch), "%s/link.vmdk", tu_dir());
 	assert_int_equal(symlink(path, srch), 0);
 	tried = expect_hint_how("link.vmdk", NULL, NULL);
 	assert_non_null(strstr(tried, "really"));
@@ -515,9 +504,7 @@ static void test_hint_confinement(void **state)
 	/* --search makes a directory a root and a place to look */
 	char found[700];
 	snprintf(found, sizeof(found), "%s/moved.vmdk", out);
-	f = fopen(found, "w");
-	assert_non_null(f);
-	fclose(f);
+	tu_write_text(found, "");
 	assert_int_equal(vd_policy_add_search(&hint_policy, out), 0);
 	char *how = NULL,
 	     *got = vd_chain_resolve_hint(img, "C:\\old\\moved.vmdk", &hint_policy, &how, NULL);

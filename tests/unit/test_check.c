@@ -19,7 +19,7 @@
 
 #include "disk/endian.h"
 #include "disk/vhd.h"
-#include "vmdk_gen_helper.h"
+#include "test_util.h"
 
 struct findings {
 	struct vd_buf text; /* one line per problem */
@@ -77,11 +77,11 @@ static const char *vmdk_base(void)
 	static char path[256];
 
 	if (!path[0]) {
-		snprintf(path, sizeof(path), "%s", kgen_path("base.vmdk"));
-		assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk base.vmdk 40M && "
-					 "qemu-io -f vmdk -c 'write -P 1 0 192k' "
-					 "-c 'write -P 2 33M 64k' base.vmdk >/dev/null",
-					 kgen_dir()),
+		snprintf(path, sizeof(path), "%s", tu_path("base.vmdk"));
+		assert_int_equal(tu_sh("cd '%s' && qemu-img create -q -f vmdk base.vmdk 40M && "
+				       "qemu-io -f vmdk -c 'write -P 1 0 192k' "
+				       "-c 'write -P 2 33M 64k' base.vmdk >/dev/null",
+				       tu_dir()),
 				 0);
 	}
 	return path;
@@ -91,8 +91,8 @@ static const char *vmdk_copy(const char *name)
 {
 	static char path[256];
 
-	snprintf(path, sizeof(path), "%s", kgen_path(name));
-	assert_int_equal(kgen_sh("cp '%s' '%s'", vmdk_base(), path), 0);
+	snprintf(path, sizeof(path), "%s", tu_path("%s", name));
+	assert_int_equal(tu_sh("cp '%s' '%s'", vmdk_base(), path), 0);
 	return path;
 }
 
@@ -106,13 +106,13 @@ static struct kdmv kdmv_get(const char *p)
 	uint8_t h[512], e[8];
 	struct kdmv k;
 
-	kgen_peek(p, 0, h, sizeof(h));
+	tu_peek(p, 0, h, sizeof(h));
 	k.rgd = vd_get_le64(h + 48);
 	k.gd = vd_get_le64(h + 56);
-	kgen_peek(p, k.gd * 512, e, 8);
+	tu_peek(p, k.gd * 512, e, 8);
 	k.gt[0] = vd_get_le32(e);
 	k.gt[1] = vd_get_le32(e + 4);
-	kgen_peek(p, k.rgd * 512, e, 8);
+	tu_peek(p, k.rgd * 512, e, 8);
 	k.rgt[0] = vd_get_le32(e);
 	k.rgt[1] = vd_get_le32(e + 4);
 	return k;
@@ -125,9 +125,9 @@ static void gte_put(const char *p, unsigned t, unsigned i, uint32_t v, bool both
 	uint8_t b[4];
 
 	vd_put_le32(b, v);
-	kgen_poke(p, (uint64_t)k.gt[t] * 512 + 4 * i, b, 4);
+	tu_poke(p, (uint64_t)k.gt[t] * 512 + 4 * i, b, 4);
 	if (both)
-		kgen_poke(p, (uint64_t)k.rgt[t] * 512 + 4 * i, b, 4);
+		tu_poke(p, (uint64_t)k.rgt[t] * 512 + 4 * i, b, 4);
 }
 
 static uint32_t gte_get(const char *p, unsigned t, unsigned i)
@@ -135,7 +135,7 @@ static uint32_t gte_get(const char *p, unsigned t, unsigned i)
 	struct kdmv k = kdmv_get(p);
 	uint8_t b[4];
 
-	kgen_peek(p, (uint64_t)k.gt[t] * 512 + 4 * i, b, 4);
+	tu_peek(p, (uint64_t)k.gt[t] * 512 + 4 * i, b, 4);
 	return vd_get_le32(b);
 }
 
@@ -152,7 +152,7 @@ static void test_vmdk_unclean(void **state)
 	uint8_t one = 1;
 
 	(void)state;
-	kgen_poke(p, 72, &one, 1);
+	tu_poke(p, 72, &one, 1);
 	expect_finding(p, "unclean-shutdown flag set");
 }
 
@@ -161,7 +161,7 @@ static void test_vmdk_gte_past_eof(void **state)
 	const char *p = vmdk_copy("gte-eof.vmdk");
 
 	(void)state;
-	gte_put(p, 0, 7, (uint32_t)(kgen_file_size(p) / 512 + 1000), true);
+	gte_put(p, 0, 7, (uint32_t)(tu_file_size(p) / 512 + 1000), true);
 	expect_finding(p, "grain 7 (grain table 0) points to sector");
 }
 
@@ -193,7 +193,7 @@ static void test_vmdk_grain_on_metadata(void **state)
 
 	/* Grain table 1 moved onto grain 0's data. */
 	vd_put_le32(b, gte_get(p, 0, 0));
-	kgen_poke(p, kdmv_get(p).gd * 512 + 4, b, 4);
+	tu_poke(p, kdmv_get(p).gd * 512 + 4, b, 4);
 	expect_finding(p, "overlaps grain table 1");
 }
 
@@ -203,7 +203,7 @@ static void test_vmdk_rgd_disagrees(void **state)
 	uint8_t zero[4] = {0};
 
 	(void)state;
-	kgen_poke(p, kdmv_get(p).rgd * 512 + 4, zero, 4);
+	tu_poke(p, kdmv_get(p).rgd * 512 + 4, zero, 4);
 	expect_finding(p, "grain directory entry 1 is");
 }
 
@@ -224,7 +224,7 @@ static void test_vmdk_leak(void **state)
 	gte_put(p, 0, 1, 0, true); /* grain 1's space is now referenced by nothing */
 	expect_finding(p, "65536 bytes between");
 	p = vmdk_copy("leak2.vmdk");
-	assert_int_equal(kgen_sh("truncate -s +128K '%s'", p), 0);
+	assert_int_equal(tu_sh("truncate -s +128K '%s'", p), 0);
 	expect_finding(p, "131072 bytes between");
 }
 
@@ -233,36 +233,20 @@ static void test_vmdk_leak(void **state)
 #define VSIZE ((4u << 20) + 3 * 512) /* the last 512 KiB block is mostly past the end */
 #define VBLOCK (512u << 10)
 
-static void vhd_write_at(const char *p, uint64_t off, size_t len, uint8_t fill)
-{
-	struct vd_image *img;
-	uint8_t *b = malloc(len);
-
-	assert_non_null(b);
-	memset(b, fill, len);
-	assert_int_equal(vd_image_open(p, VD_OPEN_RDWR, &img), 0);
-	assert_int_equal(img->ops->write(img, b, len, off), 0);
-	vd_image_close(img);
-	free(b);
-}
-
 /* base.vhd (blocks 0 and 8 allocated) and child.vhd (block 1), made once. */
 static const char *vhd_made(bool child)
 {
 	static char base[256], kid[256];
 
 	if (!base[0]) {
-		snprintf(base, sizeof(base), "%s", kgen_path("base.vhd"));
-		snprintf(kid, sizeof(kid), "%s", kgen_path("child.vhd"));
+		snprintf(base, sizeof(base), "%s", tu_path("base.vhd"));
+		snprintf(kid, sizeof(kid), "%s", tu_path("child.vhd"));
 		assert_int_equal(vhd_create_dynamic(base, VSIZE, VBLOCK), 0);
-		vhd_write_at(base, 0, 4096, 0x11);
-		vhd_write_at(base, 4u << 20, 1024, 0x22);
-		struct vd_image *parent;
-		assert_int_equal(vd_image_open(base, 0, &parent), 0);
-		assert_int_equal(parent->ops->create_child(parent, kid), 0);
-		vd_image_close(parent);
-		vhd_write_at(kid, VBLOCK + 512, 1024, 0x33);
-		vhd_write_at(kid, 4u << 20, 512, 0x44);
+		assert_int_equal(tu_image_fill(base, 0, 4096, 0x11), 0);
+		assert_int_equal(tu_image_fill(base, 4u << 20, 1024, 0x22), 0);
+		assert_int_equal(tu_image_child(base, kid), 0);
+		assert_int_equal(tu_image_fill(kid, VBLOCK + 512, 1024, 0x33), 0);
+		assert_int_equal(tu_image_fill(kid, 4u << 20, 512, 0x44), 0);
 	}
 	return child ? kid : base;
 }
@@ -271,8 +255,8 @@ static const char *vhd_copy(bool child, const char *name)
 {
 	static char path[256];
 
-	snprintf(path, sizeof(path), "%s", kgen_path(name));
-	assert_int_equal(kgen_sh("cp '%s' '%s'", vhd_made(child), path), 0);
+	snprintf(path, sizeof(path), "%s", tu_path("%s", name));
+	assert_int_equal(tu_sh("cp '%s' '%s'", vhd_made(child), path), 0);
 	/* The child names its parent by a relative locator: keep it beside. */
 	return path;
 }
@@ -282,21 +266,21 @@ static void ftr_poke(const char *p, uint64_t off, size_t field, uint32_t v, bool
 {
 	uint8_t b[VHD_FOOTER_SIZE];
 
-	kgen_peek(p, off, b, sizeof(b));
+	tu_peek(p, off, b, sizeof(b));
 	if (byte)
 		b[field] = (uint8_t)v;
 	else
 		vd_put_be32(b + field, v);
 	vd_put_be32(b + VHD_FTR_CHECKSUM, vhd_checksum(b, sizeof(b), VHD_FTR_CHECKSUM));
-	kgen_poke(p, off, b, sizeof(b));
+	tu_poke(p, off, b, sizeof(b));
 }
 
 static uint32_t bat_get(const char *p, uint32_t i)
 {
 	uint8_t h[VHD_HEADER_SIZE], e[4];
 
-	kgen_peek(p, VHD_FOOTER_SIZE, h, sizeof(h));
-	kgen_peek(p, vd_get_be64(h + VHD_HDR_TABLE_OFFSET) + 4 * i, e, 4);
+	tu_peek(p, VHD_FOOTER_SIZE, h, sizeof(h));
+	tu_peek(p, vd_get_be64(h + VHD_HDR_TABLE_OFFSET) + 4 * i, e, 4);
 	return vd_get_be32(e);
 }
 
@@ -313,7 +297,7 @@ static void test_vhd_saved_state(void **state)
 
 	(void)state;
 	ftr_poke(p, 0, VHD_FTR_SAVED, 1, true);
-	ftr_poke(p, kgen_file_size(p) - VHD_FOOTER_SIZE, VHD_FTR_SAVED, 1, true);
+	ftr_poke(p, tu_file_size(p) - VHD_FOOTER_SIZE, VHD_FTR_SAVED, 1, true);
 	expect_finding(p, "saved-state flag set");
 }
 
@@ -332,7 +316,7 @@ static void test_vhd_footer_copy_checksum(void **state)
 	uint8_t x = 0x5a;
 
 	(void)state;
-	kgen_poke(p, VHD_FTR_CHECKSUM, &x, 1);
+	tu_poke(p, VHD_FTR_CHECKSUM, &x, 1);
 	expect_finding(p, "footer copy at offset 0: checksum mismatch");
 }
 
@@ -342,28 +326,28 @@ static void test_vhd_eof_footer_damaged(void **state)
 	uint8_t x = 0x5a;
 
 	(void)state;
-	kgen_poke(p, kgen_file_size(p) - VHD_FOOTER_SIZE + VHD_FTR_CHECKSUM, &x, 1);
+	tu_poke(p, tu_file_size(p) - VHD_FOOTER_SIZE + VHD_FTR_CHECKSUM, &x, 1);
 	expect_finding(p, "footer at the end of the file is damaged");
 }
 
 static void test_vhd_bat_tail(void **state)
 {
-	const char *p = kgen_path("battail.vhd");
+	const char *p = tu_path("battail.vhd");
 	uint8_t h[VHD_HEADER_SIZE], e[4];
 	uint32_t n_blocks = 8;
 
 	(void)state;
 	/* A size that is a multiple of the block size may have one spare entry. */
 	assert_int_equal(vhd_create_dynamic(p, n_blocks * VBLOCK, VBLOCK), 0);
-	vhd_write_at(p, 0, 512, 0x55);
+	assert_int_equal(tu_image_fill(p, 0, 512, 0x55), 0);
 	expect_clean(p);
 	/* One more BAT entry than the disk needs (allowed), and it is used. */
-	kgen_peek(p, VHD_FOOTER_SIZE, h, sizeof(h));
+	tu_peek(p, VHD_FOOTER_SIZE, h, sizeof(h));
 	vd_put_be32(h + VHD_HDR_MAX_ENTRIES, n_blocks + 1);
 	vd_put_be32(h + VHD_HDR_CHECKSUM, vhd_checksum(h, sizeof(h), VHD_HDR_CHECKSUM));
-	kgen_poke(p, VHD_FOOTER_SIZE, h, sizeof(h));
+	tu_poke(p, VHD_FOOTER_SIZE, h, sizeof(h));
 	vd_put_be32(e, bat_get(p, 0));
-	kgen_poke(p, vd_get_be64(h + VHD_HDR_TABLE_OFFSET) + 4ull * n_blocks, e, 4);
+	tu_poke(p, vd_get_be64(h + VHD_HDR_TABLE_OFFSET) + 4ull * n_blocks, e, 4);
 	expect_finding(p, "BAT entry 8 past the disk's end is used");
 }
 
@@ -373,7 +357,7 @@ static void test_vhd_empty_bitmap(void **state)
 	uint8_t zero[VHD_SECTOR] = {0};
 
 	(void)state;
-	kgen_poke(p, (uint64_t)bat_get(p, 1) * VHD_SECTOR, zero, sizeof(zero));
+	tu_poke(p, (uint64_t)bat_get(p, 1) * VHD_SECTOR, zero, sizeof(zero));
 	expect_finding(p, "block 1 is allocated but its bitmap marks no sector");
 }
 
@@ -384,7 +368,7 @@ static void test_vhd_bitmap_past_end(void **state)
 
 	(void)state;
 	/* Block 8 holds 3 sectors of the disk; byte 1 marks sectors 8-15 of it. */
-	kgen_poke(p, (uint64_t)bat_get(p, 8) * VHD_SECTOR + 1, &b, 1);
+	tu_poke(p, (uint64_t)bat_get(p, 8) * VHD_SECTOR + 1, &b, 1);
 	expect_finding(p, "block 8 bitmap marks sector");
 }
 
@@ -392,12 +376,12 @@ static void test_vhd_bitmap_past_end(void **state)
 static void vhd_gap(const char *p, size_t gap)
 {
 	uint8_t ftr[VHD_FOOTER_SIZE], *zeros = calloc(1, gap);
-	uint64_t end = kgen_file_size(p) - VHD_FOOTER_SIZE;
+	uint64_t end = tu_file_size(p) - VHD_FOOTER_SIZE;
 
 	assert_non_null(zeros);
-	kgen_peek(p, end, ftr, sizeof(ftr));
-	kgen_poke(p, end, zeros, gap);
-	kgen_poke(p, end + gap, ftr, sizeof(ftr));
+	tu_peek(p, end, ftr, sizeof(ftr));
+	tu_poke(p, end, zeros, gap);
+	tu_poke(p, end + gap, ftr, sizeof(ftr));
 	free(zeros);
 }
 

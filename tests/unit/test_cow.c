@@ -18,41 +18,24 @@
 
 #include "chain/chain.h"
 #include "fake_helper.h"
+#include "test_util.h"
 
 #define SIZE (1u << 20)
 #define GRAIN 65536u
 
-static char tmpdir[256];
-
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vd_cow_XXXXXX");
-	assert_non_null(mkdtemp(tmpdir));
-	vd_formats_set(fake_formats);
+	fake_dir_begin("cow");
 	fake_contract_breaks = 0;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[300];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	assert_int_equal(system(cmd), 0);
-	vd_formats_set(NULL);
+	fake_dir_end();
 	return 0;
-}
-
-static char *tpath(const char *name)
-{
-	static char buf[2][400];
-	static int k;
-
-	k ^= 1;
-	snprintf(buf[k], sizeof(buf[k]), "%s/%s", tmpdir, name);
-	return buf[k];
 }
 
 /* A 2-layer fake chain: base (tag 1, data in grains 0-5), top (tag 2, data
@@ -60,12 +43,12 @@ static char *tpath(const char *name)
 static struct vd_chain *chain_make(uint8_t *model)
 {
 	struct vd_chain *c;
-	FILE *f = fopen(tpath("base.fake"), "w");
+	FILE *f = fopen(tu_path("base.fake"), "w");
 
 	assert_non_null(f);
 	fprintf(f, "FAKEDISK\nsize %u\ngrain %u\ntag 1\nid 1000\ndata 0 6\n", SIZE, GRAIN);
 	fclose(f);
-	f = fopen(tpath("top.fake"), "w");
+	f = fopen(tu_path("top.fake"), "w");
 	assert_non_null(f);
 	fprintf(f,
 		"FAKEDISK\nsize %u\ngrain %u\ntag 2\nid 2000\nparentid 1000\nparent base.fake\n"
@@ -78,7 +61,7 @@ static struct vd_chain *chain_make(uint8_t *model)
 			   : g < 6 && g != 8 ? fake_byte(1, i)
 					     : 0;
 	}
-	assert_int_equal(vd_chain_open(tpath("top.fake"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("top.fake"), 0, &c), 0);
 	return c;
 }
 
@@ -224,7 +207,7 @@ static void test_discard_flush_at(void **state)
 
 	/* an existing file is never replaced; the next free number is used */
 	c = chain_make(model);
-	o = (struct vd_delta_opts){.path = tpath("top.fake")};
+	o = (struct vd_delta_opts){.path = tu_path("top.fake")};
 	assert_int_equal(vd_chain_delta_add(c, &o), -EEXIST);
 	o = (struct vd_delta_opts){0};
 	assert_int_equal(vd_chain_delta_add(c, &o), 0);

@@ -18,6 +18,7 @@
 
 #include "chain/chain.h"
 #include "fake_helper.h"
+#include "test_util.h"
 
 static void expect_names(const char *const *paths, unsigned n, const char *const *want)
 {
@@ -34,19 +35,17 @@ static void expect_names(const char *const *paths, unsigned n, const char *const
 
 #define NAME_MAX_BYTES 255
 
-static char tmpdir[256];
-
 static int setup(void **state)
 {
 	(void)state;
-	fake_dir_begin(tmpdir, "names");
+	fake_dir_begin("names");
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	fake_dir_end(tmpdir);
+	fake_dir_end();
 	return 0;
 }
 
@@ -60,16 +59,11 @@ static void crc_suffix(const char *stem, char out[10])
 /* Layer 1 of a one-layer fake chain in a file named file_name. */
 static char *layer_name_of(const char *file_name)
 {
-	char path[600];
+	const char *path = tu_path("%s", file_name);
 	struct vd_chain *c;
-	FILE *f;
 	char *name;
 
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, file_name);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fprintf(f, "FAKEDISK\nsize 4096\ngrain 512\ntag 1\nid 1\n");
-	fclose(f);
+	tu_write_text(path, "FAKEDISK\nsize 4096\ngrain 512\ntag 1\nid 1\n");
 	assert_int_equal(vd_chain_open(path, 0, &c), 0);
 	name = vd_chain_layer_name(c, 0);
 	assert_non_null(name);

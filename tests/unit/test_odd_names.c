@@ -113,7 +113,7 @@ static void odd_write(const struct odd_chain *c, const char *name, const void *p
 static bool odd_same(const struct odd_chain *c, unsigned i, const uint8_t *p, size_t n)
 {
 	size_t len = 0;
-	uint8_t *got = esx_slurp(odd_path(c, c->f[i].name), &len);
+	uint8_t *got = tu_read_file(odd_path(c, c->f[i].name), &len);
 	bool same = got && len == n && !memcmp(got, p, n);
 
 	free(got);
@@ -146,7 +146,7 @@ static void odd_load(struct odd_chain *c, const char *top)
 			assert_true(c->n < ODD_MAX_FILES);
 			f = &c->f[c->n++];
 			memcpy(f->name, rel, sizeof(rel));
-			f->data = esx_slurp(odd_path(c, f->name), &f->len);
+			f->data = tu_read_file(odd_path(c, f->name), &f->len);
 			assert_non_null(f->data);
 		}
 		if (d)

@@ -20,17 +20,16 @@
 #include "chain/part.h"
 #include "disk/endian.h"
 #include "disk/part.h"
+#include "test_util.h"
 
 #define DISK (8u << 20)
 
-static char tmpdir[64];
 static uint8_t *disk;
 
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vd_part_XXXXXX");
-	assert_non_null(mkdtemp(tmpdir));
+	tu_dir_new("part");
 	disk = calloc(1, DISK);
 	assert_non_null(disk);
 	return 0;
@@ -38,13 +37,9 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
 	(void)state;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	assert_int_equal(system(cmd), 0);
 	free(disk);
-	return 0;
+	return tu_dir_remove();
 }
 
 /* --- builders ------------------------------------------------------------ */
@@ -131,23 +126,16 @@ static void gpt_build(uint8_t *d, uint64_t bytes, uint32_t ss, const struct gpt_
 /* Writes d as a raw file behind a monolithicFlat descriptor and scans it. */
 static struct vd_part_table *scan(const uint8_t *d, uint64_t bytes, struct vd_chain **cp)
 {
-	char raw[128], desc[128];
+	const char *desc = tu_path("d.vmdk");
 	struct vd_part_table *t = NULL;
-	FILE *f;
+	char text[256];
 
-	snprintf(raw, sizeof(raw), "%s/d-flat.vmdk", tmpdir);
-	snprintf(desc, sizeof(desc), "%s/d.vmdk", tmpdir);
-	f = fopen(raw, "wb");
-	assert_non_null(f);
-	assert_int_equal(fwrite(d, 1, bytes, f), bytes);
-	fclose(f);
-	f = fopen(desc, "w");
-	assert_non_null(f);
-	fprintf(f,
-		"# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
-		"createType=\"monolithicFlat\"\nRW %llu FLAT \"d-flat.vmdk\" 0\n",
-		(unsigned long long)(bytes / 512));
-	fclose(f);
+	snprintf(text, sizeof(text),
+		 "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
+		 "createType=\"monolithicFlat\"\nRW %llu FLAT \"d-flat.vmdk\" 0\n",
+		 (unsigned long long)(bytes / 512));
+	tu_write_file(tu_path("d-flat.vmdk"), d, bytes);
+	tu_write_text(desc, text);
 	assert_int_equal(vd_chain_open(desc, 0, cp), 0);
 	assert_int_equal(vd_part_scan(*cp, 0, &t), 0);
 	return t;

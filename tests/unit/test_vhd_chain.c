@@ -21,18 +21,7 @@
 #include "chain/chain.h"
 #include "disk/endian.h"
 #include "disk/vhd.h"
-
-static char dir[64];
-
-static char *tpath(const char *name)
-{
-	static char buf[8][256];
-	static int k;
-	char *p = buf[k++ % 8];
-
-	snprintf(p, 256, "%s/%s", dir, name);
-	return p;
-}
+#include "test_util.h"
 
 static uint64_t rng_step(uint64_t *s)
 {
@@ -44,22 +33,14 @@ static uint64_t rng_step(uint64_t *s)
 
 static void img_write(const char *path, uint8_t *model, uint64_t off, size_t len, uint8_t *data)
 {
-	struct vd_image *img;
-
-	assert_int_equal(vd_image_open(path, VD_OPEN_RDWR, &img), 0);
-	assert_int_equal(img->ops->write(img, data, len, off), 0);
-	vd_image_close(img);
+	assert_int_equal(tu_image_write(path, data, len, off), 0);
 	if (model)
 		memcpy(model + off, data, len);
 }
 
 static void make_child(const char *parent, const char *child)
 {
-	struct vd_image *p;
-
-	assert_int_equal(vd_image_open(parent, 0, &p), 0);
-	assert_int_equal(p->ops->create_child(p, child), 0);
-	vd_image_close(p);
+	assert_int_equal(tu_image_child(parent, child), 0);
 }
 
 /* count random writes in one RDWR session: short runs, whole blocks and
@@ -131,7 +112,7 @@ static void chain_test(unsigned depth, uint64_t size, uint32_t block)
 	char name[32], prev[256];
 
 	assert_non_null(models);
-	snprintf(prev, sizeof(prev), "%s", tpath("l00.vhd"));
+	snprintf(prev, sizeof(prev), "%s", tu_path("l00.vhd"));
 	unlink(prev); /* left by an earlier chain_test: creation never replaces */
 	assert_int_equal(vhd_create_dynamic(prev, size, block), 0);
 	for (unsigned l = 0; l < depth; l++) {
@@ -141,9 +122,9 @@ static void chain_test(unsigned depth, uint64_t size, uint32_t block)
 			memset(models[0], 0, size);
 		} else {
 			snprintf(name, sizeof(name), "l%02u.vhd", l);
-			unlink(tpath(name));
-			make_child(prev, tpath(name));
-			snprintf(prev, sizeof(prev), "%s", tpath(name));
+			unlink(tu_path("%s", name));
+			make_child(prev, tu_path("%s", name));
+			snprintf(prev, sizeof(prev), "%s", tu_path("%s", name));
 			memcpy(models[l], models[l - 1], size);
 		}
 		random_writes(prev, models[l], l + 1, 40);
@@ -176,26 +157,17 @@ static void test_chain_16(void **state)
 /* create_child never replaces an existing file, and leaves no temporary. */
 static void test_create_child_no_clobber(void **state)
 {
-	struct vd_image *p;
-	FILE *f;
-	char text[16] = {0};
+	char *text;
 
 	(void)state;
-	assert_int_equal(vhd_create_dynamic(tpath("nc-base.vhd"), 1u << 20, 512u << 10), 0);
-	f = fopen(tpath("nc-child.vhd"), "w");
-	assert_non_null(f);
-	fputs("precious", f);
-	fclose(f);
-	assert_int_equal(vd_image_open(tpath("nc-base.vhd"), 0, &p), 0);
-	assert_int_equal(p->ops->create_child(p, tpath("nc-child.vhd")), -EEXIST);
-	vd_image_close(p);
-	f = fopen(tpath("nc-child.vhd"), "r");
-	assert_non_null(f);
-	assert_non_null(fgets(text, sizeof(text), f));
-	fclose(f);
+	assert_int_equal(vhd_create_dynamic(tu_path("nc-base.vhd"), 1u << 20, 512u << 10), 0);
+	tu_write_text(tu_path("nc-child.vhd"), "precious");
+	assert_int_equal(tu_image_child(tu_path("nc-base.vhd"), tu_path("nc-child.vhd")), -EEXIST);
+	text = (char *)tu_load(tu_path("nc-child.vhd"), NULL);
 	assert_string_equal(text, "precious");
+	free(text);
 	glob_t g;
-	assert_int_equal(glob(tpath("nc-child.vhd.tmp*"), 0, NULL, &g), GLOB_NOMATCH);
+	assert_int_equal(glob(tu_path("nc-child.vhd.tmp*"), 0, NULL, &g), GLOB_NOMATCH);
 }
 
 /* libvhdi's bug: a bitmap run that ends mid-byte. Parent 0xAA everywhere in
@@ -207,13 +179,13 @@ static void test_midbyte_run(void **state)
 	uint64_t n;
 	int owner;
 
-	assert_int_equal(vhd_create_dynamic(tpath("mb-base.vhd"), 1u << 20, 512u << 10), 0);
+	assert_int_equal(vhd_create_dynamic(tu_path("mb-base.vhd"), 1u << 20, 512u << 10), 0);
 	memset(model, 0xAA, sizeof(model));
-	img_write(tpath("mb-base.vhd"), NULL, 0, sizeof(model), model);
-	make_child(tpath("mb-base.vhd"), tpath("mb-child.vhd"));
+	img_write(tu_path("mb-base.vhd"), NULL, 0, sizeof(model), model);
+	make_child(tu_path("mb-base.vhd"), tu_path("mb-child.vhd"));
 	memset(data, 0x5C, sizeof(data));
-	img_write(tpath("mb-child.vhd"), model, 3 * 512, sizeof(data), data);
-	assert_int_equal(vd_chain_open(tpath("mb-child.vhd"), 0, &c), 0);
+	img_write(tu_path("mb-child.vhd"), model, 3 * 512, sizeof(data), data);
+	assert_int_equal(vd_chain_open(tu_path("mb-child.vhd"), 0, &c), 0);
 	assert_int_equal(vd_chain_read(c, 1, buf, sizeof(buf), 0), 0);
 	assert_memory_equal(buf, model, sizeof(buf));
 	assert_int_equal(buf[6 * 512], 0xAA); /* first clear bit after the run */
@@ -247,38 +219,11 @@ static void test_midbyte_run(void **state)
 
 static bool have(const char *tool)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", tool);
-	return system(cmd) == 0;
+	return tu_sh("command -v %s >/dev/null 2>&1", tool) == 0;
 }
 
-static uint8_t *file_load(const char *path, uint64_t *size)
-{
-	struct stat st;
-	uint8_t *b;
-	int fd = open(path, O_RDONLY);
-
-	assert_true(fd >= 0);
-	assert_int_equal(fstat(fd, &st), 0);
-	*size = (uint64_t)st.st_size;
-	b = malloc(*size ? *size : 1);
-	assert_non_null(b);
-	assert_int_equal(vd_pread_full(fd, b, *size, 0), 0);
-	close(fd);
-	return b;
-}
-
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
+/* Runs a shell command that must succeed. */
+#define sh(...) assert_int_equal(tu_sh(__VA_ARGS__), 0)
 
 /* The top of the chain at path reads exactly as the bytes of raw. */
 static void expect_raw(const char *path, const uint8_t *raw, uint64_t size)
@@ -298,27 +243,27 @@ static void expect_raw(const char *path, const uint8_t *raw, uint64_t size)
 static void test_qemu_images(void **state)
 {
 	const char *q = "-f vpc";
-	uint64_t size;
+	size_t size;
 	uint8_t *raw;
 
 	if (!have("qemu-img") || !have("qemu-io"))
 		skip();
 	for (int i = 0; i < 2; i++) {
 		const char *sub = i ? "dynamic" : "fixed";
-		sh("qemu-img create -q %s -o subformat=%s %s 8M", q, sub, tpath("q.vhd"));
+		sh("qemu-img create -q %s -o subformat=%s %s 8M", q, sub, tu_path("q.vhd"));
 		sh("qemu-io %s -c 'write -P 0x11 0 1M' -c 'write -P 0x22 3M 4097k' "
 		   "-c 'write -P 0x33 7M 512' %s >/dev/null",
-		   q, tpath("q.vhd"));
-		sh("qemu-img convert %s -O raw %s %s", q, tpath("q.vhd"), tpath("q.raw"));
-		raw = file_load(tpath("q.raw"), &size);
-		expect_raw(tpath("q.vhd"), raw, size);
+		   q, tu_path("q.vhd"));
+		sh("qemu-img convert %s -O raw %s %s", q, tu_path("q.vhd"), tu_path("q.raw"));
+		raw = tu_load(tu_path("q.raw"), &size);
+		expect_raw(tu_path("q.vhd"), raw, size);
 		free(raw);
 	}
 	/* a differencing child over the qemu dynamic base */
-	make_child(tpath("q.vhd"), tpath("qc.vhd"));
-	raw = file_load(tpath("q.raw"), &size);
-	random_writes(tpath("qc.vhd"), raw, 7, 60);
-	expect_raw(tpath("qc.vhd"), raw, size);
+	make_child(tu_path("q.vhd"), tu_path("qc.vhd"));
+	raw = tu_load(tu_path("q.raw"), &size);
+	random_writes(tu_path("qc.vhd"), raw, 7, 60);
+	expect_raw(tu_path("qc.vhd"), raw, size);
 	free(raw);
 	(void)state;
 }
@@ -326,19 +271,14 @@ static void test_qemu_images(void **state)
 static void ftr_uuid_poke(const char *path)
 {
 	uint8_t b[VHD_FOOTER_SIZE];
-	struct stat st;
-	int fd = open(path, O_RDWR);
 
-	assert_true(fd >= 0);
-	assert_int_equal(fstat(fd, &st), 0);
 	for (int k = 0; k < 2; k++) {
-		uint64_t off = k ? 0 : (uint64_t)st.st_size - VHD_FOOTER_SIZE;
-		assert_int_equal(vd_pread_full(fd, b, sizeof(b), off), 0);
+		uint64_t off = k ? 0 : tu_file_size(path) - VHD_FOOTER_SIZE;
+		tu_peek(path, off, b, sizeof(b));
 		b[VHD_FTR_UUID + 5] ^= 0x40;
 		vd_put_be32(b + VHD_FTR_CHECKSUM, vhd_checksum(b, sizeof(b), VHD_FTR_CHECKSUM));
-		assert_int_equal(vd_pwrite_full(fd, b, sizeof(b), off), 0);
+		tu_poke(path, off, b, sizeof(b));
 	}
-	close(fd);
 }
 
 /* The write contract: until flush, the file's tables do not point at new
@@ -352,13 +292,13 @@ static void test_flush_ordering(void **state)
 
 	(void)state;
 	memset(parent, 0, sizeof(parent));
-	assert_int_equal(vhd_create_dynamic(tpath("fo-base.vhd"), sizeof(parent), 64u << 10), 0);
+	assert_int_equal(vhd_create_dynamic(tu_path("fo-base.vhd"), sizeof(parent), 64u << 10), 0);
 	memset(data, 0x11, sizeof(data));
-	img_write(tpath("fo-base.vhd"), parent, 0, sizeof(data), data);
-	make_child(tpath("fo-base.vhd"), tpath("fo-child.vhd"));
+	img_write(tu_path("fo-base.vhd"), parent, 0, sizeof(data), data);
+	make_child(tu_path("fo-base.vhd"), tu_path("fo-child.vhd"));
 	memcpy(model, parent, sizeof(model));
 
-	assert_int_equal(vd_image_open(tpath("fo-child.vhd"), VD_OPEN_RDWR, &w), 0);
+	assert_int_equal(vd_image_open(tu_path("fo-child.vhd"), VD_OPEN_RDWR, &w), 0);
 	memset(data, 0x22, sizeof(data));
 	assert_int_equal(w->ops->write(w, data, 1024, 512), 0);	       /* inside an old block */
 	assert_int_equal(w->ops->write(w, data, 4096, 300 * 1024), 0); /* a new one */
@@ -368,28 +308,28 @@ static void test_flush_ordering(void **state)
 	assert_int_equal(vd_image_read(w, buf, 1024, 512, NULL), 0);
 	assert_memory_equal(buf, data, 1024);
 	/* not flushed: another reader sees the parent only */
-	expect_raw(tpath("fo-child.vhd"), parent, sizeof(parent));
+	expect_raw(tu_path("fo-child.vhd"), parent, sizeof(parent));
 	assert_int_equal(w->ops->flush(w), 0);
-	expect_raw(tpath("fo-child.vhd"), model, sizeof(model));
+	expect_raw(tu_path("fo-child.vhd"), model, sizeof(model));
 	vd_image_close(w);
-	expect_raw(tpath("fo-child.vhd"), model, sizeof(model));
+	expect_raw(tu_path("fo-child.vhd"), model, sizeof(model));
 
 	/* A crash while a block was being appended: no footer at EOF, the last
 	 * block running to the end of the file (refused before), or data past
 	 * it. The reader uses the copy at offset 0 (a warning) and serves the
 	 * flushed state. */
-	sh("cp %s %s && truncate -s -512 %s", tpath("fo-child.vhd"), tpath("fo-cut.vhd"),
-	   tpath("fo-cut.vhd"));
-	expect_raw(tpath("fo-cut.vhd"), model, sizeof(model));
+	sh("cp %s %s && truncate -s -512 %s", tu_path("fo-child.vhd"), tu_path("fo-cut.vhd"),
+	   tu_path("fo-cut.vhd"));
+	expect_raw(tu_path("fo-cut.vhd"), model, sizeof(model));
 	{
 		struct stat sb;
-		assert_int_equal(stat(tpath("fo-child.vhd"), &sb), 0);
+		assert_int_equal(stat(tu_path("fo-child.vhd"), &sb), 0);
 		fsize = (uint64_t)sb.st_size;
 	}
 	sh("cp %s %s && truncate -s %llu %s && head -c 70000 /dev/urandom >> %s",
-	   tpath("fo-child.vhd"), tpath("fo-torn.vhd"), (unsigned long long)(fsize - 512),
-	   tpath("fo-torn.vhd"), tpath("fo-torn.vhd"));
-	expect_raw(tpath("fo-torn.vhd"), model, sizeof(model));
+	   tu_path("fo-child.vhd"), tu_path("fo-torn.vhd"), (unsigned long long)(fsize - 512),
+	   tu_path("fo-torn.vhd"), tu_path("fo-torn.vhd"));
+	expect_raw(tu_path("fo-torn.vhd"), model, sizeof(model));
 }
 
 static void test_discovery(void **state)
@@ -399,82 +339,81 @@ static void test_discovery(void **state)
 	char moved[300];
 
 	memset(model, 0, sizeof(model));
-	sh("mkdir -p %s/a", dir);
-	assert_int_equal(vhd_create_dynamic(tpath("a/p.vhd"), sizeof(model), 64u << 10), 0);
+	sh("mkdir -p %s/a", tu_dir());
+	assert_int_equal(vhd_create_dynamic(tu_path("a/p.vhd"), sizeof(model), 64u << 10), 0);
 	memset(data, 0x61, sizeof(data));
-	img_write(tpath("a/p.vhd"), model, 8192, sizeof(data), data);
-	make_child(tpath("a/p.vhd"), tpath("a/c.vhd"));
+	img_write(tu_path("a/p.vhd"), model, 8192, sizeof(data), data);
+	make_child(tu_path("a/p.vhd"), tu_path("a/c.vhd"));
 	memset(data, 0x62, 512);
-	img_write(tpath("a/c.vhd"), model, 8192 + 1024, 512, data);
-	expect_raw(tpath("a/c.vhd"), model, sizeof(model));
+	img_write(tu_path("a/c.vhd"), model, 8192 + 1024, 512, data);
+	expect_raw(tu_path("a/c.vhd"), model, sizeof(model));
 
 	/* moved chain: the relative W2ru locator finds it (the old dir is gone) */
-	snprintf(moved, sizeof(moved), "%s/b/deeper", dir);
-	sh("mkdir -p %s/b && cp -r %s/a %s && rm -rf %s/a", dir, dir, moved, dir);
-	assert_int_equal(vd_chain_open(tpath("b/deeper/c.vhd"), 0, &c), 0);
+	snprintf(moved, sizeof(moved), "%s/b/deeper", tu_dir());
+	sh("mkdir -p %s/b && cp -r %s/a %s && rm -rf %s/a", tu_dir(), tu_dir(), moved, tu_dir());
+	assert_int_equal(vd_chain_open(tu_path("b/deeper/c.vhd"), 0, &c), 0);
 	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
 	vd_chain_close(c);
-	expect_raw(tpath("b/deeper/c.vhd"), model, sizeof(model));
+	expect_raw(tu_path("b/deeper/c.vhd"), model, sizeof(model));
 
 	/* the child moved away from its parent: the absolute MacX locator names
 	 * a file outside the child's directory, which confinement refuses unless
 	 * --allow-outside or a --search directory says otherwise */
-	sh("mkdir -p %s/elsewhere && mv %s/b/deeper/c.vhd %s/elsewhere/", dir, dir, dir);
-	sh("mv %s/b/deeper %s/a", dir, dir); /* where the absolute locators point */
-	assert_int_equal(vd_chain_open(tpath("elsewhere/c.vhd"), 0, &c), -ENOENT);
+	sh("mkdir -p %s/elsewhere && mv %s/b/deeper/c.vhd %s/elsewhere/", tu_dir(), tu_dir(),
+	   tu_dir());
+	sh("mv %s/b/deeper %s/a", tu_dir(), tu_dir()); /* where the absolute locators point */
+	assert_int_equal(vd_chain_open(tu_path("elsewhere/c.vhd"), 0, &c), -ENOENT);
 	{
 		struct vd_policy pol;
 		struct vd_chain_opts o = {.policy = &pol};
 
 		vd_policy_init(&pol);
-		assert_int_equal(vd_policy_add_image(&pol, tpath("elsewhere/c.vhd")), 0);
+		assert_int_equal(vd_policy_add_image(&pol, tu_path("elsewhere/c.vhd")), 0);
 		pol.allow_outside = true;
-		assert_int_equal(vd_chain_open_opts(tpath("elsewhere/c.vhd"), &o, &c), 0);
+		assert_int_equal(vd_chain_open_opts(tu_path("elsewhere/c.vhd"), &o, &c), 0);
 		assert_string_equal(vd_chain_link(c, 1)->hint_kind, "MacX");
 		vd_chain_close(c);
 		assert_int_equal(pol.n_exceptions, 1);
 		pol.allow_outside = false;
-		assert_int_equal(vd_policy_add_search(&pol, tpath("a")), 0);
-		assert_int_equal(vd_chain_open_opts(tpath("elsewhere/c.vhd"), &o, &c), 0);
+		assert_int_equal(vd_policy_add_search(&pol, tu_path("a")), 0);
+		assert_int_equal(vd_chain_open_opts(tu_path("elsewhere/c.vhd"), &o, &c), 0);
 		assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
 		assert_non_null(strstr(vd_chain_link(c, 1)->how, "--search"));
 		vd_chain_close(c);
 		vd_policy_free(&pol);
 	}
-	sh("mv %s/elsewhere/c.vhd %s/a/", dir, dir);
+	sh("mv %s/elsewhere/c.vhd %s/a/", tu_dir(), tu_dir());
 
 	/* a renamed parent (issue 4): the header's parent name is still the old
 	 * name, the locators name the file as it is now; the W2ru locator finds it */
 	{
 		uint8_t hb[VHD_HEADER_SIZE];
-		int fd = open(tpath("a/c.vhd"), O_RDWR);
-		assert_true(fd >= 0);
-		assert_int_equal(vd_pread_full(fd, hb, sizeof(hb), VHD_FOOTER_SIZE), 0);
+
+		tu_peek(tu_path("a/c.vhd"), VHD_FOOTER_SIZE, hb, sizeof(hb));
 		memset(hb + VHD_HDR_PARENT_NAME, 0, VHD_HDR_PARENT_NAME_LEN);
 		assert_true(vd_utf8_to_utf16("old-name.vhd", true, hb + VHD_HDR_PARENT_NAME,
 					     VHD_HDR_PARENT_NAME_LEN) > 0);
 		vd_put_be32(hb + VHD_HDR_CHECKSUM, vhd_checksum(hb, sizeof(hb), VHD_HDR_CHECKSUM));
-		assert_int_equal(vd_pwrite_full(fd, hb, sizeof(hb), VHD_FOOTER_SIZE), 0);
-		close(fd);
+		tu_poke(tu_path("a/c.vhd"), VHD_FOOTER_SIZE, hb, sizeof(hb));
 	}
-	assert_int_equal(vd_chain_open(tpath("a/c.vhd"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("a/c.vhd"), 0, &c), 0);
 	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
 	vd_chain_close(c);
-	expect_raw(tpath("a/c.vhd"), model, sizeof(model));
+	expect_raw(tu_path("a/c.vhd"), model, sizeof(model));
 
 	/* a parent renamed behind the child's back: nothing names the new file,
 	 * so it is not found; a child made afterwards finds it */
-	sh("mv %s/a/p.vhd %s/a/renamed.vhd", dir, dir);
-	assert_int_equal(vd_chain_open(tpath("a/c.vhd"), 0, &c), -ENOENT);
-	make_child(tpath("a/renamed.vhd"), tpath("a/c2.vhd"));
-	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), 0, &c), 0);
+	sh("mv %s/a/p.vhd %s/a/renamed.vhd", tu_dir(), tu_dir());
+	assert_int_equal(vd_chain_open(tu_path("a/c.vhd"), 0, &c), -ENOENT);
+	make_child(tu_path("a/renamed.vhd"), tu_path("a/c2.vhd"));
+	assert_int_equal(vd_chain_open(tu_path("a/c2.vhd"), 0, &c), 0);
 	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "W2ru");
 	vd_chain_close(c);
 
 	/* id mismatch: refused, opened with VD_CHAIN_FORCE */
-	ftr_uuid_poke(tpath("a/renamed.vhd"));
-	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), 0, &c), -EINVAL);
-	assert_int_equal(vd_chain_open(tpath("a/c2.vhd"), VD_CHAIN_FORCE, &c), 0);
+	ftr_uuid_poke(tu_path("a/renamed.vhd"));
+	assert_int_equal(vd_chain_open(tu_path("a/c2.vhd"), 0, &c), -EINVAL);
+	assert_int_equal(vd_chain_open(tu_path("a/c2.vhd"), VD_CHAIN_FORCE, &c), 0);
 	assert_int_equal(vd_chain_warning_count(c), 1);
 	vd_chain_close(c);
 	(void)state;
@@ -489,7 +428,7 @@ static void chain_sha256(struct vd_chain *c, char out[65])
 	FILE *f;
 
 	assert_non_null(buf);
-	snprintf(cmd, sizeof(cmd), "sha256sum > %s", tpath("sha.txt"));
+	snprintf(cmd, sizeof(cmd), "sha256sum > %s", tu_path("sha.txt"));
 	f = popen(cmd, "w");
 	assert_non_null(f);
 	for (uint64_t off = 0; off < size; off += 1u << 20) {
@@ -498,7 +437,7 @@ static void chain_sha256(struct vd_chain *c, char out[65])
 		assert_int_equal(fwrite(buf, 1, n, f), n);
 	}
 	assert_int_equal(pclose(f), 0);
-	f = fopen(tpath("sha.txt"), "r");
+	f = fopen(tu_path("sha.txt"), "r");
 	assert_non_null(f);
 	assert_int_equal(fscanf(f, "%64s", out), 1);
 	fclose(f);
@@ -520,7 +459,7 @@ static void test_corpus(void **state)
 	f = fopen(tsv, "r");
 	if (!f)
 		skip();
-	snprintf(unpacked, sizeof(unpacked), "%s/corpus", dir);
+	snprintf(unpacked, sizeof(unpacked), "%s/corpus", tu_dir());
 	sh("sh %s/corpus/unpack.sh %s >/dev/null", shared, unpacked);
 	while (fgets(line, sizeof(line), f)) {
 		char name[256], verdict[32], sizes[32], sha[80], path[600], got[65];
@@ -563,55 +502,50 @@ static void test_corpus(void **state)
 static void test_corpus_missing_parent(void **state)
 {
 	const char *shared = getenv("VD_SHARED");
-	char path[400], cmd[900], out[400];
+	char path[400], out[400], *log;
 	struct vd_chain *c;
-	FILE *f;
+	int r;
 
 	if (!shared)
 		skip();
 	snprintf(path, sizeof(path), "%s/corpus/dfvfs/fat-differential.vhd.gz", shared);
 	if (access(path, R_OK))
 		skip();
-	snprintf(out, sizeof(out), "%s/fat-differential.vhd", dir);
+	snprintf(out, sizeof(out), "%s", tu_path("fat-differential.vhd"));
 	sh("gzip -dc %s > %s", path, out);
-	/* run the open in a child process to capture its one error line */
-	snprintf(cmd, sizeof(cmd), "%s/err.txt", dir);
-	fflush(stderr);
-	{
-		int saved = dup(2), fd = open(cmd, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		assert_true(fd >= 0);
-		dup2(fd, 2);
-		assert_int_equal(vd_chain_open(out, 0, &c), -ENOENT);
-		fflush(stderr);
-		dup2(saved, 2);
-		close(saved);
-		close(fd);
-	}
-	f = fopen(cmd, "r");
-	assert_non_null(f);
-	assert_non_null(fgets(cmd, sizeof(cmd), f));
-	fclose(f);
-	print_message("%s", cmd);
-	assert_non_null(strstr(cmd, "parent not found"));
-	assert_non_null(strstr(cmd, "W2ru") ? strstr(cmd, "W2ru") : strstr(cmd, "W2ku"));
+	/* capture the open's one error line */
+	tu_log_capture();
+	r = vd_chain_open(out, 0, &c);
+	log = tu_log_release();
+	assert_int_equal(r, -ENOENT);
+	*strchrnul(log, '\n') = '\0';
+	assert_non_null(strstr(log, "parent not found"));
+	assert_non_null(strstr(log, "W2ru") ? strstr(log, "W2ru") : strstr(log, "W2ku"));
+	free(log);
 	(void)state;
+}
+
+/* vd_chain_inputs_check(c) fails with -EIO and logs needle. */
+static void expect_inputs_changed(struct vd_chain *c, const char *needle)
+{
+	char *log;
+	int r;
+
+	tu_log_capture();
+	r = vd_chain_inputs_check(c);
+	log = tu_log_release();
+	assert_int_equal(r, -EIO);
+	assert_non_null(strstr(log, needle));
+	free(log);
 }
 
 /* A layer's file changed in place after open: vd_chain_inputs_check says
  * -EIO (sticky), at most a second after the change, and names the file. */
-static char changed_log[1024];
-static void changed_sink(void *ctx, enum vd_log_level lvl, const char *msg)
-{
-	(void)ctx;
-	if (lvl == VD_LOG_ERR)
-		snprintf(changed_log, sizeof(changed_log), "%s", msg);
-}
-
 static void test_inputs_changed(void **state)
 {
 	struct vd_chain *c;
 	struct timespec t[2] = {{0, UTIME_OMIT}, {12345, 0}};
-	const char *base = tpath("ic-base.vhd"), *top = tpath("ic-top.vhd");
+	const char *base = tu_path("ic-base.vhd"), *top = tu_path("ic-top.vhd");
 
 	(void)state;
 	unlink(base);
@@ -623,10 +557,7 @@ static void test_inputs_changed(void **state)
 	assert_int_equal(utimensat(AT_FDCWD, base, t, 0), 0); /* the base's mtime */
 	assert_int_equal(vd_chain_inputs_check(c), 0);	      /* checked < 1 s ago */
 	usleep(1100 * 1000);
-	vd_log_set_sink(changed_sink, NULL);
-	assert_int_equal(vd_chain_inputs_check(c), -EIO);
-	vd_log_set_sink(NULL, NULL);
-	assert_non_null(strstr(changed_log, "ic-base.vhd: it was modified"));
+	expect_inputs_changed(c, "ic-base.vhd: it was modified");
 	assert_int_equal(vd_chain_inputs_check(c), -EIO); /* sticky */
 	vd_chain_close(c);
 
@@ -636,27 +567,21 @@ static void test_inputs_changed(void **state)
 	assert_int_equal(vd_chain_inputs_check(c), 0);
 	assert_int_equal(truncate(top, 1000), 0);
 	usleep(1100 * 1000);
-	vd_log_set_sink(changed_sink, NULL);
-	assert_int_equal(vd_chain_inputs_check(c), -EIO);
-	vd_log_set_sink(NULL, NULL);
-	assert_non_null(strstr(changed_log, "ic-top.vhd: its size was"));
+	expect_inputs_changed(c, "ic-top.vhd: its size was");
 	vd_chain_close(c);
 }
 
 static int setup(void **state)
 {
-	strcpy(dir, "/tmp/vhdchainXXXXXX");
 	(void)state;
-	return mkdtemp(dir) ? 0 : -1;
+	tu_dir_new("vhdchain");
+	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	(void)state;
-	return system(cmd) == 0 ? 0 : -1;
+	return tu_dir_remove();
 }
 
 int main(void)

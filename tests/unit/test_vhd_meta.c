@@ -3,6 +3,7 @@
  * logged error, no crash). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,43 +19,30 @@
 #include "disk/endian.h"
 #include "chain/chain.h"
 #include "disk/vhd.h"
-#include "vmdk_gen_helper.h"
+#include "test_util.h"
 
-static char tmpdir[64];
-static char base_path[128], child_path[128], fixed_path[128], work_path[128];
-
-static void file_patch(const char *p, uint64_t off, const void *b, size_t n)
-{
-	int fd = open(p, O_RDWR);
-
-	assert_true(fd >= 0);
-	assert_int_equal(vd_pwrite_full(fd, b, n, off), 0);
-	close(fd);
-}
+static char base_path[PATH_MAX], child_path[PATH_MAX], fixed_path[PATH_MAX], work_path[PATH_MAX];
 
 static void file_copy(const char *from, const char *to)
 {
-	char cmd[512];
-
-	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_sh("cp '%s' '%s'", from, to), 0);
 }
 
 /* Sets a big-endian u32 (or u64 when wide) in the footer copies (at EOF and,
  * when both, at 0) and re-checksums them. */
 static void ftr_put(const char *p, size_t field, uint64_t v, bool wide, bool both)
 {
-	uint64_t offs[2] = {kgen_file_size(p) - VHD_FOOTER_SIZE, 0};
+	uint64_t offs[2] = {tu_file_size(p) - VHD_FOOTER_SIZE, 0};
 
 	for (int i = 0; i < (both ? 2 : 1); i++) {
 		uint8_t b[VHD_FOOTER_SIZE];
-		kgen_peek(p, offs[i], b, sizeof(b));
+		tu_peek(p, offs[i], b, sizeof(b));
 		if (wide)
 			vd_put_be64(b + field, v);
 		else
 			vd_put_be32(b + field, (uint32_t)v);
 		vd_put_be32(b + VHD_FTR_CHECKSUM, vhd_checksum(b, sizeof(b), VHD_FTR_CHECKSUM));
-		file_patch(p, offs[i], b, sizeof(b));
+		tu_poke(p, offs[i], b, sizeof(b));
 	}
 }
 
@@ -62,14 +50,14 @@ static void hdr_put(const char *p, size_t field, uint64_t v, bool wide, bool fix
 {
 	uint8_t b[VHD_HEADER_SIZE];
 
-	kgen_peek(p, VHD_FOOTER_SIZE, b, sizeof(b));
+	tu_peek(p, VHD_FOOTER_SIZE, b, sizeof(b));
 	if (wide)
 		vd_put_be64(b + field, v);
 	else
 		vd_put_be32(b + field, (uint32_t)v);
 	if (fix_sum)
 		vd_put_be32(b + VHD_HDR_CHECKSUM, vhd_checksum(b, sizeof(b), VHD_HDR_CHECKSUM));
-	file_patch(p, VHD_FOOTER_SIZE, b, sizeof(b));
+	tu_poke(p, VHD_FOOTER_SIZE, b, sizeof(b));
 }
 
 static int open_rc(const char *p)
@@ -85,43 +73,23 @@ static int open_rc(const char *p)
 	return r;
 }
 
-static void write_sectors(const char *p, uint64_t off, size_t len, uint8_t fill)
-{
-	struct vd_image *img;
-	uint8_t *b = malloc(len);
-
-	assert_non_null(b);
-	memset(b, fill, len);
-	assert_int_equal(vd_image_open(p, VD_OPEN_RDWR, &img), 0);
-	assert_int_equal(img->ops->write(img, b, len, off), 0);
-	vd_image_close(img);
-	free(b);
-}
-
 static int setup(void **state)
 {
 	uint8_t ftr[VHD_FOOTER_SIZE];
 	struct vhd_footer f = {0};
-	int fd;
 
-	strcpy(tmpdir, "/tmp/vhdmetaXXXXXX");
-	assert_non_null(mkdtemp(tmpdir));
-	snprintf(base_path, sizeof(base_path), "%s/base.vhd", tmpdir);
-	snprintf(child_path, sizeof(child_path), "%s/child.vhd", tmpdir);
-	snprintf(fixed_path, sizeof(fixed_path), "%s/fixed.vhd", tmpdir);
-	snprintf(work_path, sizeof(work_path), "%s/work.vhd", tmpdir);
+	tu_dir_new("vhdmeta");
+	snprintf(base_path, sizeof(base_path), "%s", tu_path("base.vhd"));
+	snprintf(child_path, sizeof(child_path), "%s", tu_path("child.vhd"));
+	snprintf(fixed_path, sizeof(fixed_path), "%s", tu_path("fixed.vhd"));
+	snprintf(work_path, sizeof(work_path), "%s", tu_path("work.vhd"));
 	/* 4 MiB, 512 KiB blocks: blocks 0 and 3 allocated in each layer. */
 	assert_int_equal(vhd_create_dynamic(base_path, 4u << 20, 512u << 10), 0);
-	write_sectors(base_path, 0, 4096, 0x11);
-	write_sectors(base_path, 3u << 19, 1024, 0x22);
-	{
-		struct vd_image *parent;
-		assert_int_equal(vd_image_open(base_path, 0, &parent), 0);
-		assert_int_equal(parent->ops->create_child(parent, child_path), 0);
-		vd_image_close(parent);
-	}
-	write_sectors(child_path, 512, 1536, 0x33);
-	write_sectors(child_path, 3u << 19, 512, 0x44);
+	assert_int_equal(tu_image_fill(base_path, 0, 4096, 0x11), 0);
+	assert_int_equal(tu_image_fill(base_path, 3u << 19, 1024, 0x22), 0);
+	assert_int_equal(tu_image_child(base_path, child_path), 0);
+	assert_int_equal(tu_image_fill(child_path, 512, 1536, 0x33), 0);
+	assert_int_equal(tu_image_fill(child_path, 3u << 19, 512, 0x44), 0);
 	/* Hand-made fixed disk: 64 KiB of data, footer after it. */
 	f.features = 2;
 	f.version = VHD_VERSION;
@@ -130,22 +98,16 @@ static int setup(void **state)
 	f.cur_size = f.orig_size = 65536;
 	f.type = VHD_TYPE_FIXED;
 	vhd_footer_encode(&f, ftr);
-	fd = open(fixed_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, 65536), 0);
-	assert_int_equal(vd_pwrite_full(fd, ftr, sizeof(ftr), 65536), 0);
-	close(fd);
+	tu_write_file(fixed_path, NULL, 0);
+	tu_poke(fixed_path, 65536, ftr, sizeof(ftr));
 	(void)state;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	(void)state;
-	return system(cmd) == 0 ? 0 : -1;
+	return tu_dir_remove();
 }
 
 static void test_checksum_and_footer_roundtrip(void **state)
@@ -352,19 +314,19 @@ static void test_pokes(void **state)
 
 	/* bad cookie in both footer copies */
 	file_copy(child_path, work_path);
-	file_patch(work_path, kgen_file_size(work_path) - 512, "conectiy", 8);
-	file_patch(work_path, 0, "conectiy", 8);
+	tu_poke(work_path, tu_file_size(work_path) - 512, "conectiy", 8);
+	tu_poke(work_path, 0, "conectiy", 8);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* bad cookie, fixed disk (no copy) */
 	file_copy(fixed_path, work_path);
-	file_patch(work_path, 65536, "xonectix", 8);
+	tu_poke(work_path, 65536, "xonectix", 8);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* bad checksum at EOF, good copy at 0: opens with a warning */
 	file_copy(child_path, work_path);
-	fs = kgen_file_size(work_path);
-	kgen_peek(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
+	fs = tu_file_size(work_path);
+	tu_peek(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
 	b[3] ^= 1;
-	file_patch(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
+	tu_poke(work_path, fs - 512 + VHD_FTR_CHECKSUM, b, 4);
 	assert_int_equal(open_rc(work_path), 0);
 	/* ... and the warning is in the chain's validation warnings (chain.json) */
 	{
@@ -377,11 +339,11 @@ static void test_pokes(void **state)
 	}
 	/* ... and the copy at 0 bad too (differently) */
 	b[3] ^= 3;
-	file_patch(work_path, VHD_FTR_CHECKSUM, b, 4);
+	tu_poke(work_path, VHD_FTR_CHECKSUM, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* both copies identical but for a wrong checksum: a writer's bug, opened */
 	b[3] ^= 2;
-	file_patch(work_path, VHD_FTR_CHECKSUM, b, 4);
+	tu_poke(work_path, VHD_FTR_CHECKSUM, b, 4);
 	assert_int_equal(open_rc(work_path), 0);
 	{
 		struct vd_image *img;
@@ -389,9 +351,9 @@ static void test_pokes(void **state)
 	}
 	/* bad checksum, fixed disk */
 	file_copy(fixed_path, work_path);
-	kgen_peek(work_path, 65536 + VHD_FTR_CHECKSUM, b, 4);
+	tu_peek(work_path, 65536 + VHD_FTR_CHECKSUM, b, 4);
 	b[0] ^= 0x80;
-	file_patch(work_path, 65536 + VHD_FTR_CHECKSUM, b, 4);
+	tu_poke(work_path, 65536 + VHD_FTR_CHECKSUM, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* bad type, valid checksums */
 	file_copy(child_path, work_path);
@@ -430,7 +392,7 @@ static void test_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT past EOF */
 	file_copy(child_path, work_path);
-	hdr_put(work_path, VHD_HDR_TABLE_OFFSET, kgen_file_size(work_path), true, true);
+	hdr_put(work_path, VHD_HDR_TABLE_OFFSET, tu_file_size(work_path), true, true);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT over the header */
 	file_copy(child_path, work_path);
@@ -438,24 +400,24 @@ static void test_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT entry past EOF */
 	file_copy(child_path, work_path);
-	vd_put_be32(b, (uint32_t)(kgen_file_size(work_path) / 512));
-	file_patch(work_path, 1536 + 4, b, 4);
+	vd_put_be32(b, (uint32_t)(tu_file_size(work_path) / 512));
+	tu_poke(work_path, 1536 + 4, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* BAT entry inside the metadata */
 	file_copy(child_path, work_path);
 	vd_put_be32(b, 2);
-	file_patch(work_path, 1536 + 4, b, 4);
+	tu_poke(work_path, 1536 + 4, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* two overlapping blocks: entry 1 one sector after entry 0 */
 	file_copy(child_path, work_path);
-	kgen_peek(work_path, 1536, b, 4);
+	tu_peek(work_path, 1536, b, 4);
 	vd_put_be32(b, vd_get_be32(b) + 1);
-	file_patch(work_path, 1536 + 4, b, 4);
+	tu_poke(work_path, 1536 + 4, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* a block over a locator */
 	file_copy(child_path, work_path);
 	vd_put_be32(b, 2048 / 512);
-	file_patch(work_path, 1536 + 4, b, 4);
+	tu_poke(work_path, 1536 + 4, b, 4);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	(void)state;
 }
@@ -468,7 +430,7 @@ static void test_locator_pokes(void **state)
 	struct vhd_header h;
 	const char *why;
 
-	kgen_peek(child_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
+	tu_peek(child_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
 	assert_int_equal(vhd_header_decode(hb, &h, &why), 0);
 	loc = h.loc[0];
 	assert_int_equal(loc.code, VHD_PLAT_W2RU);
@@ -487,7 +449,7 @@ static void test_locator_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* data past EOF */
 	file_copy(child_path, work_path);
-	hdr_put(work_path, l0 + 16, kgen_file_size(work_path) - 100, true, true);
+	hdr_put(work_path, l0 + 16, tu_file_size(work_path) - 100, true, true);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* data inside the header */
 	file_copy(child_path, work_path);
@@ -499,7 +461,7 @@ static void test_locator_pokes(void **state)
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* unpaired surrogate in the W2ru payload */
 	file_copy(child_path, work_path);
-	file_patch(work_path, loc.offset, bad, sizeof(bad));
+	tu_poke(work_path, loc.offset, bad, sizeof(bad));
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* odd length for UTF-16 */
 	file_copy(child_path, work_path);
@@ -509,10 +471,10 @@ static void test_locator_pokes(void **state)
 	file_copy(child_path, work_path);
 	{
 		uint8_t name[4] = {0xD8, 0x00, 0x00, 'a'};
-		kgen_peek(work_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
+		tu_peek(work_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
 		memcpy(hb + VHD_HDR_PARENT_NAME, name, sizeof(name));
 		vd_put_be32(hb + VHD_HDR_CHECKSUM, vhd_checksum(hb, sizeof(hb), VHD_HDR_CHECKSUM));
-		file_patch(work_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
+		tu_poke(work_path, VHD_FOOTER_SIZE, hb, sizeof(hb));
 	}
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	(void)state;
@@ -522,18 +484,14 @@ static void test_locator_pokes(void **state)
 static void test_hostile_files(void **state)
 {
 	uint8_t junk[4096];
-	int fd;
 
 	for (size_t i = 0; i < sizeof(junk); i++)
 		junk[i] = (uint8_t)(i * 37 + 11);
-	fd = open(work_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(vd_pwrite_full(fd, junk, sizeof(junk), 0), 0);
-	close(fd);
+	tu_write_file(work_path, junk, sizeof(junk));
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	/* the child truncated in its middle: footer gone, copy at 0 names blocks past EOF */
 	file_copy(child_path, work_path);
-	assert_int_equal(truncate(work_path, (off_t)(kgen_file_size(child_path) / 2)), 0);
+	assert_int_equal(truncate(work_path, (off_t)(tu_file_size(child_path) / 2)), 0);
 	assert_int_equal(open_rc(work_path), -EINVAL);
 	assert_int_equal(truncate(work_path, 300), 0);
 	assert_int_equal(open_rc(work_path), -EINVAL);

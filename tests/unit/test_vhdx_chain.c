@@ -25,42 +25,8 @@
 #include "disk/endian.h"
 #include "disk/vhd.h"
 #include "disk/vhdx.h"
-#include "esx_helper.h"
+#include "test_util.h"
 #include "tests/tools/vhdx_gen.h"
-
-static char dir[64];
-
-static char *tpath(const char *name)
-{
-	static char buf[8][256];
-	static int k;
-	char *p = buf[k++ % 8];
-
-	if (snprintf(p, 256, "%s/%s", dir, name) >= 256)
-		abort();
-	return p;
-}
-
-/* Captured log lines (the sink), for checking what was said. */
-static char logbuf[16384];
-static size_t loglen;
-
-static void sink(void *ctx, enum vd_log_level lvl, const char *msg)
-{
-	int n = snprintf(logbuf + loglen, sizeof(logbuf) - loglen, "%s%s\n",
-			 lvl == VD_LOG_ERR    ? "error: "
-			 : lvl == VD_LOG_WARN ? "warning: "
-					      : "",
-			 msg);
-	if (n > 0 && loglen + (size_t)n < sizeof(logbuf))
-		loglen += (size_t)n;
-}
-
-static void log_reset(void)
-{
-	loglen = 0;
-	logbuf[0] = 0;
-}
 
 /* A chain under construction: the model of the top layer's view. */
 struct gchain {
@@ -81,7 +47,7 @@ static void layer_add(struct gchain *c, struct vxg_opts o, unsigned writes, uint
 	if (i) {
 		struct vd_image *p;
 		char b[37];
-		assert_int_equal(vd_image_open(tpath(c->name[i - 1]), 0, &p), 0);
+		assert_int_equal(vd_image_open(tu_path("%s", c->name[i - 1]), 0, &p), 0);
 		o.diff = true;
 		snprintf(o.linkage, sizeof(o.linkage), "{%s}", vd_id_format(&p->id, b));
 		vd_image_close(p);
@@ -90,7 +56,7 @@ static void layer_add(struct gchain *c, struct vxg_opts o, unsigned writes, uint
 	}
 	assert_int_equal(vxg_init(&l, &o), 0);
 	vxg_random(&l, o.seed, writes, max_len, zero);
-	assert_int_equal(vxg_file_write(&l, tpath(c->name[i])), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("%s", c->name[i])), 0);
 	c->view[i] = calloc(1, o.size);
 	assert_non_null(c->view[i]);
 	if (i)
@@ -115,7 +81,7 @@ static void gchain_check(struct gchain *c)
 	struct vd_chain *ch;
 	uint8_t *buf;
 
-	assert_int_equal(vd_chain_open(tpath(c->name[c->n - 1]), 0, &ch), 0);
+	assert_int_equal(vd_chain_open(tu_path("%s", c->name[c->n - 1]), 0, &ch), 0);
 	assert_int_equal(vd_chain_depth(ch), c->n);
 	for (unsigned lv = 0; lv < c->n; lv++) {
 		uint64_t size = c->size[lv], step = 1000 * 1000 + 7;
@@ -219,19 +185,6 @@ static void test_fixed(void **state)
 	gchain_free(&c);
 }
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	uint8_t *b = esx_slurp(path, len);
-
-	assert_non_null(b);
-	return b;
-}
-
-static void spit(const char *path, const uint8_t *b, size_t len)
-{
-	assert_int_equal(vxg_file_put(path, b, len), 0);
-}
-
 /* Pending logs in every layer of a 3-layer chain: replayed in memory, the
  * files unchanged, chain.json saying so; and the same files with LogGuid
  * cleared read differently (so the replay is what made them right). */
@@ -254,12 +207,12 @@ static void test_log_replay(void **state)
 	    &c,
 	    (struct vxg_opts){.size = size, .block = 2 * VHDX_MiB, .seed = 23, .pending_log = true},
 	    40, 30, 0);
-	before = slurp(tpath(c.name[2]), &n1);
+	before = tu_load(tu_path("%s", c.name[2]), &n1);
 	gchain_check(&c);
-	after = slurp(tpath(c.name[2]), &n2);
+	after = tu_load(tu_path("%s", c.name[2]), &n2);
 	assert_int_equal(n1, n2);
 	assert_memory_equal(before, after, n1);
-	assert_int_equal(vd_chain_open(tpath(c.name[2]), 0, &ch), 0);
+	assert_int_equal(vd_chain_open(tu_path("%s", c.name[2]), 0, &ch), 0);
 	assert_int_equal(vd_chain_describe(ch, &j), 0);
 	assert_non_null(strstr(j.buf.data, "\"replayed_in_memory\": true"));
 	assert_null(strstr(j.buf.data, "\"entries_replayed\": 0"));
@@ -272,15 +225,15 @@ static void test_log_replay(void **state)
 		vd_put_le32(after + h + VHDX_HDR_CHECKSUM,
 			    vhdx_checksum(after + h, VHDX_HEADER_SIZE, VHDX_HDR_CHECKSUM));
 	}
-	spit(tpath("nolog.avhdx"), after, n2);
-	rename(tpath("nolog.avhdx"), tpath(c.name[2]));
+	tu_write_file(tu_path("nolog.avhdx"), after, n2);
+	rename(tu_path("nolog.avhdx"), tu_path("%s", c.name[2]));
 	buf = malloc(size);
-	if (vd_chain_open(tpath(c.name[2]), 0, &ch) == 0) {
+	if (vd_chain_open(tu_path("%s", c.name[2]), 0, &ch) == 0) {
 		assert_int_equal(vd_chain_read(ch, 2, buf, size, 0), 0);
 		assert_true(memcmp(buf, c.view[2], size) != 0);
 		vd_chain_close(ch);
 	}
-	spit(tpath(c.name[2]), before, n1);
+	tu_write_file(tu_path("%s", c.name[2]), before, n1);
 	free(buf);
 	free(before);
 	free(after);
@@ -300,7 +253,7 @@ static void test_log_corrupt(void **state)
 
 	layer_add(&c, (struct vxg_opts){.size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 31}, 10,
 		  64, 0);
-	b = slurp(tpath(c.name[0]), &n);
+	b = tu_load(tu_path("%s", c.name[0]), &n);
 	for (uint64_t h = VHDX_HEADER1_OFF; h <= VHDX_HEADER2_OFF; h += VHDX_HEADER1_OFF) {
 		memset(b + h + VHDX_HDR_LOG_GUID, 0x5A, 16);
 		vd_put_le32(b + h + VHDX_HDR_CHECKSUM,
@@ -310,16 +263,16 @@ static void test_log_corrupt(void **state)
 	vd_put_le32(b + VHDX_MiB + VHDX_LOG_ENTRY_LENGTH, 4096);
 	vd_put_le64(b + VHDX_MiB + VHDX_LOG_ENTRY_SEQ, 5);
 	memset(b + VHDX_MiB + VHDX_LOG_ENTRY_GUID, 0x5A, 16);
-	spit(tpath("corrupt.vhdx"), b, n);
+	tu_write_file(tu_path("corrupt.vhdx"), b, n);
 	free(b);
-	log_reset();
-	assert_int_equal(vd_chain_open(tpath("corrupt.vhdx"), 0, &ch), -EINVAL);
-	assert_non_null(strstr(logbuf, "corrupt.vhdx: corrupt log"));
-	assert_non_null(strstr(logbuf, "CRC-32C"));
-	log_reset();
-	assert_int_equal(vd_chain_open(tpath("corrupt.vhdx"), VD_CHAIN_FORCE, &ch), 0);
-	assert_non_null(strstr(logbuf, "warning: "));
-	assert_non_null(strstr(logbuf, "may be stale"));
+	tu_log_capture();
+	assert_int_equal(vd_chain_open(tu_path("corrupt.vhdx"), 0, &ch), -EINVAL);
+	assert_non_null(strstr(tu_log_text(), "corrupt.vhdx: corrupt log"));
+	assert_non_null(strstr(tu_log_text(), "CRC-32C"));
+	tu_log_capture();
+	assert_int_equal(vd_chain_open(tu_path("corrupt.vhdx"), VD_CHAIN_FORCE, &ch), 0);
+	assert_non_null(strstr(tu_log_text(), "warning: "));
+	assert_non_null(strstr(tu_log_text(), "may be stale"));
 	assert_int_equal(vd_chain_describe(ch, &j), 0);
 	assert_non_null(strstr(j.buf.data, "\"corrupt_log_ignored\": true"));
 	buf = malloc(c.size[0]);
@@ -335,10 +288,10 @@ static void test_log_corrupt(void **state)
 		      .size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 32, .pending_log = true},
 		  10, 64, 0);
 	/* FlushedFileOffset past EOF: truncated (2.3.3) */
-	b = slurp(tpath(c.name[0]), &n);
-	spit(tpath("trunc.vhdx"), b, n);
+	b = tu_load(tu_path("%s", c.name[0]), &n);
+	tu_write_file(tu_path("trunc.vhdx"), b, n);
 	{
-		int fd = open(tpath("trunc.vhdx"), O_RDWR);
+		int fd = open(tu_path("trunc.vhdx"), O_RDWR);
 		uint8_t g[16];
 		uint64_t best = 0, at = 0;
 		struct vhdx_log_entry e;
@@ -358,9 +311,9 @@ static void test_log_corrupt(void **state)
 		close(fd);
 	}
 	free(b);
-	log_reset();
-	assert_int_equal(vd_chain_open(tpath("trunc.vhdx"), 0, &ch), -EINVAL);
-	assert_non_null(strstr(logbuf, "truncated"));
+	tu_log_capture();
+	assert_int_equal(vd_chain_open(tu_path("trunc.vhdx"), 0, &ch), -EINVAL);
+	assert_non_null(strstr(tu_log_text(), "truncated"));
 	gchain_free(&c);
 }
 
@@ -377,9 +330,9 @@ static void test_identity(void **state)
 
 	assert_int_equal(vxg_init(&l, &o), 0);
 	vxg_random(&l, 41, 10, 64, 0);
-	assert_int_equal(vxg_file_write(&l, tpath("p.vhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("p.vhdx")), 0);
 	vxg_free(&l);
-	assert_int_equal(vd_image_open(tpath("p.vhdx"), 0, &p), 0);
+	assert_int_equal(vd_image_open(tu_path("p.vhdx"), 0, &p), 0);
 	o.diff = true;
 	o.seed = 42;
 	o.relative_path = "p.vhdx";
@@ -391,21 +344,21 @@ static void test_identity(void **state)
 	vd_image_close(p);
 	assert_int_equal(vxg_init(&l, &o), 0);
 	vxg_random(&l, 42, 10, 64, 0);
-	assert_int_equal(vxg_file_write(&l, tpath("c2.avhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("c2.avhdx")), 0);
 	vxg_free(&l);
-	assert_int_equal(vd_chain_open(tpath("c2.avhdx"), 0, &ch), 0);
+	assert_int_equal(vd_chain_open(tu_path("c2.avhdx"), 0, &ch), 0);
 	assert_true(vd_chain_link(ch, 1)->id_match);
 	assert_string_equal(vd_chain_link(ch, 1)->hint_kind, "relative_path");
 	vd_chain_close(ch);
 	/* neither matches */
 	o.linkage2[0] = 0;
 	assert_int_equal(vxg_init(&l, &o), 0);
-	assert_int_equal(vxg_file_write(&l, tpath("c1.avhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("c1.avhdx")), 0);
 	vxg_free(&l);
-	log_reset();
-	assert_int_equal(vd_chain_open(tpath("c1.avhdx"), 0, &ch), -EINVAL);
-	assert_non_null(strstr(logbuf, "unique id 11111111-2222-4333-8444-555555555555"));
-	assert_int_equal(vd_chain_open(tpath("c1.avhdx"), VD_CHAIN_FORCE, &ch), 0);
+	tu_log_capture();
+	assert_int_equal(vd_chain_open(tu_path("c1.avhdx"), 0, &ch), -EINVAL);
+	assert_non_null(strstr(tu_log_text(), "unique id 11111111-2222-4333-8444-555555555555"));
+	assert_int_equal(vd_chain_open(tu_path("c1.avhdx"), VD_CHAIN_FORCE, &ch), 0);
 	assert_false(vd_chain_link(ch, 1)->id_match);
 	vd_chain_close(ch);
 	/* parent gone: every locator path is named */
@@ -413,35 +366,36 @@ static void test_identity(void **state)
 	o.volume_path = "\\\\?\\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\\vm\\gone2.vhdx";
 	o.absolute_path = "\\\\?\\D:\\vm\\gone3.vhdx";
 	assert_int_equal(vxg_init(&l, &o), 0);
-	assert_int_equal(vxg_file_write(&l, tpath("orphan.avhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("orphan.avhdx")), 0);
 	vxg_free(&l);
-	log_reset();
-	assert_int_equal(vd_chain_open(tpath("orphan.avhdx"), 0, &ch), -ENOENT);
-	assert_non_null(strstr(logbuf, "parent not found"));
-	assert_non_null(strstr(logbuf, "relative_path \"gone.vhdx\""));
-	assert_non_null(strstr(logbuf, tpath("gone2.vhdx")));
-	assert_non_null(strstr(logbuf, tpath("gone3.vhdx")));
+	tu_log_capture();
+	assert_int_equal(vd_chain_open(tu_path("orphan.avhdx"), 0, &ch), -ENOENT);
+	assert_non_null(strstr(tu_log_text(), "parent not found"));
+	assert_non_null(strstr(tu_log_text(), "relative_path \"gone.vhdx\""));
+	assert_non_null(strstr(tu_log_text(), tu_path("gone2.vhdx")));
+	assert_non_null(strstr(tu_log_text(), tu_path("gone3.vhdx")));
 	/* volume_path falls back to the base name */
 	o.relative_path = NULL;
 	o.volume_path = "\\\\?\\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\\vm\\p.vhdx";
-	assert_int_equal(vd_image_open(tpath("p.vhdx"), 0, &p), 0);
+	assert_int_equal(vd_image_open(tu_path("p.vhdx"), 0, &p), 0);
 	snprintf(o.linkage, sizeof(o.linkage), "{%s}", vd_id_format(&p->id, b));
 	vd_image_close(p);
 	assert_int_equal(vxg_init(&l, &o), 0);
-	assert_int_equal(vxg_file_write(&l, tpath("byvol.avhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("byvol.avhdx")), 0);
 	vxg_free(&l);
-	assert_int_equal(vd_chain_open(tpath("byvol.avhdx"), 0, &ch), 0);
+	assert_int_equal(vd_chain_open(tu_path("byvol.avhdx"), 0, &ch), 0);
 	assert_string_equal(vd_chain_link(ch, 1)->hint_kind, "volume_path");
 	vd_chain_close(ch);
 	/* a VHD named as the parent: mixed chains are refused */
-	assert_int_equal(vhd_create_dynamic(tpath("v.vhd"), 4 * VHDX_MiB, 2 * VHDX_MiB), 0);
+	assert_int_equal(vhd_create_dynamic(tu_path("v.vhd"), 4 * VHDX_MiB, 2 * VHDX_MiB), 0);
 	o.relative_path = "v.vhd";
 	assert_int_equal(vxg_init(&l, &o), 0);
-	assert_int_equal(vxg_file_write(&l, tpath("mixed.avhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("mixed.avhdx")), 0);
 	vxg_free(&l);
-	log_reset();
-	assert_int_equal(vd_chain_open(tpath("mixed.avhdx"), 0, &ch), -EINVAL);
-	assert_non_null(strstr(logbuf, "is vhd, not vhdx: mixed-format chains are not supported"));
+	tu_log_capture();
+	assert_int_equal(vd_chain_open(tu_path("mixed.avhdx"), 0, &ch), -EINVAL);
+	assert_non_null(
+	    strstr(tu_log_text(), "is vhd, not vhdx: mixed-format chains are not supported"));
 }
 
 /* Lookups for a 32-layer chain cost about what one layer's do: each layer
@@ -457,7 +411,7 @@ static void test_deep_cached(void **state)
 		layer_add(
 		    &c, (struct vxg_opts){.size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 60 + i},
 		    4, 8, 0);
-	assert_int_equal(vd_chain_open(tpath(c.name[c.n - 1]), 0, &ch), 0);
+	assert_int_equal(vd_chain_open(tu_path("%s", c.name[c.n - 1]), 0, &ch), 0);
 	for (int pass = 0; pass < 3; pass++)
 		for (uint64_t off = 0; off < 4 * VHDX_MiB; off += VHDX_MiB)
 			assert_int_equal(vd_chain_read(ch, c.n - 1, buf, VHDX_MiB, off), 0);
@@ -478,20 +432,15 @@ static void test_deep_cached(void **state)
 
 static int setup(void **state)
 {
-	snprintf(dir, sizeof(dir), "/tmp/vd-test-vhdx-chain.XXXXXX");
-	if (!mkdtemp(dir))
-		return -1;
-	vd_log_set_sink(sink, NULL);
+	tu_dir_new("vhdx_chain");
+	tu_log_capture();
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
-	vd_log_set_sink(NULL, NULL);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	return system(cmd) == 0 ? 0 : -1;
+	free(tu_log_release());
+	return tu_dir_remove();
 }
 
 int main(void)

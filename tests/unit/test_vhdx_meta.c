@@ -23,38 +23,13 @@
 #include "disk/endian.h"
 #include "disk/formats.h"
 #include "disk/vhdx.h"
-#include "esx_helper.h"
+#include "test_util.h"
 #include "tests/tools/vhdx_gen.h"
-
-static char dir[64];
-
-static char *tpath(const char *name)
-{
-	static char buf[8][256];
-	static int k;
-	char *p = buf[k++ % 8];
-
-	snprintf(p, 256, "%s/%s", dir, name);
-	return p;
-}
 
 /* The pristine images: a dynamic base and a differencing child over it. */
 static struct vxg_layer base_l, child_l;
 static uint8_t *base_img, *child_img;
 static size_t base_len, child_len;
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	uint8_t *b = esx_slurp(path, len);
-
-	assert_non_null(b);
-	return b;
-}
-
-static void spit(const char *path, const uint8_t *b, size_t len)
-{
-	assert_int_equal(vxg_file_put(path, b, len), 0);
-}
 
 static void fix_header(uint8_t *img, uint64_t off)
 {
@@ -524,12 +499,12 @@ static void test_pokes(void **state)
 		const struct vxg_layer *l = p->child ? &child_l : &base_l;
 		size_t n = p->child ? child_len : base_len;
 		uint8_t *b = malloc(n);
-		const char *path = tpath(p->child ? "poke.avhdx" : "poke.vhdx");
+		const char *path = tu_path("%s", p->child ? "poke.avhdx" : "poke.vhdx");
 
 		assert_non_null(b);
 		memcpy(b, p->child ? child_img : base_img, n);
 		p->fn(b, n, l);
-		spit(path, b, n);
+		tu_write_file(path, b, n);
 		expect_open(p->name, path, p->want);
 		free(b);
 	}
@@ -537,10 +512,10 @@ static void test_pokes(void **state)
 
 static void test_truncated(void **state)
 {
-	spit(tpath("short.vhdx"), base_img, VHDX_MiB - 4096);
-	expect_open("file shorter than the header section", tpath("short.vhdx"), -EINVAL);
-	spit(tpath("short.vhdx"), base_img, base_len - VHDX_MiB);
-	expect_open("last block cut off", tpath("short.vhdx"), -EINVAL);
+	tu_write_file(tu_path("short.vhdx"), base_img, VHDX_MiB - 4096);
+	expect_open("file shorter than the header section", tu_path("short.vhdx"), -EINVAL);
+	tu_write_file(tu_path("short.vhdx"), base_img, base_len - VHDX_MiB);
+	expect_open("last block cut off", tu_path("short.vhdx"), -EINVAL);
 }
 
 /* Only an empty delta vdmount made opens for writing (test_vhdx_write):
@@ -549,7 +524,7 @@ static void test_readonly(void **state)
 {
 	struct vd_image *img = NULL;
 
-	assert_int_equal(vd_image_open(tpath("base.vhdx"), VD_OPEN_RDWR, &img), -EROFS);
+	assert_int_equal(vd_image_open(tu_path("base.vhdx"), VD_OPEN_RDWR, &img), -EROFS);
 	assert_null(img);
 }
 
@@ -668,16 +643,14 @@ static int setup(void **state)
 	struct vd_image *p;
 	char b[37];
 
-	snprintf(dir, sizeof(dir), "/tmp/vd-test-vhdx-meta.XXXXXX");
-	if (!mkdtemp(dir))
-		return -1;
+	tu_dir_new("vhdx_meta");
 	vd_log_set_level(VD_LOG_ERR);
 	if (vxg_init(&base_l, &o) < 0)
 		return -1;
 	vxg_random(&base_l, 11, 20, 64, 2);
-	if (vxg_file_write(&base_l, tpath("base.vhdx")) < 0)
+	if (vxg_file_write(&base_l, tu_path("base.vhdx")) < 0)
 		return -1;
-	if (vd_image_open(tpath("base.vhdx"), 0, &p) < 0)
+	if (vd_image_open(tu_path("base.vhdx"), 0, &p) < 0)
 		return -1;
 	o.diff = true;
 	o.seed = 12;
@@ -688,26 +661,23 @@ static int setup(void **state)
 	if (vxg_init(&child_l, &o) < 0)
 		return -1;
 	vxg_random(&child_l, 12, 30, 40, 0);
-	if (vxg_file_write(&child_l, tpath("child.avhdx")) < 0)
+	if (vxg_file_write(&child_l, tu_path("child.avhdx")) < 0)
 		return -1;
-	base_img = slurp(tpath("base.vhdx"), &base_len);
-	child_img = slurp(tpath("child.avhdx"), &child_len);
+	base_img = tu_load(tu_path("base.vhdx"), &base_len);
+	child_img = tu_load(tu_path("child.avhdx"), &child_len);
 	/* the pristine images open */
-	expect_open("pristine base", tpath("base.vhdx"), 0);
-	expect_open("pristine child", tpath("child.avhdx"), 0);
+	expect_open("pristine base", tu_path("base.vhdx"), 0);
+	expect_open("pristine child", tu_path("child.avhdx"), 0);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
 	vxg_free(&base_l);
 	vxg_free(&child_l);
 	free(base_img);
 	free(child_img);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return tu_dir_remove();
 }
 
 int main(void)

@@ -34,61 +34,25 @@
 #include "chain/chain.h"
 #include "disk/endian.h"
 #include "disk/vhdx.h"
-#include "esx_helper.h"
+#include "test_util.h"
 #include "tests/tools/vhdx_gen.h"
-
-static char dir[64];
-
-static char *tpath(const char *name)
-{
-	static char buf[8][256];
-	static int k;
-	char *p = buf[k++ % 8];
-
-	snprintf(p, 256, "%s/%s", dir, name);
-	return p;
-}
-
-static char logbuf[16384];
-static size_t loglen;
-
-static void sink(void *ctx, enum vd_log_level lvl, const char *msg)
-{
-	int n = snprintf(logbuf + loglen, sizeof(logbuf) - loglen, "%s%s\n",
-			 lvl == VD_LOG_ERR ? "error: " : "", msg);
-
-	(void)ctx;
-	if (n > 0 && loglen + (size_t)n < sizeof(logbuf))
-		loglen += (size_t)n;
-}
-
-static void log_reset(void)
-{
-	loglen = 0;
-	logbuf[0] = 0;
-}
 
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/vd_vhdxw_XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	vd_log_set_sink(sink, NULL);
-	log_reset();
+	tu_dir_new("vhdxw");
+	tu_log_capture();
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
 	(void)state;
 	vhdx_test_round_cap = 0;
 	vhdx_test_crash_at = VHDX_CRASH_NONE;
 	vhdx_test_crash_round = 0;
-	vd_log_set_sink(NULL, NULL);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	free(tu_log_release());
+	assert_int_equal(tu_dir_remove(), 0);
 	return 0;
 }
 
@@ -97,7 +61,7 @@ static uint64_t rnd(uint64_t *s)
 	return vxg_rand(s);
 }
 
-/* A VHDX base at tpath(name) and its model (malloc'd, size bytes). */
+/* A VHDX base at tu_path("%s", name) and its model (malloc'd, size bytes). */
 static uint8_t *base_make(const char *name, struct vxg_opts o, unsigned writes, unsigned zero)
 {
 	struct vxg_layer l;
@@ -106,7 +70,7 @@ static uint8_t *base_make(const char *name, struct vxg_opts o, unsigned writes, 
 	assert_non_null(model);
 	assert_int_equal(vxg_init(&l, &o), 0);
 	vxg_random(&l, o.seed, writes, 64, zero);
-	assert_int_equal(vxg_file_write(&l, tpath(name)), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("%s", name)), 0);
 	vxg_view(&l, model);
 	vxg_free(&l);
 	return model;
@@ -115,10 +79,10 @@ static uint8_t *base_make(const char *name, struct vxg_opts o, unsigned writes, 
 /* The chain of base with a new delta "d.avhdx" on top (no periodic flush). */
 static struct vd_chain *delta_chain(const char *base)
 {
-	struct vd_delta_opts o = {.path = tpath("d.avhdx"), .flush_ms = 3600 * 1000};
+	struct vd_delta_opts o = {.path = tu_path("d.avhdx"), .flush_ms = 3600 * 1000};
 	struct vd_chain *c;
 
-	assert_int_equal(vd_chain_open(tpath(base), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("%s", base), 0, &c), 0);
 	assert_int_equal(vd_chain_delta_add(c, &o), 0);
 	assert_int_equal(vd_chain_depth(c), 2);
 	return c;
@@ -148,12 +112,12 @@ static void file_check_in(const char *path, const uint8_t *model, uint64_t size,
 	unsigned top;
 
 	assert_non_null(b);
-	log_reset();
+	tu_log_capture();
 	vd_policy_init(&pol);
 	assert_int_equal(vd_policy_add_image(&pol, path), 0);
 	pol.allow_outside = outside;
 	if (vd_chain_open_opts(path, &opts, &c) != 0)
-		fail_msg("%s does not open: %s", path, logbuf);
+		fail_msg("%s does not open: %s", path, tu_log_text());
 	top = vd_chain_depth(c) - 1;
 	assert_int_equal(vd_chain_read(c, top, b, size, 0), 0);
 	if (memcmp(b, model, size)) {
@@ -175,10 +139,9 @@ static void file_check(const char *path, const uint8_t *model, uint64_t size)
 static void copy_file(const char *from, const char *to)
 {
 	size_t n;
-	uint8_t *b = esx_slurp(from, &n);
+	uint8_t *b = tu_load(from, &n);
 
-	assert_non_null(b);
-	assert_int_equal(vxg_file_put(to, b, n), 0);
+	tu_write_file(to, b, n);
 	free(b);
 }
 
@@ -405,7 +368,7 @@ static void test_log_entry_encode(void **state)
 static void test_locator_windows(void **state)
 {
 	const char *shared = getenv("VD_SHARED");
-	char path[512], cmd[700];
+	char path[512];
 	struct vd_image *img = NULL;
 	struct vhdx_locator ld;
 	uint8_t loc[8192];
@@ -418,10 +381,9 @@ static void test_locator_windows(void **state)
 	snprintf(path, sizeof(path), "%s/corpus/dissect.hypervisor/differencing.avhdx.gz", shared);
 	if (access(path, R_OK))
 		skip();
-	snprintf(cmd, sizeof(cmd), "gzip -dc '%s' > '%s'", path, tpath("w.avhdx"));
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_sh("gzip -dc '%s' > '%s'", path, tu_path("w.avhdx")), 0);
 	/* its parent is not in the corpus: the image itself opens */
-	assert_int_equal(vd_image_open(tpath("w.avhdx"), 0, &img), 0);
+	assert_int_equal(vd_image_open(tu_path("w.avhdx"), 0, &img), 0);
 	{
 		struct vhdx_state *st = img->priv;
 		n = vhdx_locator_encode(&st->loc, loc, sizeof(loc));
@@ -455,13 +417,13 @@ static void test_create_child(void **state)
 	size_t n1, n2;
 
 	(void)state;
-	assert_int_equal(vd_image_open(tpath("base.vhdx"), 0, &p), 0);
+	assert_int_equal(vd_image_open(tu_path("base.vhdx"), 0, &p), 0);
 	ps = p->priv;
-	assert_int_equal(mkdir(tpath("sub"), 0755), 0);
-	assert_int_equal(p->ops->create_child(p, tpath("c1.avhdx")), 0);
-	assert_int_equal(p->ops->create_child(p, tpath("sub/c2.avhdx")), 0);
-	assert_int_equal(vd_image_open(tpath("c1.avhdx"), 0, &c1), 0);
-	assert_int_equal(vd_image_open(tpath("sub/c2.avhdx"), 0, &c2), 0);
+	assert_int_equal(mkdir(tu_path("sub"), 0755), 0);
+	assert_int_equal(p->ops->create_child(p, tu_path("c1.avhdx")), 0);
+	assert_int_equal(p->ops->create_child(p, tu_path("sub/c2.avhdx")), 0);
+	assert_int_equal(vd_image_open(tu_path("c1.avhdx"), 0, &c1), 0);
+	assert_int_equal(vd_image_open(tu_path("sub/c2.avhdx"), 0, &c2), 0);
 	cs = c1->priv;
 	assert_string_equal(c1->subformat, "differencing");
 	assert_int_equal(c1->size, p->size);
@@ -480,8 +442,8 @@ static void test_create_child(void **state)
 	assert_true(cs->rt.bat.required && cs->rt.meta.required);
 	assert_int_equal(c1->file_size, 3 * VHDX_MiB + cs->rt.bat.length);
 	assert_int_equal(cs->blocks_present + cs->blocks_partial + cs->blocks_zero, 0);
-	header_read(tpath("c1.avhdx"), 1, &h1);
-	header_read(tpath("c1.avhdx"), 2, &h2);
+	header_read(tu_path("c1.avhdx"), 1, &h1);
+	header_read(tu_path("c1.avhdx"), 2, &h2);
 	assert_int_equal(h2.seq, h1.seq + 1);
 	assert_memory_equal(h1.data_write, h2.data_write, 16);
 	/* identity: parent_linkage is the parent's DataWriteGuid; own GUIDs fresh */
@@ -498,7 +460,7 @@ static void test_create_child(void **state)
 	assert_string_equal(((struct vhdx_state *)c2->priv)->loc.relative_path, "..\\base.vhdx");
 	assert_null(cs->loc.volume_path);
 	assert_null(cs->loc.linkage2);
-	real = realpath(dir, NULL);
+	real = realpath(tu_dir(), NULL);
 	snprintf(abs, sizeof(abs), "\\\\?\\Z:%s/base.vhdx", real);
 	free(real);
 	for (char *q = abs + 6; *q; q++)
@@ -508,25 +470,25 @@ static void test_create_child(void **state)
 	vd_image_close(c1);
 	vd_image_close(c2);
 	/* both read as the parent; the one below finds it too */
-	file_check(tpath("c1.avhdx"), model, o.size);
-	file_check_in(tpath("sub/c2.avhdx"), model, o.size, true);
+	file_check(tu_path("c1.avhdx"), model, o.size);
+	file_check_in(tu_path("sub/c2.avhdx"), model, o.size, true);
 	/* a child of sub/c2 moved up beside base finds c2 by its absolute path
 	 * (its relative one now leads nowhere) */
-	assert_int_equal(vd_image_open(tpath("sub/c2.avhdx"), 0, &c2), 0);
-	assert_int_equal(c2->ops->create_child(c2, tpath("sub/g.avhdx")), 0);
+	assert_int_equal(vd_image_open(tu_path("sub/c2.avhdx"), 0, &c2), 0);
+	assert_int_equal(c2->ops->create_child(c2, tu_path("sub/g.avhdx")), 0);
 	vd_image_close(c2);
-	copy_file(tpath("sub/g.avhdx"), tpath("g.avhdx"));
-	file_check(tpath("g.avhdx"), model, o.size);
+	copy_file(tu_path("sub/g.avhdx"), tu_path("g.avhdx"));
+	file_check(tu_path("g.avhdx"), model, o.size);
 
 	/* never replaces a file */
-	before = esx_slurp(tpath("c1.avhdx"), &n1);
-	log_reset();
-	assert_int_equal(p->ops->create_child(p, tpath("c1.avhdx")), -EEXIST);
-	assert_non_null(strstr(logbuf, "exists already"));
-	after = esx_slurp(tpath("c1.avhdx"), &n2);
+	before = tu_read_file(tu_path("c1.avhdx"), &n1);
+	tu_log_capture();
+	assert_int_equal(p->ops->create_child(p, tu_path("c1.avhdx")), -EEXIST);
+	assert_non_null(strstr(tu_log_text(), "exists already"));
+	after = tu_read_file(tu_path("c1.avhdx"), &n2);
 	assert_int_equal(n1, n2);
 	assert_memory_equal(before, after, n1);
-	assert_int_equal(p->ops->create_child(p, tpath("base.vhdx")), -EEXIST);
+	assert_int_equal(p->ops->create_child(p, tu_path("base.vhdx")), -EEXIST);
 	free(before);
 	free(after);
 	vd_image_close(p);
@@ -542,13 +504,13 @@ static void test_create_over_fixed(void **state)
 	struct vd_image *p, *c;
 
 	(void)state;
-	assert_int_equal(vd_image_open(tpath("fixed.vhdx"), 0, &p), 0);
-	assert_int_equal(p->ops->create_child(p, tpath("f.avhdx")), 0);
-	assert_int_equal(vd_image_open(tpath("f.avhdx"), 0, &c), 0);
+	assert_int_equal(vd_image_open(tu_path("fixed.vhdx"), 0, &p), 0);
+	assert_int_equal(p->ops->create_child(p, tu_path("f.avhdx")), 0);
+	assert_int_equal(vd_image_open(tu_path("f.avhdx"), 0, &c), 0);
 	assert_int_equal(((struct vhdx_state *)c->priv)->par.block_size, 2 * VHDX_MiB);
 	vd_image_close(c);
 	vd_image_close(p);
-	file_check(tpath("f.avhdx"), model, o.size);
+	file_check(tu_path("f.avhdx"), model, o.size);
 	free(model);
 }
 
@@ -558,11 +520,11 @@ static void expect_rdwr_refused(const char *path, const char *why)
 {
 	struct vd_image *img = NULL;
 
-	log_reset();
+	tu_log_capture();
 	assert_int_equal(vd_image_open(path, VD_OPEN_RDWR, &img), -EROFS);
 	assert_null(img);
-	if (!strstr(logbuf, why))
-		fail_msg("expected \"%s\" in: %s", why, logbuf);
+	if (!strstr(tu_log_text(), why))
+		fail_msg("expected \"%s\" in: %s", why, tu_log_text());
 }
 
 static void test_rdwr(void **state)
@@ -575,32 +537,32 @@ static void test_rdwr(void **state)
 	char lk[40], b[37];
 
 	(void)state;
-	assert_int_equal(vd_image_open(tpath("base.vhdx"), 0, &p), 0);
-	assert_int_equal(p->ops->create_child(p, tpath("d.avhdx")), 0);
-	expect_rdwr_refused(tpath("base.vhdx"), "not a differencing disk");
+	assert_int_equal(vd_image_open(tu_path("base.vhdx"), 0, &p), 0);
+	assert_int_equal(p->ops->create_child(p, tu_path("d.avhdx")), 0);
+	expect_rdwr_refused(tu_path("base.vhdx"), "not a differencing disk");
 	/* an empty child made by another writer (mkvhdx): laid out otherwise */
 	o = (struct vxg_opts){.size = 4 * VHDX_MiB, .block = VHDX_MiB, .diff = true, .seed = 6};
 	snprintf(lk, sizeof(lk), "{%s}", vd_id_format(&p->id, b));
 	memcpy(o.linkage, lk, sizeof(lk));
 	o.relative_path = "base.vhdx";
 	assert_int_equal(vxg_init(&l, &o), 0);
-	assert_int_equal(vxg_file_write(&l, tpath("other.avhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("other.avhdx")), 0);
 	vxg_free(&l);
-	expect_rdwr_refused(tpath("other.avhdx"), "not laid out as vdmount lays out");
+	expect_rdwr_refused(tu_path("other.avhdx"), "not laid out as vdmount lays out");
 	/* ours, with its log pending (a crashed session): refused */
 	o.pending_log = true;
 	assert_int_equal(vxg_init(&l, &o), 0);
 	vxg_random(&l, 6, 5, 8, 0);
-	assert_int_equal(vxg_file_write(&l, tpath("dirty.avhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("dirty.avhdx")), 0);
 	vxg_free(&l);
-	expect_rdwr_refused(tpath("dirty.avhdx"), "its log needs replaying");
+	expect_rdwr_refused(tu_path("dirty.avhdx"), "its log needs replaying");
 
 	/* ours, empty: accepted; the headers get a new FileWriteGuid at once, a
 	 * new DataWriteGuid only with the first write */
-	header_read(tpath("d.avhdx"), 2, &h0);
-	assert_int_equal(vd_image_open(tpath("d.avhdx"), VD_OPEN_RDWR, &d), 0);
-	header_read(tpath("d.avhdx"), 1, &h1);
-	header_read(tpath("d.avhdx"), 2, &h2);
+	header_read(tu_path("d.avhdx"), 2, &h0);
+	assert_int_equal(vd_image_open(tu_path("d.avhdx"), VD_OPEN_RDWR, &d), 0);
+	header_read(tu_path("d.avhdx"), 1, &h1);
+	header_read(tu_path("d.avhdx"), 2, &h2);
 	assert_int_equal(h2.seq, h0.seq + 2);
 	assert_int_equal(h1.seq, h0.seq + 1);
 	assert_memory_not_equal(h2.file_write, h0.file_write, 16);
@@ -608,15 +570,15 @@ static void test_rdwr(void **state)
 	assert_memory_equal(h2.data_write, h0.data_write, 16);
 	memset(sector, 0x5A, sizeof(sector));
 	assert_int_equal(d->ops->write(d, sector, sizeof(sector), 512), 0);
-	header_read(tpath("d.avhdx"), 2, &h1);
+	header_read(tu_path("d.avhdx"), 2, &h1);
 	assert_memory_not_equal(h1.data_write, h0.data_write, 16);
 	assert_memory_equal(h1.file_write, h2.file_write, 16);
 	assert_true(vhdx_guid_is_zero(h1.log_guid));
 	vd_image_close(d);
 	memcpy(model + 512, sector, sizeof(sector));
-	file_check(tpath("d.avhdx"), model, 4 * VHDX_MiB);
+	file_check(tu_path("d.avhdx"), model, 4 * VHDX_MiB);
 	/* written and closed: it holds data now, and is never written again */
-	expect_rdwr_refused(tpath("d.avhdx"), "holds data already");
+	expect_rdwr_refused(tu_path("d.avhdx"), "holds data already");
 	vd_image_close(p);
 	free(model);
 }
@@ -647,16 +609,16 @@ static void write_model_run(struct vxg_opts o, unsigned rounds)
 			cw(c, model, off, len, rnd(&s));
 		}
 		if (r == 0) /* nothing is in the file's tables before the flush */
-			file_check(tpath("d.avhdx"), parent, o.size);
+			file_check(tu_path("d.avhdx"), parent, o.size);
 		assert_int_equal(vd_chain_flush(c), 0);
-		file_check(tpath("d.avhdx"), model, o.size);
+		file_check(tu_path("d.avhdx"), model, o.size);
 	}
 	vd_chain_close(c);
-	file_check(tpath("d.avhdx"), model, o.size);
+	file_check(tu_path("d.avhdx"), model, o.size);
 	{
 		struct vhdx_header h1, h2;
-		header_read(tpath("d.avhdx"), 1, &h1);
-		header_read(tpath("d.avhdx"), 2, &h2);
+		header_read(tu_path("d.avhdx"), 1, &h1);
+		header_read(tu_path("d.avhdx"), 2, &h2);
 		assert_true(vhdx_guid_is_zero(h1.log_guid) && vhdx_guid_is_zero(h2.log_guid));
 	}
 	free(parent);
@@ -698,20 +660,20 @@ static void test_promotion(void **state)
 	assert_int_equal(d->ops->write(d, blk, VHDX_MiB, 6 * VHDX_MiB), 0);
 	memcpy(model + 6 * VHDX_MiB, blk, VHDX_MiB);
 	assert_int_equal(vd_chain_flush(c), 0);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 2) & 7, VHDX_PAYLOAD_FULLY_PRESENT);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 5) & 7, VHDX_PAYLOAD_PARTIALLY_PRESENT);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 6) & 7, VHDX_PAYLOAD_FULLY_PRESENT);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 0) & 7, VHDX_PAYLOAD_NOT_PRESENT);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 2) & 7, VHDX_PAYLOAD_FULLY_PRESENT);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 5) & 7, VHDX_PAYLOAD_PARTIALLY_PRESENT);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 6) & 7, VHDX_PAYLOAD_FULLY_PRESENT);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 0) & 7, VHDX_PAYLOAD_NOT_PRESENT);
 	/* the contract: a sector not held arrives whole */
-	log_reset();
+	tu_log_capture();
 	assert_int_equal(d->ops->write(d, blk, 100, 7 * VHDX_MiB + 3), -EINVAL);
 	assert_int_equal(d->ops->write(d, blk, 100, 5 * VHDX_MiB + 100 * 512 + 7), -EINVAL);
-	assert_non_null(strstr(logbuf, "does not hold"));
+	assert_non_null(strstr(tu_log_text(), "does not hold"));
 	/* ... and a held one takes any bytes */
 	assert_int_equal(d->ops->write(d, blk, 100, 5 * VHDX_MiB + 4096 + 3), 0);
 	memcpy(model + 5 * VHDX_MiB + 4096 + 3, blk, 100);
 	vd_chain_close(c);
-	file_check(tpath("d.avhdx"), model, o.size);
+	file_check(tu_path("d.avhdx"), model, o.size);
 	free(blk);
 	free(model);
 }
@@ -762,7 +724,7 @@ static void test_threads(void **state)
 	for (int i = 0; i < 4; i++)
 		pthread_join(th[i], NULL);
 	vd_chain_close(c);
-	file_check(tpath("d.avhdx"), model, o.size);
+	file_check(tu_path("d.avhdx"), model, o.size);
 	free(model);
 }
 
@@ -779,7 +741,7 @@ static uint64_t either(const char *path, const uint8_t *a, const uint8_t *b, uin
 
 	assert_non_null(got);
 	if (vd_chain_open(path, 0, &c) != 0)
-		fail_msg("%s does not open after the crash: %s", path, logbuf);
+		fail_msg("%s does not open after the crash: %s", path, tu_log_text());
 	assert_int_equal(vd_chain_read(c, vd_chain_depth(c) - 1, got, size, 0), 0);
 	vd_chain_close(c);
 	for (uint64_t k = 0; k < size; k += lss) {
@@ -822,16 +784,16 @@ static void crash_run(enum vhdx_crash_point at, bool first, bool want_new)
 		vhdx_test_crash_at = at;
 		assert_int_equal(vd_chain_flush(c), -EINTR);
 	}
-	copy_file(tpath("d.avhdx"), tpath("crash.avhdx"));
-	n = either(tpath("crash.avhdx"), before, after, o.size, 512);
+	copy_file(tu_path("d.avhdx"), tu_path("crash.avhdx"));
+	n = either(tu_path("crash.avhdx"), before, after, o.size, 512);
 	if (want_new)
-		file_check(tpath("crash.avhdx"), after, o.size);
+		file_check(tu_path("crash.avhdx"), after, o.size);
 	else
 		assert_int_equal(n, 0);
 	/* a crashed writer writes nothing more, not even at close */
 	vd_chain_close(c);
-	file_check(tpath("d.avhdx"), want_new ? after : before, o.size);
-	unlink(tpath("d.avhdx"));
+	file_check(tu_path("d.avhdx"), want_new ? after : before, o.size);
+	unlink(tu_path("d.avhdx"));
 	free(s0);
 	free(s1);
 	free(s2);
@@ -890,8 +852,8 @@ static void test_log_wrap(void **state)
 	vd_buf_free(&j.buf);
 	vhdx_test_crash_at = VHDX_CRASH_HEADER;
 	assert_int_equal(vd_chain_flush(c), -EINTR);
-	copy_file(tpath("d.avhdx"), tpath("crash.avhdx"));
-	file_check(tpath("crash.avhdx"), model, o.size);
+	copy_file(tu_path("d.avhdx"), tu_path("crash.avhdx"));
+	file_check(tu_path("crash.avhdx"), model, o.size);
 	vd_chain_close(c);
 	free(model);
 	free(old);
@@ -905,9 +867,9 @@ static void rounds_check(const char *path, const uint64_t *at, uint8_t *const *d
 	uint8_t *got = malloc(VHDX_MiB), *zero = calloc(1, VHDX_MiB);
 	struct vd_chain *rc;
 
-	log_reset();
+	tu_log_capture();
 	if (vd_chain_open(path, 0, &rc) != 0)
-		fail_msg("killed after round %u: the copy does not open: %s", round, logbuf);
+		fail_msg("killed after round %u: the copy does not open: %s", round, tu_log_text());
 	for (int i = 0; i < 6; i++) {
 		size_t n = i % 2 ? VHDX_MiB : 8192;
 
@@ -941,7 +903,7 @@ static void test_rounds(void **state)
 
 	(void)state;
 	assert_int_equal(vxg_init(&l, &o), 0); /* an empty base: reads zeros */
-	assert_int_equal(vxg_file_write(&l, tpath("base.vhdx")), 0);
+	assert_int_equal(vxg_file_write(&l, tu_path("base.vhdx")), 0);
 	vxg_free(&l);
 	for (int i = 0; i < 6; i++) {
 		uint64_t sd = 900 + (uint64_t)i;
@@ -963,15 +925,15 @@ static void test_rounds(void **state)
 		if (r == 0) /* fewer rounds than that: the flush is whole */
 			vhdx_test_crash_at = VHDX_CRASH_NONE;
 		else
-			copy_file(tpath("d.avhdx"), tpath("crash.avhdx"));
+			copy_file(tu_path("d.avhdx"), tu_path("crash.avhdx"));
 		vd_chain_close(c);
 		if (r == 0) {
-			rounds_check(tpath("d.avhdx"), at, data, true, round);
+			rounds_check(tu_path("d.avhdx"), at, data, true, round);
 			break;
 		}
 		assert_int_equal(r, -EINTR);
-		rounds_check(tpath("crash.avhdx"), at, data, false, round);
-		unlink(tpath("d.avhdx"));
+		rounds_check(tu_path("crash.avhdx"), at, data, false, round);
+		unlink(tu_path("d.avhdx"));
 		assert_true(round < 60);
 	}
 	assert_true(round > 5);
@@ -1001,7 +963,7 @@ static void test_discard(void **state)
 	cw(c, model, 2 * VHDX_MiB + 4096, 3 * VHDX_MiB, 1);
 	cw(c, model, 10 * VHDX_MiB, 3 * 512, 2); /* the short last block */
 	assert_int_equal(vd_chain_flush(c), 0);
-	before = file_blocks(tpath("d.avhdx"));
+	before = file_blocks(tu_path("d.avhdx"));
 	/* blocks 3 and 4 whole (ZERO), ragged ends written as zeros, block 7 (the
 	 * parent's) hidden, and the short last block as a whole one */
 	assert_int_equal(vd_chain_discard(c, 2 * VHDX_MiB + 100 * 512, 3 * VHDX_MiB), 0);
@@ -1014,19 +976,19 @@ static void test_discard(void **state)
 	assert_int_equal(d->ops->discard(d, 512, 4096), -ENOTSUP);
 	assert_int_equal(d->ops->discard(d, VHDX_MiB, VHDX_MiB + 512), -ENOTSUP);
 	assert_int_equal(vd_chain_flush(c), 0);
-	file_check(tpath("d.avhdx"), model, o.size);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 3) & 7, VHDX_PAYLOAD_ZERO);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 4) & 7, VHDX_PAYLOAD_ZERO);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 7) & 7, VHDX_PAYLOAD_ZERO);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 10) & 7, VHDX_PAYLOAD_ZERO);
+	file_check(tu_path("d.avhdx"), model, o.size);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 3) & 7, VHDX_PAYLOAD_ZERO);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 4) & 7, VHDX_PAYLOAD_ZERO);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 7) & 7, VHDX_PAYLOAD_ZERO);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 10) & 7, VHDX_PAYLOAD_ZERO);
 	/* the discarded blocks' space was given back */
-	assert_true(file_blocks(tpath("d.avhdx")) < before);
+	assert_true(file_blocks(tu_path("d.avhdx")) < before);
 	/* a write into a ZERO block: a new block, zeros around the write */
 	cw(c, model, 3 * VHDX_MiB + 4096, 512, 3);
 	assert_int_equal(vd_chain_flush(c), 0);
-	assert_int_equal(bat_entry(tpath("d.avhdx"), 3) & 7, VHDX_PAYLOAD_FULLY_PRESENT);
+	assert_int_equal(bat_entry(tu_path("d.avhdx"), 3) & 7, VHDX_PAYLOAD_FULLY_PRESENT);
 	vd_chain_close(c);
-	file_check(tpath("d.avhdx"), model, o.size);
+	file_check(tu_path("d.avhdx"), model, o.size);
 	free(model);
 }
 

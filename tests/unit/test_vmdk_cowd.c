@@ -35,10 +35,10 @@ static void check_against_model(size_t chunk)
 	uint8_t *got, *model, *mask, state[SECTORS];
 	size_t mlen, klen;
 
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	assert_int_equal(esx_extent_read_all(&e, chunk, &got, state), 0);
-	model = esx_slurp(esx_path("c.raw"), &mlen);
-	mask = esx_slurp(esx_path("c.mask"), &klen);
+	model = tu_read_file(tu_path("c.raw"), &mlen);
+	mask = tu_read_file(tu_path("c.mask"), &klen);
 	assert_non_null(model);
 	assert_non_null(mask);
 	assert_int_equal(mlen, SECTORS * 512);
@@ -73,8 +73,8 @@ static void test_unaligned_read(void **st)
 
 	(void)st;
 	gen(1);
-	model = esx_slurp(esx_path("c.raw"), &mlen);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	model = tu_read_file(tu_path("c.raw"), &mlen);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	/* 1000000 rounds down to grain 1953 (999936): the written run covers 70064+ bytes. */
 	assert_int_equal(esx_status(&e, 1000001, 3000, &pnum), VD_DATA);
 	assert_int_equal(pnum, 3000);
@@ -101,9 +101,9 @@ static void test_capacity_vs_descriptor(void **st)
 
 	(void)st;
 	gen(8);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS + 1, &e),
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS + 1, &e),
 			 -EINVAL);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS - 8, &e), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS - 8, &e), 0);
 	esx_extent_close(&e);
 }
 
@@ -115,8 +115,8 @@ static void poke_open(uint64_t off, uint32_t v, int want)
 	int ret;
 
 	gen(8);
-	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), off, v), 0);
-	ret = esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e);
+	tu_poke_le32(tu_path("c.vmdk"), off, v);
+	ret = esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e);
 	assert_int_equal(ret, want);
 	if (ret == 0)
 		esx_extent_close(&e);
@@ -148,12 +148,12 @@ static void test_truncated(void **st)
 
 	(void)st;
 	gen(8);
-	assert_int_equal(truncate(esx_path("c.vmdk"), 1000), 0);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), -EINVAL);
+	assert_int_equal(truncate(tu_path("c.vmdk"), 1000), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), -EINVAL);
 	gen(8);
 	/* Cut inside the data of the last GT: the GT entry points past EOF. */
-	assert_int_equal(truncate(esx_path("c.vmdk"), 4 * 512 + 512 + 16384 + 4096), 0);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(truncate(tu_path("c.vmdk"), 4 * 512 + 512 + 16384 + 4096), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	{
 		uint8_t *got;
 		assert_int_equal(esx_extent_read_all(&e, 65536, &got, NULL), -EIO);
@@ -173,16 +173,16 @@ static void test_check(void **st)
 
 	(void)st;
 	gen(8);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	assert_int_equal(esx_check(&e, &text), 0);
 	free(text);
 	esx_extent_close(&e);
-	f = esx_slurp(esx_path("c.vmdk"), &len);
+	f = tu_read_file(tu_path("c.vmdk"), &len);
 	assert_non_null(f);
 	/* Grain 1 pointed at grain 0's data: space used twice. */
-	assert_int_equal(esx_poke(esx_path("c.vmdk"), gt0 + 4, f + gt0, 4), 0);
+	tu_poke(tu_path("c.vmdk"), gt0 + 4, f + gt0, 4);
 	free(f);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	assert_int_equal(esx_check(&e, &text), 1);
 	assert_non_null(strstr(text, "grain 1 (at byte"));
 	assert_non_null(strstr(text, "space used twice"));
@@ -190,9 +190,9 @@ static void test_check(void **st)
 	esx_extent_close(&e);
 	/* A grain past EOF, and the unclean flag. */
 	gen(8);
-	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), gt0, 0x7ffffff0), 0);
-	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), 1648, 1), 0);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	tu_poke_le32(tu_path("c.vmdk"), gt0, 0x7ffffff0);
+	tu_poke_le32(tu_path("c.vmdk"), 1648, 1);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	assert_int_equal(esx_check(&e, &text), 2);
 	assert_non_null(strstr(text, "grain 0: table entry 0x7ffffff0 points outside"));
 	assert_non_null(strstr(text, "uncleanShutdown flag set"));
@@ -209,9 +209,9 @@ static void test_bad_gte(void **st)
 
 	(void)st;
 	gen(8);
-	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), gt0, 0x7ffffff0), 0);
-	assert_int_equal(esx_poke_le32(esx_path("c.vmdk"), gt0 + 4, 1), 0);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	tu_poke_le32(tu_path("c.vmdk"), gt0, 0x7ffffff0);
+	tu_poke_le32(tu_path("c.vmdk"), gt0 + 4, 1);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	assert_int_equal(esx_status(&e, 0, 512, &pnum), -EIO);
 	assert_int_equal(vmdk_extent_read(&e, buf, 512, 0), -EIO);
 	assert_int_equal(esx_status(&e, 4096, 512, &pnum), -EIO);
@@ -222,17 +222,15 @@ static void test_bad_gte(void **st)
 static void test_describe(void **st)
 {
 	struct vmdk_extent e;
-	struct vd_json j = {0};
+	char *js;
 
 	(void)st;
 	gen(8);
-	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, esx_path("c.vmdk"), SECTORS, &e), 0);
+	assert_int_equal(esx_extent_open(&vmdk_cowd_ops, tu_path("c.vmdk"), SECTORS, &e), 0);
 	assert_int_equal(e.grain_bytes, 4096);
-	vd_json_obj_begin(&j, NULL);
-	e.ops->describe(&e, &j);
-	vd_json_obj_end(&j);
-	assert_non_null(strstr(j.buf.data, "\"grain_sectors\": 8"));
-	vd_buf_free(&j.buf);
+	js = esx_describe(&e);
+	assert_non_null(strstr(js, "\"grain_sectors\": 8"));
+	free(js);
 	esx_extent_close(&e);
 }
 
@@ -264,8 +262,5 @@ int main(void)
 	    cmocka_unit_test(test_bad_gte),	cmocka_unit_test(test_check),
 	    cmocka_unit_test(test_describe),	cmocka_unit_test(test_chain),
 	};
-	int ret = cmocka_run_group_tests(tests, NULL, NULL);
-
-	esx_run("rm -rf \"$PWD\"");
-	return ret;
+	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "chain/chain.h"
+#include "test_util.h"
 #include "vmdk_gen_helper.h"
 
 /* Writes a flat file of n sectors whose bytes encode their own offset and seed. */
@@ -31,7 +32,7 @@ static void flat_file(const char *name, uint64_t sectors, uint8_t seed, uint8_t 
 		g.file[i] = (uint8_t)(i / 512 * 3 + i * 5 + seed);
 	if (model)
 		memcpy(model, g.file, n);
-	kgen_write(&g, kgen_path(name));
+	kgen_write(&g, tu_path("%s", name));
 	free(g.file);
 }
 
@@ -53,13 +54,12 @@ static void make_multi(void)
 	flat_file("m f003.vmdk", S3 + 10, 3, tmp);
 	memcpy(model + (S1 + S2) * 512, tmp + 10 * 512, S3 * 512);
 	flat_file("m-f005.vmdk", S5, 5, model + (S1 + S2 + S3 + S4) * 512);
-	kgen_write_text(
-	    kgen_path("m.vmdk"),
-	    "# Disk DescriptorFile\r\nversion=1\r\nCID=abcdef01\r\nparentCID=ffffffff\r\n"
-	    "createType=\"twoGbMaxExtentFlat\"\r\n\r\n# Extent description\r\n"
-	    "RW 100 FLAT \"m-f001.vmdk\" 0\r\nRW 8 ZERO\r\n"
-	    "RDONLY 50 FLAT \"m f003.vmdk\" 10\r\nNOACCESS 16 FLAT \"missing.vmdk\" 0\r\n"
-	    "RW 30 VMFS \"m-f005.vmdk\"\r\n");
+	tu_write_text(tu_path("m.vmdk"),
+		      "# Disk DescriptorFile\r\nversion=1\r\nCID=abcdef01\r\nparentCID=ffffffff\r\n"
+		      "createType=\"twoGbMaxExtentFlat\"\r\n\r\n# Extent description\r\n"
+		      "RW 100 FLAT \"m-f001.vmdk\" 0\r\nRW 8 ZERO\r\n"
+		      "RDONLY 50 FLAT \"m f003.vmdk\" 10\r\nNOACCESS 16 FLAT \"missing.vmdk\" 0\r\n"
+		      "RW 30 VMFS \"m-f005.vmdk\"\r\n");
 }
 
 static void test_offsets_and_size(void **state)
@@ -68,7 +68,7 @@ static void test_offsets_and_size(void **state)
 	uint64_t n;
 	(void)state;
 	make_multi();
-	assert_int_equal(vd_image_open(kgen_path("m.vmdk"), 0, &img), 0);
+	assert_int_equal(vd_image_open(tu_path("m.vmdk"), 0, &img), 0);
 	assert_int_equal(img->size, TOTAL * 512);
 	assert_string_equal(img->subformat, "twoGbMaxExtentFlat");
 	assert_int_equal(img->cow_unit, 512);
@@ -104,7 +104,7 @@ static void test_reads_straddle(void **state)
 	};
 	(void)state;
 	make_multi();
-	assert_int_equal(vd_chain_open(kgen_path("m.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("m.vmdk"), 0, &c), 0);
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		memset(buf, 0xee, sizeof(buf));
 		assert_int_equal(vd_chain_read(c, 0, buf, cuts[i][1], cuts[i][0]), 0);
@@ -120,7 +120,7 @@ static void test_noaccess_eio(void **state)
 	unsigned errs;
 	(void)state;
 	make_multi();
-	assert_int_equal(vd_chain_open(kgen_path("m.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("m.vmdk"), 0, &c), 0);
 	errs = vd_log_error_count();
 	assert_int_equal(vd_chain_read(c, 0, buf, 512, (S1 + S2 + S3) * 512), -EIO);
 	assert_int_equal(vd_log_error_count(), errs + 1);
@@ -134,8 +134,8 @@ static void expect_open_einval(const char *desc_text)
 	struct vd_image *img = NULL;
 	unsigned errs = vd_log_error_count();
 
-	kgen_write_text(kgen_path("bad.vmdk"), desc_text);
-	assert_int_equal(vd_image_open(kgen_path("bad.vmdk"), 0, &img), -EINVAL);
+	tu_write_text(tu_path("bad.vmdk"), desc_text);
+	assert_int_equal(vd_image_open(tu_path("bad.vmdk"), 0, &img), -EINVAL);
 	assert_null(img);
 	assert_int_equal(vd_log_error_count(), errs + 1);
 }
@@ -152,23 +152,23 @@ static void test_flat_refusals(void **state)
 	expect_open_einval("CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"short.img\" "
 			   "18014398509481984\n");
 	/* missing extent file: -ENOENT, one line naming it */
-	kgen_write_text(kgen_path("bad.vmdk"),
-			"CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"nope.img\" 0\n");
-	assert_int_equal(vd_image_open(kgen_path("bad.vmdk"), 0, &img), -ENOENT);
+	tu_write_text(tu_path("bad.vmdk"),
+		      "CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"nope.img\" 0\n");
+	assert_int_equal(vd_image_open(tu_path("bad.vmdk"), 0, &img), -ENOENT);
 	/* an extent file opened directly: COWD */
-	kgen_write_text(kgen_path("cowd.vmdk"), "COWD\x01");
-	assert_int_equal(vd_image_open(kgen_path("cowd.vmdk"), 0, &img), -EINVAL);
-	kgen_write_text(kgen_path("kdmv.vmdk"), "KDMV\x01");
-	assert_int_equal(vd_image_open(kgen_path("kdmv.vmdk"), 0, &img), -EINVAL);
+	tu_write_text(tu_path("cowd.vmdk"), "COWD\x01");
+	assert_int_equal(vd_image_open(tu_path("cowd.vmdk"), 0, &img), -EINVAL);
+	tu_write_text(tu_path("kdmv.vmdk"), "KDMV\x01");
+	assert_int_equal(vd_image_open(tu_path("kdmv.vmdk"), 0, &img), -EINVAL);
 	/* absolute path allowed */
 	{
 		char t[1024];
 
 		snprintf(t, sizeof(t),
 			 "CID=1\ncreateType=\"monolithicFlat\"\nRW 10 FLAT \"%s\" 0\n",
-			 kgen_path("short.img"));
-		kgen_write_text(kgen_path("abs.vmdk"), t);
-		assert_int_equal(vd_image_open(kgen_path("abs.vmdk"), 0, &img), 0);
+			 tu_path("short.img"));
+		tu_write_text(tu_path("abs.vmdk"), t);
+		assert_int_equal(vd_image_open(tu_path("abs.vmdk"), 0, &img), 0);
 		assert_int_equal(img->size, 5120);
 		vd_image_close(img);
 	}
@@ -178,16 +178,16 @@ static void test_qemu_flat(void **state)
 {
 	char raw[600];
 	(void)state;
-	if (kgen_sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0)
+	if (tu_sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") != 0)
 		skip();
-	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o subformat=monolithicFlat"
-				 " qf.vmdk 3M && qemu-io -f vmdk -c 'write -P 0x5a 65000 70000'"
-				 " qf.vmdk >/dev/null && qemu-img convert -f vmdk -O raw qf.vmdk"
-				 " qf.raw",
-				 kgen_dir()),
+	assert_int_equal(tu_sh("cd '%s' && qemu-img create -q -f vmdk -o subformat=monolithicFlat"
+			       " qf.vmdk 3M && qemu-io -f vmdk -c 'write -P 0x5a 65000 70000'"
+			       " qf.vmdk >/dev/null && qemu-img convert -f vmdk -O raw qf.vmdk"
+			       " qf.raw",
+			       tu_dir()),
 			 0);
-	snprintf(raw, sizeof(raw), "%s", kgen_path("qf.raw"));
-	assert_int_equal(kgen_compare_chain(kgen_path("qf.vmdk"), 0, raw), 0);
+	snprintf(raw, sizeof(raw), "%s", tu_path("qf.raw"));
+	assert_int_equal(kgen_compare_chain(tu_path("qf.vmdk"), 0, raw), 0);
 }
 
 /* Directory of this test executable; vdcat is built next to it. */
@@ -223,22 +223,21 @@ static void test_corpus(void **state)
 	};
 	(void)state;
 	if (!shared ||
-	    kgen_sh("test -f '%s/corpus/unpack.sh' && test -x '%s/vdcat'", shared, vdcat_dir) != 0)
+	    tu_sh("test -f '%s/corpus/unpack.sh' && test -x '%s/vdcat'", shared, vdcat_dir) != 0)
 		skip();
-	assert_int_equal(
-	    kgen_sh("sh '%s/corpus/unpack.sh' '%s/corpus' >/dev/null", shared, kgen_dir()), 0);
+	assert_int_equal(tu_sh("sh '%s/corpus/unpack.sh' '%s/corpus' >/dev/null", shared, tu_dir()),
+			 0);
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		print_message("corpus %s\n", ok[i]);
-		assert_int_equal(
-		    kgen_sh("cd '%s/corpus' && want=$(awk -F'\\t' '$1==\"%s\"{print $4}'"
-			    " '%s/corpus/expected.tsv') && got=$(%s/vdcat %s |"
-			    " sha256sum | cut -c1-64) && test \"$want\" = \"$got\"",
-			    kgen_dir(), ok[i], shared, vdcat_dir, ok[i]),
-		    0);
+		assert_int_equal(tu_sh("cd '%s/corpus' && want=$(awk -F'\\t' '$1==\"%s\"{print $4}'"
+				       " '%s/corpus/expected.tsv') && got=$(%s/vdcat %s |"
+				       " sha256sum | cut -c1-64) && test \"$want\" = \"$got\"",
+				       tu_dir(), ok[i], shared, vdcat_dir, ok[i]),
+				 0);
 	}
-	assert_int_equal(kgen_sh("cd '%s/corpus' && ! %s/vdcat vmdk-rs/vmfs_thick-000001.vmdk"
-				 " >/dev/null 2>&1 && ! %s/vdcat qemu/afl9.vmdk >/dev/null 2>&1",
-				 kgen_dir(), vdcat_dir, vdcat_dir),
+	assert_int_equal(tu_sh("cd '%s/corpus' && ! %s/vdcat vmdk-rs/vmfs_thick-000001.vmdk"
+			       " >/dev/null 2>&1 && ! %s/vdcat qemu/afl9.vmdk >/dev/null 2>&1",
+			       tu_dir(), vdcat_dir, vdcat_dir),
 			 0);
 }
 
@@ -248,8 +247,8 @@ static void expect_flat_desc(const char *name, const char *text, const uint8_t *
 	uint8_t buf[16 * 512];
 	struct vd_chain *c;
 
-	kgen_write_text(kgen_path(name), text);
-	assert_int_equal(vd_chain_open(kgen_path(name), 0, &c), 0);
+	tu_write_text(tu_path("%s", name), text);
+	assert_int_equal(vd_chain_open(tu_path("%s", name), 0, &c), 0);
 	assert_int_equal(vd_chain_read(c, 0, buf, n, 0), 0);
 	assert_memory_equal(buf, want, n);
 	vd_chain_close(c);
@@ -292,13 +291,13 @@ static void test_encoded_names(void **state)
 		  "CID=aaaaaaaa\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n"
 		  "RW 16 SPARSE \"x.vmdk\"\n");
 	kgen_alloc(&b, 0, 0x42);
-	kgen_write(&b, kgen_path("B\xc3\xa4se.vmdk"));
+	kgen_write(&b, tu_path("B\xc3\xa4se.vmdk"));
 	kgen_init(&d, 16, 8, 1, 0x3,
 		  "encoding=\"windows-1252\"\nCID=bbbbbbbb\nparentCID=aaaaaaaa\n"
 		  "parentFileNameHint=\"B\xe4se.vmdk\"\ncreateType=\"monolithicSparse\"\n"
 		  "RW 16 SPARSE \"y.vmdk\"\n");
-	kgen_write(&d, kgen_path("delta.vmdk"));
-	assert_int_equal(vd_chain_open(kgen_path("delta.vmdk"), 0, &c), 0);
+	kgen_write(&d, tu_path("delta.vmdk"));
+	assert_int_equal(vd_chain_open(tu_path("delta.vmdk"), 0, &c), 0);
 	assert_int_equal(vd_chain_depth(c), 2);
 	assert_string_equal(vd_chain_link(c, 1)->hint_kind, "parentFileNameHint (UTF-8)");
 	assert_int_equal(vd_chain_read(c, 1, buf, 8 * 512, 0), 0);
@@ -327,8 +326,8 @@ static void test_encoded_names(void **state)
 				 "CID=44444444\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
 				 "RW 16 FLAT \"%s\" 0\n",
 				 name);
-			kgen_write_text(kgen_path("tscii.vmdk"), text);
-			r = vd_image_open(kgen_path("tscii.vmdk"), 0, &img);
+			tu_write_text(tu_path("tscii.vmdk"), text);
+			r = vd_image_open(tu_path("tscii.vmdk"), 0, &img);
 			assert_true(r == -ENOENT || r == -ENAMETOOLONG);
 		}
 	}

@@ -23,6 +23,7 @@
 #include "disk/endian.h"
 #include "disk/tcache.h"
 #include "esx_helper.h"
+#include "test_util.h"
 #include "vmdk_gen_helper.h"
 
 #define CAP 13290 /* sectors: 1661.25 grains of 4 KiB, 4 GTs */
@@ -54,7 +55,7 @@ static void build(struct kgen *g)
 
 static const char *good_file(struct kgen *g)
 {
-	const char *p = kgen_path("good.vmdk");
+	const char *p = tu_path("good.vmdk");
 
 	build(g);
 	kgen_write(g, p);
@@ -157,20 +158,23 @@ static void poke_val(const char *path, const struct poke *p)
 	uint8_t b[8];
 
 	if (!p->width) {
-		kgen_poke(path, p->off, p->raw, strlen(p->raw));
+		tu_poke(path, p->off, p->raw, strlen(p->raw));
 		return;
 	}
 	vd_put_le64(b, p->val);
-	kgen_poke(path, p->off, b, p->width);
+	tu_poke(path, p->off, b, p->width);
 }
 
 static void expect_open_fails(const char *path, const char *msg)
 {
 	struct vd_image *img = NULL;
 	unsigned errs = vd_log_error_count();
-	int saved = kgen_capture_begin();
-	int r = vd_image_open(path, 0, &img);
-	char *log = kgen_capture_end(saved);
+	int r;
+	char *log;
+
+	tu_log_capture();
+	r = vd_image_open(path, 0, &img);
+	log = tu_log_release();
 
 	assert_int_equal(r, -EINVAL);
 	assert_null(img);
@@ -210,7 +214,7 @@ static void test_header_checks(void **state)
 	     "open the disk's descriptor file"},
 	};
 	struct kgen g;
-	const char *p = kgen_path("bad.vmdk");
+	const char *p = tu_path("bad.vmdk");
 	(void)state;
 	build(&g);
 	for (size_t i = 0; i < sizeof(pokes) / sizeof(pokes[0]); i++) {
@@ -231,11 +235,11 @@ static void test_header_checks(void **state)
 static void expect_grain_eio(struct kgen *g, uint64_t grain, uint32_t gte, bool set_gde,
 			     const char *msg)
 {
-	const char *p = kgen_path("gte.vmdk");
+	const char *p = tu_path("gte.vmdk");
 	struct vd_chain *c;
 	uint8_t buf[GB];
 	uint64_t off = grain * GB;
-	int saved, r;
+	int r;
 	char *log;
 	unsigned errs;
 
@@ -244,19 +248,19 @@ static void expect_grain_eio(struct kgen *g, uint64_t grain, uint32_t gte, bool 
 		uint8_t b[4];
 
 		vd_put_le32(b, gte);
-		kgen_poke(p, g->gd_off * 512 + grain / 512 * 4, b, 4);
+		tu_poke(p, g->gd_off * 512 + grain / 512 * 4, b, 4);
 	} else {
 		uint8_t b[4];
 
 		vd_put_le32(b, gte);
-		kgen_poke(p, kgen_gte_off(g, grain), b, 4);
+		tu_poke(p, kgen_gte_off(g, grain), b, 4);
 	}
 	if (set_gde) {
 		/* The GD is checked whole at open: a wild GT offset fails the open. */
 		errs = vd_log_error_count();
-		saved = kgen_capture_begin();
+		tu_log_capture();
 		r = vd_chain_open(p, 0, &c);
-		log = kgen_capture_end(saved);
+		log = tu_log_release();
 		assert_int_equal(r, -EINVAL);
 		assert_int_equal(vd_log_error_count(), errs + 1);
 		if (!strstr(log, msg))
@@ -266,9 +270,9 @@ static void expect_grain_eio(struct kgen *g, uint64_t grain, uint32_t gte, bool 
 	}
 	assert_int_equal(vd_chain_open(p, 0, &c), 0);
 	errs = vd_log_error_count();
-	saved = kgen_capture_begin();
+	tu_log_capture();
 	r = vd_chain_read(c, 0, buf, sizeof(buf), off);
-	log = kgen_capture_end(saved);
+	log = tu_log_release();
 	assert_int_equal(r, -EIO);
 	assert_int_equal(vd_log_error_count(), errs + 1);
 	if (!strstr(log, msg))
@@ -304,7 +308,7 @@ static void test_run_stops_before_corrupt(void **state)
 {
 	struct kgen g;
 	struct vd_image *img;
-	const char *p = kgen_path("stop.vmdk");
+	const char *p = tu_path("stop.vmdk");
 	uint64_t n;
 	(void)state;
 	build(&g);
@@ -334,15 +338,15 @@ static void test_split(void **state)
 	kgen_init(&b, 500, GRAIN, 1, 0x3, NULL);
 	kgen_alloc(&b, 0, 12);
 	kgen_alloc(&b, 62, 13);
-	kgen_write(&a, kgen_path("sp-s001.vmdk"));
-	kgen_write(&b, kgen_path("sp s002.vmdk"));
+	kgen_write(&a, tu_path("sp-s001.vmdk"));
+	kgen_write(&b, tu_path("sp s002.vmdk"));
 	memcpy(model, a.model, 1000 * 512);
 	memcpy(model + 1024 * 512, b.model, 500 * 512);
-	kgen_write_text(kgen_path("sp.vmdk"),
-			"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-			"createType=\"twoGbMaxExtentSparse\"\nRW 1000 SPARSE \"sp-s001.vmdk\"\n"
-			"RDONLY 24 ZERO\nRW 500 SPARSE \"sp s002.vmdk\"\n");
-	assert_int_equal(vd_image_open(kgen_path("sp.vmdk"), 0, &img), 0);
+	tu_write_text(tu_path("sp.vmdk"),
+		      "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+		      "createType=\"twoGbMaxExtentSparse\"\nRW 1000 SPARSE \"sp-s001.vmdk\"\n"
+		      "RDONLY 24 ZERO\nRW 500 SPARSE \"sp s002.vmdk\"\n");
+	assert_int_equal(vd_image_open(tu_path("sp.vmdk"), 0, &img), 0);
 	assert_int_equal(img->size, size);
 	assert_string_equal(img->subformat, "twoGbMaxExtentSparse");
 	assert_int_equal(vd_image_block_status(img, 999 * 512, 100 * 512, &n, NULL), VD_DATA);
@@ -354,7 +358,7 @@ static void test_split(void **state)
 	assert_int_equal(vd_image_block_status(img, 1024 * 512, 100 * 512, &n, NULL), VD_DATA);
 	assert_int_equal(n, GB);
 	vd_image_close(img);
-	assert_int_equal(vd_chain_open(kgen_path("sp.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("sp.vmdk"), 0, &c), 0);
 	assert_int_equal(vd_chain_read(c, 0, buf, size, 0), 0);
 	assert_memory_equal(buf, model, size);
 	assert_int_equal(vd_chain_read(c, 0, buf, 30 * 512 + 3, 990 * 512 - 1), 0);
@@ -363,30 +367,30 @@ static void test_split(void **state)
 
 	/* one piece opened directly, its descriptor gone: itself, without
 	 * identity, and the warning reaches the chain's list (chain.json) */
-	kgen_write(&a, kgen_path("lone-s001.vmdk"));
-	assert_int_equal(vd_image_open(kgen_path("lone-s001.vmdk"), 0, &img), 0);
+	kgen_write(&a, tu_path("lone-s001.vmdk"));
+	assert_int_equal(vd_image_open(tu_path("lone-s001.vmdk"), 0, &img), 0);
 	assert_int_equal(img->size, 1000 * 512);
 	assert_int_equal(img->id.len, 0);
 	vd_image_close(img);
-	assert_int_equal(vd_chain_open(kgen_path("lone-s001.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("lone-s001.vmdk"), 0, &c), 0);
 	assert_int_equal(vd_chain_warning_count(c), 1);
 	assert_non_null(strstr(vd_chain_warning(c, 0), "without an embedded descriptor"));
 	vd_chain_close(c);
 
 	/* a piece whose capacity disagrees with its descriptor line */
-	kgen_write_text(kgen_path("sp.vmdk"),
-			"CID=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 1008 SPARSE "
-			"\"sp-s001.vmdk\"\n");
-	expect_open_fails(kgen_path("sp.vmdk"), "differs from the descriptor's 1008");
+	tu_write_text(tu_path("sp.vmdk"),
+		      "CID=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 1008 SPARSE "
+		      "\"sp-s001.vmdk\"\n");
+	expect_open_fails(tu_path("sp.vmdk"), "differs from the descriptor's 1008");
 	/* the same file twice */
-	kgen_write_text(kgen_path("sp.vmdk"),
-			"CID=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 1000 SPARSE "
-			"\"sp-s001.vmdk\"\nRW 1000 SPARSE \"./sp-s001.vmdk\"\n");
-	expect_open_fails(kgen_path("sp.vmdk"), "listed twice");
+	tu_write_text(tu_path("sp.vmdk"),
+		      "CID=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 1000 SPARSE "
+		      "\"sp-s001.vmdk\"\nRW 1000 SPARSE \"./sp-s001.vmdk\"\n");
+	expect_open_fails(tu_path("sp.vmdk"), "listed twice");
 	/* an extent that is the descriptor itself */
-	kgen_write_text(kgen_path("sp.vmdk"),
-			"CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"sp.vmdk\" 0\n");
-	expect_open_fails(kgen_path("sp.vmdk"), "is the descriptor file itself");
+	tu_write_text(tu_path("sp.vmdk"),
+		      "CID=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"sp.vmdk\" 0\n");
+	expect_open_fails(tu_path("sp.vmdk"), "is the descriptor file itself");
 	kgen_free(&a);
 	kgen_free(&b);
 	free(buf);
@@ -401,8 +405,8 @@ static void test_delta_identity(void **state)
 	kgen_init(&g, 64, GRAIN, 1, 0x3,
 		  "CID=00c0ffee\nparentCID=1234abcd\nparentFileNameHint=\"../base dir/b.vmdk\"\n"
 		  "createType=\"monolithicSparse\"\nRW 64 SPARSE \"d.vmdk\"\n");
-	kgen_write(&g, kgen_path("d.vmdk"));
-	assert_int_equal(vd_image_open(kgen_path("d.vmdk"), 0, &img), 0);
+	kgen_write(&g, tu_path("d.vmdk"));
+	assert_int_equal(vd_image_open(tu_path("d.vmdk"), 0, &img), 0);
 	assert_true(img->has_parent);
 	assert_memory_equal(img->id.bytes, "\x00\xc0\xff\xee", 4);
 	assert_int_equal(img->parent_id.len, 4);
@@ -437,52 +441,49 @@ static void test_describe(void **state)
 
 static bool have_qemu(void)
 {
-	return kgen_sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
+	return tu_sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
 }
 
 static void qemu_compare(const char *name, unsigned from_top)
 {
 	char raw[600];
 
-	snprintf(raw, sizeof(raw), "%s.raw", kgen_path(name));
-	assert_int_equal(kgen_sh("cd '%s' && qemu-img convert -f vmdk -O raw '%s' '%s.raw'",
-				 kgen_dir(), name, name),
-			 0);
-	assert_int_equal(kgen_compare_chain(kgen_path(name), from_top, raw), 0);
+	snprintf(raw, sizeof(raw), "%s.raw", tu_path("%s", name));
+	assert_int_equal(
+	    tu_sh("cd '%s' && qemu-img convert -f vmdk -O raw '%s' '%s.raw'", tu_dir(), name, name),
+	    0);
+	assert_int_equal(kgen_compare_chain(tu_path("%s", name), from_top, raw), 0);
 }
 
 static void test_qemu_images(void **state)
 {
-	const char *d = kgen_dir();
+	const char *d = tu_dir();
 	(void)state;
 	if (!have_qemu())
 		skip();
-	assert_int_equal(
-	    kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o subformat=monolithicSparse"
-		    " q1.vmdk 64M && qemu-io -f vmdk -c 'write -P 0x5a 65000 70000'"
-		    " -c 'write -P 0x33 33554000 1000' -c 'write -P 7 66000000 1108864'"
-		    " q1.vmdk >/dev/null",
-		    d),
-	    0);
+	assert_int_equal(tu_sh("cd '%s' && qemu-img create -q -f vmdk -o subformat=monolithicSparse"
+			       " q1.vmdk 64M && qemu-io -f vmdk -c 'write -P 0x5a 65000 70000'"
+			       " -c 'write -P 0x33 33554000 1000' -c 'write -P 7 66000000 1108864'"
+			       " q1.vmdk >/dev/null",
+			       d),
+			 0);
 	qemu_compare("q1.vmdk", 0);
 	/* zeroed grains (v2, flag 4) over data, in a delta */
-	assert_int_equal(
-	    kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o zeroed_grain=on -b q1.vmdk"
-		    " -F vmdk q2.vmdk && qemu-io -f vmdk -c 'write -z 0 131072'"
-		    " -c 'write -P 0x11 200000 5' q2.vmdk >/dev/null",
-		    d),
-	    0);
+	assert_int_equal(tu_sh("cd '%s' && qemu-img create -q -f vmdk -o zeroed_grain=on -b q1.vmdk"
+			       " -F vmdk q2.vmdk && qemu-io -f vmdk -c 'write -z 0 131072'"
+			       " -c 'write -P 0x11 200000 5' q2.vmdk >/dev/null",
+			       d),
+			 0);
 	qemu_compare("q2.vmdk", 0);
 	/* split sparse: a write straddling the 2 GiB extent boundary, odd size */
-	assert_int_equal(
-	    kgen_sh("cd '%s' && qemu-img create -q -f vmdk -o"
-		    " subformat=twoGbMaxExtentSparse q3.vmdk 4100M && qemu-io -f vmdk"
-		    " -c 'write -P 0x77 2147479552 8192' -c 'write -P 1 4299154000 7000'"
-		    " q3.vmdk >/dev/null",
-		    d),
-	    0);
+	assert_int_equal(tu_sh("cd '%s' && qemu-img create -q -f vmdk -o"
+			       " subformat=twoGbMaxExtentSparse q3.vmdk 4100M && qemu-io -f vmdk"
+			       " -c 'write -P 0x77 2147479552 8192' -c 'write -P 1 4299154000 7000'"
+			       " q3.vmdk >/dev/null",
+			       d),
+			 0);
 	qemu_compare("q3.vmdk", 0);
-	assert_int_equal(kgen_sh("cd '%s' && rm -f q3*", d), 0);
+	assert_int_equal(tu_sh("cd '%s' && rm -f q3*", d), 0);
 }
 
 /* A 2 TiB sparse image must open fast: the GD is read, the GTs are not. */
@@ -494,12 +495,12 @@ static void test_qemu_2tib_open(void **state)
 	(void)state;
 	if (!have_qemu())
 		skip();
-	assert_int_equal(kgen_sh("cd '%s' && qemu-img create -q -f vmdk big.vmdk 2T && qemu-io -f"
-				 " vmdk -c 'write -P 0x42 2199023000000 4096' big.vmdk >/dev/null",
-				 kgen_dir()),
+	assert_int_equal(tu_sh("cd '%s' && qemu-img create -q -f vmdk big.vmdk 2T && qemu-io -f"
+			       " vmdk -c 'write -P 0x42 2199023000000 4096' big.vmdk >/dev/null",
+			       tu_dir()),
 			 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	assert_int_equal(vd_image_open(kgen_path("big.vmdk"), 0, &img), 0);
+	assert_int_equal(vd_image_open(tu_path("big.vmdk"), 0, &img), 0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	assert_true((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6 < 100.0);
 	assert_int_equal(img->size, 2ull << 40);
@@ -507,7 +508,7 @@ static void test_qemu_2tib_open(void **state)
 	assert_int_equal(buf[0], 0x42);
 	assert_int_equal(buf[4095], 0x42);
 	vd_image_close(img);
-	assert_int_equal(kgen_sh("rm -f '%s'", kgen_path("big.vmdk")), 0);
+	assert_int_equal(tu_sh("rm -f '%s'", tu_path("big.vmdk")), 0);
 }
 
 static char *describe(struct vd_image *img)
@@ -536,9 +537,9 @@ static void test_linear_tables_stay_cached(void **state)
 	kgen_init(&g, 256 * 512, 1, 1, 0x3, NULL);
 	for (uint64_t i = 0; i < 256 * 512; i++)
 		kgen_alloc(&g, i, (uint8_t)(i * 13));
-	kgen_write(&g, kgen_path("lin.vmdk"));
+	kgen_write(&g, tu_path("lin.vmdk"));
 	vd_tcache_budget_set(128 << 10);
-	assert_int_equal(vd_image_open(kgen_path("lin.vmdk"), 0, &img), 0);
+	assert_int_equal(vd_image_open(tu_path("lin.vmdk"), 0, &img), 0);
 	for (unsigned n = 0; n < 3 * 256 * 8; n++) {
 		uint64_t s = (uint64_t)rand_r(&seed) % (256 * 512);
 
@@ -564,7 +565,7 @@ static void test_hole_gd_walked_in_one_step(void **state)
 	(void)state;
 	assert_int_equal(esx_run("\"$T/mkclaims\" h.vmdk sparse %llu 1 --data 9000000", 1ull << 32),
 			 0);
-	assert_int_equal(vd_chain_open(esx_path("h.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("h.vmdk"), 0, &c), 0);
 	assert_int_equal(vd_chain_layer_usage(c, 0, &data, &zero), 0);
 	assert_int_equal(data, 512);
 	assert_int_equal(zero, 0);
@@ -583,7 +584,7 @@ static void test_describe_caps_usage(void **state)
 	(void)state;
 	assert_int_equal(esx_run("\"$T/mkclaims\" g.vmdk sparse %llu 8 --shared-gt", 1ull << 32),
 			 0);
-	assert_int_equal(vd_chain_open(esx_path("g.vmdk"), 0, &c), 0);
+	assert_int_equal(vd_chain_open(tu_path("g.vmdk"), 0, &c), 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	assert_int_equal(vd_chain_describe(c, &j), 0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);

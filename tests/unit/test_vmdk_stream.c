@@ -48,9 +48,7 @@ static void make_raw(void)
 			raw[i] = 1;
 	}
 	raw[RAW_BYTES - 1] = 0x5a;
-	assert_int_equal(esx_poke(esx_path("r.raw"), 0, raw, RAW_BYTES), -ENOENT);
-	assert_int_equal(esx_run("truncate -s %u r.raw", RAW_BYTES), 0);
-	assert_int_equal(esx_poke(esx_path("r.raw"), 0, raw, RAW_BYTES), 0);
+	tu_write_file(tu_path("r.raw"), raw, RAW_BYTES);
 }
 
 static void mk(const char *opts)
@@ -61,17 +59,7 @@ static void mk(const char *opts)
 
 static int open_s(struct vmdk_extent *e)
 {
-	return esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), SECTORS, e);
-}
-
-static char *describe(struct vmdk_extent *e)
-{
-	struct vd_json j = {0};
-
-	vd_json_obj_begin(&j, NULL);
-	e->ops->describe(e, &j);
-	vd_json_obj_end(&j);
-	return j.buf.data;
+	return esx_extent_open(&vmdk_stream_ops, tu_path("s.vmdk"), SECTORS, e);
 }
 
 /* Reads s.vmdk whole in chunk-sized requests and compares with r.raw. */
@@ -85,7 +73,7 @@ static void check(const char *layout, size_t chunk)
 	assert_int_equal(esx_extent_read_all(&e, chunk, &got, NULL), 0);
 	assert_memory_equal(got, raw, RAW_BYTES);
 	free(got);
-	js = describe(&e);
+	js = esx_describe(&e);
 	snprintf(want, sizeof(want), "\"layout\": \"%s\"", layout);
 	assert_non_null(strstr(js, want));
 	/* the cache: a sequential read inflates every grain exactly once */
@@ -173,11 +161,7 @@ static void expect_read_eio(void)
 
 static uint64_t file_size(const char *name)
 {
-	size_t len;
-	uint8_t *b = esx_slurp(esx_path(name), &len);
-
-	free(b);
-	return len;
+	return tu_file_size(tu_path("%s", name));
 }
 
 /* Returns the file offset of the first grain marker (sector overHead = 128). */
@@ -187,19 +171,19 @@ static void test_truncated(void **st)
 {
 	(void)st;
 	mk("");
-	assert_int_equal(truncate(esx_path("s.vmdk"), 1 << 20), 0);
+	assert_int_equal(truncate(tu_path("s.vmdk"), 1 << 20), 0);
 	expect_open(-EINVAL); /* no footer, scan runs into EOF: refused */
 	mk("");
-	assert_int_equal(truncate(esx_path("s.vmdk"), 100 * 512), 0);
+	assert_int_equal(truncate(tu_path("s.vmdk"), 100 * 512), 0);
 	expect_open(-EINVAL); /* overHead past EOF */
 	mk("");
-	assert_int_equal(truncate(esx_path("s.vmdk"), 1000), 0);
+	assert_int_equal(truncate(tu_path("s.vmdk"), 1000), 0);
 	expect_open(-EINVAL);
 	if (esx_run("command -v qemu-img >/dev/null") == 0) {
 		assert_int_equal(esx_run("qemu-img convert -f raw -O vmdk -o "
 					 "subformat=streamOptimized r.raw s.vmdk"),
 				 0);
-		assert_int_equal(truncate(esx_path("s.vmdk"), 1 << 20), 0);
+		assert_int_equal(truncate(tu_path("s.vmdk"), 1 << 20), 0);
 		expect_open(-EINVAL); /* GT entries past EOF */
 	}
 }
@@ -210,39 +194,39 @@ static void test_bad_header_footer(void **st)
 
 	(void)st;
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), 0, 0x12345678), 0);
+	tu_poke_le32(tu_path("s.vmdk"), 0, 0x12345678);
 	expect_open(-EINVAL); /* magic (vmdk_kdmv_decode) */
 	mk("");
-	assert_int_equal(esx_poke(esx_path("s.vmdk"), 77, "\0", 1), 0);
+	tu_poke(tu_path("s.vmdk"), 77, "\0", 1);
 	expect_open(-EINVAL); /* compressAlgorithm 0 */
 	mk("");
-	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), 64, 1ull << 40), 0);
+	tu_poke_le64(tu_path("s.vmdk"), 64, 1ull << 40);
 	expect_open(-EINVAL); /* overHead past EOF */
 	mk("");
 	{
 		struct vmdk_extent e;
 		assert_int_equal(
-		    esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), SECTORS + 1, &e),
+		    esx_extent_open(&vmdk_stream_ops, tu_path("s.vmdk"), SECTORS + 1, &e),
 		    -EINVAL); /* capacity < SECTORS */
 	}
 	mk("");
 	foot = file_size("s.vmdk") - 1024;
-	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 12, SECTORS + 128), 0);
+	tu_poke_le64(tu_path("s.vmdk"), foot + 12, SECTORS + 128);
 	expect_open(-EINVAL); /* footer capacity != header capacity */
 	mk("");
-	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 56, ~0ull), 0);
+	tu_poke_le64(tu_path("s.vmdk"), foot + 56, ~0ull);
 	expect_open(-EINVAL); /* footer gdOffset = GD_AT_END */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), foot, 0), 0);
+	tu_poke_le32(tu_path("s.vmdk"), foot, 0);
 	expect_open(0); /* footer magic damaged: no footer, scanning works (EOS present) */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), foot - 512 + 12, 9), 0);
+	tu_poke_le32(tu_path("s.vmdk"), foot - 512 + 12, 9);
 	expect_open(0); /* footer marker type damaged: likewise */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), foot + 512 + 12, 9), 0);
+	tu_poke_le32(tu_path("s.vmdk"), foot + 512 + 12, 9);
 	expect_open(-EINVAL); /* no EOS: no footer, and the scan runs into EOF */
 	mk("");
-	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 56, 1ull << 30), 0);
+	tu_poke_le64(tu_path("s.vmdk"), foot + 56, 1ull << 30);
 	expect_open(0); /* GD past EOF: falls back to scanning, with a warning */
 	mk("");
 	assert_int_equal(esx_run("truncate -s +100 s.vmdk"), 0);
@@ -257,20 +241,20 @@ static void test_bad_tables(void **st)
 
 	(void)st;
 	mk("");
-	f = esx_slurp(esx_path("s.vmdk"), &len);
+	f = tu_read_file(tu_path("s.vmdk"), &len);
 	gd_sec = vd_get_le64(f + len - 1024 + 56);
 	gt_sec = vd_get_le32(f + gd_sec * 512);
 	free(f);
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gd_sec * 512, 0x7fffffff), 0);
+	tu_poke_le32(tu_path("s.vmdk"), gd_sec * 512, 0x7fffffff);
 	expect_open(-EINVAL); /* GDE past EOF */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512, 5), 0);
+	tu_poke_le32(tu_path("s.vmdk"), gt_sec * 512, 5);
 	expect_open(-EINVAL); /* GTE before overHead */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512, 0x7fffffff), 0);
+	tu_poke_le32(tu_path("s.vmdk"), gt_sec * 512, 0x7fffffff);
 	expect_open(-EINVAL); /* GTE past EOF */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512, 1), 0);
+	tu_poke_le32(tu_path("s.vmdk"), gt_sec * 512, 1);
 	expect_open(-EINVAL); /* GTE 1 without the zeroed-grain flag */
 }
 
@@ -278,19 +262,19 @@ static void test_bad_grains(void **st)
 {
 	(void)st;
 	mk("");
-	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), GRAIN0, 128), 0);
+	tu_poke_le64(tu_path("s.vmdk"), GRAIN0, 128);
 	expect_read_eio(); /* marker lba */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), GRAIN0 + 8, 0x7fffffff), 0);
+	tu_poke_le32(tu_path("s.vmdk"), GRAIN0 + 8, 0x7fffffff);
 	expect_read_eio(); /* marker size > compressBound */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), GRAIN0 + 8, 0), 0);
+	tu_poke_le32(tu_path("s.vmdk"), GRAIN0 + 8, 0);
 	expect_read_eio(); /* marker size 0 */
 	mk("");
-	assert_int_equal(esx_poke(esx_path("s.vmdk"), GRAIN0 + 12 + 40, "garbage!garbage!", 16), 0);
+	tu_poke(tu_path("s.vmdk"), GRAIN0 + 12 + 40, "garbage!garbage!", 16);
 	expect_read_eio(); /* corrupt deflate data */
 	mk("");
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), GRAIN0 + 8, 100), 0);
+	tu_poke_le32(tu_path("s.vmdk"), GRAIN0 + 8, 100);
 	expect_read_eio(); /* compressed data cut short */
 }
 
@@ -303,8 +287,8 @@ static void test_zip_bomb(void **st)
 	(void)st;
 	mk("");
 	foot = file_size("s.vmdk") - 1024;
-	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), 20, 64), 0);
-	assert_int_equal(esx_poke_le64(esx_path("s.vmdk"), foot + 20, 64), 0);
+	tu_poke_le64(tu_path("s.vmdk"), 20, 64);
+	tu_poke_le64(tu_path("s.vmdk"), foot + 20, 64);
 	{
 		struct vmdk_extent e;
 		uint8_t buf[512];
@@ -329,7 +313,7 @@ static void test_corpus(void **st)
 	    esx_run("cp '%s/corpus/govmomi/ttylinux-pc_i486-16.1-disk1.vmdk' s.vmdk", shared), 0);
 	{
 		struct vmdk_extent e;
-		assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), 61440, &e),
+		assert_int_equal(esx_extent_open(&vmdk_stream_ops, tu_path("s.vmdk"), 61440, &e),
 				 -EINVAL);
 	}
 }
@@ -394,10 +378,10 @@ static void test_large_gd_is_lazy(void **st)
 		    "conv=notrunc status=none && \"$T/mkstream\" big.raw s.vmdk --grain 1",
 		    69u * 2048u),
 	    0);
-	want = esx_slurp(esx_path("big.raw"), &len);
+	want = tu_read_file(tu_path("big.raw"), &len);
 	assert_int_equal(len, BIG_SECTORS * 512u);
-	assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), BIG_SECTORS, &e), 0);
-	js = describe(&e);
+	assert_int_equal(esx_extent_open(&vmdk_stream_ops, tu_path("s.vmdk"), BIG_SECTORS, &e), 0);
+	js = esx_describe(&e);
 	assert_true(json_is_null(js, "compressed_grains"));
 	assert_int_equal(esx_json_u64(js, "gd_entries"), 280);
 	free(js);
@@ -407,12 +391,12 @@ static void test_large_gd_is_lazy(void **st)
 	esx_extent_close(&e);
 
 	/* a GT entry before overHead, in the last GT: open works, that grain fails */
-	got = esx_slurp(esx_path("s.vmdk"), &len);
+	got = tu_read_file(tu_path("s.vmdk"), &len);
 	gd_sec = vd_get_le64(got + len - 1024 + 56);
 	gt_sec = vd_get_le32(got + gd_sec * 512 + bad / 512 * 4);
 	free(got);
-	assert_int_equal(esx_poke_le32(esx_path("s.vmdk"), gt_sec * 512 + bad % 512 * 4, 5), 0);
-	assert_int_equal(esx_extent_open(&vmdk_stream_ops, esx_path("s.vmdk"), BIG_SECTORS, &e), 0);
+	tu_poke_le32(tu_path("s.vmdk"), gt_sec * 512 + bad % 512 * 4, 5);
+	assert_int_equal(esx_extent_open(&vmdk_stream_ops, tu_path("s.vmdk"), BIG_SECTORS, &e), 0);
 	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), bad * 512), -EIO);
 	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), (bad + 1) * 512), 0);
 	assert_memory_equal(buf, want + (bad + 1) * 512, sizeof(buf));
@@ -459,7 +443,7 @@ static void test_huge_claims(void **st)
 					 (unsigned long long)cases[i].data),
 				 0);
 		assert_int_equal(
-		    esx_extent_open(&vmdk_stream_ops, esx_path("h.vmdk"), cases[i].cap, &e), 0);
+		    esx_extent_open(&vmdk_stream_ops, tu_path("h.vmdk"), cases[i].cap, &e), 0);
 		assert_true(rss_kb() < before + 16 * 1024);
 		assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), cases[i].data * 512), 0);
 		for (unsigned k = 0; k < sizeof(buf); k++)
@@ -484,12 +468,12 @@ static void test_inflate_ahead(void **st)
 	mk("");
 	assert_int_equal(open_s(&e), 0);
 	assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), 0), 0);
-	js = describe(&e);
+	js = esx_describe(&e);
 	n = esx_json_u64(js, "compressed_grains");
 	free(js);
 	for (int i = 0; i < 500 && ahead < n - 1; i++) {
 		usleep(10000);
-		js = describe(&e);
+		js = esx_describe(&e);
 		ahead = esx_json_u64(js, "grains_inflated_ahead");
 		free(js);
 	}
@@ -497,7 +481,7 @@ static void test_inflate_ahead(void **st)
 	assert_int_equal(esx_extent_read_all(&e, 65536, &got, NULL), 0);
 	assert_memory_equal(got, raw, RAW_BYTES);
 	free(got);
-	js = describe(&e);
+	js = esx_describe(&e);
 	assert_int_equal(esx_json_u64(js, "grains_inflated"), n);
 	assert_true(esx_json_u64(js, "cache_hits") >= n - 1);
 	free(js);
@@ -524,6 +508,5 @@ int main(void)
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 
 	free(raw);
-	esx_run("rm -rf \"$PWD\"");
 	return ret;
 }

@@ -28,6 +28,7 @@
 #include "disk/endian.h"
 #include "disk/vmdk.h"
 #include "disk/vmdk_desc.h"
+#include "test_util.h"
 #include "vmdk_gen_helper.h"
 
 #define GRAIN (64u * 1024)
@@ -41,29 +42,10 @@
 	"ddb.uuid = \"60 00 C2 9f 48 66 ae a5-2f 18 d3 03 0b a9 14 ff\"\n"                         \
 	"ddb.longContentID = \"0123456789abcdef0123456789abcdef\"\n"
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *buf;
-	long n;
-
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = 0;
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
 /* The parent: grains 0, 7 and the last (partial) one allocated. */
 static const char *parent_make(struct kgen *g, const char *name)
 {
-	const char *p = kgen_path(name);
+	const char *p = tu_path("%s", name);
 	static char path[4096];
 
 	kgen_init(g, PCAP, 128, 1, 0x3, PDESC);
@@ -73,18 +55,6 @@ static const char *parent_make(struct kgen *g, const char *name)
 	kgen_write(g, p);
 	snprintf(path, sizeof(path), "%s", p);
 	return path;
-}
-
-/* Makes a delta of parent at child (both paths) and returns 0 or -errno. */
-static int child_make(const char *parent, const char *child)
-{
-	struct vd_image *pi;
-	int r;
-
-	assert_int_equal(vd_image_open(parent, 0, &pi), 0);
-	r = vd_image_create_child(pi, child);
-	vd_image_close(pi);
-	return r;
 }
 
 /* The chain from child (its parent may lie in another directory, as with
@@ -177,7 +147,7 @@ static void test_kdmv_roundtrip(void **state)
 			snprintf(path, sizeof(path), "%s/corpus/vmdk-rs/%s", shared, files[i]);
 			if (access(path, R_OK) != 0)
 				continue;
-			kgen_peek(path, 0, buf, sizeof(buf));
+			tu_peek(path, 0, buf, sizeof(buf));
 			assert_int_equal(vmdk_kdmv_decode(buf, path, &d), 0);
 			vmdk_kdmv_encode(&d, again);
 			assert_memory_equal(buf, again, sizeof(buf));
@@ -307,7 +277,7 @@ static void test_desc_roundtrip(void **state)
 			snprintf(path, sizeof(path), "%s/corpus/vmdk-rs/%s", shared, files[i]);
 			if (access(path, R_OK) != 0)
 				continue;
-			text = read_file(path, &len);
+			text = tu_load(path, &len);
 			assert_int_equal(vmdk_desc_parse((char *)text, len, path, &got), 0);
 			assert_int_equal(vmdk_desc_encode(&got, &b), 0);
 			assert_int_equal(vmdk_desc_parse(b.data, b.len, path, &again), 0);
@@ -394,28 +364,28 @@ static void test_create_child(void **state)
 	uint64_t n_gt = 1;
 	(void)state;
 
-	assert_int_equal(mkdir(kgen_path("pdir"), 0755), 0);
-	assert_int_equal(mkdir(kgen_path("cdir"), 0755), 0);
+	assert_int_equal(mkdir(tu_path("pdir"), 0755), 0);
+	assert_int_equal(mkdir(tu_path("cdir"), 0755), 0);
 	parent = parent_make(&g, "pdir/p.vmdk");
-	snprintf(child, sizeof(child), "%s", kgen_path("cdir/c.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	snprintf(child, sizeof(child), "%s", tu_path("cdir/c.vmdk"));
+	assert_int_equal(tu_image_child(parent, child), 0);
 
-	kgen_peek(child, 0, hdr, sizeof(hdr));
+	tu_peek(child, 0, hdr, sizeof(hdr));
 	assert_int_equal(vmdk_kdmv_decode(hdr, child, &h), 0);
 	vmdk_delta_header(PCAP, &want);
 	hdr_equal(&want, &h);
-	assert_int_equal(kgen_file_size(child), h.overhead * 512);
-	kgen_peek(child, h.rgd_offset * 512, gd, sizeof(gd));
+	assert_int_equal(tu_file_size(child), h.overhead * 512);
+	tu_peek(child, h.rgd_offset * 512, gd, sizeof(gd));
 	vmdk_gd_encode(h.rgd_offset, n_gt, wgd);
 	assert_memory_equal(gd, wgd, 4);
 	assert_true(vd_mem_is_zero(gd + 4, 508));
-	kgen_peek(child, h.gd_offset * 512, gd, sizeof(gd));
+	tu_peek(child, h.gd_offset * 512, gd, sizeof(gd));
 	vmdk_gd_encode(h.gd_offset, n_gt, wgd);
 	assert_memory_equal(gd, wgd, 4);
 
 	text = calloc(1, 20 * 512 + 1);
 	assert_non_null(text);
-	kgen_peek(child, 512, text, 20 * 512);
+	tu_peek(child, 512, text, 20 * 512);
 	assert_int_equal(vmdk_desc_parse(text, 20 * 512, child, &d), 0);
 	assert_string_equal(d.create_type, "monolithicSparse");
 	assert_string_equal(d.encoding, "UTF-8");
@@ -453,12 +423,12 @@ static void test_create_child(void **state)
 	assert_int_equal(img->cow_unit, GRAIN);
 	vd_image_close(img);
 	chain_equals(child, parent, g.model);
-	if (kgen_sh("command -v qemu-img >/dev/null") == 0) {
-		assert_int_equal(kgen_sh("qemu-img check -q '%s'", child), 0);
-		assert_int_equal(kgen_sh("qemu-img convert -O raw '%s' '%s.raw' && "
-					 "qemu-img convert -O raw '%s' '%s.praw' && cmp -s "
-					 "'%s.raw' '%s.praw'",
-					 child, child, parent, child, child, child),
+	if (tu_sh("command -v qemu-img >/dev/null") == 0) {
+		assert_int_equal(tu_sh("qemu-img check -q '%s'", child), 0);
+		assert_int_equal(tu_sh("qemu-img convert -O raw '%s' '%s.raw' && "
+				       "qemu-img convert -O raw '%s' '%s.praw' && cmp -s "
+				       "'%s.raw' '%s.praw'",
+				       child, child, parent, child, child, child),
 				 0);
 	}
 	kgen_free(&g);
@@ -474,10 +444,10 @@ static void test_create_child_large(void **state)
 	uint8_t buf[4096];
 	(void)state;
 
-	snprintf(parent, sizeof(parent), "%s", kgen_path("big.vmdk"));
-	kgen_write_text(parent, "CID=1\ncreateType=\"custom\"\nRW 4294967296 ZERO\n");
-	snprintf(child, sizeof(child), "%s", kgen_path("big-d.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	snprintf(parent, sizeof(parent), "%s", tu_path("big.vmdk"));
+	tu_write_text(parent, "CID=1\ncreateType=\"custom\"\nRW 4294967296 ZERO\n");
+	snprintf(child, sizeof(child), "%s", tu_path("big-d.vmdk"));
+	assert_int_equal(tu_image_child(parent, child), 0);
 	assert_int_equal(stat(child, &s), 0);
 	assert_true((uint64_t)s.st_size > 256u << 20); /* two areas of 65536 GTs */
 	assert_true((uint64_t)s.st_blocks * 512 < 2u << 20);
@@ -494,9 +464,12 @@ static void test_create_child_large(void **state)
 
 static void expect_create_fails(const char *parent, const char *child, int err, const char *msg)
 {
-	int saved = kgen_capture_begin();
-	int r = child_make(parent, child);
-	char *log = kgen_capture_end(saved);
+	int r;
+	char *log;
+
+	tu_log_capture();
+	r = tu_image_child(parent, child);
+	log = tu_log_release();
 
 	assert_int_equal(r, err);
 	if (!strstr(log, msg))
@@ -506,15 +479,12 @@ static void expect_create_fails(const char *parent, const char *child, int err, 
 
 static unsigned dir_entries(const char *dir)
 {
-	char cmd[4200];
-	FILE *f;
+	char *out = tu_sh_output("ls -A '%s' | wc -l", dir);
 	unsigned n = 0;
 
-	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
-	f = popen(cmd, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%u", &n), 1);
-	pclose(f);
+	assert_non_null(out);
+	assert_int_equal(sscanf(out, "%u", &n), 1);
+	free(out);
 	return n;
 }
 
@@ -528,37 +498,37 @@ static void test_create_child_refuses(void **state)
 	unsigned entries;
 	(void)state;
 
-	snprintf(dir, sizeof(dir), "%s", kgen_path("refuse"));
+	snprintf(dir, sizeof(dir), "%s", tu_path("refuse"));
 	assert_int_equal(mkdir(dir, 0755), 0);
 	parent = parent_make(&g, "refuse/p.vmdk");
 	/* an existing file is never replaced */
-	snprintf(existing, sizeof(existing), "%s", kgen_path("refuse/taken.vmdk"));
-	kgen_write_text(existing, "anyone's data\n");
-	before = read_file(existing, &n1);
+	snprintf(existing, sizeof(existing), "%s", tu_path("refuse/taken.vmdk"));
+	tu_write_text(existing, "anyone's data\n");
+	before = tu_load(existing, &n1);
 	entries = dir_entries(dir);
 	expect_create_fails(parent, existing, -EEXIST, "exists already");
-	after = read_file(existing, &n2);
+	after = tu_load(existing, &n2);
 	assert_int_equal(n1, n2);
 	assert_memory_equal(before, after, n1);
 	assert_int_equal(dir_entries(dir), entries); /* no temporary file left */
 	free(before);
 	free(after);
 	/* a name the descriptor cannot hold */
-	snprintf(existing, sizeof(existing), "%s", kgen_path("refuse/q\"uote.vmdk"));
+	snprintf(existing, sizeof(existing), "%s", tu_path("refuse/q\"uote.vmdk"));
 	expect_create_fails(parent, existing, -EINVAL, "quote");
 	assert_int_equal(dir_entries(dir), entries);
 	/* a directory that does not exist */
-	expect_create_fails(parent, kgen_path("nowhere/c.vmdk"), -ENOENT, "cannot resolve");
+	expect_create_fails(parent, tu_path("nowhere/c.vmdk"), -ENOENT, "cannot resolve");
 	/* a parent larger than a hosted sparse extent */
-	snprintf(existing, sizeof(existing), "%s", kgen_path("huge.vmdk"));
-	kgen_write_text(existing, "CID=1\ncreateType=\"custom\"\nRW 4294967297 ZERO\n");
-	expect_create_fails(existing, kgen_path("huge-d.vmdk"), -EFBIG, "2 TiB");
+	snprintf(existing, sizeof(existing), "%s", tu_path("huge.vmdk"));
+	tu_write_text(existing, "CID=1\ncreateType=\"custom\"\nRW 4294967297 ZERO\n");
+	expect_create_fails(existing, tu_path("huge-d.vmdk"), -EFBIG, "2 TiB");
 	/* a KDMV piece without a descriptor has no CID to name */
 	kgen_free(&g);
 	kgen_init(&g, 1000, 128, 1, 3, NULL);
-	snprintf(existing, sizeof(existing), "%s", kgen_path("piece.vmdk"));
+	snprintf(existing, sizeof(existing), "%s", tu_path("piece.vmdk"));
 	kgen_write(&g, existing);
-	expect_create_fails(existing, kgen_path("piece-d.vmdk"), -EINVAL, "no descriptor");
+	expect_create_fails(existing, tu_path("piece-d.vmdk"), -EINVAL, "no descriptor");
 	kgen_free(&g);
 }
 
@@ -567,9 +537,12 @@ static void test_create_child_refuses(void **state)
 static void expect_rdwr_refused(const char *path, int err, const char *msg)
 {
 	struct vd_image *img = NULL;
-	int saved = kgen_capture_begin();
-	int r = vd_image_open(path, VD_OPEN_RDWR, &img);
-	char *log = kgen_capture_end(saved);
+	int r;
+	char *log;
+
+	tu_log_capture();
+	r = vd_image_open(path, VD_OPEN_RDWR, &img);
+	log = tu_log_release();
 
 	assert_int_equal(r, err);
 	assert_null(img);
@@ -589,28 +562,28 @@ static void test_open_rdwr_refuses(void **state)
 
 	/* a base, a descriptor file, a QEMU-made delta: refused */
 	expect_rdwr_refused(parent, -EROFS, "only a monolithicSparse delta");
-	kgen_write_text(kgen_path("rw-text.vmdk"),
-			"CID=1\nparentCID=5eed0001\nparentFileNameHint=\"rw-p.vmdk\"\n"
-			"createType=\"monolithicSparse\"\nRW 13000 SPARSE \"rw-p.vmdk\"\n");
-	expect_rdwr_refused(kgen_path("rw-text.vmdk"), -EROFS, "a descriptor file");
-	snprintf(child, sizeof(child), "%s", kgen_path("rw-c.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	tu_write_text(tu_path("rw-text.vmdk"),
+		      "CID=1\nparentCID=5eed0001\nparentFileNameHint=\"rw-p.vmdk\"\n"
+		      "createType=\"monolithicSparse\"\nRW 13000 SPARSE \"rw-p.vmdk\"\n");
+	expect_rdwr_refused(tu_path("rw-text.vmdk"), -EROFS, "a descriptor file");
+	snprintf(child, sizeof(child), "%s", tu_path("rw-c.vmdk"));
+	assert_int_equal(tu_image_child(parent, child), 0);
 	vmdk_delta_header(PCAP, &h);
-	snprintf(copy, sizeof(copy), "%s", kgen_path("rw-x.vmdk"));
+	snprintf(copy, sizeof(copy), "%s", tu_path("rw-x.vmdk"));
 	/* version 1 (QEMU's and vdiskmanager's layout is otherwise the same) */
-	assert_int_equal(kgen_sh("cp '%s' '%s'", child, copy), 0);
-	kgen_poke(copy, 4, v1, 4);
+	assert_int_equal(tu_sh("cp '%s' '%s'", child, copy), 0);
+	tu_poke(copy, 4, v1, 4);
 	expect_rdwr_refused(copy, -EINVAL, "not laid out as a delta vdmount makes");
 	/* a GD entry that points elsewhere */
-	assert_int_equal(kgen_sh("cp '%s' '%s'", child, copy), 0);
-	kgen_poke(copy, h.gd_offset * 512, bad, 4);
+	assert_int_equal(tu_sh("cp '%s' '%s'", child, copy), 0);
+	tu_poke(copy, h.gd_offset * 512, bad, 4);
 	expect_rdwr_refused(copy, -EINVAL, "grain directory does not point");
-	assert_int_equal(kgen_sh("cp '%s' '%s'", child, copy), 0);
-	kgen_poke(copy, h.rgd_offset * 512, bad, 4);
+	assert_int_equal(tu_sh("cp '%s' '%s'", child, copy), 0);
+	tu_poke(copy, h.rgd_offset * 512, bad, 4);
 	expect_rdwr_refused(copy, -EINVAL, "redundant grain directory does not point");
 	/* not closed cleanly */
-	assert_int_equal(kgen_sh("cp '%s' '%s'", child, copy), 0);
-	kgen_poke(copy, 72, &one, 1);
+	assert_int_equal(tu_sh("cp '%s' '%s'", child, copy), 0);
+	tu_poke(copy, 72, &one, 1);
 	expect_rdwr_refused(copy, -EINVAL, "not closed cleanly");
 	/* the real thing opens */
 	struct vd_image *img;
@@ -636,24 +609,24 @@ static void test_rdwr_damaged(void **state)
 	unsigned opened = 0, seed = 12345;
 	(void)state;
 
-	snprintf(child, sizeof(child), "%s", kgen_path("dmg-c.vmdk"));
-	snprintf(copy, sizeof(copy), "%s", kgen_path("dmg-x.vmdk"));
-	assert_int_equal(child_make(parent, child), 0);
+	snprintf(child, sizeof(child), "%s", tu_path("dmg-c.vmdk"));
+	snprintf(copy, sizeof(copy), "%s", tu_path("dmg-x.vmdk"));
+	assert_int_equal(tu_image_child(parent, child), 0);
 	fill(w, GRAIN, 9);
 	for (unsigned i = 0; i < 150; i++) {
 		struct vd_image *img = NULL;
 		uint8_t v;
 		uint64_t off;
-		int saved, r;
+		int r;
 		char *log;
 
 		seed = seed * 1103515245 + 12345;
 		/* the header, the descriptor, both GDs (GTs are holes) */
 		off = i % 3 == 0 ? (seed >> 8) % 512 : (seed >> 8) % (40 * 512);
 		v = (uint8_t)(seed >> 3);
-		assert_int_equal(kgen_sh("cp '%s' '%s'", child, copy), 0);
-		kgen_poke(copy, off, &v, 1);
-		saved = kgen_capture_begin();
+		assert_int_equal(tu_sh("cp '%s' '%s'", child, copy), 0);
+		tu_poke(copy, off, &v, 1);
+		tu_log_capture();
 		r = vd_image_open(copy, VD_OPEN_RDWR, &img);
 		if (r == 0) {
 			opened++;
@@ -663,7 +636,7 @@ static void test_rdwr_damaged(void **state)
 			vd_image_close(img);
 			assert_int_equal(r, 0);
 		}
-		log = kgen_capture_end(saved);
+		log = tu_log_release();
 		free(log);
 	}
 	assert_true(opened > 0 && opened < 150);
@@ -689,8 +662,8 @@ static void delta_open(struct delta *d, const char *name)
 
 	snprintf(pname, sizeof(pname), "%s-p.vmdk", name);
 	parent_make(&d->parent, pname);
-	snprintf(d->path, sizeof(d->path), "%s", kgen_path(name));
-	assert_int_equal(child_make(kgen_path(pname), d->path), 0);
+	snprintf(d->path, sizeof(d->path), "%s", tu_path("%s", name));
+	assert_int_equal(tu_image_child(tu_path("%s", pname), d->path), 0);
 	assert_int_equal(vd_image_open(d->path, VD_OPEN_RDWR, &d->img), 0);
 	vmdk_delta_header(PCAP, &d->h);
 	d->w = calloc(2, GRAIN);
@@ -706,7 +679,7 @@ static uint64_t grain0_flushed(struct delta *d, unsigned seed)
 	fill(d->w, GRAIN, seed);
 	assert_int_equal(vd_image_write(d->img, d->w, GRAIN, 0), 0);
 	assert_int_equal(vd_image_flush(d->img), 0);
-	return kgen_file_size(d->path);
+	return tu_file_size(d->path);
 }
 
 /* Frees what delta_open() made (the image is closed by the test). */
@@ -723,7 +696,7 @@ static uint32_t gte_on_disk(const struct delta *d, uint64_t g, bool rgd)
 	uint64_t gt0 = (rgd ? d->h.rgd_offset : d->h.gd_offset) + 1;
 	uint8_t b[4];
 
-	kgen_peek(d->path, (gt0 + g / 512 * 4) * 512 + g % 512 * 4, b, 4);
+	tu_peek(d->path, (gt0 + g / 512 * 4) * 512 + g % 512 * 4, b, 4);
 	return vd_get_le32(b);
 }
 
@@ -731,7 +704,7 @@ static uint8_t unclean_on_disk(const struct delta *d)
 {
 	uint8_t b;
 
-	kgen_peek(d->path, 72, &b, 1);
+	tu_peek(d->path, 72, &b, 1);
 	return b;
 }
 
@@ -751,7 +724,7 @@ static void test_flush_ordering(void **state)
 
 	delta_open(&d, "order.vmdk");
 	uint8_t *w = d.w, *r = d.r;
-	size0 = kgen_file_size(d.path);
+	size0 = tu_file_size(d.path);
 	assert_int_equal(unclean_on_disk(&d), 0);
 	fill(w, 2 * GRAIN, 1);
 	assert_int_equal(vd_image_write(d.img, w, 2 * GRAIN, 3 * GRAIN), 0);
@@ -761,7 +734,7 @@ static void test_flush_ordering(void **state)
 	assert_int_equal(vd_image_read(d.img, r, 2 * GRAIN, 3 * GRAIN, NULL), 0);
 	assert_memory_equal(w, r, 2 * GRAIN);
 	/* the data is in the file, the header says unclean, the GTs say nothing */
-	assert_int_equal(kgen_file_size(d.path), size0 + 2 * GRAIN);
+	assert_int_equal(tu_file_size(d.path), size0 + 2 * GRAIN);
 	assert_int_equal(unclean_on_disk(&d), 1);
 	assert_int_equal(gte_on_disk(&d, 3, false), 0);
 	assert_int_equal(gte_on_disk(&d, 3, true), 0);
@@ -784,7 +757,7 @@ static void test_flush_ordering(void **state)
 	/* an overwrite goes in place: no new grain, no GT change */
 	assert_int_equal(vd_image_write(d.img, "hello", 5, 3 * GRAIN + 1000), 0);
 	memcpy(w + 1000, "hello", 5);
-	assert_int_equal(kgen_file_size(d.path), size0 + 2 * GRAIN);
+	assert_int_equal(tu_file_size(d.path), size0 + 2 * GRAIN);
 	assert_int_equal(vd_image_read(d.img, r, 2 * GRAIN, 3 * GRAIN, NULL), 0);
 	assert_memory_equal(w, r, 2 * GRAIN);
 	/* a clean close clears the flag */
@@ -826,9 +799,12 @@ static void test_close_flushes(void **state)
 static void expect_write_fails(struct vd_image *img, const void *p, size_t n, uint64_t off, int err,
 			       const char *msg)
 {
-	int saved = kgen_capture_begin();
-	int r = vd_image_write(img, p, n, off);
-	char *log = kgen_capture_end(saved);
+	int r;
+	char *log;
+
+	tu_log_capture();
+	r = vd_image_write(img, p, n, off);
+	log = tu_log_release();
 
 	assert_int_equal(r, err);
 	if (!strstr(log, msg))
@@ -846,14 +822,14 @@ static void test_write_granularity(void **state)
 
 	delta_open(&d, "gran.vmdk");
 	uint8_t *w = d.w, *r = d.r;
-	size0 = kgen_file_size(d.path);
+	size0 = tu_file_size(d.path);
 	expect_write_fails(d.img, w, 100, 5 * GRAIN, -EINVAL, "only part of a grain");
 	expect_write_fails(d.img, w, GRAIN, 5 * GRAIN + 512, -EINVAL, "whole grains only");
 	expect_write_fails(d.img, w, 512, (uint64_t)PCAP * 512, -EINVAL, "past the end");
-	assert_int_equal(kgen_file_size(d.path), size0);
+	assert_int_equal(tu_file_size(d.path), size0);
 	fill(w, GRAIN, 3);
 	assert_int_equal(vd_image_write(d.img, w, tail, last), 0);
-	assert_int_equal(kgen_file_size(d.path), size0 + GRAIN);
+	assert_int_equal(tu_file_size(d.path), size0 + GRAIN);
 	assert_int_equal(state_of(d.img, last, tail, &n), VD_DATA);
 	assert_int_equal(n, tail);
 	/* now the partial grain takes single bytes */
@@ -862,8 +838,8 @@ static void test_write_granularity(void **state)
 	assert_int_equal(vd_image_read(d.img, r, tail, last, NULL), 0);
 	assert_memory_equal(w, r, tail);
 	vd_image_close(d.img);
-	if (kgen_sh("command -v qemu-img >/dev/null") == 0)
-		assert_int_equal(kgen_sh("qemu-img check -q '%s'", d.path), 0);
+	if (tu_sh("command -v qemu-img >/dev/null") == 0)
+		assert_int_equal(tu_sh("qemu-img check -q '%s'", d.path), 0);
 	delta_done(&d);
 }
 
@@ -872,7 +848,6 @@ static void test_discard(void **state)
 	struct delta d;
 	struct vd_image *ro;
 	uint64_t n, size0;
-	int saved;
 	char *log;
 	(void)state;
 
@@ -885,24 +860,24 @@ static void test_discard(void **state)
 	assert_int_equal(state_of(d.img, 0, 2 * GRAIN, &n), VD_ZERO);
 	assert_int_equal(n, 2 * GRAIN);
 	assert_int_equal(state_of(d.img, 7 * GRAIN, GRAIN, &n), VD_ZERO);
-	saved = kgen_capture_begin();
+	tu_log_capture();
 	assert_int_equal(vd_image_discard(d.img, 3 * GRAIN, 4096), -EINVAL);
 	assert_int_equal(vd_image_discard(d.img, 512, GRAIN), -EINVAL);
-	log = kgen_capture_end(saved);
+	log = tu_log_release();
 	free(log);
 	assert_int_equal(gte_on_disk(&d, 1, false), 0);
 	assert_int_equal(vd_image_flush(d.img), 0);
 	assert_int_equal(gte_on_disk(&d, 0, false), 1);
 	assert_int_equal(gte_on_disk(&d, 1, true), 1);
 	assert_int_equal(gte_on_disk(&d, 7, false), 1);
-	assert_int_equal(kgen_file_size(d.path), size0);
+	assert_int_equal(tu_file_size(d.path), size0);
 	/* the whole partial last grain can be discarded */
 	assert_int_equal(
 	    vd_image_discard(d.img, 101ull * GRAIN, (uint64_t)PCAP * 512 - 101ull * GRAIN), 0);
 	/* a zeroed grain written again gets a new grain */
 	fill(w, GRAIN, 5);
 	assert_int_equal(vd_image_write(d.img, w, GRAIN, GRAIN), 0);
-	assert_int_equal(kgen_file_size(d.path), size0 + GRAIN);
+	assert_int_equal(tu_file_size(d.path), size0 + GRAIN);
 	vd_image_close(d.img);
 	assert_int_equal(vd_image_open(d.path, 0, &ro), 0);
 	assert_int_equal(state_of(ro, 0, GRAIN, &n), VD_ZERO);
@@ -912,12 +887,12 @@ static void test_discard(void **state)
 	assert_int_equal(state_of(ro, 101ull * GRAIN, 1024, &n), VD_ZERO);
 	vd_image_close(ro);
 	/* QEMU reads zeroed grains as zeros, not the parent's data */
-	if (kgen_sh("command -v qemu-img >/dev/null") == 0) {
-		assert_int_equal(kgen_sh("qemu-img check -q '%s'", d.path), 0);
-		assert_int_equal(kgen_sh("qemu-img convert -O raw '%s' '%s.raw' && "
-					 "cmp -s -n 65536 -i %u:0 '%s.raw' /dev/zero && "
-					 "cmp -s -n 65536 -i %u:0 '%s.raw' /dev/zero",
-					 d.path, d.path, 0, d.path, 7 * GRAIN, d.path),
+	if (tu_sh("command -v qemu-img >/dev/null") == 0) {
+		assert_int_equal(tu_sh("qemu-img check -q '%s'", d.path), 0);
+		assert_int_equal(tu_sh("qemu-img convert -O raw '%s' '%s.raw' && "
+				       "cmp -s -n 65536 -i %u:0 '%s.raw' /dev/zero && "
+				       "cmp -s -n 65536 -i %u:0 '%s.raw' /dev/zero",
+				       d.path, d.path, 0, d.path, 7 * GRAIN, d.path),
 				 0);
 	}
 	delta_done(&d);
@@ -949,7 +924,7 @@ static void test_write_error(void **state)
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	/* the space of the failed grain was given back */
 	assert_int_equal(vd_image_write(d.img, w, GRAIN, 3 * GRAIN), 0);
-	assert_int_equal(kgen_file_size(d.path), size0 + GRAIN);
+	assert_int_equal(tu_file_size(d.path), size0 + GRAIN);
 	vd_image_close(d.img);
 	memcpy(w + 10, "ok", 2);
 	assert_int_equal(vd_image_open(d.path, 0, &ro), 0);
@@ -1048,7 +1023,7 @@ static void test_threads(void **state)
 	(void)state;
 
 	delta_open(&d, "threads.vmdk");
-	size0 = kgen_file_size(d.path);
+	size0 = tu_file_size(d.path);
 	rd.img = d.img;
 	assert_int_equal(pthread_create(&tr, NULL, reader, &rd), 0);
 	for (int phase = 0; phase < 2; phase++) {
@@ -1067,7 +1042,7 @@ static void test_threads(void **state)
 		}
 	}
 	/* every grain has its own place, the file grew by exactly that */
-	assert_int_equal(kgen_file_size(d.path), size0 + (uint64_t)THREADS * PER_THREAD * GRAIN);
+	assert_int_equal(tu_file_size(d.path), size0 + (uint64_t)THREADS * PER_THREAD * GRAIN);
 	for (uint64_t g = 0; g < THREADS * PER_THREAD; g++) {
 		struct vd_map map;
 		uint64_t n;
@@ -1090,8 +1065,8 @@ static void test_threads(void **state)
 		}
 	}
 	vd_image_close(ro);
-	if (kgen_sh("command -v qemu-img >/dev/null") == 0)
-		assert_int_equal(kgen_sh("qemu-img check -q '%s'", d.path), 0);
+	if (tu_sh("command -v qemu-img >/dev/null") == 0)
+		assert_int_equal(tu_sh("qemu-img check -q '%s'", d.path), 0);
 	delta_done(&d);
 	free(buf);
 }

@@ -5,16 +5,14 @@
 #include "vmdk_gen_helper.h"
 
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
 #include "disk/endian.h"
+#include "test_util.h"
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -106,10 +104,7 @@ void kgen_alloc(struct kgen *g, uint64_t idx, uint8_t seed)
 
 void kgen_write(const struct kgen *g, const char *path)
 {
-	FILE *f = fopen(path, "wb");
-
-	if (!f || fwrite(g->file, 1, g->len, f) != g->len || fclose(f) != 0)
-		abort();
+	tu_write_file(path, g->file, g->len);
 }
 
 void kgen_free(struct kgen *g)
@@ -117,122 +112,6 @@ void kgen_free(struct kgen *g)
 	free(g->file);
 	free(g->model);
 	memset(g, 0, sizeof(*g));
-}
-
-static char dir[256];
-
-static void dir_cleanup(void)
-{
-	char cmd[300];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
-}
-
-const char *kgen_dir(void)
-{
-	if (!dir[0]) {
-		const char *t = getenv("TMPDIR");
-
-		snprintf(dir, sizeof(dir), "%s/vmdktest.XXXXXX", t ? t : "/tmp");
-		if (!mkdtemp(dir))
-			abort();
-		atexit(dir_cleanup);
-	}
-	return dir;
-}
-
-const char *kgen_path(const char *name)
-{
-	static char p[512];
-
-	snprintf(p, sizeof(p), "%s/%s", kgen_dir(), name);
-	return p;
-}
-
-void kgen_write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "wb");
-
-	if (!f || fputs(text, f) < 0 || fclose(f) != 0)
-		abort();
-}
-
-void kgen_poke(const char *path, uint64_t off, const void *p, size_t n)
-{
-	int fd = open(path, O_WRONLY);
-
-	if (fd < 0 || pwrite(fd, p, n, (off_t)off) != (ssize_t)n || close(fd) != 0)
-		abort();
-}
-
-void kgen_peek(const char *path, uint64_t off, void *p, size_t n)
-{
-	int fd = open(path, O_RDONLY);
-
-	if (fd < 0 || pread(fd, p, n, (off_t)off) != (ssize_t)n || close(fd) != 0)
-		abort();
-}
-
-uint64_t kgen_file_size(const char *path)
-{
-	struct stat st;
-
-	if (stat(path, &st) != 0)
-		abort();
-	return (uint64_t)st.st_size;
-}
-
-int kgen_sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	r = system(cmd);
-	return r == -1 ? -1 : WEXITSTATUS(r);
-}
-
-static const char *capture_path(void)
-{
-	static char p[512];
-
-	snprintf(p, sizeof(p), "%s/stderr.txt", kgen_dir());
-	return p;
-}
-
-int kgen_capture_begin(void)
-{
-	int saved = dup(2);
-	int fd = open(capture_path(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-	if (saved < 0 || fd < 0 || dup2(fd, 2) < 0)
-		abort();
-	close(fd);
-	return saved;
-}
-
-char *kgen_capture_end(int saved)
-{
-	FILE *f;
-	char *text = calloc(1, 65536);
-
-	fflush(stderr);
-	if (!text || dup2(saved, 2) < 0)
-		abort();
-	close(saved);
-	f = fopen(capture_path(), "rb");
-	if (!f)
-		abort();
-	if (fread(text, 1, 65535, f) == 0)
-		text[0] = '\0';
-	fclose(f);
-	fputs(text, stderr);
-	return text;
 }
 
 int kgen_compare_chain(const char *image, unsigned level_from_top, const char *raw)

@@ -1,6 +1,7 @@
 /* Test helper: a tiny in-memory writer of hosted sparse (KDMV) VMDK files and
  * a byte model of the disk they hold, for test_vmdk_sparse.c and
- * test_vmdk_read.c. Not for production use: no validation, aborts on OOM. */
+ * test_vmdk_read.c. Not for production use: no validation, aborts on OOM.
+ * Files, the temporary directory and the shell: test_util.h. */
 #ifndef VMDK_GEN_HELPER_H
 #define VMDK_GEN_HELPER_H
 
@@ -29,23 +30,6 @@ void kgen_set_gte(struct kgen *g, uint64_t idx, uint32_t v);
 uint64_t kgen_gte_off(const struct kgen *g, uint64_t idx);
 void kgen_write(const struct kgen *g, const char *path);
 void kgen_free(struct kgen *g);
-
-/* A fresh temporary directory (removed at exit) and paths inside it. */
-const char *kgen_dir(void);
-const char *kgen_path(const char *name); /* static buffer, valid until the next call */
-void kgen_write_text(const char *path, const char *text);
-/* Writes bytes at off of an existing file. */
-void kgen_poke(const char *path, uint64_t off, const void *p, size_t n);
-/* Reads n bytes at off of a file (aborts on failure), and a file's size. */
-void kgen_peek(const char *path, uint64_t off, void *p, size_t n);
-uint64_t kgen_file_size(const char *path);
-/* Runs a shell command; returns its exit status. */
-int kgen_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Redirects stderr to a file; kgen_capture_end() restores it, echoes and
- * returns what was logged (malloc'd). */
-int kgen_capture_begin(void);
-char *kgen_capture_end(int saved);
 
 /* Reads the chain of image through vd_chain_read at level (depth-1-level_from_top)
  * and compares it with the raw file. Returns 0 if equal, 1 if different, -errno
