@@ -29,6 +29,9 @@ static bool running;				       /* protected by lock */
 static unsigned generation; /* a worker runs while this equals its own; protected by lock */
 static pthread_t worker;    /* protected by lock */
 static bool disabled;	    /* vd_ahead_disable(); atomic */
+/* fork(2): see fork_prepare(). Both protected by lock. */
+static struct vd_ahead *loading; /* the user whose table the worker loads now */
+static bool forking;
 
 /* Caller holds lock. */
 static void queue_add(struct vd_ahead *a)
@@ -90,7 +93,7 @@ static void *worker_main(void *arg)
 		uint64_t idx;
 		bool loaded;
 
-		if (!a) {
+		if (!a || forking) {
 			pthread_cond_wait(&work, &lock);
 			continue;
 		}
@@ -102,12 +105,14 @@ static void *worker_main(void *arg)
 			continue;
 		idx = a->pos++;
 		a->busy = idx;
+		loading = a;
 		if (a->pos < a->until)
 			queue_add(a);
 		pthread_mutex_unlock(&lock);
 		loaded = ahead_load(a, idx);
 		pthread_mutex_lock(&lock);
 		a->busy = AHEAD_IDLE;
+		loading = NULL;
 		a->loaded += loaded;
 		pthread_cond_broadcast(&done);
 	}
@@ -115,13 +120,51 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* A fork(2) copies only the forking thread: a child would inherit a table
+ * marked busy by a worker it does not have, and readers waiting for it
+ * forever (vdmount reads partition tables before it daemonizes). So the
+ * worker is held between two tables across a fork, and the child starts
+ * without one: its next sequential read starts its own. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+	forking = true;
+	while (loading)
+		pthread_cond_wait(&done, &lock);
+}
+
+static void fork_parent(void)
+{
+	forking = false;
+	pthread_cond_broadcast(&work);
+	pthread_mutex_unlock(&lock);
+}
+
+static void fork_child(void)
+{
+	/* the parent's worker may wait on these: fresh ones, no waiters */
+	pthread_cond_init(&work, NULL);
+	pthread_cond_init(&done, NULL);
+	forking = false;
+	running = false;
+	generation++;
+	pthread_mutex_unlock(&lock);
+}
+
+static void fork_handlers(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 /* Starts the worker if none runs. Caller holds lock. */
 static void worker_start(void)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	sigset_t all, old;
 
 	if (running)
 		return;
+	pthread_once(&once, fork_handlers);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	running = pthread_create(&worker, NULL, worker_main, (void *)(uintptr_t)generation) == 0;

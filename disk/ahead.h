@@ -10,8 +10,9 @@
  * nothing.
  *
  * The worker starts on the first sequential access and stops when the last
- * user is destroyed, so a process that forks (vdmount daemonizing) must do so
- * before reading. */
+ * user is destroyed. A fork(2) holds it between two tables; the child has no
+ * worker and starts its own at its next sequential read (vdmount reads
+ * partition tables, then daemonizes). */
 #ifndef VD_AHEAD_H
 #define VD_AHEAD_H
 

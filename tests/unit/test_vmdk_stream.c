@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -76,9 +77,12 @@ static void check(const char *layout, size_t chunk)
 	js = esx_describe(&e);
 	snprintf(want, sizeof(want), "\"layout\": \"%s\"", layout);
 	assert_non_null(strstr(js, want));
-	/* the cache: a sequential read inflates every grain exactly once */
-	assert_int_equal(esx_json_u64(js, "grains_inflated"),
-			 esx_json_u64(js, "compressed_grains"));
+	/* the cache: a sequential read inflates every grain once (small
+	 * requests do not inflate a grain per request); the read-ahead worker
+	 * racing the reader may inflate one a second time, rarely */
+	assert_true(esx_json_u64(js, "grains_inflated") >= esx_json_u64(js, "compressed_grains"));
+	assert_true(esx_json_u64(js, "grains_inflated") <=
+		    esx_json_u64(js, "compressed_grains") + 2);
 	free(js);
 	esx_extent_close(&e);
 }
@@ -488,6 +492,43 @@ static void test_inflate_ahead(void **st)
 	esx_extent_close(&e);
 }
 
+/* A fork while the worker inflates ahead (vdmount reads partition tables,
+ * then daemonizes): the child has no worker and must still read everything,
+ * not wait for a table its parent's worker was loading. */
+static void test_fork_while_ahead(void **st)
+{
+	(void)st;
+	mk("");
+	for (int round = 0; round < 32; round++) {
+		struct vmdk_extent e;
+		uint8_t buf[4096];
+		int status;
+		pid_t pid;
+
+		assert_int_equal(open_s(&e), 0);
+		/* two requests in a row start the worker; fork at once, and after
+		 * a growing pause, to meet it mid-table in some rounds */
+		assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), 0), 0);
+		assert_int_equal(vmdk_extent_read(&e, buf, sizeof(buf), sizeof(buf)), 0);
+		usleep((useconds_t)(round % 8) * 150);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			uint8_t *got;
+
+			alarm(30); /* a reader waiting for a worker it does not have */
+			if (esx_extent_read_all(&e, 65536, &got, NULL) != 0 ||
+			    memcmp(got, raw, RAW_BYTES) != 0)
+				_exit(1);
+			_exit(0);
+		}
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+		esx_extent_close(&e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -504,6 +545,7 @@ int main(void)
 	    cmocka_unit_test(test_large_gd_is_lazy),
 	    cmocka_unit_test(test_huge_claims),
 	    cmocka_unit_test(test_inflate_ahead),
+	    cmocka_unit_test(test_fork_while_ahead),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 
