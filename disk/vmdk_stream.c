@@ -522,7 +522,7 @@ static int stream_grain_copy(struct stream_state *st, uint64_t g, uint64_t sec, 
 	const uint8_t *t;
 	int err = 0;
 
-	for (int waited = 0;; waited = 1) {
+	for (int tries = 0; tries < 3; tries++) {
 		t = vd_tcache_find(&st->grains, g);
 		if (t) {
 			memcpy(dst, t + in, len);
@@ -530,7 +530,10 @@ static int stream_grain_copy(struct stream_state *st, uint64_t g, uint64_t sec, 
 			__atomic_add_fetch(&st->hits, 1, __ATOMIC_RELAXED);
 			return 0;
 		}
-		if (waited || !vd_ahead_wait(&st->ahead, g))
+		/* Not cached: the worker may be inflating g now (wait for it), or
+		 * may have put it in the cache just after the look above (look
+		 * once more before inflating it a second time). */
+		if (!vd_ahead_wait(&st->ahead, g) && tries > 0)
 			break;
 	}
 	if (in == 0 && len == st->grain_bytes)
