@@ -157,19 +157,38 @@ fail:
 	return r;
 }
 
+int vd_image_inputs(struct vd_image *img, vd_input_fn fn, void *ctx)
+{
+	int r = fn(ctx, img->path, img->fd, &img->file);
+
+	if (r == 0 && img->ops->inputs)
+		r = img->ops->inputs(img, fn, ctx);
+	return r;
+}
+
+struct changed_ctx {
+	char *why;
+	size_t n;
+};
+
+static int input_changed(void *ctx, const char *path, int fd, const struct vd_file_info *fi)
+{
+	struct changed_ctx *x = ctx;
+	char what[160];
+	int r = vd_file_info_changed(fd, fi, what, sizeof(what));
+
+	if (r == 1)
+		snprintf(x->why, x->n, "%s: %s", path, what);
+	return r;
+}
+
 int vd_image_inputs_changed(struct vd_image *img, char *why, size_t n)
 {
-	char what[160];
-	int r;
+	struct changed_ctx x = {why, n};
 
 	if (img->flags & VD_OPEN_RDWR)
 		return 0;
-	r = vd_file_info_changed(img->fd, &img->file, what, sizeof(what));
-	if (r == 1)
-		snprintf(why, n, "%s: %s", img->path, what);
-	if (r == 0 && img->ops->inputs_changed)
-		r = img->ops->inputs_changed(img, why, n);
-	return r;
+	return vd_image_inputs(img, input_changed, &x);
 }
 
 void vd_image_close(struct vd_image *img)

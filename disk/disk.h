@@ -104,6 +104,11 @@ void vd_check_note(struct vd_check *chk, const char *path, const char *msg);
 void vd_check_report(struct vd_check *chk, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* One input file of an image: the path it was opened by, its descriptor
+ * (read-only unless the image is the writable delta) and what was recorded
+ * of it at open. */
+typedef int (*vd_input_fn)(void *ctx, const char *path, int fd, const struct vd_file_info *fi);
+
 struct vd_format_ops {
 	const char *name; /* "vmdk", "vhd" */
 
@@ -183,10 +188,10 @@ struct vd_format_ops {
 	 * NULL: the format has no check. */
 	int (*check)(struct vd_image *img, struct vd_check *chk);
 
-	/* Optional: whether a file this image opened besides img->fd (extent
-	 * files) changed since open (vd_file_info_changed): 0, or 1 with what
-	 * and which file in why, or -errno. */
-	int (*inputs_changed)(struct vd_image *img, char *why, size_t n);
+	/* Optional: calls fn for each file this image opened besides img->fd
+	 * (extent files), in order; stops at fn's first non-zero return and
+	 * returns it. */
+	int (*inputs)(struct vd_image *img, vd_input_fn fn, void *ctx);
 };
 
 /* Opens path as a single layer: probes every known format and calls the best
@@ -229,6 +234,10 @@ int vd_image_write(struct vd_image *img, const void *buf, size_t len, uint64_t o
 int vd_image_discard(struct vd_image *img, uint64_t off, uint64_t len);
 int vd_image_flush(struct vd_image *img);
 int vd_image_create_child(struct vd_image *parent, const char *path);
+
+/* Calls fn for every input file of img: its own file first, then those the
+ * driver opened (extents). Returns 0 or fn's first non-zero return. */
+int vd_image_inputs(struct vd_image *img, vd_input_fn fn, void *ctx);
 
 /* Whether an input file of img (its own file, its extents) changed size or
  * mtime since it was opened: 0 no, 1 yes (why names the file and the

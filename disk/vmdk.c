@@ -450,10 +450,9 @@ static int open_text(struct vd_image *img, struct vmdk_state *st)
 	return extents_build(img, st, 0);
 }
 
-static int vmdk_inputs_changed(struct vd_image *img, char *why, size_t n)
+static int vmdk_inputs(struct vd_image *img, vd_input_fn fn, void *ctx)
 {
 	struct vmdk_state *st = img->priv;
-	char what[160];
 
 	for (unsigned i = 0; i < st->n_ext; i++) {
 		struct vmdk_extent *e = &st->ext[i];
@@ -461,10 +460,7 @@ static int vmdk_inputs_changed(struct vd_image *img, char *why, size_t n)
 
 		if (!e->own_fd || e->fd < 0)
 			continue;
-		r = vd_file_info_changed(e->fd, &e->file, what, sizeof(what));
-		if (r == 1)
-			snprintf(why, n, "%s (extent %u of %s): %s", e->path, i + 1, img->path,
-				 what);
+		r = fn(ctx, e->path, e->fd, &e->file);
 		if (r != 0)
 			return r;
 	}
@@ -745,6 +741,6 @@ const struct vd_format_ops vd_vmdk_ops = {
     .create_child = vmdk_create_child,
     .describe = vmdk_describe,
     .check = vmdk_check,
-    .inputs_changed = vmdk_inputs_changed,
+    .inputs = vmdk_inputs,
     .discard = vmdk_discard,
 };

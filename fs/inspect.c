@@ -31,7 +31,7 @@ enum inspect_mode { MODE_NONE, MODE_INFO, MODE_JSON, MODE_CHECK, MODE_HASH };
 
 struct inspect_opts {
 	enum inspect_mode mode;
-	bool changes, force;
+	bool changes, force, inputs;
 	const char *algo;
 };
 
@@ -40,7 +40,8 @@ static void inspect_usage(FILE *f)
 	fprintf(f, "usage: vdmount --info [--changes] [--force] IMAGE...\n"
 		   "       vdmount --json [--force] IMAGE...\n"
 		   "       vdmount --check IMAGE...\n"
-		   "       vdmount --hash [--algo sha256|sha1|md5] [--force] IMAGE...\n");
+		   "       vdmount --hash [--algo sha256|sha1|md5] [--force] IMAGE...\n"
+		   "       vdmount --hash --inputs [--algo sha256|sha1|md5] IMAGE...\n");
 }
 
 static const char *human(uint64_t v, char buf[32])
@@ -388,20 +389,71 @@ static int do_hash(struct vd_chain *c, const char *image, const EVP_MD *md, cons
 	return 0;
 }
 
+/* --hash --inputs: one line per input file of the chain (each layer's file
+ * and extent files, base first), "HEX  /canonical/path", which `sha256sum
+ * -c` verifies anywhere: the examiner's record of the evidence files
+ * themselves, next to the digests of what they hold. */
+struct input_hash {
+	const EVP_MD *md;
+	const char *image;
+	uint8_t *buf;
+};
+
+#define INPUT_CHUNK (1u << 20)
+
+static int hash_input(void *ctx, const char *path, int fd, const struct vd_file_info *fi)
+{
+	struct input_hash *h = ctx;
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int r = md && EVP_DigestInit_ex(md, h->md, NULL) ? 0 : -ENOMEM;
+
+	for (uint64_t off = 0; r == 0 && off < fi->size;) {
+		size_t n = (size_t)vd_min_u64(INPUT_CHUNK, fi->size - off);
+
+		r = vd_pread_full(fd, h->buf, n, off);
+		if (r == 0 && !EVP_DigestUpdate(md, h->buf, n))
+			r = -EIO;
+		off += n;
+	}
+	if (r == 0 && !EVP_DigestFinal_ex(md, dig, &dlen))
+		r = -EIO;
+	EVP_MD_CTX_free(md);
+	if (r < 0) {
+		vd_log_err("%s: cannot hash %s: %s", h->image, path, strerror(-r));
+		return r;
+	}
+	for (unsigned i = 0; i < dlen; i++)
+		printf("%02x", dig[i]);
+	printf("  %s\n", fi->canonical ? fi->canonical : path);
+	fflush(stdout);
+	return 0;
+}
+
+static int do_hash_inputs(struct vd_chain *c, const char *image, const EVP_MD *md)
+{
+	struct input_hash h = {md, image, malloc(INPUT_CHUNK)};
+	int r = h.buf ? 0 : -ENOMEM;
+
+	for (unsigned i = 0; r == 0 && i < vd_chain_depth(c); i++)
+		r = vd_image_inputs(vd_chain_layer(c, i), hash_input, &h);
+	free(h.buf);
+	if (r == -ENOMEM)
+		vd_log_err("%s: out of memory", image);
+	return r < 0 ? 1 : 0;
+}
+
 /* --- dispatch -------------------------------------------------------------------- */
 
 static int inspect_parse(int argc, char **argv, struct inspect_opts *o)
 {
 	static const struct option longopts[] = {
-	    {"info", no_argument, NULL, 'I'},
-	    {"json", no_argument, NULL, 'J'},
-	    {"check", no_argument, NULL, 'C'},
-	    {"hash", no_argument, NULL, 'H'},
-	    {"changes", no_argument, NULL, 'c'},
-	    {"algo", required_argument, NULL, 'a'},
-	    {"force", no_argument, NULL, 'F'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"info", no_argument, NULL, 'I'},	 {"json", no_argument, NULL, 'J'},
+	    {"check", no_argument, NULL, 'C'},	 {"hash", no_argument, NULL, 'H'},
+	    {"changes", no_argument, NULL, 'c'}, {"algo", required_argument, NULL, 'a'},
+	    {"force", no_argument, NULL, 'F'},	 {"inputs", no_argument, NULL, 'i'},
+	    {"help", no_argument, NULL, 'h'},	 {NULL, 0, NULL, 0},
 	};
 	enum inspect_mode m;
 	int ch;
@@ -433,6 +485,9 @@ static int inspect_parse(int argc, char **argv, struct inspect_opts *o)
 		case 'F':
 			o->force = true;
 			break;
+		case 'i':
+			o->inputs = true;
+			break;
 		case 'h':
 			inspect_usage(stdout);
 			exit(0);
@@ -448,6 +503,10 @@ static int inspect_parse(int argc, char **argv, struct inspect_opts *o)
 	}
 	if (o->changes && o->mode != MODE_INFO) {
 		fprintf(stderr, "vdmount: error: --changes goes with --info\n");
+		return -EINVAL;
+	}
+	if (o->inputs && o->mode != MODE_HASH) {
+		fprintf(stderr, "vdmount: error: --inputs goes with --hash\n");
 		return -EINVAL;
 	}
 	if (o->algo && o->mode != MODE_HASH) {
@@ -538,7 +597,10 @@ int fs_inspect_main(int argc, char **argv)
 					prefix = NULL;
 				free(stem);
 			}
-			rc = do_hash(c, images[i], md, prefix ? prefix : "");
+			if (o.inputs)
+				rc = do_hash_inputs(c, images[i], md);
+			else
+				rc = do_hash(c, images[i], md, prefix ? prefix : "");
 			free(prefix);
 			break;
 		}

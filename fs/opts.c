@@ -296,8 +296,8 @@ static void help_print(FILE *f)
 		"  chain.json        chain metadata and validation result\n"
 		"With several images, each gets a directory named after its file. An IMAGE may\n"
 		"be a VMware .vmx, .vmsd or VM directory: every disk of the VM.\n"
-		"vdmount --info [--changes] | --json | --check | --hash IMAGE... inspects\n"
-		"without mounting (vdmount --info --help).\n"
+		"vdmount --info [--changes] | --json | --check | --hash [--inputs] IMAGE...\n"
+		"inspects without mounting (vdmount --info --help).\n"
 		"\n"
 		"options (anywhere on the command line; \"--\" ends them):\n");
 	for (size_t i = 0; i < N_OPTS; i++) {

@@ -25,8 +25,8 @@
 #           -r (ceiling: nbdkit's file plugin over the raw file), nbdcopy
 #   write   O_DIRECT writes: vdmount -w (a new delta over VHD dynamic) vs
 #           qemu-storage-daemon writable=on over a copy of the image
-#   vhdx    rows for VHDX, which vdmount does not read yet: the section runs
-#           once vdmount serves its disk (until then it says so and skips).
+#   vhdx    VHDX dynamic (vs qemu, libvhdi) and a 3-layer .avhdx chain over it
+#           (tests/mkvhdx; vs libvhdi: qemu reads no differencing VHDX)
 #
 # Must run as root (drop_caches, FUSE). Installs what is missing (fio,
 # qemu-storage-daemon, ...). Knobs (environment):
@@ -124,6 +124,7 @@ else
 	bdir=$(dirname "$VDMOUNT")
 fi
 BM_MKVHD=${VD_BENCH_MKVHD:-$bdir/tests/mkvhd}
+BM_MKVHDX=${VD_BENCH_MKVHDX:-$bdir/tests/mkvhdx}
 BM_MKFULL=${VD_BENCH_MKFULL:-$bdir/tests/mkfullsparse}
 export VDMOUNT
 vd_e2e_init bench
@@ -248,13 +249,18 @@ sec_full()
 	bm_rows fa mount r1d
 }
 
-# Rows to come. VHDX (issue 11): qemu reads it (driver vhdx), libyal too.
+# VHDX (issue 11): a dynamic VHDX (qemu and libvhdi read it too) and a
+# 3-layer .avhdx chain over it (tests/mkvhdx; qemu has no differencing VHDX,
+# libvhdi's vhdimount reads it).
 sec_vhdx()
 {
 	bm_gen vhdx || return 0
 	bm_disk vx vhdx "VHDX dynamic, $mib MiB" "$D/base.vhdx" "$D/base.raw" "$D/base.vhdx"
 	bm_vd_serves vx || return 0
 	bm_rows vx mount seq cold r1d
+	bm_disk vc vhdx "3-layer .avhdx chain over it, $mib MiB" "$D/x2.avhdx" "$D/x2.raw" \
+		"$D/base.vhdx $D/x1.avhdx $D/x2.avhdx"
+	bm_rows vc mount seq r1d
 }
 
 # Copy-on-write (issue 9): vdmount -w --delta NEW vs qemu-storage-daemon

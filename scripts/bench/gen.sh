@@ -20,7 +20,7 @@
 #                   (m01..m64.raw)
 #   fa.vmdk         1 TiB monolithicSparse with every grain allocated (sparse
 #                   host file; tests/mkfullsparse); fa.raw
-#   base.vhdx       VHDX dynamic copy of base.raw (for the VHDX rows to come)
+#   base.vhdx       VHDX dynamic copy of base.raw; x1.avhdx, x2.avhdx over it (x2.raw)
 # bm_gen NAME makes one of them unless a stamp file says it is there with the
 # same parameters (so VD_BENCH_DIR can keep them from one run to the next).
 
@@ -178,7 +178,15 @@ bm_gen_full()
 	"$BM_MKFULL" fa.vmdk fa.raw "$BM_FULL_GIB"
 }
 
+# tests/mkvhdx writes the .avhdx children (qemu-img cannot) and their merged
+# raws (--model, over the layer below's).
 bm_gen_vhdx()
 {
-	qemu-img convert -f raw -O vhdx -o subformat=dynamic base.raw base.vhdx
+	local size
+	size=$(stat -c %s base.raw) || return 1
+	qemu-img convert -f raw -O vhdx -o subformat=dynamic base.raw base.vhdx &&
+		"$BM_MKVHDX" x1.avhdx "$size" --parent base.vhdx --seed 21 --writes 64 \
+			--model x1.raw --over base.raw >/dev/null &&
+		"$BM_MKVHDX" x2.avhdx "$size" --parent x1.avhdx --seed 22 --writes 64 \
+			--model x2.raw --over x1.raw >/dev/null
 }

@@ -57,6 +57,23 @@ vd_qemu_io vmdk "$W/snap.vmdk" "write -P 0x21 1M 64k" "write -P 0x22 39M 1M"
 "$MKVHD" write "$W/hchild.vhd" --seed 8 --count 10 || vd_die "mkvhd"
 vd_sums_save "$VD_TMP/sources.sha256" "$W"/*
 
+# --hash --inputs names every file a chain reads, extents included: a split
+# base (twoGbMaxExtentSparse, 3 extent files) under a delta.
+qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse "$W/split.vmdk" 5G &&
+	(cd "$W" && qemu-img create -q -f vmdk -b split.vmdk -F vmdk split-snap.vmdk) ||
+	vd_die "qemu-img create split"
+"$VDMOUNT" --hash --inputs "$W/split-snap.vmdk" >"$VD_TMP/inputs" 2>"$VD_TMP/err"
+vd_check "split: --hash --inputs exit 0" test $? = 0
+vd_check "split: --hash --inputs lists the 5 files with their sha256" \
+	diff <(cd "$W" && sha256sum "$PWD"/split.vmdk "$PWD"/split-s00[123].vmdk \
+		"$PWD"/split-snap.vmdk) "$VD_TMP/inputs"
+vd_expect_fail_inputs()
+{
+	"$VDMOUNT" --info --inputs "$W/split.vmdk" >/dev/null 2>"$VD_TMP/err"
+	test $? = 2 && grep -q -- "--inputs goes with --hash" "$VD_TMP/err"
+}
+vd_check "--inputs without --hash: a usage error" vd_expect_fail_inputs
+
 for top in "$W/snap.vmdk" "$W/hchild.vhd"; do
 	name=$(basename "$top")
 	out=$("$VDMOUNT" --info "$top" 2>&1)
@@ -74,6 +91,13 @@ for top in "$W/snap.vmdk" "$W/hchild.vhd"; do
 	vd_check "$name: --hash exit 0" test $? = 0
 	vd_check "$name: --hash prints machine-readable progress off a terminal" \
 		grep -qE '^progress layers/01-[^ ]+ [0-9]+ [0-9]+$' "$VD_TMP/progress"
+	"$VDMOUNT" --hash --inputs "$top" >"$VD_TMP/inputs" 2>/dev/null
+	vd_check "$name: --hash --inputs: sha256sum -c verifies every line" \
+		bash -c 'cd / && sha256sum --quiet --strict -c "$1"' _ "$VD_TMP/inputs"
+	want=2 # hchild.vhd and its parent; snap.vmdk's base has one extent file too
+	[ "$name" = snap.vmdk ] && want=3
+	vd_check "$name: --hash --inputs: one line per file of the chain" \
+		test "$(wc -l <"$VD_TMP/inputs")" = $want
 	"$VDMOUNT" --hash --algo md5 "$top" >"$VD_TMP/md5" 2>/dev/null
 	"$VDMOUNT" --hash --algo sha1 "$top" >"$VD_TMP/sha1" 2>/dev/null
 	if vd_mount "$top" "$M/g"; then
