@@ -35,6 +35,9 @@ static uint64_t desc_sectors(uint64_t n)
 	return vd_div_round_up(VHDX_LOG_HDR_SIZE + n * VHDX_LOG_DESC_SIZE, VHDX_LOG_SECTOR);
 }
 
+/* (Over 80 lines on purpose: one check per field of the entry header and
+ * of each descriptor, in the order of the specification's 2.3.1, so the
+ * function reads against it line by line.) */
 int vhdx_log_entry_check(const uint8_t *entry, size_t len, uint32_t log_len,
 			 const uint8_t log_guid[16], struct vhdx_log_entry *h, const char **why)
 {

@@ -525,6 +525,8 @@ static bool inspect_wanted(int argc, char **argv)
 	return false;
 }
 
+/* (Over 80 lines on purpose: parse, expand VM inputs, then one loop that
+ * opens each image and dispatches on the mode, with one exit status rule.) */
 int fs_inspect_main(int argc, char **argv)
 {
 	struct inspect_opts o = {.algo = NULL};

@@ -171,6 +171,9 @@ static int fuse_args_build(const struct vd_opts *o, const char *argv0, struct fu
 	return r;
 }
 
+/* The mount, step by step in the order libfuse needs (over 80 lines on
+ * purpose: every step shares the one unwind path at out:, which splitting
+ * would scatter). */
 static int mount_main(struct vd_opts *o, const char *argv0)
 {
 	struct fs_disk *disks = NULL;
