@@ -13,8 +13,8 @@ struct kgen {
 	uint64_t cap, grain;		 /* sectors */
 	uint64_t gd_off, n_gt, overhead; /* sectors; GTs follow the GD */
 	uint8_t *file;
-	size_t len;
-	uint8_t *model; /* cap*512 bytes: what the disk must read as (zeros below) */
+	size_t len, room; /* bytes used, bytes allocated */
+	uint8_t *model;	  /* cap*512 bytes: what the disk must read as (zeros below) */
 };
 
 /* Lays out header, descriptor (desc may be NULL: none, desc_offset 0), GD and
