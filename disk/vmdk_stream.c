@@ -375,7 +375,9 @@ static int stream_index_scan(struct vmdk_extent *e, struct stream_state *st)
 		}
 		if (vd_get_le32(m + STREAM_META_TYPE) == STREAM_EOS)
 			break;
-		if (vd_add_ovf(sec, val + 1, &next) || next > file_secs)
+		/* val + 1 sectors of metadata follow; val = 2^64 - 1 would make
+		 * that 0 and the scan stand still */
+		if (val == UINT64_MAX || vd_add_ovf(sec, val + 1, &next) || next > file_secs)
 			next = file_secs;
 		sec = next;
 	}
