@@ -126,9 +126,15 @@ static int parent_open(struct vd_chain *c, struct vd_image *child, struct vd_ima
 	int r = -ENOENT;
 
 	for (unsigned i = 0; i < child->n_hints; i++) {
-		char *tried = NULL, *how = NULL;
-		char *p = vd_chain_resolve_hint(child->path, child->hints[i].path, c->policy, &how,
-						&tried);
+		char *tried = NULL, *how = NULL, *p = NULL;
+		int hr = vd_chain_resolve_hint(child->path, child->hints[i].path, c->policy, &p,
+					       &how, &tried);
+
+		if (hr == -ENOMEM) {
+			vd_log_err("%s: out of memory looking for its parent", child->path);
+			vd_buf_free(&all);
+			return hr;
+		}
 		if (p) {
 			char *role = NULL;
 

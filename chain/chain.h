@@ -173,12 +173,13 @@ int vd_chain_flush(struct vd_chain *c);
  * Windows paths (backslashes, drive letters, UNC) and ESXi /vmfs/volumes paths
  * by their base name; the base name is then looked for in the child's
  * directory and in policy's --search directories. The first candidate that
- * exists and that policy allows wins: returns it malloc'd, with *how (malloc'd)
- * saying how it was derived. NULL when none: *tried (if non-NULL) gets a
- * malloc'd ", "-joined list of the candidates, with the reason for each one
- * the policy refused. */
-char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_policy *policy,
-			    char **how, char **tried);
+ * exists and that policy allows wins: returns 0 with it in *found (malloc'd)
+ * and *how (malloc'd) saying how it was derived. -ENOENT when none: *tried
+ * (if non-NULL) gets a malloc'd ", "-joined list of the candidates, with the
+ * reason for each one the policy refused. -ENOMEM when out of memory (never
+ * reported as "not found"). */
+int vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_policy *policy,
+			  char **found, char **how, char **tried);
 
 /* File stem used for directory and layer names: base name without a known
  * image extension (.vmdk, .vhd, .vhdx, .avhd, .avhdx). Returns a malloc'd

@@ -64,9 +64,9 @@ static bool is_child_of(const char *path, const struct vd_image *top, const stru
 	if (img->has_parent && img->parent_id.len == top->id.len && top->id.len &&
 	    !memcmp(img->parent_id.bytes, top->id.bytes, top->id.len)) {
 		for (unsigned h = 0; h < img->n_hints && !hit; h++) {
-			char *how = NULL;
-			char *p =
-			    vd_chain_resolve_hint(path, img->hints[h].path, policy, &how, NULL);
+			char *how = NULL, *p = NULL;
+
+			vd_chain_resolve_hint(path, img->hints[h].path, policy, &p, &how, NULL);
 
 			hit = same_file(p, st);
 			free(p);

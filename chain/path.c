@@ -52,21 +52,43 @@ struct cand {
 	char *how; /* how the path was derived from the hint, for chain.json */
 };
 
-static void cand_add(struct cand *c, unsigned *n, char *path, const char *fmt, const char *arg)
+/* Adds a candidate (path malloc'd, NULL when its allocation failed); sets
+ * *oom when any allocation failed, so that "no memory" is never reported as
+ * "not found". */
+static void cand_add(struct cand *c, unsigned *n, bool *oom, char *path, const char *fmt,
+		     const char *arg)
 {
-	if (*n == MAX_CAND || !path) {
+	if (!path) {
+		*oom = true;
+		return;
+	}
+	if (*n == MAX_CAND) {
 		free(path);
 		return;
 	}
 	c[*n].path = path;
-	if (asprintf(&c[*n].how, fmt, arg) < 0)
+	if (asprintf(&c[*n].how, fmt, arg) < 0) {
 		c[*n].how = NULL;
+		*oom = true;
+	}
 	(*n)++;
+}
+
+/* A copy of hint with every backslash turned into a slash; NULL when out of
+ * memory. */
+static char *slashes(const char *hint)
+{
+	char *h = strdup(hint);
+
+	for (char *q = h; q && *q; q++)
+		if (*q == '\\')
+			*q = '/';
+	return h;
 }
 
 /* The candidates for hint, most trusted first. */
 static unsigned cand_list(const char *dir, const char *hint, const struct vd_policy *policy,
-			  struct cand *c)
+			  struct cand *c, bool *oom)
 {
 	const char *base = base_of(hint);
 	unsigned n = 0;
@@ -76,68 +98,64 @@ static unsigned cand_list(const char *dir, const char *hint, const struct vd_pol
 		 * directories; anything with a drive or UNC prefix is foreign. */
 		bool rel = !(isalpha((unsigned char)hint[0]) && hint[1] == ':') && hint[0] != '\\';
 		const char *z = wine_z(hint);
-		if (z) {
-			char *h = strdup(z);
-			if (h)
-				for (char *q = h; *q; q++)
-					if (*q == '\\')
-						*q = '/';
-			cand_add(c, &n, h, "%sWine's Z: drive, which is /", "");
-		}
+
+		if (z)
+			cand_add(c, &n, oom, slashes(z), "%sWine's Z: drive, which is /", "");
 		if (rel) {
-			char *h = strdup(hint);
-			if (h) {
-				for (char *q = h; *q; q++)
-					if (*q == '\\')
-						*q = '/';
-				cand_add(c, &n, vd_path_join(dir, h),
-					 "%sWindows relative path, as written", "");
-				free(h);
-			}
+			char *h = slashes(hint);
+
+			cand_add(c, &n, oom, h ? vd_path_join(dir, h) : NULL,
+				 "%sWindows relative path, as written", "");
+			free(h);
 		}
 	} else if (hint[0] == '/') {
-		cand_add(c, &n, strdup(hint), "%sabsolute path, as written", "");
+		cand_add(c, &n, oom, strdup(hint), "%sabsolute path, as written", "");
 	} else {
-		cand_add(c, &n, vd_path_join(dir, hint), "%srelative to the child's directory", "");
+		cand_add(c, &n, oom, vd_path_join(dir, hint), "%srelative to the child's directory",
+			 "");
 	}
-	cand_add(c, &n, vd_path_join(dir, base), "%sbase name, in the child's directory", "");
+	cand_add(c, &n, oom, vd_path_join(dir, base), "%sbase name, in the child's directory", "");
 	for (unsigned i = 0; policy && i < policy->n_search; i++)
-		cand_add(c, &n, vd_path_join(policy->search[i], base), "base name, in --search %s",
-			 policy->search[i]);
+		cand_add(c, &n, oom, vd_path_join(policy->search[i], base),
+			 "base name, in --search %s", policy->search[i]);
 	return n;
 }
 
-char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_policy *policy,
-			    char **how, char **tried)
+int vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_policy *policy,
+			  char **found, char **how, char **tried)
 {
 	struct cand c[MAX_CAND];
 	char *dir = vd_path_dir(child_path);
-	char *found = NULL;
 	struct vd_buf list = {0};
+	bool oom = !dir;
 	unsigned n = 0;
+	int r = -ENOENT;
 
-	*how = NULL;
+	*found = *how = NULL;
 	if (tried)
 		*tried = NULL;
-	if (!dir)
-		return NULL;
-	if (*hint)
-		n = cand_list(dir, hint, policy, c);
-	for (unsigned i = 0; i < n; i++) {
+	if (dir && *hint)
+		n = cand_list(dir, hint, policy, c, &oom);
+	for (unsigned i = 0; i < n && !oom; i++) {
 		char *why = NULL;
 		bool dup = false;
-		int r;
+		int pr;
 
 		for (unsigned k = 0; k < i; k++)
-			if (c[k].path && !strcmp(c[k].path, c[i].path))
+			if (!strcmp(c[k].path, c[i].path))
 				dup = true;
 		if (dup)
 			continue;
-		r = vd_policy_check(policy, c[i].path, &why);
-		if (r == 0) {
-			found = c[i].path;
+		pr = vd_policy_check(policy, c[i].path, &why);
+		if (pr == -ENOMEM) {
+			oom = true;
+			break;
+		}
+		if (pr == 0) {
+			*found = c[i].path;
 			*how = c[i].how;
 			c[i].path = c[i].how = NULL;
+			r = 0;
 			break;
 		}
 		vd_buf_printf(&list, "%s%s%s%s%s", list.len ? ", " : "", c[i].path,
@@ -149,12 +167,19 @@ char *vd_chain_resolve_hint(const char *child_path, const char *hint, struct vd_
 		free(c[i].how);
 	}
 	free(dir);
-	if (!found && tried && !list.oom) {
+	if (r == -ENOENT && tried && !oom && !list.oom) {
 		*tried = list.data ? list.data : strdup("nothing (empty hint)");
 		list.data = NULL;
+		oom = !*tried;
 	}
 	vd_buf_free(&list);
-	return found;
+	if (oom) {
+		free(*found);
+		free(*how);
+		*found = *how = NULL;
+		return -ENOMEM;
+	}
+	return r;
 }
 
 static const char *const image_exts[] = {".vmdk", ".vhd", ".vhdx", ".avhd", ".avhdx", NULL};

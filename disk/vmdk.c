@@ -67,20 +67,24 @@ static const char *desc_charset(const struct vmdk_desc *d)
 }
 
 /* A name written in charset, converted to UTF-8 (how Linux sees a file a
- * Windows tool named). Returns a malloc'd string, or NULL when there is
- * nothing to convert, the charset is unknown to iconv, the bytes are not
- * valid in it, or the result is the same bytes. */
-static char *name_to_utf8(const char *charset, const char *name)
+ * Windows tool named). Returns 0 with *out a malloc'd string, or with *out
+ * NULL when there is nothing to convert, the charset is unknown to iconv, the
+ * bytes are not valid in it, or the result is the same bytes; -ENOMEM. */
+static int name_to_utf8(const char *charset, const char *name, char **out)
 {
-	char *out = NULL;
+	int r;
 
-	if (!charset || vd_iconv_to_utf8(charset, name, VMDK_DESC_MAX, &out) < 0)
-		return NULL;
-	if (!strcmp(out, name)) {
-		free(out);
-		return NULL;
+	*out = NULL;
+	if (!charset)
+		return 0;
+	r = vd_iconv_to_utf8(charset, name, VMDK_DESC_MAX, out);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0 || !strcmp(*out, name)) {
+		free(*out);
+		*out = NULL;
 	}
-	return out;
+	return 0;
 }
 
 /* Chooses the backend of a SPARSE extent: compressed KDMV files are streams. */
@@ -130,10 +134,15 @@ static int extent_open_name(struct vd_image *img, struct vmdk_extent *e, const c
 static int extent_open_file(struct vd_image *img, struct vmdk_extent *e)
 {
 	struct vmdk_state *st = img->priv;
-	char *u8 = name_to_utf8(desc_charset(&st->desc), e->name);
+	char *u8 = NULL;
 	struct stat ds, es;
 	int fd = -ENOENT, r;
 
+	r = name_to_utf8(desc_charset(&st->desc), e->name, &u8);
+	if (r < 0) {
+		vd_log_err("vmdk: %s: out of memory converting extent name %s", img->path, e->name);
+		return r;
+	}
 	/* A name in a legacy charset: the UTF-8 spelling first, then the bytes
 	 * as written. */
 	if (u8)
@@ -548,10 +557,14 @@ static int vmdk_open(struct vd_image *img, unsigned flags)
 		return r;
 	vmdk_set_identity(img, st);
 	if (img->has_parent) {
-		char *u8 = name_to_utf8(desc_charset(&st->desc), st->desc.parent_hint);
+		char *u8 = NULL;
 
 		/* the UTF-8 spelling of a legacy-charset hint first, then as written */
-		r = u8 ? vd_image_add_hint(img, "parentFileNameHint (UTF-8)", u8) : 0;
+		r = name_to_utf8(desc_charset(&st->desc), st->desc.parent_hint, &u8);
+		if (r < 0)
+			vd_log_err("vmdk: %s: out of memory converting the parent hint", img->path);
+		if (r == 0 && u8)
+			r = vd_image_add_hint(img, "parentFileNameHint (UTF-8)", u8);
 		free(u8);
 		if (r == 0)
 			r = vd_image_add_hint(img, "parentFileNameHint", st->desc.parent_hint);

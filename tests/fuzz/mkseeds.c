@@ -727,6 +727,50 @@ static void vhdx_log_seed(const char *seed_name, const struct blob *img, const s
 	free(b.p);
 }
 
+/* The seam tests' VHDX chain (chains mode): a dynamic base of three
+ * blocks (ZERO, NOT_PRESENT and a 64 KiB tail with data) under a
+ * differencing child with a pending log, sector runs that end mid-byte of
+ * the bitmap in the first and last block and an UNMAPPED block between.
+ * Small and mostly without payload reads on purpose: test_faults fails each
+ * I/O call in turn, so its cost grows with the square of the calls a run
+ * makes (the seeds above are kept out for that reason). */
+static void seam_vhdx_chain(void)
+{
+	const uint64_t size = 2 * VHDX_MiB + 64 * 1024, tail = 2 * VHDX_MiB / 512;
+	struct vxg_opts o = {.size = size, .block = VHDX_MiB, .seed = 60};
+	struct vxg_layer base, child;
+	struct blob bimg = {0}, cimg = {0};
+	struct chain c = {.name = "vhdx-seam"};
+
+	if (vxg_init(&base, &o) < 0)
+		die("vxg_init");
+	vxg_set_state(&base, 0, VHDX_PAYLOAD_ZERO);
+	vxg_write(&base, tail, 128, 9);
+	vhdx_image(&base, &bimg);
+	o = (struct vxg_opts){.size = size,
+			      .block = VHDX_MiB,
+			      .seed = 61,
+			      .diff = true,
+			      .pending_log = true,
+			      .relative_path = "sb.vhdx",
+			      .absolute_path = "C:\\VMs\\sb.vhdx"};
+	vxg_guid_text(base.data_write, o.linkage);
+	if (vxg_init(&child, &o) < 0)
+		die("vxg_init");
+	vxg_write(&child, 3, 5, 10);
+	vxg_write(&child, 700, 11, 11);
+	vxg_set_state(&child, 1, VHDX_PAYLOAD_UNMAPPED);
+	vxg_write(&child, tail + 9, 3, 12);
+	vhdx_image(&child, &cimg);
+	vhdx_members(&c, "sc.avhdx", &cimg, &child);
+	vhdx_members(&c, "sb.vhdx", &bimg, &base);
+	chain_emit(&c);
+	vxg_free(&base);
+	vxg_free(&child);
+	free(bimg.p);
+	free(cimg.p);
+}
+
 static void seeds_vhdx(void)
 {
 	struct vxg_opts o = {.size = 4 * VHDX_MiB, .block = VHDX_MiB, .seed = 50};
@@ -810,6 +854,8 @@ static void seeds_vhdx(void)
 		vhdx_members(&c, "d.vhdx", &bimg, &base);
 		chain_emit(&c);
 	}
+	if (plain)
+		seam_vhdx_chain();
 	vxg_free(&base);
 	vxg_free(&child);
 	free(bimg.p);

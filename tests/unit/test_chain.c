@@ -400,14 +400,18 @@ static char *expect_hint_how(const char *hint, const char *want_rel, const char 
 	char *tried = NULL, *how = NULL;
 
 	snprintf(child, sizeof(child), "%s/child.vmdk", tu_dir());
-	char *got = vd_chain_resolve_hint(child, hint, &hint_policy, &how, &tried);
+	char *got = NULL;
+	int r = vd_chain_resolve_hint(child, hint, &hint_policy, &got, &how, &tried);
+
 	if (!want_rel) {
+		assert_int_equal(r, -ENOENT);
 		assert_null(got);
 		assert_null(how);
 		assert_non_null(tried);
 		return tried;
 	}
 	snprintf(want, sizeof(want), "%s/%s", tu_dir(), want_rel);
+	assert_int_equal(r, 0);
 	assert_non_null(got);
 	assert_string_equal(got, want);
 	if (want_how)
@@ -506,8 +510,10 @@ static void test_hint_confinement(void **state)
 	snprintf(found, sizeof(found), "%s/moved.vmdk", out);
 	tu_write_text(found, "");
 	assert_int_equal(vd_policy_add_search(&hint_policy, out), 0);
-	char *how = NULL,
-	     *got = vd_chain_resolve_hint(img, "C:\\old\\moved.vmdk", &hint_policy, &how, NULL);
+	char *how = NULL, *got = NULL;
+
+	assert_int_equal(
+	    vd_chain_resolve_hint(img, "C:\\old\\moved.vmdk", &hint_policy, &got, &how, NULL), 0);
 	assert_non_null(got);
 	assert_non_null(strstr(how, "--search"));
 	free(got);
@@ -518,7 +524,7 @@ static void test_hint_confinement(void **state)
 	vd_policy_init(&hint_policy);
 	assert_int_equal(vd_policy_add_image(&hint_policy, img), 0);
 	hint_policy.allow_outside = true;
-	got = vd_chain_resolve_hint(img, found, &hint_policy, &how, NULL);
+	assert_int_equal(vd_chain_resolve_hint(img, found, &hint_policy, &got, &how, NULL), 0);
 	assert_non_null(got);
 	assert_int_equal(hint_policy.n_exceptions, 1);
 	assert_non_null(strstr(hint_policy.exceptions[0], "--allow-outside"));
