@@ -39,6 +39,7 @@
 
 #define VD_COW_STRIPES 64
 #define VD_COW_RUN_MAX VD_COW_STRIPES /* units written under one set of locks */
+#define VD_COW_RUN_BYTES (1u << 20)   /* ... or this many bytes of small units */
 #define VD_COW_FLUSH_MS 5000
 #define VD_SECTOR 512u
 
@@ -353,35 +354,54 @@ static int sectors_patch(struct vd_chain *c, const uint8_t *p, uint64_t off, uin
 }
 
 /* Writes [off, off+n) (p NULL: zeros) lying in units the delta does not
- * hold, under their stripe locks. n spans at most VD_COW_RUN_MAX units.
- * Returns 0 or -errno. */
+ * hold, under their stripe locks. Units covered whole are written in one
+ * call per run of units in the same state (a VHD's units are sectors: one
+ * call per sector would be a pwrite per 512 bytes); a ragged head or tail
+ * unit is copied up alone. n spans at most run_max() bytes. Returns 0 or
+ * -errno. */
 static int run_write_new(struct vd_chain *c, const uint8_t *p, uint64_t off, uint64_t n)
 {
 	struct vd_image *d = delta_of(c);
 	uint64_t u = d->cow_unit, first = off / u, last = (off + n - 1) / u;
-	uint64_t pos = off;
+	uint64_t pos = off, end = off + n, span_end = vd_min_u64(vd_round_up(end, u), d->size);
 	int r = 0;
 
 	stripes_lock(c->cow, first, last - first + 1, true);
-	while (pos < off + n && r == 0) {
+	while (pos < end && r == 0) {
 		uint64_t ustart = pos / u * u, ulen = vd_min_u64(u, d->size - ustart), held_n;
-		uint64_t piece = vd_min_u64(ustart + ulen, off + n) - pos;
-		int held = unit_held(d, ustart, ulen, &held_n);
+		/* re-checked under the locks: a unit may have become held meanwhile */
+		int held = unit_held(d, ustart, span_end - ustart, &held_n);
+		/* the units from ustart in the same state, at least this one */
+		uint64_t same_end = ustart + vd_max_u64(held_n, ulen), piece;
 
 		if (held < 0) {
 			r = held;
-		} else if (held) {
+			break;
+		}
+		piece = vd_min_u64(same_end, end) - pos;
+		if (held) {
 			/* held meanwhile: patched in place */
 			r = sectors_patch(c, p ? p + (pos - off) : NULL, pos, piece);
-		} else if (pos == ustart && piece == ulen && p) {
-			r = d->ops->write(d, p + (pos - off), piece, pos); /* covered whole */
+		} else if (pos == ustart && p && (pos + piece == d->size || piece >= u)) {
+			/* whole units: up to the last one the write covers */
+			if (pos + piece != d->size)
+				piece = piece / u * u;
+			r = d->ops->write(d, p + (pos - off), piece, pos);
 		} else {
+			piece = vd_min_u64(ustart + ulen, end) - pos;
 			r = unit_copy_up(c, ustart, ulen, p ? p + (pos - off) : NULL, pos, piece);
 		}
 		pos += piece;
 	}
 	stripes_lock(c->cow, first, last - first + 1, false);
 	return r;
+}
+
+/* The most bytes run_write_new() takes at once: VD_COW_RUN_MAX units, or
+ * VD_COW_RUN_BYTES of small (sector) units. */
+static uint64_t run_max(uint64_t u)
+{
+	return vd_max_u64(VD_COW_RUN_MAX * u, VD_COW_RUN_BYTES / u * u);
 }
 
 /* Starts the periodic flusher on the first write (not earlier: no thread
@@ -446,7 +466,7 @@ static int cow_write(struct vd_chain *c, const uint8_t *buf, size_t len, uint64_
 			r = sectors_patch(c, buf ? buf + (len - (end - off)) : NULL, off, n);
 			stripes_lock(c->cow, off / u, 1, false);
 		} else {
-			n = vd_min_u64(n, VD_COW_RUN_MAX * u - (off - ustart));
+			n = vd_min_u64(n, run_max(u) - (off - ustart));
 			r = run_write_new(c, buf ? buf + (len - (end - off)) : NULL, off, n);
 		}
 		off += n;

@@ -63,6 +63,11 @@ static inline uint64_t vd_min_u64(uint64_t a, uint64_t b)
 	return a < b ? a : b;
 }
 
+static inline uint64_t vd_max_u64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
 /* Length of the run of equal bits from bit k (< limit) of a sector bitmap,
  * bits numbered MSB-first in each byte (VHD) or LSB-first (VHDX); *set gets
  * bit k. Whole bytes of the run are skipped at once; runs may end mid-byte. */

@@ -23,8 +23,11 @@
 #           tables, more than the 16 MiB metadata cache budget
 #   nbd     the 4-layer chain over NBD: nbdkit-vdmount-plugin.so vs qemu-nbd
 #           -r (ceiling: nbdkit's file plugin over the raw file), nbdcopy
-#   write   O_DIRECT writes: vdmount -w (a new delta over VHD dynamic) vs
-#           qemu-storage-daemon writable=on over a copy of the image
+#   write   writes (O_DIRECT sequential and random, fsync every 32, mkfs.ext4
+#           + untar of a third of the disk through a loop device) and reads
+#           of the writable mount:
+#           vdmount -w (a new delta over VHD dynamic, over the 4-layer VMDK
+#           chain) vs qemu-storage-daemon writable=on over a copy of the top
 #   vhdx    VHDX dynamic (vs qemu, libvhdi) and a 3-layer .avhdx chain over it
 #           (tests/mkvhdx; vs libvhdi: qemu reads no differencing VHDX)
 #
@@ -39,6 +42,8 @@
 #   VD_BENCH_SECTIONS    subset of "sparse stream vhd deep split multi full
 #                        vhdx write nbd" (all)
 #   VD_BENCH_TOOLS       subset of "vd ceil qemu yal raw" (all installed)
+#   VD_BENCH_METRICS     only these rows of each section, e.g. "seqd r1d r2d"
+#                        (the metric ids of scripts/bench/measure.sh)
 #   VD_BENCH_DEEP_LAYERS (255; 32 quick), VD_BENCH_SPLIT_LAYERS (2; 1 quick),
 #   VD_BENCH_MULTI (64), VD_BENCH_FULL_GIB (1024): scale of those disks
 #   VD_BENCH_DIR         work directory; kept, and its images reused by the
@@ -80,6 +85,8 @@ BM_SPLIT_LAYERS=${VD_BENCH_SPLIT_LAYERS:-$(q 2 1)}
 BM_MULTI=${VD_BENCH_MULTI:-64}
 BM_FULL_GIB=${VD_BENCH_FULL_GIB:-1024}
 BM_TOOLS=${VD_BENCH_TOOLS:-${BM_TOOLS_ALL[*]}}
+BM_TREE_FILES=$((BM_SIZE / 3 / 131072)) # the write section's tree: 128 KiB a file on average
+((BM_TREE_FILES > 2400)) && BM_TREE_FILES=2400
 sections=${VD_BENCH_SECTIONS:-sparse stream vhd deep split multi full vhdx write nbd}
 for v in BM_REPEAT BM_RUNTIME BM_SEQ_CAP BM_DEEP_LAYERS BM_SPLIT_LAYERS BM_MULTI BM_FULL_GIB; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || vd_die "$v must be a number >= 1 (got '${!v}')"
@@ -264,15 +271,24 @@ sec_vhdx()
 }
 
 # Copy-on-write (issue 9): vdmount -w --delta NEW vs qemu-storage-daemon
-# writable=on over a copy of the image; each sample writes a new file. VHD
-# dynamic (vdmount writes VHD deltas; VMDK ones when its writer lands).
+# writable=on over a copy of the top image; each sample writes a new file.
+# VHD dynamic and the 4-layer VMDK chain (its top a qemu-made delta). The
+# read rows of the writable mounts compare with the read-only rows of the
+# same disks (vh, c4).
 sec_write()
 {
-	bm_gen vhd || return 0
-	bm_disk w vhd "writes over VHD dynamic (vdmount: into a new delta), $mib MiB" \
-		"$D/base.vhd" "$D/base.raw" "$D/base.vhd"
+	bm_gen tree || return 0
 	BM_WRITABLE=1
-	bm_vd_serves w && bm_rows w wseq wr1d
+	if bm_gen vhd; then
+		bm_disk w vhd "writes over VHD dynamic (vdmount: into a new delta), $mib MiB" \
+			"$D/base.vhd" "$D/base.raw" "$D/base.vhd"
+		bm_vd_serves w && bm_rows w wseq wr1d wr2d wr1f wtar seqd r1d
+	fi
+	if bm_gen chain4; then
+		bm_disk wk vmdk "writes over the 4-layer VMDK chain (vdmount: into a new delta), $mib MiB" \
+			"$D/a3.vmdk" "$D/a3.raw" "$D/base.vmdk $D/a1.vmdk $D/a2.vmdk $D/a3.vmdk"
+		bm_vd_serves wk && bm_rows wk wseq wr1d wr2d wr1f wtar seqd r1d
+	fi
 	BM_WRITABLE=0
 }
 

@@ -56,6 +56,7 @@ bm_gen_params()
 	split) echo "layers=$BM_SPLIT_LAYERS" ;;
 	multi) echo "disks=$BM_MULTI" ;;
 	full) echo "gib=$BM_FULL_GIB" ;;
+	tree) echo "files=$BM_TREE_FILES" ;;
 	esac
 }
 
@@ -119,6 +120,23 @@ bm_gen_vhd()
 		"$BM_MKVHD" write v1.vhd --seed 11 --count 64 --mirror v2.raw >/dev/null &&
 		"$BM_MKVHD" child v1.vhd v2.vhd &&
 		"$BM_MKVHD" write v2.vhd --seed 12 --count 64 --mirror v2.raw >/dev/null
+}
+
+# The tree the write section untars into a new ext4 (issue 9's "mkfs.ext4 +
+# tar x"): BM_TREE_FILES files of 1-256 KiB of random bytes (2,400, about
+# 300 MiB, for a 1 GiB disk: a third of the disk at most), 60 per directory,
+# sizes drawn from a fixed seed.
+bm_gen_tree()
+{
+	local i size
+	rm -rf tree tree.tar
+	RANDOM=99
+	for ((i = 0; i < BM_TREE_FILES; i++)); do
+		((i % 60 == 0)) && mkdir -p "tree/d$((i / 60))"
+		size=$(((RANDOM % 256 + 1) * 1024))
+		head -c "$size" /dev/urandom >"tree/d$((i / 60))/f$i" || return 1
+	done
+	tar -cf tree.tar tree && rm -rf tree
 }
 
 bm_gen_deep()

@@ -19,6 +19,7 @@
 #   NBD         an NBD client copying the disk (transport rows)
 # Targets come from scripts/bench/targets.tsv (bm_targets_load).
 
+BM_FIO_OPTS=() # more fio options for one bm_fio call
 declare -A BM_M_UNIT BM_M_PREP BM_M_READS BM_M_LABEL BM_M_SKIP
 declare -A BM_VAL BM_SAMPLES BM_BROKEN BM_ROW_DISK BM_ROW_METRIC BM_HWM BM_FDMAX
 BM_ROWS=()
@@ -58,6 +59,9 @@ bm_metric nbd1 MB/s warm NBD "nbdcopy, 1 connection" yal raw
 bm_metric nbd4 MB/s warm NBD "nbdcopy, 4 connections" yal raw
 bm_metric wseq MB/s warm "FUSE write" "seq write 1 MiB O_DIRECT" ceil yal raw
 bm_metric wr1d IOPS warm "FUSE write" "rand 4K write O_DIRECT" ceil yal raw
+bm_metric wr2d IOPS warm "FUSE write" "rand 4K write O_DIRECT, 2 jobs" ceil yal raw
+bm_metric wr1f IOPS warm "FUSE write" "rand 4K write, fsync every 32" ceil yal raw
+bm_metric wtar ms warm "FUSE write" "mkfs.ext4, untar 1/3 of disk, sync" ceil yal raw
 # Per disk, from every sample of its rows: not measured on their own.
 bm_metric rss MiB - - "peak RSS"
 bm_metric fds - - - "open files (most)"
@@ -101,7 +105,7 @@ bm_seq()
 # contender and the page-cache rows rely on it).
 bm_fio()
 {
-	local rw=$1 jobs=$2 direct=$3 mode=$4 bs=$5 fn size part opts=()
+	local rw=$1 jobs=$2 direct=$3 mode=$4 bs=$5 fn size part opts=("${BM_FIO_OPTS[@]}")
 	shift 5
 	fn=$(printf '%s:' "${@//:/\\:}")
 	size=$(stat -L -c %s -- "$1")
@@ -128,6 +132,24 @@ bm_fio()
 			else if (mbs) printf "%.1f\n", bw / 1e6
 			else printf "%.0f\n", iops
 		}'
+}
+
+# bm_guest_tar FILE: mkfs.ext4 on FILE through a loop device, mounts it,
+# untars DIR/tree.tar, unmounts, detaches and fsyncs FILE (the data is then
+# in the contender's image, as a guest's sync would leave it); prints ms.
+bm_guest_tar()
+{
+	local f=$1 dev g=$VD_TMP/guest t0 rc=0
+	t0=$EPOCHREALTIME
+	dev=$(losetup -f --show -- "$f" 2>/dev/null) || { echo "ERR losetup failed"; return; }
+	mkdir -p "$g"
+	{ mkfs.ext4 -q -F -E nodiscard "$dev" && mount -t ext4 "$dev" "$g" && tar -xf "$BM_DIR/tree.tar" -C "$g" &&
+		umount "$g"; } >/dev/null 2>&1 || rc=1
+	mountpoint -q "$g" && umount "$g"
+	losetup -d "$dev"
+	sync -- "$f" || rc=1
+	[ $rc -eq 0 ] || { echo "ERR mkfs, mount, tar or sync failed"; return; }
+	bm_ms_since "$t0"
 }
 
 # bm_nbdcopy CONNECTIONS URI: copies the NBD export to null:, prints MB/s.
@@ -160,6 +182,9 @@ bm_measure()
 	nbd4) bm_nbdcopy 4 "$f" ;;
 	wseq) bm_fio write 1 1 loop 1m "$f" ;;
 	wr1d) bm_fio randwrite 1 1 loop 4k "$f" ;;
+	wr2d) bm_fio randwrite 2 1 loop 4k "$f" ;;
+	wr1f) BM_FIO_OPTS=(--fsync=32) bm_fio randwrite 1 1 loop 4k "$f" ;;
+	wtar) bm_guest_tar "$f" ;;
 	*) echo "ERR unknown metric $1" ;;
 	esac
 }
@@ -317,6 +342,7 @@ bm_rows()
 	local disk=$1 m
 	shift
 	for m in "$@"; do
+		[ -z "${VD_BENCH_METRICS:-}" ] || [[ " $VD_BENCH_METRICS " == *" $m "* ]] || continue
 		bm_row "$disk" "$m"
 	done
 	for m in "${BM_TOOLS_ALL[@]}"; do
