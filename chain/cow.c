@@ -353,6 +353,22 @@ static int sectors_patch(struct vd_chain *c, const uint8_t *p, uint64_t off, uin
 	return r;
 }
 
+/* Writes n bytes of p (NULL: zeros) at off into the delta. */
+static int whole_write(struct vd_image *d, const uint8_t *p, uint64_t n, uint64_t off)
+{
+	uint8_t *zeros;
+	int r;
+
+	if (p)
+		return d->ops->write(d, p, n, off);
+	zeros = calloc(1, n); /* at most run_max() bytes: mapped zero pages */
+	if (!zeros)
+		return -ENOMEM;
+	r = d->ops->write(d, zeros, n, off);
+	free(zeros);
+	return r;
+}
+
 /* Writes [off, off+n) (p NULL: zeros) lying in units the delta does not
  * hold, under their stripe locks. Units covered whole are written in one
  * call per run of units in the same state (a VHD's units are sectors: one
@@ -382,11 +398,11 @@ static int run_write_new(struct vd_chain *c, const uint8_t *p, uint64_t off, uin
 		if (held) {
 			/* held meanwhile: patched in place */
 			r = sectors_patch(c, p ? p + (pos - off) : NULL, pos, piece);
-		} else if (pos == ustart && p && (pos + piece == d->size || piece >= u)) {
+		} else if (pos == ustart && (pos + piece == d->size || piece >= u)) {
 			/* whole units: up to the last one the write covers */
 			if (pos + piece != d->size)
 				piece = piece / u * u;
-			r = d->ops->write(d, p + (pos - off), piece, pos);
+			r = whole_write(d, p ? p + (pos - off) : NULL, piece, pos);
 		} else {
 			piece = vd_min_u64(ustart + ulen, end) - pos;
 			r = unit_copy_up(c, ustart, ulen, p ? p + (pos - off) : NULL, pos, piece);
