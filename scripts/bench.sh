@@ -28,8 +28,9 @@
 #           of the writable mount:
 #           vdmount -w (a new delta over VHD dynamic, over the 4-layer VMDK
 #           chain) vs qemu-storage-daemon writable=on over a copy of the top
-#   vhdx    VHDX dynamic (vs qemu, libvhdi) and a 3-layer .avhdx chain over it
-#           (tests/mkvhdx; vs libvhdi: qemu reads no differencing VHDX)
+#   vhdx    VHDX dynamic (vs qemu, libvhdi), a 3-layer and a 32-layer .avhdx
+#           chain over it (tests/mkvhdx; vs libvhdi: qemu reads no
+#           differencing VHDX)
 #
 # Must run as root (drop_caches, FUSE). Installs what is missing (fio,
 # qemu-storage-daemon, ...). Knobs (environment):
@@ -265,9 +266,13 @@ sec_vhdx()
 	bm_disk vx vhdx "VHDX dynamic, $mib MiB" "$D/base.vhdx" "$D/base.raw" "$D/base.vhdx"
 	bm_vd_serves vx || return 0
 	bm_rows vx mount seq cold r1d
-	bm_disk vc vhdx "3-layer .avhdx chain over it, $mib MiB" "$D/x2.avhdx" "$D/x2.raw" \
+	bm_disk vxc vhdx "3-layer .avhdx chain over it, $mib MiB" "$D/x2.avhdx" "$D/x2.raw" \
 		"$D/base.vhdx $D/x1.avhdx $D/x2.avhdx"
-	bm_rows vc mount seq r1d
+	bm_rows vxc mount seq r1d
+	bm_gen vhdx32 || return 0
+	bm_disk vxd vhdx "32-layer .avhdx chain over it, $mib MiB" "$D/y31.avhdx" "$D/y32.raw" \
+		"$D/base.vhdx $(echo "$D"/y[0-9][0-9].avhdx)"
+	bm_rows vxd mount seq r1d
 }
 
 # Copy-on-write (issue 9): vdmount -w --delta NEW vs qemu-storage-daemon
@@ -305,6 +310,13 @@ sec_nbd()
 		"$D/base.vmdk $D/a1.vmdk $D/a2.vmdk $D/a3.vmdk"
 	BM_TRANSPORT=nbd
 	bm_vd_serves nb && bm_rows nb mount nbd1 nbd4
+	# the 2 TiB split disk: nbdcopy asks for extents and skips the holes
+	if bm_gen split; then
+		bm_disk nbs vmdk "NBD, 2 TiB twoGbMaxExtentSparse, $BM_SPLIT_LAYERS layer(s)" \
+			"$D/sp$BM_SPLIT_LAYERS.vmdk" "$D/sp.raw" "$(echo "$D"/sp[0-9]*.vmdk)" \
+			"$(ulimit -Hn)"
+		bm_rows nbs nbdt
+	fi
 	BM_TRANSPORT=fuse
 }
 

@@ -208,3 +208,24 @@ bm_gen_vhdx()
 		"$BM_MKVHDX" x2.avhdx "$size" --parent x1.avhdx --seed 22 --writes 64 \
 			--model x2.raw --over x1.raw >/dev/null
 }
+
+# A 32-layer .avhdx chain over base.vhdx (issue 11: "32-layer chains read
+# about as fast as one layer"): y01..y31, 16 random writes each; only the
+# top's merged raw is kept (each model is made over the one below, then
+# that one is removed).
+bm_gen_vhdx32()
+{
+	local size i prev=base.vhdx below=base.raw name
+	size=$(stat -c %s base.raw) || return 1
+	[ -s base.vhdx ] || qemu-img convert -f raw -O vhdx -o subformat=dynamic base.raw base.vhdx ||
+		return 1
+	rm -f y[0-9][0-9].avhdx y[0-9][0-9].raw
+	for ((i = 1; i < 32; i++)); do
+		name=$(printf 'y%02d' "$i")
+		"$BM_MKVHDX" "$name.avhdx" "$size" --parent "$prev" --seed $((100 + i)) --writes 16 \
+			--model "$name.raw" --over "$below" >/dev/null || return 1
+		[ "$below" = base.raw ] || rm -f "$below"
+		prev=$name.avhdx below=$name.raw
+	done
+	mv "$below" y32.raw
+}

@@ -57,10 +57,11 @@ bm_metric r2 IOPS warm FUSE "rand 4K first touch, 2 jobs"
 bm_metric rpc IOPS warm "page cache" "rand 4K re-read, 1 job"
 bm_metric nbd1 MB/s warm NBD "nbdcopy, 1 connection" yal raw
 bm_metric nbd4 MB/s warm NBD "nbdcopy, 4 connections" yal raw
+bm_metric nbdt ms warm NBD "nbdcopy of the whole disk, 4 connections" yal raw
 bm_metric wseq MB/s warm "FUSE write" "seq write 1 MiB O_DIRECT" ceil yal raw
 bm_metric wr1d IOPS warm "FUSE write" "rand 4K write O_DIRECT" ceil yal raw
 bm_metric wr2d IOPS warm "FUSE write" "rand 4K write O_DIRECT, 2 jobs" ceil yal raw
-bm_metric wr1f IOPS warm "FUSE write" "rand 4K write, fsync every 32" ceil yal raw
+bm_metric wr1f IOPS warm "FUSE write" "rand 4K write buffered, fsync every 32" ceil yal raw
 bm_metric wtar ms warm "FUSE write" "mkfs.ext4, untar 1/3 of disk, sync" ceil yal raw
 # Per disk, from every sample of its rows: not measured on their own.
 bm_metric rss MiB - - "peak RSS"
@@ -152,7 +153,8 @@ bm_guest_tar()
 	bm_ms_since "$t0"
 }
 
-# bm_nbdcopy CONNECTIONS URI: copies the NBD export to null:, prints MB/s.
+# bm_nbdcopy CONNECTIONS URI [ms]: copies the NBD export to null:, prints
+# MB/s (or the milliseconds it took).
 bm_nbdcopy()
 {
 	local size t0 ms
@@ -161,6 +163,7 @@ bm_nbdcopy()
 	timeout -k 10 "$BM_SEQ_CAP" nbdcopy --connections="$1" "$2" null: 2>/dev/null ||
 		{ echo "ERR nbdcopy failed or took over $BM_SEQ_CAP s"; return; }
 	ms=$(bm_ms_since "$t0")
+	[ "${3:-}" = ms ] && { echo "$ms"; return; }
 	awk -v b="$size" -v ms="$ms" 'BEGIN { printf "%.1f\n", b / (ms / 1000) / 1e6 }'
 }
 
@@ -180,10 +183,11 @@ bm_measure()
 	rpc) cat -- "$f" >/dev/null && bm_fio randread 1 0 loop 4k "$f" ;;
 	nbd1) bm_nbdcopy 1 "$f" ;;
 	nbd4) bm_nbdcopy 4 "$f" ;;
+	nbdt) bm_nbdcopy 4 "$f" ms ;;
 	wseq) bm_fio write 1 1 loop 1m "$f" ;;
 	wr1d) bm_fio randwrite 1 1 loop 4k "$f" ;;
 	wr2d) bm_fio randwrite 2 1 loop 4k "$f" ;;
-	wr1f) BM_FIO_OPTS=(--fsync=32) bm_fio randwrite 1 1 loop 4k "$f" ;;
+	wr1f) BM_FIO_OPTS=(--fsync=32) bm_fio randwrite 1 0 loop 4k "$f" ;;
 	wtar) bm_guest_tar "$f" ;;
 	*) echo "ERR unknown metric $1" ;;
 	esac
