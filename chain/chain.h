@@ -196,8 +196,10 @@ char *vd_chain_layer_name(const struct vd_chain *c, unsigned i);
 /* A delta in the top layer's directory whose parent is the top layer (its
  * parent id matches and a hint resolves to the top file): the user may have
  * meant to mount that newer disk. Malloc'd path, or NULL. Logs nothing;
- * bounded work (at most 64 images opened). */
-char *vd_chain_child_beside(const struct vd_chain *c);
+ * bounded work: at most 64 images opened, and at most *opens_left, which
+ * goes down by the images opened (one budget for all the chains of a mount,
+ * so that many disks in one directory do not open each other in turn). */
+char *vd_chain_child_beside(const struct vd_chain *c, unsigned *opens_left);
 
 /* Directory names for n disks mounted side by side, given the paths of their
  * top layers: each path's stem (vd_path_stem), made unique with -2, -3, ...

@@ -6,7 +6,8 @@
  * id is the top's id and one of whose hints resolves to the top file (by
  * device and inode). Opening candidates is a guess made for a note, so it is
  * muted and bounded: names that look like extents are skipped, at most
- * CHILD_MAX_OPENS images are opened and CHILD_MAX_ENTRIES entries read. */
+ * CHILD_MAX_OPENS images are opened (and no more than the caller's budget)
+ * and CHILD_MAX_ENTRIES entries read. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,7 +78,7 @@ static bool is_child_of(const char *path, const struct vd_image *top, const stru
 	return hit;
 }
 
-char *vd_chain_child_beside(const struct vd_chain *c)
+char *vd_chain_child_beside(const struct vd_chain *c, unsigned *opens_left)
 {
 	const struct vd_image *top = vd_chain_layer(c, vd_chain_depth(c) - 1);
 	unsigned entries = 0, opens = 0;
@@ -96,7 +97,7 @@ char *vd_chain_child_beside(const struct vd_chain *c)
 	if (vd_policy_add_image(&policy, top->path) < 0)
 		entries = CHILD_MAX_ENTRIES; /* nothing to look at */
 	while (d && !found && entries++ < CHILD_MAX_ENTRIES && opens < CHILD_MAX_OPENS &&
-	       (de = readdir(d))) {
+	       opens < *opens_left && (de = readdir(d))) {
 		bool layer = false;
 		char *p;
 
@@ -119,6 +120,7 @@ char *vd_chain_child_beside(const struct vd_chain *c)
 		free(p);
 	}
 	vd_log_mute(false);
+	*opens_left -= opens;
 	if (d)
 		closedir(d);
 	vd_policy_free(&policy);

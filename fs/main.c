@@ -97,11 +97,17 @@ struct seen_top {
 	UT_hash_handle hh;
 };
 
+/* Images the search for newer children beside the tops may open, for all the
+ * disks of a mount together (64 disks in one directory would otherwise open
+ * 64 images each). */
+#define CHILD_SCAN_OPENS 256
+
 /* One-line notes, not errors: an image given twice, an image another vdmount
  * already shows, a top layer with a newer child beside it. */
 static void images_note(const struct vd_opts *o, struct fs_disk *d)
 {
 	struct seen_top *seen = NULL, *s, *t;
+	unsigned child_opens = CHILD_SCAN_OPENS;
 
 	for (unsigned i = 0; i < o->n_images; i++) {
 		struct vd_image *top = vd_chain_layer(d[i].chain, vd_chain_depth(d[i].chain) - 1);
@@ -125,7 +131,7 @@ static void images_note(const struct vd_opts *o, struct fs_disk *d)
 		if (abs)
 			mnt_note_mounted(abs);
 		free(abs);
-		child = vd_chain_child_beside(d[i].chain);
+		child = vd_chain_child_beside(d[i].chain, &child_opens);
 		if (child)
 			vd_log_info(
 			    "note: %s has a child beside it, %s: this mount shows the disk as "
