@@ -75,6 +75,12 @@ struct vmdk_extent {
 	uint64_t grain_bytes;	  /* allocation unit of this extent (0 for flat/zero) */
 	const char *image_path;	  /* the vd_image path, for messages */
 	void *priv;		  /* backend state */
+	/* Grain-table extents opened read-only: one bit per GD entry whose
+	 * table was found all zero (qemu preallocates them), so the next
+	 * lookup there needs no cache at all (vmdk_grains.c). Allocated on the
+	 * first such table, never cleared; atomic. */
+	uint64_t *zero_gts;
+	uint64_t n_gts; /* GD entries (set by vmdk_gd_init) */
 };
 
 extern const struct vmdk_extent_ops vmdk_flat_ops;

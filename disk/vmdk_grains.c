@@ -46,6 +46,41 @@ int vmdk_gt_compact(void *table, unsigned n, unsigned width, uint64_t step)
 	return VD_TCACHE_COMPACT;
 }
 
+/* The most GD entries an extent keeps "known all zero" bits for (32 KiB of
+ * bits); past that, tables are looked up in the cache as usual. */
+#define ZERO_GTS_MAX (1u << 18)
+
+/* True when the table of GD entry i is known to be all zero. */
+static bool zero_gt_known(const struct vmdk_extent *e, uint64_t i)
+{
+	const uint64_t *z = __atomic_load_n(&e->zero_gts, __ATOMIC_ACQUIRE);
+
+	return z && i < e->n_gts && (__atomic_load_n(&z[i / 64], __ATOMIC_RELAXED) >> (i % 64) & 1);
+}
+
+/* Records that the table of GD entry i is all zero: best effort (without
+ * memory the table is simply looked up again next time). */
+static void zero_gt_mark(struct vmdk_extent *e, uint64_t i)
+{
+	uint64_t *z = __atomic_load_n(&e->zero_gts, __ATOMIC_ACQUIRE);
+
+	if (i >= e->n_gts || e->n_gts > ZERO_GTS_MAX)
+		return;
+	if (!z) {
+		uint64_t *none = NULL;
+
+		z = calloc((e->n_gts + 63) / 64, sizeof(*z));
+		if (!z)
+			return;
+		if (!__atomic_compare_exchange_n(&e->zero_gts, &none, z, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE)) {
+			free(z);
+			z = none;
+		}
+	}
+	__atomic_fetch_or(&z[i / 64], 1ull << (i % 64), __ATOMIC_RELAXED);
+}
+
 /* Grain g and up to max - 1 following grains of the same table that share
  * its state (and, for DATA, lie contiguously from *phys): the state, or
  * -errno; *count grains. */
@@ -66,10 +101,23 @@ static int gt_grains(struct vmdk_extent *e, const struct vmdk_gt_format *f, stru
 		*count = vd_min_u64(absent * f->per_gt - i, max);
 		return VD_UNALLOC;
 	}
+	if (zero_gt_known(e, g / f->per_gt)) {
+		/* every entry is 0, which each backend decodes alike
+		 * (unallocated), whatever the grain */
+		*count = limit;
+		return f->decode(e, g, 0, true, phys);
+	}
 	gt = vd_tcache_get_ex(gts, gt_idx, &err, &compact);
 	if (!gt)
 		return err;
 	s = f->decode(e, g, gt_entry(gt, compact, f->width, i), true, phys);
+	/* a read-only extent's all-zero table (the user's shared zero copy)
+	 * never changes: remember it */
+	if (!compact && !gts->pinned && !e->writable &&
+	    gt == __atomic_load_n(&gts->zero, __ATOMIC_ACQUIRE)) {
+		zero_gt_mark(e, g / f->per_gt);
+		n = s >= 0 ? limit : n;
+	}
 	while (s >= 0 && n < limit) {
 		if (f->decode(e, g + n, gt_entry(gt, compact, f->width, i + n), false, &p) != s ||
 		    (s == VD_DATA && p != *phys + n * grain_bytes))
@@ -198,6 +246,7 @@ int vmdk_gd_init(struct vmdk_gd *gd)
 	uint8_t *raw;
 	int r;
 
+	gd->e->n_gts = gd->n;
 	r = vd_tcache_init(&gd->pages, GD_PAGE_ENTRIES * 8, gd_page_load, gd);
 	if (r < 0 || bytes > VMDK_GD_EAGER_BYTES)
 		return r;
