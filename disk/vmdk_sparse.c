@@ -239,8 +239,9 @@ static int sparse_gt_load(void *ctx, uint64_t sec, void *table)
 
 	int r = vmdk_gt_read(st->e, sec * 512, KDMV_GTES, 4, table, "grain table at sector", sec);
 
-	/* A writable extent's tables are changed in place: never the short form. */
-	if (r < 0 || st->gts.pinned)
+	/* An all-zero table stays VD_TCACHE_ZERO (it costs no table memory);
+	 * a writable extent's tables are changed in place: never the short form. */
+	if (r != 0 || st->gts.pinned)
 		return r;
 	return vmdk_gt_compact(table, KDMV_GTES, 4, st->h.grain_size);
 }
