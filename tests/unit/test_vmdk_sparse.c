@@ -511,6 +511,36 @@ static void test_qemu_2tib_open(void **state)
 	assert_int_equal(tu_sh("rm -f '%s'", tu_path("big.vmdk")), 0);
 }
 
+/* qemu preallocates every grain table of an image, all zero: they must cost
+ * the cache no table memory (a 255-layer chain of such deltas holds
+ * thousands), whether looked up once or again. */
+static void test_zero_tables_cost_nothing(void **state)
+{
+	struct vd_image *img;
+	size_t before;
+	(void)state;
+	if (!have_qemu())
+		skip();
+	assert_int_equal(tu_sh("cd '%s' && qemu-img create -q -f vmdk z.vmdk 4G", tu_dir()), 0);
+	before = vd_tcache_bytes();
+	assert_int_equal(vd_image_open(tu_path("z.vmdk"), 0, &img), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t n;
+
+		for (uint64_t off = 0; off < img->size; off += n) {
+			struct vd_map m;
+
+			assert_int_equal(vd_image_block_status(img, off, img->size - off, &n, &m),
+					 VD_UNALLOC);
+			assert_true(n > 0);
+		}
+	}
+	/* 128 tables: 256 KiB if each were held whole, about 9 KiB of entries */
+	assert_true(vd_tcache_bytes() - before < (32 << 10));
+	vd_image_close(img);
+	assert_int_equal(tu_sh("rm -f '%s'", tu_path("z.vmdk")), 0);
+}
+
 static char *describe(struct vd_image *img)
 {
 	struct vd_json j = {0};
@@ -609,6 +639,7 @@ int main(void)
 	    cmocka_unit_test(test_describe),
 	    cmocka_unit_test(test_qemu_images),
 	    cmocka_unit_test(test_qemu_2tib_open),
+	    cmocka_unit_test(test_zero_tables_cost_nothing),
 	    cmocka_unit_test(test_linear_tables_stay_cached),
 	    cmocka_unit_test(test_hole_gd_walked_in_one_step),
 	    cmocka_unit_test(test_describe_caps_usage),
