@@ -491,7 +491,6 @@ static void vmdk_close(struct vd_image *img)
 			vd_close(e->fd);
 		vd_file_info_free(&e->file);
 		free(e->path);
-		free(e->zero_gts);
 	}
 	free(st->ext);
 	vmdk_desc_free(&st->desc);

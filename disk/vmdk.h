@@ -78,7 +78,7 @@ struct vmdk_extent {
 	/* Grain-table extents opened read-only: one bit per GD entry whose
 	 * table was found all zero (qemu preallocates them), so the next
 	 * lookup there needs no cache at all (vmdk_grains.c). Allocated on the
-	 * first such table, never cleared; atomic. */
+	 * first such table, never cleared; atomic; freed by vmdk_gd_destroy(). */
 	uint64_t *zero_gts;
 	uint64_t n_gts; /* GD entries (set by vmdk_gd_init) */
 };

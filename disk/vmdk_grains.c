@@ -323,6 +323,10 @@ int vmdk_gd_gt(struct vmdk_gd *gd, uint64_t i, uint64_t mask, uint64_t *gt, uint
 void vmdk_gd_destroy(struct vmdk_gd *gd)
 {
 	vd_tcache_destroy(&gd->pages);
+	if (gd->e) { /* the extent's zero-table bits belong with its GD */
+		free(gd->e->zero_gts);
+		gd->e->zero_gts = NULL;
+	}
 }
 
 int vmdk_gt_check(struct vmdk_extent *e, const struct vmdk_gt_format *f, struct vd_tcache *gts,
