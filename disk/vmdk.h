@@ -201,8 +201,12 @@ int vmdk_gt_block_status(struct vmdk_extent *e, const struct vmdk_gt_format *f,
 /* A grain directory, read lazily in pages through the metadata cache so that
  * memory follows what is read, not the capacity a header claims. A small GD
  * (up to VMDK_GD_EAGER_BYTES) is also checked whole at open, so a wild entry
- * fails the mount rather than a later read. */
+ * fails the mount rather than a later read; a smaller one still (up to
+ * VMDK_GD_WHOLE_BYTES on disk, a disk of up to 128 GiB with 64 KiB grains)
+ * is kept whole, so a lookup costs no cache lookup: on a chain, every layer
+ * above the one holding a grain looks it up on every read. */
 #define VMDK_GD_EAGER_BYTES (1u << 20)
+#define VMDK_GD_WHOLE_BYTES (16u << 10)
 struct vmdk_gd {
 	struct vmdk_extent *e;
 	uint64_t off;	  /* file offset of entry 0 */
@@ -212,6 +216,7 @@ struct vmdk_gd {
 	/* Checks non-zero entry i: 0, or -EINVAL after logging. */
 	int (*check)(struct vmdk_extent *e, uint64_t i, uint64_t gde);
 	struct vd_tcache pages; /* pages of native u64 entries */
+	void *whole;		/* NULL, or all n entries, width bytes each, native order */
 };
 
 /* Sets up gd (fields e..check filled by the caller) and checks a small GD

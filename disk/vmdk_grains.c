@@ -259,11 +259,38 @@ int vmdk_gd_init(struct vmdk_gd *gd)
 	for (uint64_t i = 0; r == 0 && i < gd->n; i++) {
 		uint64_t gde = gd->width == 4 ? vd_get_le32(raw + i * 4) : vd_get_le64(raw + i * 8);
 
+		if (gd->width == 4)
+			((uint32_t *)raw)[i] = (uint32_t)gde;
+		else
+			((uint64_t *)raw)[i] = gde;
 		if (gde)
 			r = gd->check(gd->e, i, gde);
 	}
+	if (r == 0 && bytes <= VMDK_GD_WHOLE_BYTES) {
+		gd->whole = raw; /* checked and in native order now */
+		return 0;
+	}
 	free(raw);
 	return r;
+}
+
+static uint64_t gd_whole_entry(const struct vmdk_gd *gd, uint64_t i)
+{
+	return gd->width == 4 ? ((const uint32_t *)gd->whole)[i] : ((const uint64_t *)gd->whole)[i];
+}
+
+/* vmdk_gd_get() of a GD kept whole. */
+static int gd_whole_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde, uint64_t *absent)
+{
+	*gde = gd_whole_entry(gd, i);
+	if (!*gde && absent) {
+		uint64_t end = vd_min_u64(gd->n, vd_round_up(i + 1, GD_PAGE_ENTRIES)), z = i + 1;
+
+		while (z < end && !gd_whole_entry(gd, z))
+			z++;
+		*absent = z - i;
+	}
+	return 0;
 }
 
 /* Zero GD entries from i, the first of a page that reads as all zero: when
@@ -291,6 +318,8 @@ int vmdk_gd_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde, uint64_t *absent)
 	const uint64_t *t;
 	int err = 0;
 
+	if (gd->whole)
+		return gd_whole_get(gd, i, gde, absent);
 	t = vd_tcache_get(&gd->pages, page, &err);
 	if (!t)
 		return err;
@@ -323,6 +352,8 @@ int vmdk_gd_gt(struct vmdk_gd *gd, uint64_t i, uint64_t mask, uint64_t *gt, uint
 void vmdk_gd_destroy(struct vmdk_gd *gd)
 {
 	vd_tcache_destroy(&gd->pages);
+	free(gd->whole);
+	gd->whole = NULL;
 	if (gd->e) { /* the extent's zero-table bits belong with its GD */
 		free(gd->e->zero_gts);
 		gd->e->zero_gts = NULL;

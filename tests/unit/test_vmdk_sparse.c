@@ -4,8 +4,11 @@
  * entries give -EIO on the grains they cover; runs coalesce. When qemu-img is
  * installed, images it made are compared with `qemu-img convert -O raw`.
  * Resources: linear grain tables stay cached in a small budget, a GD that is
- * a hole costs a few steps, and chain.json caps counting a hostile layer. */
+ * a hole costs a few steps, a small GD is kept whole (no cache lookup) and
+ * answers as the paged one does, and chain.json caps counting a hostile
+ * layer. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -22,6 +25,7 @@
 #include "chain/chain.h"
 #include "disk/endian.h"
 #include "disk/tcache.h"
+#include "disk/vmdk.h"
 #include "esx_helper.h"
 #include "test_util.h"
 #include "vmdk_gen_helper.h"
@@ -541,6 +545,93 @@ static void test_zero_tables_cost_nothing(void **state)
 	assert_int_equal(tu_sh("rm -f '%s'", tu_path("z.vmdk")), 0);
 }
 
+static int gd_check_any(struct vmdk_extent *e, uint64_t i, uint64_t gde)
+{
+	(void)e;
+	(void)i;
+	(void)gde;
+	return 0;
+}
+
+/* Opens a GD of n entries of width bytes, entry i = model[i], through
+ * vmdk_gd_init on a file holding it at offset 512. */
+static void gd_open(struct vmdk_gd *gd, struct vmdk_extent *e, const uint64_t *model, uint64_t n,
+		    unsigned width)
+{
+	size_t bytes = 512 + (size_t)n * width;
+	uint8_t *raw = calloc(1, bytes);
+
+	assert_non_null(raw);
+	for (uint64_t i = 0; i < n; i++) {
+		if (width == 4)
+			vd_put_le32(raw + 512 + i * 4, (uint32_t)model[i]);
+		else
+			vd_put_le64(raw + 512 + i * 8, model[i]);
+	}
+	tu_write_file(tu_path("gd.bin"), raw, bytes);
+	free(raw);
+	memset(e, 0, sizeof(*e));
+	e->path = (char *)tu_path("gd.bin");
+	e->fd = open(e->path, O_RDONLY);
+	assert_true(e->fd >= 0);
+	*gd = (struct vmdk_gd){
+	    .e = e, .off = 512, .n = n, .width = width, .what = "GD", .check = gd_check_any};
+	assert_int_equal(vmdk_gd_init(gd), 0);
+}
+
+/* A GD of at most VMDK_GD_WHOLE_BYTES is kept whole and looked up without
+ * the cache; it answers (entries and zero runs) exactly as a paged GD does,
+ * checked against the model for both widths, with runs of zero entries that
+ * cross page boundaries. */
+static void test_small_gd_kept_whole(void **state)
+{
+	static const struct {
+		uint64_t n;
+		unsigned width;
+		bool whole;
+	} cases[] = {
+	    {32, 4, true}, {4096, 4, true}, {2048, 8, true}, {4097, 4, false}, {3000, 8, false}};
+	(void)state;
+	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		uint64_t n = cases[c].n, *model = calloc(n, sizeof(*model));
+		unsigned seed = 11 + c;
+		struct vmdk_extent e;
+		struct vmdk_gd gd;
+		uint64_t held, loads;
+
+		assert_non_null(model);
+		for (uint64_t i = 0; i < n; i++) /* runs of zeros up to ~1,500 long */
+			if (rand_r(&seed) % 100 < 3 || (i / 700) % 3 == 0)
+				model[i] = (i + 1) * 7 + (cases[c].width == 8 ? 1ull << 40 : 0);
+		gd_open(&gd, &e, model, n, cases[c].width);
+		assert_int_equal(gd.whole != NULL, cases[c].whole);
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t gde = 1, absent = 0, z = i, page_end = (i / 512 + 1) * 512;
+
+			assert_int_equal(vmdk_gd_get(&gd, i, &gde, &absent), 0);
+			assert_int_equal(gde, model[i]);
+			if (model[i])
+				continue;
+			while (z < n && z < page_end && !model[z])
+				z++;
+			/* to the end of the page, or (a paged GD whose page reads
+			 * as a hole) past it: never less, never past the zeros
+			 * (past the last entry callers clamp) */
+			assert_true(absent >= z - i);
+			for (uint64_t k = i; k < i + absent && k < n; k++)
+				assert_int_equal(model[k], 0);
+		}
+		vd_tcache_stats(&gd.pages, &held, &loads);
+		if (cases[c].whole)
+			assert_int_equal(loads, 0);
+		else
+			assert_true(loads > 0);
+		vmdk_gd_destroy(&gd);
+		close(e.fd);
+		free(model);
+	}
+}
+
 static char *describe(struct vd_image *img)
 {
 	struct vd_json j = {0};
@@ -640,6 +731,7 @@ int main(void)
 	    cmocka_unit_test(test_qemu_images),
 	    cmocka_unit_test(test_qemu_2tib_open),
 	    cmocka_unit_test(test_zero_tables_cost_nothing),
+	    cmocka_unit_test(test_small_gd_kept_whole),
 	    cmocka_unit_test(test_linear_tables_stay_cached),
 	    cmocka_unit_test(test_hole_gd_walked_in_one_step),
 	    cmocka_unit_test(test_describe_caps_usage),
