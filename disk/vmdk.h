@@ -80,7 +80,8 @@ struct vmdk_extent {
 	 * lookup there needs no cache at all (vmdk_grains.c). Allocated on the
 	 * first such table, never cleared; atomic; freed by vmdk_gd_destroy(). */
 	uint64_t *zero_gts;
-	uint64_t n_gts; /* GD entries (set by vmdk_gd_init) */
+	uint64_t n_gts;	   /* GD entries (set by vmdk_gd_init) */
+	int holes_scanned; /* the tables in holes of the file are marked in zero_gts; atomic */
 };
 
 extern const struct vmdk_extent_ops vmdk_flat_ops;
@@ -184,7 +185,15 @@ struct vmdk_gt_format {
 	 * a time. Returns 0 or -errno (logged). */
 	int (*gt_of)(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_t *absent);
 	vmdk_gte_fn decode;
+	/* File offset of table gt (a gt_of() answer); NULL when tables are not
+	 * plain runs of the file. With it, tables that lie in a hole of the
+	 * file (qemu-img leaves the preallocated tables of a new extent
+	 * unwritten) are known to be all zero without reading them. */
+	uint64_t (*gt_pos)(const struct vmdk_extent *e, uint64_t gt);
 };
+
+/* gt_pos() of formats whose GD entries are the tables' sector offsets. */
+uint64_t vmdk_gt_pos_sectors(const struct vmdk_extent *e, uint64_t gt);
 
 /* block_status for a GD -> GT extent whose tables sit in the cache gts: the
  * run from off (< off + len) whose grains share a state and, for DATA, follow

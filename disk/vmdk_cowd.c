@@ -235,7 +235,8 @@ static int cowd_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_t 
 	return vmdk_gd_gt(&st->gd, g / COWD_GT_ENTRIES, UINT64_MAX, gt, absent);
 }
 
-static const struct vmdk_gt_format cowd_gt_format = {4, COWD_GT_ENTRIES, cowd_gt_of, cowd_gte};
+static const struct vmdk_gt_format cowd_gt_format = {4, COWD_GT_ENTRIES, cowd_gt_of, cowd_gte,
+						     vmdk_gt_pos_sectors};
 
 static int cowd_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
 			     struct vd_map *map)

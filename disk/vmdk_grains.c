@@ -81,6 +81,69 @@ static void zero_gt_mark(struct vmdk_extent *e, uint64_t i)
 	__atomic_fetch_or(&z[i / 64], 1ull << (i % 64), __ATOMIC_RELAXED);
 }
 
+uint64_t vmdk_gt_pos_sectors(const struct vmdk_extent *e, uint64_t gt)
+{
+	(void)e;
+	return gt * 512;
+}
+
+/* How many lseek() calls one extent's hole scan may make. */
+#define HOLE_SEEKS_MAX 64
+
+/* Marks in e->zero_gts every table of a read-only extent whose bytes lie in
+ * a hole of the file, asking the file system (SEEK_DATA, SEEK_HOLE) rather
+ * than reading each table: a twoGbMaxExtentSparse disk that qemu-img made
+ * has 64 preallocated, never written tables in each of its extent files, and
+ * a 2 TiB disk of two layers thus 131,072 tables to read on a first sweep
+ * (an nbdcopy of it spent most of its time reading them). Runs once per
+ * extent, on its first table lookup, and only over a GD kept whole, with at
+ * most HOLE_SEEKS_MAX seeks, so its cost is bounded whatever the file. A
+ * file system without hole reporting says "all data": nothing is marked. */
+static void gt_holes_scan(struct vmdk_extent *e, const struct vmdk_gt_format *f)
+{
+	uint64_t bytes = (uint64_t)f->per_gt * f->width, data_lo = 0, data_hi = 0;
+	uint64_t hole_lo = 0, hole_hi = 0;
+	unsigned seeks = 0;
+
+	for (uint64_t i = 0; i < e->n_gts; i++) {
+		uint64_t gt, absent = 1, pos;
+		off_t d, h;
+
+		if (f->gt_of(e, i * f->per_gt, &gt, &absent) < 0 || gt == VMDK_NO_GT)
+			continue;
+		pos = f->gt_pos(e, gt);
+		if (pos >= hole_lo && pos + bytes <= hole_hi) {
+			zero_gt_mark(e, i);
+			continue;
+		}
+		if (pos < data_hi && pos + bytes > data_lo)
+			continue; /* overlaps data known from an earlier seek */
+		if (seeks + 2 > HOLE_SEEKS_MAX)
+			return;
+		seeks++;
+		d = lseek(e->fd, (off_t)pos, SEEK_DATA);
+		if (d < 0) {
+			if (errno != ENXIO)
+				return;
+			/* a hole up to EOF; a table past EOF is no hole but an
+			 * error, which its load reports */
+			d = (off_t)__atomic_load_n(&e->file_size, __ATOMIC_RELAXED);
+		}
+		if ((uint64_t)d >= pos + bytes) {
+			hole_lo = pos;
+			hole_hi = (uint64_t)d;
+			zero_gt_mark(e, i);
+			continue;
+		}
+		seeks++;
+		h = lseek(e->fd, d, SEEK_HOLE);
+		if (h < 0)
+			return;
+		data_lo = (uint64_t)d;
+		data_hi = (uint64_t)h;
+	}
+}
+
 /* Grain g and up to max - 1 following grains of the same table that share
  * its state (and, for DATA, lie contiguously from *phys): the state, or
  * -errno; *count grains. */
@@ -101,6 +164,10 @@ static int gt_grains(struct vmdk_extent *e, const struct vmdk_gt_format *f, stru
 		*count = vd_min_u64(absent * f->per_gt - i, max);
 		return VD_UNALLOC;
 	}
+	if (f->gt_pos && !e->writable && !gts->pinned && e->n_gts <= VMDK_GD_WHOLE_BYTES / 4 &&
+	    !__atomic_load_n(&e->holes_scanned, __ATOMIC_ACQUIRE) &&
+	    !__atomic_exchange_n(&e->holes_scanned, 1, __ATOMIC_ACQ_REL))
+		gt_holes_scan(e, f);
 	if (zero_gt_known(e, g / f->per_gt)) {
 		/* every entry is 0, which each backend decodes alike
 		 * (unallocated), whatever the grain */

@@ -369,7 +369,15 @@ static int ses_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_t *
 	return vmdk_gd_gt(&st->gd, g / SES_GT_ENTRIES, 0xffffffffu, gt, absent);
 }
 
-static const struct vmdk_gt_format ses_gt_format = {8, SES_GT_ENTRIES, ses_gt_of, ses_gte};
+static uint64_t ses_gt_pos(const struct vmdk_extent *e, uint64_t gt)
+{
+	const struct ses_state *st = e->priv;
+
+	return (st->f[SES_GTS_OFF] + gt * SES_GT_SECTORS) * 512;
+}
+
+static const struct vmdk_gt_format ses_gt_format = {8, SES_GT_ENTRIES, ses_gt_of, ses_gte,
+						    ses_gt_pos};
 
 static int ses_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
 			    struct vd_map *map)

@@ -324,7 +324,8 @@ static int sparse_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_
 	return vmdk_gd_gt(&st->gd, g / KDMV_GTES, UINT64_MAX, gt, absent);
 }
 
-static const struct vmdk_gt_format sparse_gt_format = {4, KDMV_GTES, sparse_gt_of, sparse_gte};
+static const struct vmdk_gt_format sparse_gt_format = {4, KDMV_GTES, sparse_gt_of, sparse_gte,
+						       vmdk_gt_pos_sectors};
 
 static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t len, uint64_t *pnum,
 			       struct vd_map *map)

@@ -174,7 +174,8 @@ static int stream_gt_of(struct vmdk_extent *e, uint64_t g, uint64_t *gt, uint64_
 	return vmdk_gd_gt(&st->gd, g / STREAM_GTES, UINT64_MAX, gt, absent);
 }
 
-static const struct vmdk_gt_format stream_gt_format = {4, STREAM_GTES, stream_gt_of, stream_gte};
+static const struct vmdk_gt_format stream_gt_format = {4, STREAM_GTES, stream_gt_of, stream_gte,
+						       NULL};
 
 /* vmdk_gd.check: a GD entry must name a whole GT inside the file. */
 static int stream_gde_check(struct vmdk_extent *e, uint64_t i, uint64_t gde)

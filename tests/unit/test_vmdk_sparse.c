@@ -515,13 +515,31 @@ static void test_qemu_2tib_open(void **state)
 	assert_int_equal(tu_sh("rm -f '%s'", tu_path("big.vmdk")), 0);
 }
 
+static char *describe(struct vd_image *img);
+
+/* The number after "key": in js (the key must be there). */
+static uint64_t json_u64(const char *js, const char *key)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(js, pat);
+	assert_non_null(p);
+	return strtoull(p + strlen(pat), NULL, 10);
+}
+
 /* qemu preallocates every grain table of an image, all zero: they must cost
  * the cache no table memory (a 255-layer chain of such deltas holds
- * thousands), whether looked up once or again. */
+ * thousands), whether looked up once or again; and, as qemu-img leaves them
+ * unwritten (a hole in the file), no read either. */
+
 static void test_zero_tables_cost_nothing(void **state)
 {
 	struct vd_image *img;
+	uint8_t buf[4096];
 	size_t before;
+	char *js;
 	(void)state;
 	if (!have_qemu())
 		skip();
@@ -541,6 +559,29 @@ static void test_zero_tables_cost_nothing(void **state)
 	}
 	/* 128 tables: 256 KiB if each were held whole, about 9 KiB of entries */
 	assert_true(vd_tcache_bytes() - before < (32 << 10));
+	/* qemu-img leaves them unwritten, a hole in the file: none is read
+	 * but the first, which shares a file system block with the GD */
+	js = describe(img);
+	assert_true(json_u64(js, "gts_loaded") <= 1);
+	free(js);
+	vd_image_close(img);
+
+	/* One grain written: its table is data now and is read; the other
+	 * 127 still are not, and the grain reads back. */
+	assert_int_equal(tu_sh("cd '%s' && qemu-io -f vmdk -c 'write -P 0x5a 3G 64k' z.vmdk "
+			       ">/dev/null",
+			       tu_dir()),
+			 0);
+	assert_int_equal(vd_image_open(tu_path("z.vmdk"), 0, &img), 0);
+	assert_int_equal(vd_image_read(img, buf, sizeof(buf), (3ull << 30) + 512, NULL), 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], 0x5a);
+	assert_int_equal(vd_image_read(img, buf, sizeof(buf), 1ull << 30, NULL), 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], 0);
+	js = describe(img);
+	assert_true(json_u64(js, "gts_loaded") <= 2);
+	free(js);
 	vd_image_close(img);
 	assert_int_equal(tu_sh("rm -f '%s'", tu_path("z.vmdk")), 0);
 }
