@@ -337,6 +337,7 @@ void vd_chain_close(struct vd_chain *c)
 	free(c->warnings);
 	free(c->layers);
 	free(c->links);
+	free(c->skip);
 	free(c);
 }
 
@@ -410,12 +411,181 @@ uint64_t vd_chain_size(const struct vd_chain *c, unsigned level)
 	return level < c->depth ? c->layers[level]->size : 0;
 }
 
+/* The skip map (chain_int.h): resolving the top level of a deep chain asks
+ * every layer, top down, until one holds the block; a grain of the base
+ * under 254 deltas costs 255 lookups on every read. The map remembers, per
+ * block, the highest layer holding anything there, found once by asking each
+ * layer about the whole block; a read then starts at that layer. A block's
+ * entry only ever goes from unknown to a layer (compare-and-swap) or, when
+ * the top is written, to the top: a probe that raced with a write cannot
+ * leave a stale answer behind, and "start at the top" is always right.
+ * At most SKIP_MAX_BLOCKS bytes a chain (blocks of at least SKIP_MIN_BLOCK). */
+#define VD_SKIP_UNKNOWN 0xffu
+#define SKIP_MAX_BLOCKS (64u << 10)
+#define SKIP_MIN_SHIFT 16 /* 64 KiB */
+
+/* A new map, all unknown, or NULL (no memory, or nothing to skip). */
+static uint8_t *skip_new(struct vd_chain *c)
+{
+	uint64_t size = c->layers[c->depth - 1]->size;
+	unsigned shift = SKIP_MIN_SHIFT;
+	uint8_t *m;
+
+	if (c->depth < 2 || c->depth > VD_SKIP_UNKNOWN)
+		return NULL;
+	while (shift < 63 && (size >> shift) >= SKIP_MAX_BLOCKS)
+		shift++;
+	/* the same value from every racer, set before the map is seen */
+	__atomic_store_n(&c->skip_shift, shift, __ATOMIC_RELAXED);
+	if (!size)
+		return NULL;
+	m = malloc(((size - 1) >> shift) + 1);
+	if (m)
+		memset(m, VD_SKIP_UNKNOWN, ((size - 1) >> shift) + 1);
+	return m;
+}
+
+/* The map; a read-only chain makes it on first use. A writable chain has
+ * had its own since its delta was added (vd_chain_skip_reset), or has none:
+ * a map made while a write is under way could miss what it writes. */
+static uint8_t *skip_map(struct vd_chain *c)
+{
+	uint8_t *m = __atomic_load_n(&c->skip, __ATOMIC_ACQUIRE), *none = NULL;
+
+	if (m || c->cow)
+		return m;
+	m = skip_new(c);
+	if (m && !__atomic_compare_exchange_n(&c->skip, &none, m, false, __ATOMIC_ACQ_REL,
+					      __ATOMIC_ACQUIRE)) {
+		free(m);
+		m = none;
+	}
+	return m; /* NULL: resolution simply starts at the top */
+}
+
+/* Fills found[] (UNKNOWN on entry) for layer img = layers[l]: every block
+ * of [a, e) (blocks from b0) that l holds anything in, or that l ends
+ * inside of (what lies past its end reads as zeros: resolution must reach
+ * it), and that no higher layer claimed, gets l. Returns 0 or -errno. */
+static int probe_layer(struct vd_chain *c, unsigned l, uint64_t b0, uint64_t a, uint64_t e,
+		       uint8_t *found)
+{
+	struct vd_image *img = c->layers[l];
+	unsigned sh = c->skip_shift;
+
+	for (uint64_t pos = a; pos < e;) {
+		struct vd_map map;
+		uint64_t n, end;
+		int st;
+
+		if (pos >= img->size) {
+			st = VD_DATA; /* past its end: it answers */
+			n = e - pos;
+		} else {
+			end = vd_min_u64(e, img->size);
+			st = vd_image_block_status(img, pos, end - pos, &n, &map);
+			if (st < 0)
+				return st;
+			if (!n)
+				return -EIO;
+			if (pos + n == img->size && img->size % (1ull << sh))
+				st = VD_DATA; /* the block it ends inside */
+		}
+		if (st != VD_UNALLOC)
+			for (uint64_t b = pos >> sh; b <= (pos + n - 1) >> sh; b++)
+				if (found[b - b0] == VD_SKIP_UNKNOWN)
+					found[b - b0] = (uint8_t)l;
+		pos += n;
+	}
+	return 0;
+}
+
+/* Finds where to start resolving the unknown blocks b0 .. b0 + nb - 1 of
+ * the top level, asking each layer top down about all of them at once (a
+ * call or so per layer, as resolving one run costs), and records it. */
+#define SKIP_PROBE_MAX 64u
+static void skip_probe(struct vd_chain *c, uint8_t *m, uint64_t b0, unsigned nb)
+{
+	unsigned top = c->depth - 1, sh = c->skip_shift;
+	uint64_t a = b0 << sh, e = vd_min_u64((b0 + nb) << sh, c->layers[top]->size);
+	uint8_t found[SKIP_PROBE_MAX];
+	unsigned open = nb;
+
+	memset(found, VD_SKIP_UNKNOWN, sizeof(found));
+	for (unsigned l = top; l > 0 && open; l--) {
+		if (probe_layer(c, l, b0, a, e, found) < 0)
+			return; /* nothing recorded: the read meets the error */
+		open = 0;
+		for (unsigned i = 0; i < nb; i++)
+			open += found[i] == VD_SKIP_UNKNOWN;
+	}
+	for (unsigned i = 0; i < nb; i++) {
+		uint8_t want = VD_SKIP_UNKNOWN;
+
+		__atomic_compare_exchange_n(&m[b0 + i], &want,
+					    found[i] == VD_SKIP_UNKNOWN ? 0 : found[i], false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	}
+}
+
+/* The layer to start resolving [off, off + *len) of the top level at, with
+ * *len cut to the blocks that share it. */
+static unsigned skip_from(struct vd_chain *c, uint64_t off, uint64_t *len)
+{
+	uint8_t *m = skip_map(c);
+	uint64_t b, end, last;
+	unsigned l, sh;
+
+	if (!m)
+		return c->depth - 1;
+	sh = c->skip_shift;
+	b = off >> sh;
+	last = (off + *len - 1) >> sh;
+	l = __atomic_load_n(&m[b], __ATOMIC_RELAXED);
+	if (l == VD_SKIP_UNKNOWN) {
+		unsigned nb = 1;
+
+		while (nb < SKIP_PROBE_MAX && b + nb <= last &&
+		       __atomic_load_n(&m[b + nb], __ATOMIC_RELAXED) == VD_SKIP_UNKNOWN)
+			nb++;
+		skip_probe(c, m, b, nb);
+		l = __atomic_load_n(&m[b], __ATOMIC_RELAXED);
+	}
+	if (l >= c->depth - 1)
+		return c->depth - 1;
+	end = (b + 1) << sh;
+	while (end < off + *len && __atomic_load_n(&m[end >> sh], __ATOMIC_RELAXED) == l)
+		end += 1ull << sh;
+	*len = vd_min_u64(*len, end - off);
+	return l;
+}
+
+void vd_chain_skip_touch(struct vd_chain *c, uint64_t off, uint64_t len)
+{
+	uint8_t *m = __atomic_load_n(&c->skip, __ATOMIC_ACQUIRE);
+
+	if (!m || !len)
+		return;
+	for (uint64_t b = off >> c->skip_shift; b <= (off + len - 1) >> c->skip_shift; b++)
+		__atomic_store_n(&m[b], (uint8_t)(c->depth - 1), __ATOMIC_SEQ_CST);
+}
+
+void vd_chain_skip_reset(struct vd_chain *c)
+{
+	free(c->skip);
+	c->skip = skip_new(c);
+}
+
 /* One step of resolution: the run at off as seen from level. Returns the
  * state (DATA: *owner holds it, at *map) or -errno. */
 static int chain_status(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len,
 			uint64_t *pnum, int *owner, struct vd_map *map)
 {
-	for (int l = (int)level; l >= 0; l--) {
+	int from = (int)level;
+
+	if (level == c->depth - 1 && level > 0)
+		from = (int)skip_from(c, off, &len);
+	for (int l = from; l >= 0; l--) {
 		struct vd_image *img = c->layers[l];
 		uint64_t n;
 		int st;

@@ -25,7 +25,24 @@ struct vd_chain {
 	 * "an input changed" flag; both atomic */
 	int64_t inputs_checked_ns;
 	int inputs_changed;
+	/* Where resolution of the top level may start (chain.c, chain_skip):
+	 * per block of 1 << skip_shift bytes, the highest layer that holds
+	 * anything in it (every layer above is unallocated there), or
+	 * VD_SKIP_UNKNOWN. Made on first use (atomic pointer) or, writable,
+	 * with the delta; bytes atomic; NULL for a one-layer chain or without
+	 * memory. skip_shift is set before the map is published. */
+	uint8_t *skip;
+	unsigned skip_shift;
 };
+
+/* chain.c: a write or discard of [off, off + len) is about to reach the top
+ * layer: resolution of those blocks starts at the top again. Call before the
+ * write, so a reader never skips data the top may hold. */
+void vd_chain_skip_touch(struct vd_chain *c, uint64_t off, uint64_t len);
+
+/* chain.c: replaces the skip map with a new one, all unknown (the layers
+ * changed; a writable chain gets its map here). Not concurrent with reads. */
+void vd_chain_skip_reset(struct vd_chain *c);
 
 /* cow.c: stops the flusher, flushes and frees the writable state (the delta
  * image itself is closed with the other layers). NULL-safe. */

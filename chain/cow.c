@@ -262,6 +262,7 @@ int vd_chain_delta_add(struct vd_chain *c, const struct vd_delta_opts *o)
 	w->parent = parent_idx;
 	w->flush_ms = o->flush_ms ? o->flush_ms : VD_COW_FLUSH_MS;
 	c->cow = w;
+	vd_chain_skip_reset(c);
 	vd_log_info("%s: writable delta over %s", w->path, parent->path);
 	return 0;
 fail:
@@ -460,6 +461,7 @@ static int cow_write(struct vd_chain *c, const uint8_t *buf, size_t len, uint64_
 		return -ENOSPC;
 	end = off + len;
 	cow_note_write(c);
+	vd_chain_skip_touch(c, off, len);
 	while (off < end && r == 0) {
 		uint64_t ustart = off / u * u, held_n, n;
 		int held = unit_held(d, ustart, vd_min_u64(end, d->size) - ustart, &held_n);
@@ -526,6 +528,7 @@ int vd_chain_discard(struct vd_chain *c, uint64_t off, uint64_t len)
 		uint64_t cu = d->cow_unit, units = vd_min_u64((b - a) / cu, VD_COW_STRIPES);
 
 		cow_note_write(c);
+		vd_chain_skip_touch(c, a, b - a);
 		stripes_lock(c->cow, a / cu, units, true);
 		r = d->ops->discard(d, a, b - a);
 		stripes_lock(c->cow, a / cu, units, false);

@@ -217,6 +217,15 @@ static void test_lookup_cost_is_per_layer_not_per_byte(void **state)
 	assert_int_equal(vd_chain_read(c, 31, buf, 1 << 20, 0), 0);
 	assert_true(fake_status_calls <= 32);
 	assert_int_equal(fake_read_calls, 1);
+	/* The chain remembers which layer holds each block (its skip map):
+	 * reading there again asks the base alone. */
+	fake_status_calls = fake_read_calls = 0;
+	assert_int_equal(vd_chain_read(c, 31, buf, 1 << 20, 0), 0);
+	assert_true(fake_status_calls <= 2);
+	assert_int_equal(fake_read_calls, 1);
+	fake_status_calls = 0;
+	assert_int_equal(vd_chain_read(c, 31, buf, 4096, 300 * 1024), 0);
+	assert_int_equal(fake_status_calls, 1);
 	free(buf);
 	check_level(c, 31, 10);
 	vd_chain_close(c);

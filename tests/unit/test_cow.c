@@ -128,6 +128,35 @@ static void test_random_writes(void **state)
 	vd_chain_close(c);
 }
 
+/* Reads between the writes: the chain's skip map, filled by the reads
+ * ("the base holds this block"), must not hide what the delta gets later. */
+static void test_reads_between_writes(void **state)
+{
+	static uint8_t model[SIZE], buf[2 * GRAIN];
+	struct vd_delta_opts o = {0};
+	struct vd_chain *c = chain_make(model);
+	uint64_t s = 777;
+
+	(void)state;
+	assert_int_equal(vd_chain_delta_add(c, &o), 0);
+	expect_model(c, model);
+	for (int i = 0; i < 64; i++) {
+		uint64_t len = 1 + rng(&s) % sizeof(buf), off = rng(&s) % (SIZE - len + 1);
+
+		for (uint64_t k = 0; k < len; k++)
+			buf[k] = (uint8_t)rng(&s);
+		if (i % 8 == 7) {
+			assert_int_equal(vd_chain_discard(c, off, len), 0);
+			memset(model + off, 0, len);
+		} else {
+			assert_int_equal(vd_chain_write(c, buf, len, off), 0);
+			memcpy(model + off, buf, len);
+		}
+		expect_model(c, model);
+	}
+	vd_chain_close(c);
+}
+
 struct poke {
 	struct vd_chain *c;
 	unsigned idx;
@@ -224,6 +253,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_random_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reads_between_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_copy_up, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_discard_flush_at, setup, teardown),
 	};
