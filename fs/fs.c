@@ -218,6 +218,11 @@ static int disk_add(struct fs_tree *t, struct fs_node *dir, struct vd_chain *c)
 		free(cname);
 		if (!n)
 			return -ENOMEM;
+		if (i == top && disk->writable) {
+			/* changes with every write: never from the page cache */
+			n->uncached = true;
+			disk->changes = n;
+		}
 		n->view = vd_view_disk(c, i);
 		n->mtime = mt;
 	}
@@ -348,17 +353,45 @@ static void text_put(struct fs_tree *t, struct fs_text *x)
 	pthread_mutex_unlock(&t->text_lock);
 }
 
+/* Whether n shows the writable delta itself (its layer view and partition
+ * files there, its .changed, chain.json): its text and allocated size are
+ * made again once writes happened since. Not `disk` and its partitions:
+ * what they hold changes only where a write meets a hole of the whole chain,
+ * and the kernel asks their attributes far more often. */
+static bool node_live(const struct fs_node *n)
+{
+	struct vd_chain *c = n->view.chain;
+
+	return n->kind != FS_DIR && !n->writable && c && vd_chain_writable(c) &&
+	       n->view.level == vd_chain_depth(c) - 1;
+}
+
+/* Whether n's text or allocation, made when t->writes was n->seen, is out
+ * of date; w: t->writes now. Caller holds text_lock. */
+static bool node_outdated(const struct fs_node *n, uint64_t w)
+{
+	return n->seen != w && node_live(n);
+}
+
 /* chain.json or a change list as currently rendered (rendering it if
  * needed), with a reference for the caller (text_put). Returns 0 or -errno. */
 static int text_get(struct fs_tree *t, struct fs_node *n, struct fs_text **out)
 {
+	uint64_t w = __atomic_load_n(&t->writes, __ATOMIC_ACQUIRE);
 	struct vd_json j = {0};
 	struct fs_text *x;
 	int r = 0;
 
 	pthread_mutex_lock(&t->text_lock);
+	if (n->text && node_outdated(n, w)) {
+		/* open handles keep the rendering they have */
+		if (--n->text->refs == 0)
+			free(n->text);
+		n->text = NULL;
+	}
 	if (n->text)
 		goto out;
+	n->seen = w; /* before rendering: a write meanwhile leaves it outdated */
 	if (n->kind == FS_JSON) {
 		r = vd_chain_describe(n->view.chain, &j);
 		vd_buf_printf(&j.buf, "\n"); /* a text file ends with a newline */
@@ -406,11 +439,12 @@ void fs_text_drop(struct fs_tree *t, struct fs_node *n)
 
 static int alloc_get(struct fs_tree *t, struct fs_node *n, uint64_t *out)
 {
-	uint64_t a;
+	uint64_t a, w = __atomic_load_n(&t->writes, __ATOMIC_ACQUIRE);
 	int r = 0;
 
 	pthread_mutex_lock(&t->text_lock);
-	if (n->alloc < 0) {
+	if (n->alloc < 0 || node_outdated(n, w)) {
+		n->seen = w;
 		r = vd_view_allocated(&n->view, FS_ALLOC_CALLS, &a);
 		if (r == -E2BIG) {
 			a = n->view.size;
@@ -650,6 +684,36 @@ static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_
 /* A write at or past the end of `disk` or a disk.pN fails with ENOSPC and
  * one that crosses it is cut short, as on a block device (Linux
  * blkdev_write_iter): a partition never writes into its neighbour. */
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* After writes through the writable view n (`disk` or a partition of it):
+ * the kernel holds the delta's other files' attributes (their allocated
+ * size) for an hour; invalidate them, its .changed and chain.json, so `du`
+ * and `cat` see the writes. At most once a second while writes go on
+ * (force: fsync and close, always when something was written since). */
+static void fs_refresh(struct fs_tree *t, struct fs_node *n, bool force)
+{
+	struct fs_node *d = n->alias ? n->alias : n, *show[] = {d->twin, d->changes, d->json};
+	uint64_t w = __atomic_load_n(&t->writes, __ATOMIC_ACQUIRE);
+	int64_t now = mono_ns(), last = __atomic_load_n(&t->refreshed_ns, __ATOMIC_RELAXED);
+	struct fuse *fuse = fuse_get_context()->fuse;
+
+	if (w == __atomic_load_n(&t->refreshed_writes, __ATOMIC_RELAXED) ||
+	    (!force && now - last < 1000000000))
+		return;
+	__atomic_store_n(&t->refreshed_writes, w, __ATOMIC_RELAXED);
+	__atomic_store_n(&t->refreshed_ns, now, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < sizeof(show) / sizeof(show[0]); i++)
+		if (show[i]) /* -ENOENT: the kernel never looked it up */
+			fuse_invalidate_path(fuse, show[i]->path);
+}
+
 static int fs_write(const char *path, const char *buf, size_t len, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -672,7 +736,9 @@ static int fs_write(const char *path, const char *buf, size_t len, off_t off,
 		return r;
 	if (n->alias) /* `disk` may hold these bytes in its page cache */
 		fuse_invalidate_path(fuse_get_context()->fuse, n->alias->path);
+	__atomic_add_fetch(&tree_get()->writes, 1, __ATOMIC_RELEASE);
 	fs_table_watch(tree_get(), n, (uint64_t)off, len);
+	fs_refresh(tree_get(), n, false);
 	return (int)len;
 }
 
@@ -682,9 +748,15 @@ static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 
 	(void)path;
 	(void)datasync;
+	int r;
+
 	/* also through a handle on a removed partition: what it wrote before
 	 * the table changed is in the delta */
-	return n->kind == FS_VIEW && n->writable ? vd_chain_flush(n->view.chain) : 0;
+	if (n->kind != FS_VIEW || !n->writable)
+		return 0;
+	r = vd_chain_flush(n->view.chain);
+	fs_refresh(tree_get(), n, true);
+	return r;
 }
 
 /* close(2) of a writable disk: the writes are durable when the last program
@@ -722,7 +794,9 @@ static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct
 		return r;
 	if (n->alias)
 		fuse_invalidate_path(fuse_get_context()->fuse, n->alias->path);
+	__atomic_add_fetch(&tree_get()->writes, 1, __ATOMIC_RELEASE);
 	fs_table_watch(tree_get(), n, (uint64_t)off, n_bytes);
+	fs_refresh(tree_get(), n, false);
 	return 0;
 }
 

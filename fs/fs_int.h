@@ -48,7 +48,10 @@ struct fs_node {
 	 * the delta's layers/ view, whose partition files follow the same
 	 * table; its chain.json. */
 	struct vd_part_table *table;
-	struct fs_node *twin, *json;
+	struct fs_node *twin, *json, *changes; /* changes: the delta's .changed */
+	/* FS_VIEW allocation or text of a live node (node_live, fs.c): t->writes
+	 * when it was made; text_lock */
+	uint64_t seen;
 	atomic_uint refs; /* open handles and calls in progress holding the node */
 	atomic_bool gone; /* removed by a table change, freed at refs 0; tree->lock */
 	struct fs_node *gone_prev, *gone_next; /* tree->gone list; tree->lock */
@@ -72,6 +75,11 @@ struct fs_tree {
 	struct timespec mtime; /* mount time, shown on directories and chain.json */
 	uid_t uid;
 	gid_t gid;
+	/* writes and discards through the writable views (atomic), and the
+	 * count and CLOCK_MONOTONIC ns when the delta's other files were last
+	 * invalidated in the kernel (fs_refresh; atomic, races only repeat it) */
+	uint64_t writes, refreshed_writes;
+	int64_t refreshed_ns;
 };
 
 /* A node named name in dir (the root when dir is NULL), not linked into the

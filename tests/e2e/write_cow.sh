@@ -10,7 +10,9 @@
 #     exactly one new file, every earlier file unchanged (sha256), the new
 #     delta remounted read-only equals the model (and qemu-img reads VMDK;
 #     qemu has no differencing VHDX, so libvhdi's vhdiinfo accepts the
-#     .avhdx and vhdimount reads the whole chain as the model);
+#     .avhdx and vhdimount reads the whole chain as the model); while
+#     mounted, the delta's layer file counts the written blocks and its
+#     .changed lists them, though stat and read before the storm;
 #   - --at 1, --scratch, --delta DIR (+ --search to remount it), and -w on
 #     the new delta (stacking);
 #   - guest use: mkfs.ext4 through a loop device and a copied tree; FAT made
@@ -109,6 +111,7 @@ delta_of_mount()
 test_storm()
 {
 	local fmt=$1 top=$2 mode=$3 opts=() mnt=$M/storm-$1-$3 before=$VD_TMP/before delta
+	local layer blocks0 changed0
 	[ "$mode" = single ] && opts=(-s)
 	find "$W" -type f | sort >"$before"
 	vd_sums_save "$VD_TMP/sums" $(cat "$before")
@@ -117,8 +120,16 @@ test_storm()
 		vd_fail "[$fmt/$mode] -w mount"
 		return
 	fi
+	layer=$(ls "$mnt/layers" | grep -vE '\.(changed|p[0-9]+)$' | sort | tail -1)
+	blocks0=$(stat -c %b "$mnt/layers/$layer")
+	changed0=$(md5sum <"$mnt/layers/$layer.changed")
 	vd_check "[$fmt/$mode] storm of writes from 4 threads" \
 		"$WR" storm "$mnt/disk" "$VD_TMP/model.raw" 7 4 150
+	# the kernel held both (stat, read above): closing the disk refreshes them
+	vd_check "[$fmt/$mode] the delta's layer file counts the written blocks (du)" \
+		test "$(stat -c %b "$mnt/layers/$layer")" -gt "$blocks0"
+	vd_check "[$fmt/$mode] the delta's .changed lists the writes" \
+		test "$(md5sum <"$mnt/layers/$layer.changed")" != "$changed0"
 	vd_check "[$fmt/$mode] read-your-writes before unmount" vd_same "$mnt/disk" "$VD_TMP/model.raw"
 	vd_check "[$fmt/$mode] layers/ are read-only" vd_expect_erofs "$mnt/layers/$(ls "$mnt/layers" | head -1)"
 	vd_check "[$fmt/$mode] truncate is refused" bash -c "! truncate -s 1M '$mnt/disk' 2>/dev/null"
