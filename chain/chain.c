@@ -364,14 +364,12 @@ const struct vd_chain_link *vd_chain_link(const struct vd_chain *c, unsigned i)
 
 int vd_chain_inputs_check(struct vd_chain *c)
 {
-	struct timespec ts;
 	int64_t now, last;
 	char why[512];
 
 	if (__atomic_load_n(&c->inputs_changed, __ATOMIC_ACQUIRE))
 		return -EIO;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	now = vd_mono_ns();
 	last = __atomic_load_n(&c->inputs_checked_ns, __ATOMIC_RELAXED);
 	if (last && now - last < 1000000000)
 		return 0;

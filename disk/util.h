@@ -68,6 +68,9 @@ static inline uint64_t vd_max_u64(uint64_t a, uint64_t b)
 	return a > b ? a : b;
 }
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t vd_mono_ns(void);
+
 /* Length of the run of equal bits from bit k (< limit) of a sector bitmap,
  * bits numbered MSB-first in each byte (VHD) or LSB-first (VHDX); *set gets
  * bit k. Whole bytes of the run are skipped at once; runs may end mid-byte. */

@@ -681,17 +681,6 @@ static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_
 	return r < 0 ? r : (off_t)pos;
 }
 
-/* A write at or past the end of `disk` or a disk.pN fails with ENOSPC and
- * one that crosses it is cut short, as on a block device (Linux
- * blkdev_write_iter): a partition never writes into its neighbour. */
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* After writes through the writable view n (`disk` or a partition of it):
  * the kernel holds the delta's other files' attributes (their allocated
  * size) for an hour; invalidate them, its .changed and chain.json, so `du`
@@ -701,7 +690,7 @@ static void fs_refresh(struct fs_tree *t, struct fs_node *n, bool force)
 {
 	struct fs_node *d = n->alias ? n->alias : n, *show[] = {d->twin, d->changes, d->json};
 	uint64_t w = __atomic_load_n(&t->writes, __ATOMIC_ACQUIRE);
-	int64_t now = mono_ns(), last = __atomic_load_n(&t->refreshed_ns, __ATOMIC_RELAXED);
+	int64_t now = vd_mono_ns(), last = __atomic_load_n(&t->refreshed_ns, __ATOMIC_RELAXED);
 	struct fuse *fuse = fuse_get_context()->fuse;
 
 	if (w == __atomic_load_n(&t->refreshed_writes, __ATOMIC_RELAXED) ||
@@ -714,6 +703,9 @@ static void fs_refresh(struct fs_tree *t, struct fs_node *n, bool force)
 			fuse_invalidate_path(fuse, show[i]->path);
 }
 
+/* A write at or past the end of `disk` or a disk.pN fails with ENOSPC and
+ * one that crosses it is cut short, as on a block device (Linux
+ * blkdev_write_iter): a partition never writes into its neighbour. */
 static int fs_write(const char *path, const char *buf, size_t len, off_t off,
 		    struct fuse_file_info *fi)
 {
