@@ -210,6 +210,17 @@ void fz_target_exercise(const struct fz_target *t, struct fz_rng *r)
 	}
 }
 
+/* ---- metadata checks (vdmount --check) ----------------------------------- */
+
+/* What --check says of hostile input: a problem or note must say something,
+ * and the walk must end (the harness's timeout) with 0 or a negative errno. */
+static void check_msg(void *ctx, const char *path, const char *msg)
+{
+	(void)ctx;
+	if (!path || !msg || !*msg)
+		fz_fail("check: a report without a path or a message");
+}
+
 /* ---- extents ------------------------------------------------------------- */
 
 static int extent_status(void *ctx, uint64_t off, uint64_t len, uint64_t *pnum, struct vd_map *map)
@@ -237,6 +248,10 @@ void fz_extent_run(struct vmdk_extent *e, struct fz_rng *r)
 {
 	struct fz_target t = {e->ops->name, e->sectors * 512, extent_status, extent_read, e};
 	struct vd_json j = {0};
+	struct vd_check chk = {.report = check_msg, .note = check_msg};
+
+	if (e->ops->check)
+		fz_check_ret(e->ops->check(e, &chk), "extent check");
 
 	fz_target_exercise(&t, r);
 	if (e->ops->describe) {
@@ -271,6 +286,10 @@ void fz_image_run(struct vd_image *img, struct fz_rng *r)
 {
 	struct fz_target t = {img->ops->name, img->size, image_status, image_read, img};
 	struct vd_json j = {0};
+	struct vd_check chk = {.report = check_msg, .note = check_msg};
+
+	if (img->ops->check)
+		fz_check_ret(img->ops->check(img, &chk), "image check");
 
 	fz_target_exercise(&t, r);
 	if (img->ops->describe) {
@@ -496,6 +515,13 @@ void fz_chain_run(struct vd_chain *c, struct fz_rng *r)
 					    t.size - (t.size > 512 ? 512 : 0));
 			fz_check_ret(ret, "vd_chain_read across the end");
 		}
+	}
+	for (unsigned i = 0; i < depth; i++) {
+		struct vd_image *img = vd_chain_layer(c, i);
+		struct vd_check chk = {.report = check_msg, .note = check_msg};
+
+		if (img->ops->check)
+			fz_check_ret(img->ops->check(img, &chk), "layer check");
 	}
 	ret = vd_chain_describe(c, &j);
 	fz_check_ret(ret, "vd_chain_describe");
