@@ -99,6 +99,19 @@ int vd_open_ro(const char *path)
 	return fd;
 }
 
+int vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out)
+{
+	off_t r;
+
+	if (off > INT64_MAX)
+		return -ENXIO;
+	r = lseek(fd, (off_t)off, whence);
+	if (r < 0)
+		return -errno;
+	*out = (uint64_t)r;
+	return 0;
+}
+
 int vd_fd_size(int fd, uint64_t *out)
 {
 	struct stat st;

@@ -77,7 +77,7 @@ int64_t vd_mono_ns(void);
 uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_first, bool *set);
 
 /* The I/O seam. disk/ and chain/ reach input files only through the functions
- * below (no direct open, pread, fstat, stat, realpath or close of an input:
+ * below (no direct open, pread, lseek, fstat, stat, realpath or close of an input:
  * add a function here for a new kind of access), so tests
  * can replace them at link time with ld's --wrap (tests/CMakeLists.txt,
  * vd_io_seam): the fuzz harnesses serve in-memory files through them and the
@@ -97,6 +97,13 @@ int vd_open_ro(const char *path);
 
 /* Size of the file behind fd in bytes (block devices included), or -errno. */
 int vd_fd_size(int fd, uint64_t *out);
+
+/* lseek(2) SEEK_DATA or SEEK_HOLE (whence) from off, without moving
+ * anything that matters (every access is a pread at an explicit offset):
+ * the offset found into *out. Returns 0, -ENXIO when off is at or past EOF
+ * or (SEEK_DATA) only a hole follows, or -errno (-EINVAL: the file system
+ * cannot tell). */
+int vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out);
 
 /* Creating a file without ever replacing one (a new delta may sit beside
  * evidence). vd_create_tmp() opens a new, empty temporary file in path's

@@ -87,7 +87,7 @@ uint64_t vmdk_gt_pos_sectors(const struct vmdk_extent *e, uint64_t gt)
 	return gt * 512;
 }
 
-/* How many lseek() calls one extent's hole scan may make. */
+/* How many seeks (vd_seek_data) one extent's hole scan may make. */
 #define HOLE_SEEKS_MAX 64
 
 /* Marks in e->zero_gts every table of a read-only extent whose bytes lie in
@@ -106,8 +106,8 @@ static void gt_holes_scan(struct vmdk_extent *e, const struct vmdk_gt_format *f)
 	unsigned seeks = 0;
 
 	for (uint64_t i = 0; i < e->n_gts; i++) {
-		uint64_t gt, absent = 1, pos;
-		off_t d, h;
+		uint64_t gt, absent = 1, pos, d, h;
+		int r;
 
 		if (f->gt_of(e, i * f->per_gt, &gt, &absent) < 0 || gt == VMDK_NO_GT)
 			continue;
@@ -121,26 +121,23 @@ static void gt_holes_scan(struct vmdk_extent *e, const struct vmdk_gt_format *f)
 		if (seeks + 2 > HOLE_SEEKS_MAX)
 			return;
 		seeks++;
-		d = lseek(e->fd, (off_t)pos, SEEK_DATA);
-		if (d < 0) {
-			if (errno != ENXIO)
-				return;
-			/* a hole up to EOF; a table past EOF is no hole but an
-			 * error, which its load reports */
-			d = (off_t)__atomic_load_n(&e->file_size, __ATOMIC_RELAXED);
-		}
-		if ((uint64_t)d >= pos + bytes) {
+		r = vd_seek_data(e->fd, pos, SEEK_DATA, &d);
+		if (r == -ENXIO) /* a hole up to EOF; a table past EOF is no
+				  * hole but an error, which its load reports */
+			d = __atomic_load_n(&e->file_size, __ATOMIC_RELAXED);
+		else if (r < 0)
+			return;
+		if (d >= pos + bytes) {
 			hole_lo = pos;
-			hole_hi = (uint64_t)d;
+			hole_hi = d;
 			zero_gt_mark(e, i);
 			continue;
 		}
 		seeks++;
-		h = lseek(e->fd, d, SEEK_HOLE);
-		if (h < 0)
+		if (vd_seek_data(e->fd, d, SEEK_HOLE, &h) < 0)
 			return;
-		data_lo = (uint64_t)d;
-		data_hi = (uint64_t)h;
+		data_lo = d;
+		data_hi = h;
 	}
 }
 
@@ -368,14 +365,14 @@ static int gd_whole_get(struct vmdk_gd *gd, uint64_t i, uint64_t *gde, uint64_t 
  * image files is a pread/pwrite at an explicit offset. */
 static uint64_t gd_hole_run(struct vmdk_gd *gd, uint64_t i)
 {
-	off_t from = (off_t)(gd->off + i * gd->width), data = lseek(gd->e->fd, from, SEEK_DATA);
-	uint64_t end;
+	uint64_t from = gd->off + i * gd->width, data, end;
+	int r = vd_seek_data(gd->e->fd, from, SEEK_DATA, &data);
 
-	if (data < 0 && errno == ENXIO)
+	if (r == -ENXIO)
 		return gd->n - i; /* a hole up to EOF */
-	if (data < 0 || data <= from)
+	if (r < 0 || data <= from)
 		return GD_PAGE_ENTRIES;
-	end = ((uint64_t)data - gd->off) / gd->width;
+	end = (data - gd->off) / gd->width;
 	return vd_min_u64(gd->n, vd_round_up(end, GD_PAGE_ENTRIES)) - i;
 }
 

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fuzz.h"
 
@@ -311,6 +312,61 @@ int __wrap_vd_fd_size(int fd, uint64_t *out)
 	if (fds[i] < 0)
 		return -EINVAL; /* a directory: as vd_fd_size() on one */
 	*out = files[fds[i]].len;
+	return 0;
+}
+
+/* Holes: as a file system that allocates 4 KiB blocks, every block of the
+ * file that no piece touches reads as zeros and is reported as a hole (the
+ * archive's placed members leave such gaps), and EOF ends the last data. */
+#define FZ_BLOCK 4096u
+
+static bool block_has_data(const struct fz_file *f, uint64_t blk)
+{
+	uint64_t lo = blk * FZ_BLOCK, hi = lo + FZ_BLOCK;
+
+	for (unsigned k = 0; k < f->n_pc; k++)
+		if (f->pc[k].len && f->pc[k].off < hi && f->pc[k].off + f->pc[k].len > lo)
+			return true;
+	return false;
+}
+
+int __wrap_vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out);
+int __wrap_vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out)
+{
+	int i = fd_slot(fd, "seek"), idx = fds[i];
+	const struct fz_file *f;
+	uint64_t best = UINT64_MAX, x;
+
+	if (idx < 0)
+		return -EINVAL;
+	f = &files[idx];
+	if (off >= f->len)
+		return -ENXIO;
+	if (whence == SEEK_DATA) {
+		if (block_has_data(f, off / FZ_BLOCK)) {
+			*out = off;
+			return 0;
+		}
+		for (unsigned k = 0; k < f->n_pc; k++) {
+			const struct fz_piece *pc = &f->pc[k];
+
+			if (!pc->len || pc->off + pc->len <= off)
+				continue;
+			x = pc->off / FZ_BLOCK * FZ_BLOCK;
+			best = vd_min_u64(best, x > off ? x : off);
+		}
+		if (best == UINT64_MAX)
+			return -ENXIO;
+		*out = best;
+		return 0;
+	}
+	if (whence != SEEK_HOLE)
+		return -EINVAL;
+	/* each step passes a block that some piece touches: bounded by the
+	 * pieces' bytes */
+	for (x = off; x < f->len && block_has_data(f, x / FZ_BLOCK);)
+		x = (x / FZ_BLOCK + 1) * FZ_BLOCK;
+	*out = vd_min_u64(x, f->len);
 	return 0;
 }
 

@@ -611,13 +611,15 @@ static void vhdx_image(struct vxg_layer *l, struct blob *out)
 	unlink(tmp);
 }
 
-/* Adds the VHDX img as members "name@OFF" of c, one per run of non-zero
- * bytes (zero gaps under 256 bytes are kept; the log is one piece, so its
- * entries stay whole: non-zero 4 KiB sectors in a row), checksums stored as 0 where the harness
- * restores them, and an empty piece at the end that gives the file its size. In chains mode the
- * whole file is one member. */
-static void vhdx_members(struct chain *c, const char *name, const struct blob *img,
-			 const struct vxg_layer *l)
+/* Adds the image img as members "name@OFF" of c, one per run of non-zero
+ * bytes (zero gaps under 256 bytes are kept), and an empty piece at the end
+ * that gives the file its size; the longer zero runs are holes of the
+ * served file. For a VHDX (l not NULL) the log is one piece, so its entries
+ * stay whole (non-zero 4 KiB sectors in a row), and checksums are stored as
+ * 0 where the harness restores them. In chains mode the whole file is one
+ * member. */
+static void image_members(struct chain *c, const char *name, const struct blob *img,
+			  const struct vxg_layer *l)
 {
 	char mname[FZ_NAME_MAX + 1];
 	size_t i = 0, n = img->len;
@@ -634,7 +636,7 @@ static void vhdx_members(struct chain *c, const char *name, const struct blob *i
 		if (i == n)
 			break;
 		a = i;
-		if (a >= l->log_off && a < l->log_off + l->log_len) {
+		if (l && a >= l->log_off && a < l->log_off + l->log_len) {
 			/* whole non-zero 4 KiB sectors: an entry is never cut */
 			for (b = a;
 			     b < l->log_off + l->log_len && !vd_mem_is_zero(img->p + b, 4096);
@@ -652,7 +654,8 @@ static void vhdx_members(struct chain *c, const char *name, const struct blob *i
 			struct blob *m = member(c, mname);
 
 			put(m, 0, img->p + a, b - a);
-			vhdx_zero_sums(m->p, m->len, a);
+			if (l)
+				vhdx_zero_sums(m->p, m->len, a);
 		}
 		i = b;
 	}
@@ -670,7 +673,7 @@ static void vhdx_seed(const char *seed_name, const struct blob *img, const struc
 
 	if (plain)
 		return;
-	vhdx_members(&c, file, img, l);
+	image_members(&c, file, img, l);
 	for (unsigned i = 0; i < c.n; i++) {
 		if (i)
 			put(&ar, ar.len, FZ_SEP, strlen(FZ_SEP));
@@ -762,8 +765,8 @@ static void seam_vhdx_chain(void)
 	vxg_set_state(&child, 1, VHDX_PAYLOAD_UNMAPPED);
 	vxg_write(&child, tail + 9, 3, 12);
 	vhdx_image(&child, &cimg);
-	vhdx_members(&c, "sc.avhdx", &cimg, &child);
-	vhdx_members(&c, "sb.vhdx", &bimg, &base);
+	image_members(&c, "sc.avhdx", &cimg, &child);
+	image_members(&c, "sb.vhdx", &bimg, &base);
 	chain_emit(&c);
 	vxg_free(&base);
 	vxg_free(&child);
@@ -847,11 +850,11 @@ static void seeds_vhdx(void)
 	 * took it from seconds to many minutes (VHDX has test_vhdx_chain). */
 	if (!plain) {
 		c = (struct chain){.name = "vhdx-diff-log"};
-		vhdx_members(&c, "c.avhdx", &cimg, &child);
-		vhdx_members(&c, "b.vhdx", &bimg, &base);
+		image_members(&c, "c.avhdx", &cimg, &child);
+		image_members(&c, "b.vhdx", &bimg, &base);
 		chain_emit(&c);
 		c = (struct chain){.name = "vhdx-dynamic"};
-		vhdx_members(&c, "d.vhdx", &bimg, &base);
+		image_members(&c, "d.vhdx", &bimg, &base);
 		chain_emit(&c);
 	}
 	if (plain)
@@ -1047,6 +1050,28 @@ static void seeds_vmdk(void)
 	kdmv(member(&c, "b.vmdk"), 64, 8, 1, 0,
 	     desc_text("00000001", "ffffffff", "monolithicSparse", NULL, "RW 64 SPARSE \"b.vmdk\""),
 	     st_small, N(st_small), 12);
+	chain_emit(&c);
+
+	/* Tables in holes, as qemu-img leaves the preallocated GTs of a sparse
+	 * extent: 8 GTs of which only the first holds entries (the others
+	 * lie in holes of the served file, which the reader skips without
+	 * reading them), and 4,100 GTs behind a GD of 16,400 bytes, paged
+	 * rather than kept whole, whose entries past the eighth are 0 (the
+	 * GD's tail is a hole too). */
+	c = (struct chain){.name = "gt-holes"};
+	kdmv(&b, 4096, 1, 1, VMDK_FLAG_ZERO_GTE,
+	     desc_text("00000001", "ffffffff", "monolithicSparse", NULL,
+		       "RW 4096 SPARSE \"h.vmdk\""),
+	     st_small, N(st_small), 15);
+	image_members(&c, "h.vmdk", &b, NULL);
+	chain_emit(&c);
+	c = (struct chain){.name = "gd-paged-holes"};
+	kdmv(&b, 4100 * 512, 1, 1, 0,
+	     desc_text("00000001", "ffffffff", "monolithicSparse", NULL,
+		       "RW 2099200 SPARSE \"g.vmdk\""),
+	     st_big, N(st_big), 16);
+	memset(b.p + vd_get_le64(b.p + 56) * 512 + 8 * 4, 0, (4100 - 8) * 4); /* the GD's tail */
+	image_members(&c, "g.vmdk", &b, NULL);
 	chain_emit(&c);
 
 	c = (struct chain){.name = "deep"};

@@ -98,6 +98,13 @@ int __wrap_vd_fd_size(int fd, uint64_t *out)
 	return eio_now() ? -EIO : __real_vd_fd_size(fd, out);
 }
 
+int __real_vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out);
+int __wrap_vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out);
+int __wrap_vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out)
+{
+	return eio_now() ? -EIO : __real_vd_seek_data(fd, off, whence, out);
+}
+
 int __real_vd_fstat(int fd, struct stat *st);
 int __wrap_vd_fstat(int fd, struct stat *st);
 int __wrap_vd_fstat(int fd, struct stat *st)
