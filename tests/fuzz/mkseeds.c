@@ -1065,14 +1065,17 @@ static void seeds_vmdk(void)
 	     st_small, N(st_small), 15);
 	image_members(&c, "h.vmdk", &b, NULL);
 	chain_emit(&c);
-	c = (struct chain){.name = "gd-paged-holes"};
-	kdmv(&b, 4100 * 512, 1, 1, 0,
-	     desc_text("00000001", "ffffffff", "monolithicSparse", NULL,
-		       "RW 2099200 SPARSE \"g.vmdk\""),
-	     st_big, N(st_big), 16);
-	memset(b.p + vd_get_le64(b.p + 56) * 512 + 8 * 4, 0, (4100 - 8) * 4); /* the GD's tail */
-	image_members(&c, "g.vmdk", &b, NULL);
-	chain_emit(&c);
+	if (!plain) { /* a 1 GiB disk: not a seam chain, read whole at every fault */
+		c = (struct chain){.name = "gd-paged-holes"};
+		kdmv(&b, 4100 * 512, 1, 1, 0,
+		     desc_text("00000001", "ffffffff", "monolithicSparse", NULL,
+			       "RW 2099200 SPARSE \"g.vmdk\""),
+		     st_big, N(st_big), 16);
+		/* the GD's tail */
+		memset(b.p + vd_get_le64(b.p + 56) * 512 + 8 * 4, 0, (4100 - 8) * 4);
+		image_members(&c, "g.vmdk", &b, NULL);
+		chain_emit(&c);
+	}
 
 	c = (struct chain){.name = "deep"};
 	kdmv(member(&c, "top.vmdk"), 64, 4, 1, 0,
