@@ -18,8 +18,8 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 int vd_pread_full(int fd, void *buf, size_t len, uint64_t off)

@@ -271,24 +271,24 @@ struct progress {
 	bool tty;
 	const char *name;
 	uint64_t total, done;
-	struct timespec start, last;
+	int64_t start, last; /* vd_mono_ns() */
 };
 
-static double since(const struct timespec *a, const struct timespec *b)
+/* Seconds from a to b (CLOCK_MONOTONIC ns). */
+static double since(int64_t a, int64_t b)
 {
-	return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
+	return (double)(b - a) / 1e9;
 }
 
 /* On a terminal: a bar with bytes, rate and ETA, redrawn 5 times a second.
  * Otherwise: "progress NAME DONE TOTAL" lines, one a second and at the end. */
 static void progress_show(struct progress *p, bool final)
 {
-	struct timespec now;
+	int64_t now = vd_mono_ns();
 	double el, rate;
 	char a[32], b[32], r[32];
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!final && since(&p->last, &now) < (p->tty ? 0.2 : 1.0))
+	if (!final && since(p->last, now) < (p->tty ? 0.2 : 1.0))
 		return;
 	p->last = now;
 	if (!p->tty) {
@@ -296,7 +296,7 @@ static void progress_show(struct progress *p, bool final)
 			p->total);
 		return;
 	}
-	el = since(&p->start, &now);
+	el = since(p->start, now);
 	rate = el > 0 ? (double)p->done / el : 0;
 	unsigned pct = p->total ? (unsigned)(100.0 * (double)p->done / (double)p->total) : 100;
 	double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
@@ -326,7 +326,7 @@ static int hash_view(const struct vd_view *v, const EVP_MD *md, const char *name
 		r = -ENOMEM;
 		goto out;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &p.start);
+	p.start = vd_mono_ns();
 	p.last = p.start;
 	while (p.done < v->size) {
 		size_t n = (size_t)vd_min_u64(HASH_CHUNK, v->size - p.done);
