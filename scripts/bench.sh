@@ -135,6 +135,7 @@ BM_MKVHD=${VD_BENCH_MKVHD:-$bdir/tests/mkvhd}
 BM_MKVHDX=${VD_BENCH_MKVHDX:-$bdir/tests/mkvhdx}
 BM_MKFULL=${VD_BENCH_MKFULL:-$bdir/tests/mkfullsparse}
 export VDMOUNT
+VD_TEST_WATCH=0 # runs for an hour: no test watchdog
 vd_e2e_init bench
 trap 'vd_cleanup; [ -n "$own_dir" ] && [ -z "${VD_BENCH_KEEP:-}" ] &&
 	find "$own_dir" -mindepth 1 -maxdepth 1 ! -name "bench-results*" ! -name "bench-samples*" \

@@ -124,6 +124,7 @@ vd_mounted()
 vd_cleanup()
 {
 	local m p i j
+	[ -n "${VD_TEST_WATCHDOG:-}" ] && kill "$VD_TEST_WATCHDOG" 2>/dev/null
 	for p in "${VD_NBD_PIDS[@]}"; do
 		kill "$p" 2>/dev/null || true
 	done
@@ -162,6 +163,7 @@ vd_e2e_init()
 		exit 1
 	}
 	vd_e2e_tmp
+	vd_test_watch
 	VD_ASAN=0
 	if nm -a "$VDMOUNT" 2>/dev/null | grep -q __asan_init ||
 		grep -q __asan_init "$VDMOUNT" 2>/dev/null; then
@@ -404,15 +406,19 @@ vd_umount()
 
 # vd_daemon_pid MNT: pid of the vdmount process serving MNT (empty if none,
 # status 1): the one whose command line holds MNT, as given or as an
-# absolute path. Reads /proc/*/cmdline with builtins only: every mount runs
-# it (vd_fds_check), and a process per candidate costs seconds on a busy
-# machine.
+# absolute path. Reads /proc with builtins only: every mount runs it
+# (vd_fds_check), and a process per candidate costs seconds on a busy
+# machine. Only a process named vdmount has its cmdline read: reading the
+# cmdline of another takes that process's mmap lock, and one stuck in a page
+# fault (on any FUSE mount of a test running beside this one) would stop
+# this read with it.
 vd_daemon_pid()
 {
-	local mnt f arg
+	local mnt f arg comm
 	mnt=$(realpath -m "$1")
 	for f in /proc/[0-9]*/cmdline; do
 		{
+			IFS= read -r comm <"${f%cmdline}comm" && [ "$comm" = vdmount ] || continue
 			IFS= read -r -d '' arg && [ "${arg##*/}" = vdmount ] || continue
 			while IFS= read -r -d '' arg; do
 				[ "$arg" = "$1" ] || [ "$arg" = "$mnt" ] || continue
@@ -423,6 +429,77 @@ vd_daemon_pid()
 		} 2>/dev/null <"$f"
 	done
 	return 1
+}
+
+# vd_watchdog_start SECONDS WHAT DIR: after SECONDS, says that WHAT is still
+# running, shows what every vdmount serving a mount below DIR is doing (each
+# thread's state and kernel stack; with gdb, every thread's backtrace) and
+# kills it, which fails the FUSE requests the test waits on (ENOTCONN): a
+# hang becomes a FAIL line with its evidence, not a test that ctest kills
+# with none. vd_watchdog_stop ends the watch and fails WHAT if it fired.
+vd_watchdog_start()
+{
+	rm -f "$VD_TMP/watchdog.fired"
+	vd_watch "$1" "$2" "$3" "$VD_TMP/watchdog.fired"
+	VD_WATCHDOG=$!
+	VD_WATCHDOG_WHAT=$2
+}
+
+# vd_test_watch: a watchdog on the whole test (VD_TEST_WATCH seconds, 1,080:
+# a while before ctest's limit of 1,200 s would kill it without a word about
+# where it hung; 0: none, for the benchmark).
+vd_test_watch()
+{
+	[ "${VD_TEST_WATCH:-1080}" = 0 ] && return 0
+	vd_watch "${VD_TEST_WATCH:-1080}" "$VD_NAME" "$VD_TMP" "$VD_TMP/test-watchdog.fired"
+	VD_TEST_WATCHDOG=$!
+}
+
+# vd_watch SECONDS WHAT DIR FLAG: the watchdog process, in the background
+# ($!): see vd_watchdog_start; touches FLAG when it fires.
+vd_watch()
+{
+	local secs=$1 what=$2 dir=$3 flag=$4
+	(
+		trap 'kill "$s" 2>/dev/null; exit 0' TERM
+		sleep "$secs" &
+		s=$!
+		wait "$s"
+		touch "$flag"
+		echo "    watchdog: $what still running after $secs s" >&2
+		vd_watchdog_dump "$dir" >&2
+	) &
+}
+
+vd_watchdog_stop()
+{
+	kill "$VD_WATCHDOG" 2>/dev/null
+	wait "$VD_WATCHDOG" 2>/dev/null
+	if [ -e "$VD_TMP/watchdog.fired" ]; then
+		vd_fail "$VD_WATCHDOG_WHAT: hung (killed by the watchdog; its report is above)"
+		rm -f "$VD_TMP/watchdog.fired"
+	fi
+}
+
+# vd_watchdog_dump DIR: see vd_watchdog_start. Finds the mounts in
+# /proc/mounts (a stat of a hung mount point would hang too).
+vd_watchdog_dump()
+{
+	local dir=$1 dev mnt fs rest pid t
+	ps -eo pid,ppid,stat,wchan:32,etime,args 2>/dev/null | awk '$3 ~ /D/ || /vdmount|qemu|sha256sum| dd /' | grep -v awk
+	while read -r dev mnt fs rest; do
+		case "$mnt" in "$dir"/*) ;; *) continue ;; esac
+		case "$fs" in fuse*) ;; *) continue ;; esac
+		pid=$(vd_daemon_pid "$mnt") || { echo "  $mnt: no daemon found"; continue; }
+		echo "  $mnt: vdmount pid $pid, its threads:"
+		for t in /proc/"$pid"/task/*; do
+			echo "    thread ${t##*/} $(cat "$t/comm" 2>/dev/null) state $(awk '{print $3}' "$t/stat" 2>/dev/null) wchan $(cat "$t/wchan" 2>/dev/null)"
+			sed 's/^/      /' "$t/stack" 2>/dev/null | head -12
+		done
+		command -v gdb >/dev/null &&
+			timeout 60 gdb -p "$pid" -batch -ex "thread apply all bt" 2>&1 | grep -E '^(Thread|#)' | head -150
+		kill -9 "$pid" 2>/dev/null
+	done </proc/mounts
 }
 
 # vd_umount_wait MNT: unmounts MNT and waits (30 s at most) until the daemon
@@ -795,6 +872,8 @@ vd_finish()
 	if ! vd_asan_check; then
 		vd_fail "$VD_NAME: sanitizer reports"
 	fi
+	[ -e "$VD_TMP/test-watchdog.fired" ] &&
+		vd_fail "$VD_NAME: hung (the watchdog killed its daemons; its report is above)"
 	if [ "$VD_FAILS" -ne 0 ]; then
 		echo "$VD_NAME: $VD_FAILS check(s) FAILED"
 		exit 1
@@ -831,6 +910,7 @@ vd_nbd_init()
 		command -v $t >/dev/null || { echo "SKIP $VD_NAME: $t missing"; exit 77; }
 	done
 	vd_e2e_tmp
+	vd_test_watch
 	VD_ASAN=0
 }
 

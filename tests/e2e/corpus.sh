@@ -20,7 +20,11 @@
 # replays; and a big VHDX is also hashed whole through vdcat (the same core
 # library without FUSE, fast enough for 10 GiB of mostly zeros).
 #
-# One PASS/FAIL/SKIP line per image. Env: VDMOUNT, VD_SHARED. Exit 77 = skipped.
+# One PASS/FAIL/SKIP line per image, then the seconds it took. An image that
+# takes more than VD_CORPUS_WATCH seconds (300; an hour with VD_CORPUS_FULL)
+# is shown (the daemon's threads) and ended, and fails: a hang must name its
+# image and say where it hangs, not leave ctest to kill the test silently.
+# Env: VDMOUNT, VD_SHARED. Exit 77 = skipped.
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 C=${VD_SHARED:-}/corpus
@@ -40,6 +44,10 @@ mapfile -t SOURCES < <(find "$U" -type f | sort)
 vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
 BIG=$((4 * 1024 * 1024 * 1024))
+# An image's checks take 90 s at most here under ASan on a busy machine; a
+# hung one is shown and ended (vd_watchdog_start) long before ctest's limit.
+WATCH=${VD_CORPUS_WATCH:-300}
+[ "${VD_CORPUS_FULL:-0}" = 1 ] && WATCH=3600
 WIN=$((64 * 1024 * 1024))
 
 # window FILE OFF: sha256 of WIN bytes at OFF, zero-padded when FILE is short.
@@ -141,10 +149,12 @@ check_truncated_stream()
 while IFS=$'\t' read -r image expect size sum; do
 	case "$image" in "#"* | "") continue ;; esac
 	img=$U/$image
+	t0=$SECONDS
 	if [ ! -e "$img" ]; then
 		vd_fail "$image: missing after unpacking"
 		continue
 	fi
+	vd_watchdog_start "$WATCH" "$image" "$M"
 	case "$expect" in
 	ok) check_ok "$image" "$img" "$size" "$sum" ;;
 	negative)
@@ -161,6 +171,8 @@ while IFS=$'\t' read -r image expect size sum; do
 		;;
 	*) vd_fail "$image: unknown expectation '$expect'" ;;
 	esac
+	vd_watchdog_stop
+	echo "    ($image: $((SECONDS - t0)) s)"
 done <"$C/expected.tsv"
 
 vd_check "corpus files unchanged (sha256)" vd_sums_check "$VD_TMP/sources.sha256"

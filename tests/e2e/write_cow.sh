@@ -306,15 +306,16 @@ test_guest()
 
 test_crash()
 {
-	local fmt=$1 top=$2 mnt=$M/crash-$1 i ok=0 pid delta log=$VD_TMP/fsync.log replays=0
+	local fmt=$1 top=$2 mnt=$M/crash-$1 i ok=0 pid wpid delta log=$VD_TMP/fsync.log replays=0
 	for ((i = 1; i <= KILLS; i++)); do
 		vd_mount -w "$top" "$mnt" || { vd_fail "[$fmt] crash $i: -w mount"; continue; }
 		pid=$(vd_daemon_pid "$mnt")
 		delta=$(delta_of_mount "$mnt")
 		"$WR" log "$mnt/disk" "$log" $i 2>/dev/null &
+		wpid=$!
 		sleep "0.$((RANDOM % 9 + 1))"
 		kill -9 "$pid"
-		wait
+		wait "$wpid" # not a bare wait: vd_e2e_init's watchdog runs in the background
 		fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt"
 		if ! vd_mount "$delta" "$mnt"; then
 			vd_fail "[$fmt] crash $i: the delta does not mount after SIGKILL"
