@@ -145,6 +145,15 @@ static void fork_child(void)
 	/* the parent's worker may wait on these: fresh ones, no waiters */
 	pthread_cond_init(&work, NULL);
 	pthread_cond_init(&done, NULL);
+	/* No thread serves the parent's queue here, and a user still on it
+	 * would never be queued again (vd_ahead_note queues only a user that is
+	 * not): every one leaves it, and its next request starts the worker. */
+	for (struct vd_ahead *a = qhead, *next; a; a = next) {
+		next = a->qnext;
+		a->qnext = NULL;
+		a->queued = false;
+	}
+	qhead = qtail = NULL;
 	forking = false;
 	running = false;
 	generation++;

@@ -5,7 +5,9 @@
  * daemonizes, and must unmount by that path on a signal), every chain is
  * opened and validated in the foreground (errors reach the terminal), the
  * kernel mount is made with fuse_mount() (so a bad mount fails here), and
- * only then does the process daemonize. No thread exists before the fork. */
+ * only then does the process daemonize. The one thread that may exist before
+ * the fork is a stream's inflate-ahead worker (the partition tables are read
+ * first); disk/ahead.c holds it across the fork and leaves the child none. */
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>

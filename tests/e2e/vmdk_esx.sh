@@ -6,7 +6,7 @@
 # hosted delta), with expected raws from the generators' models or qemu-img
 # convert. MOUNT/disk and every MOUNT/layers/NN-* are
 # compared with them, with the multithreaded loop and with -s; no source file
-# may change. Also: a vmfsSparse descriptor whose delta file is missing and a
+# may change. A daemonized mount inflates stream grains ahead. Also: a vmfsSparse descriptor whose delta file is missing and a
 # truncated stream must fail with one clear error line.
 #
 # Env: VDMOUNT, VD_BUILD, VD_SRC (ctest sets them). Exit 77 = skipped.
@@ -41,6 +41,24 @@ vd_sums_save "$VD_TMP/sources.sha256" "${SOURCES[@]}"
 
 vd_check_chains multi
 vd_check_chains single
+
+# vdmount daemonizes after reading the partition tables, which starts the
+# stream's inflate-ahead worker: the daemon must still inflate ahead of a
+# sequential reader (the fork once left it without a worker: 0 ahead).
+for s in qstream vmstream; do
+	if vd_mount "$W/$s/$s.vmdk" "$M/ahead"; then
+		cat "$M/ahead/disk" >/dev/null
+		n=$(grep -o '"grains_inflated_ahead": [0-9]*' "$M/ahead/chain.json" | awk '{n += $2} END {print n + 0}')
+		if [ "$n" -gt 0 ]; then
+			vd_pass "$s: the daemon inflates ahead of a sequential read ($n grains)"
+		else
+			vd_fail "$s: the daemon inflated no grain ahead of a sequential read"
+		fi
+		vd_umount "$M/ahead"
+	else
+		vd_fail "$s: mount"
+	fi
+done
 
 # A vmfsSparse descriptor whose COWD file is missing; a truncated stream.
 mkdir -p "$VD_TMP/neg"

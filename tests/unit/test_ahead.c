@@ -2,7 +2,8 @@
  * sequential request is loaded once, on the worker; random requests and the
  * request's own tables are not; only wanted tables are; a reader needing the
  * table being loaded waits for it; destroying a user waits for the worker and
- * the last user stops the thread. */
+ * the last user stops the thread; a child of fork(2) (vdmount daemonizing
+ * after reading partition tables) loads ahead with a worker of its own. */
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -205,6 +207,40 @@ static void test_destroy_waits_for_worker(void **state)
 	}
 }
 
+/* The child of a fork made while a user had tables queued: its next
+ * sequential request is loaded ahead in the child. It once stayed on the
+ * parent's queue, which nothing in the child serves, so a daemonized vdmount
+ * never inflated a stream grain ahead. cmocka's asserts must not run in the
+ * child: it answers by its exit status. */
+static void test_fork_child_loads_ahead(void **state)
+{
+	struct user *u = user_new(4);
+	int status = -1;
+	pid_t pid;
+
+	(void)state;
+	u->slow = 2;
+	vd_ahead_note(&u->ahead, 0, 0); /* queues 1 .. 4; 2 takes 200 ms */
+	wait_started(u, 2);		/* the fork waits for it, with 3 and 4 queued */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		bool ok = true;
+
+		vd_ahead_note(&u->ahead, 5, 5); /* queues 6 .. 9 */
+		for (int i = 0; i < 500 && __atomic_load_n(&u->loads[9], __ATOMIC_RELAXED) == 0;
+		     i++)
+			sleep_ms(10);
+		for (uint64_t i = 6; i < 10; i++)
+			ok = ok && __atomic_load_n(&u->loads[i], __ATOMIC_RELAXED) == 1;
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	user_free(u);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -212,6 +248,7 @@ int main(void)
 	    cmocka_unit_test(test_request_is_never_loaded_twice),
 	    cmocka_unit_test(test_reader_waits_for_busy_table),
 	    cmocka_unit_test(test_destroy_waits_for_worker),
+	    cmocka_unit_test(test_fork_child_loads_ahead),
 	};
 	return cmocka_run_group_tests_name("ahead", tests, NULL, NULL);
 }
