@@ -460,7 +460,9 @@ static void test_huge_claims(void **st)
 }
 
 /* After a first request, the rest of a small stream is inflated ahead on the
- * worker; reading it then inflates nothing twice and hits the cache. */
+ * worker, but for the grains deflate could not shrink (the random ones,
+ * every fourth: inflating them is a copy, which the reader does as cheaply);
+ * reading it then inflates nothing twice and hits the cache. */
 static void test_inflate_ahead(void **st)
 {
 	struct vmdk_extent e;
@@ -475,19 +477,24 @@ static void test_inflate_ahead(void **st)
 	js = esx_describe(&e);
 	n = esx_json_u64(js, "compressed_grains");
 	free(js);
-	for (int i = 0; i < 500 && ahead < n - 1; i++) {
+	/* every data grain but the random ones (0, 4, ..., 60: each is
+	 * followed by a text grain, whose marker bounds its size) */
+	for (int i = 0; i < 500 && ahead < n - 16; i++) {
 		usleep(10000);
 		js = esx_describe(&e);
 		ahead = esx_json_u64(js, "grains_inflated_ahead");
 		free(js);
 	}
-	assert_int_equal(ahead, n - 1); /* every data grain but the first */
+	usleep(50000); /* and no more */
+	js = esx_describe(&e);
+	assert_int_equal(esx_json_u64(js, "grains_inflated_ahead"), n - 16);
+	free(js);
 	assert_int_equal(esx_extent_read_all(&e, 65536, &got, NULL), 0);
 	assert_memory_equal(got, raw, RAW_BYTES);
 	free(got);
 	js = esx_describe(&e);
 	assert_int_equal(esx_json_u64(js, "grains_inflated"), n);
-	assert_true(esx_json_u64(js, "cache_hits") >= n - 1);
+	assert_true(esx_json_u64(js, "cache_hits") >= n - 16);
 	free(js);
 	esx_extent_close(&e);
 }
