@@ -202,7 +202,7 @@ void vd_ahead_disable(void)
 	__atomic_store_n(&disabled, true, __ATOMIC_RELEASE);
 }
 
-void vd_ahead_note(struct vd_ahead *a, uint64_t first, uint64_t last)
+void vd_ahead_note(struct vd_ahead *a, uint64_t first, uint64_t last, bool extend)
 {
 	uint64_t until;
 
@@ -218,7 +218,7 @@ void vd_ahead_note(struct vd_ahead *a, uint64_t first, uint64_t last)
 	 * requests start in the table the last one ended in; a window ahead:
 	 * tables that are not wanted, such as unallocated grains, are skipped
 	 * by the reader). */
-	if (first + a->window >= a->next && first <= a->next + a->window) {
+	if (extend && first + a->window >= a->next && first <= a->next + a->window) {
 		until = last + 1 + a->window < a->limit ? last + 1 + a->window : a->limit;
 		if (a->pos < last + 1)
 			a->pos = last + 1;

@@ -52,10 +52,12 @@ void vd_ahead_init(struct vd_ahead *a, struct vd_tcache *cache, uint64_t limit, 
  * only, deterministically). */
 void vd_ahead_disable(void);
 
-/* A reader is about to serve tables first .. last. If the request follows the
- * previous one, the worker is told to load the window after last (never the
- * tables of this request: the reader produces those itself). */
-void vd_ahead_note(struct vd_ahead *a, uint64_t first, uint64_t last);
+/* A reader is about to serve tables first .. last, which the worker then
+ * never loads (the reader produces those itself). If the request follows
+ * the previous one and extend is true, the worker is told to load the window
+ * after last; with extend false (nothing ahead is worth loading now, by the
+ * user's own measure) the worker is not woken. */
+void vd_ahead_note(struct vd_ahead *a, uint64_t first, uint64_t last, bool extend);
 
 /* Waits while the worker is loading table idx. Returns true if it waited
  * (the table is then most likely in the cache). */

@@ -710,7 +710,14 @@ static int stream_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t of
 
 	if (!len)
 		return 0;
-	vd_ahead_note(&st->ahead, off / st->grain_bytes, (off + len - 1) / st->grain_bytes);
+	/* When the last grain fetched was stored blocks, the next ones most
+	 * likely are too, and the worker would inflate none of them ahead
+	 * (stream_grain_wanted): it is not woken for each request, which cost
+	 * a sequential O_DIRECT reader 10-15% on 2 cores. The first grain
+	 * fetched that deflate shrank sets it to work again. */
+	vd_ahead_note(&st->ahead, off / st->grain_bytes, (off + len - 1) / st->grain_bytes,
+		      __atomic_load_n(&st->csize_hint, __ATOMIC_RELAXED) + STREAM_MARKER_BYTES <=
+			  st->grain_bytes);
 	while (len) {
 		uint64_t g = off / st->grain_bytes, in = off % st->grain_bytes, sec = 0;
 		uint64_t n = vd_min_u64(st->grain_bytes - in, len);

@@ -104,29 +104,49 @@ static void test_window_after_sequential(void **state)
 	struct user *u = user_new(4);
 
 	(void)state;
-	vd_ahead_note(&u->ahead, 0, 1); /* a first request at 0 counts as sequential */
+	vd_ahead_note(&u->ahead, 0, 1, true); /* a first request at 0 counts as sequential */
 	wait_loaded(u, 4);
 	for (uint64_t i = 0; i < LIMIT; i++)
 		assert_int_equal(u->loads[i], i >= 2 && i < 6 ? 1 : 0);
 	assert_int_equal(threads(), before + 1);
 	/* the next request moves the window on; what is loaded is not again */
-	vd_ahead_note(&u->ahead, 2, 3);
+	vd_ahead_note(&u->ahead, 2, 3, true);
 	wait_loaded(u, 6);
 	for (uint64_t i = 0; i < LIMIT; i++)
 		assert_int_equal(u->loads[i], i >= 2 && i < 8 ? 1 : 0);
 	/* a random request schedules nothing */
-	vd_ahead_note(&u->ahead, 60, 60);
+	vd_ahead_note(&u->ahead, 60, 60, true);
 	sleep_ms(100);
 	assert_int_equal(vd_ahead_loaded(&u->ahead), 6);
 	assert_int_equal(u->loads[61], 0);
 	/* the window stops at the last table */
-	vd_ahead_note(&u->ahead, 61, 97);
+	vd_ahead_note(&u->ahead, 61, 97, true);
 	wait_loaded(u, 8);
 	assert_int_equal(u->loads[98], 1);
 	assert_int_equal(u->loads[99], 1);
 	user_free(u);
 	/* the last user gone, the worker is too */
 	assert_int_equal(threads(), before);
+}
+
+/* A request noted without extending (the user sees nothing worth loading
+ * ahead) wakes nothing, and its tables are never loaded by the worker
+ * later; the next extending request resumes after it. */
+static void test_note_without_extending(void **state)
+{
+	struct user *u = user_new(4);
+
+	(void)state;
+	vd_ahead_note(&u->ahead, 0, 0, true);
+	wait_loaded(u, 4); /* 1 .. 4 */
+	vd_ahead_note(&u->ahead, 1, 10, false);
+	sleep_ms(100);
+	assert_int_equal(vd_ahead_loaded(&u->ahead), 4);
+	vd_ahead_note(&u->ahead, 11, 11, true);
+	wait_loaded(u, 8); /* 12 .. 15 */
+	for (uint64_t i = 0; i < LIMIT; i++)
+		assert_int_equal(u->loads[i], (i >= 1 && i <= 4) || (i >= 12 && i <= 15) ? 1 : 0);
+	user_free(u);
 }
 
 /* Waits (5 s at most) until u's worker has begun loading table idx. */
@@ -144,12 +164,12 @@ static void test_request_is_never_loaded_twice(void **state)
 	(void)state;
 	/* keep the worker busy with v for 200 ms while u's requests arrive */
 	v->slow = 1;
-	vd_ahead_note(&v->ahead, 0, 0);
+	vd_ahead_note(&v->ahead, 0, 0, true);
 	wait_started(v, 1);
 	u->odd_unwanted = true;
-	vd_ahead_note(&u->ahead, 0, 0); /* schedules 1 .. 8 */
-	vd_ahead_note(&u->ahead, 1, 5); /* the reader takes 1 .. 5 back */
-	wait_loaded(u, 4);		/* 6, 8, 10, 12: the window after 5, wanted ones */
+	vd_ahead_note(&u->ahead, 0, 0, true); /* schedules 1 .. 8 */
+	vd_ahead_note(&u->ahead, 1, 5, true); /* the reader takes 1 .. 5 back */
+	wait_loaded(u, 4);		      /* 6, 8, 10, 12: the window after 5, wanted ones */
 	for (uint64_t i = 0; i < LIMIT; i++)
 		assert_int_equal(u->loads[i], i >= 6 && i < 14 && i % 2 == 0 ? 1 : 0);
 	user_free(u);
@@ -163,7 +183,7 @@ static void test_reader_waits_for_busy_table(void **state)
 
 	(void)state;
 	u->slow = 1;
-	vd_ahead_note(&u->ahead, 0, 0);
+	vd_ahead_note(&u->ahead, 0, 0, true);
 	wait_started(u, 1);
 	/* table 1 is being loaded (200 ms): wait for it instead of loading it */
 	assert_true(vd_ahead_wait(&u->ahead, 1));
@@ -182,8 +202,8 @@ static void test_destroy_waits_for_worker(void **state)
 
 	(void)state;
 	u->slow = 1;
-	vd_ahead_note(&v->ahead, 0, 0);
-	vd_ahead_note(&u->ahead, 0, 0);
+	vd_ahead_note(&v->ahead, 0, 0, true);
+	vd_ahead_note(&u->ahead, 0, 0, true);
 	wait_started(u, 1);
 	/* u's table 1 is loading: destroy returns after it, and nothing more of
 	 * u is loaded; v keeps its worker */
@@ -201,7 +221,7 @@ static void test_destroy_waits_for_worker(void **state)
 		memset(&z, 0, sizeof(z));
 		vd_ahead_destroy(&z);
 		vd_ahead_init(&z, NULL, 10, 0, NULL, NULL);
-		vd_ahead_note(&z, 0, 3);
+		vd_ahead_note(&z, 0, 3, true);
 		assert_false(vd_ahead_wait(&z, 1));
 		vd_ahead_destroy(&z);
 	}
@@ -220,14 +240,14 @@ static void test_fork_child_loads_ahead(void **state)
 
 	(void)state;
 	u->slow = 2;
-	vd_ahead_note(&u->ahead, 0, 0); /* queues 1 .. 4; 2 takes 200 ms */
-	wait_started(u, 2);		/* the fork waits for it, with 3 and 4 queued */
+	vd_ahead_note(&u->ahead, 0, 0, true); /* queues 1 .. 4; 2 takes 200 ms */
+	wait_started(u, 2);		      /* the fork waits for it, with 3 and 4 queued */
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		bool ok = true;
 
-		vd_ahead_note(&u->ahead, 5, 5); /* queues 6 .. 9 */
+		vd_ahead_note(&u->ahead, 5, 5, true); /* queues 6 .. 9 */
 		for (int i = 0; i < 500 && __atomic_load_n(&u->loads[9], __ATOMIC_RELAXED) == 0;
 		     i++)
 			sleep_ms(10);
@@ -245,6 +265,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_window_after_sequential),
+	    cmocka_unit_test(test_note_without_extending),
 	    cmocka_unit_test(test_request_is_never_loaded_twice),
 	    cmocka_unit_test(test_reader_waits_for_busy_table),
 	    cmocka_unit_test(test_destroy_waits_for_worker),
