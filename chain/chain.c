@@ -611,6 +611,86 @@ static int chain_status(struct vd_chain *c, unsigned level, uint64_t off, uint64
 	return VD_ZERO;
 }
 
+/* How far ahead of a sequential reader of a chain the kernel is asked to
+ * read the layers' files, and in steps of at least half of it. */
+#define PREFETCH_BYTES (8u << 20)
+/* A request starting this close to where the last one ended is sequential
+ * (concurrent requests of a readahead arrive out of order). */
+#define PREFETCH_NEAR (2u << 20)
+/* Runs of one layer at most this far apart in its file are one run. */
+#define PREFETCH_GAP (256u << 10)
+/* A run of a file this long is read in order, and the kernel reads ahead of
+ * it by itself: asking for it too only competes with that. */
+#define PREFETCH_RUN_MAX (1u << 20)
+
+struct prefetch_run {
+	int fd;
+	uint64_t off, end;
+};
+
+/* Asks the kernel (vd_advise_willneed) for run r unless it is empty or long
+ * enough for the kernel's own readahead, and empties it. */
+static void prefetch_flush(struct prefetch_run *r)
+{
+	if (r->fd >= 0 && r->end > r->off && r->end - r->off < PREFETCH_RUN_MAX)
+		vd_advise_willneed(r->fd, r->off, r->end - r->off);
+	r->fd = -1;
+}
+
+/* A sequential read of a chain meets the deltas' data as short runs
+ * scattered in their files, each a synchronous read and, on a cold cache, a
+ * seek, while the kernel reads ahead only in a file read in order (the
+ * base): bench.sh's 3-layer VHD chain read cold at 0.56 of the raw file, the
+ * same disk as one VHD at 0.88, and under strace the top delta's reads took
+ * 0.4 ms each. So for a sequential reader of a chain, the runs of the next
+ * PREFETCH_BYTES are resolved, gathered per layer (runs of a layer close
+ * together in its file are one) and the short ones asked of the kernel
+ * (POSIX_FADV_WILLNEED), each once: the delta's reads then took 0.03 ms. A
+ * single image is left to the kernel's readahead, and a random reader asks
+ * nothing. */
+static void chain_prefetch(struct vd_chain *c, unsigned level, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len, size = c->layers[level]->size, last, done, to, pos;
+	struct prefetch_run runs[VD_CHAIN_MAX_DEPTH];
+
+	if (c->depth < 2)
+		return;
+	last = __atomic_exchange_n(&c->ra_next, end, __ATOMIC_RELAXED);
+	if (off + PREFETCH_NEAR < last || off > last + PREFETCH_NEAR)
+		return;
+	done = __atomic_load_n(&c->ra_done, __ATOMIC_RELAXED);
+	if (done < end || done > end + PREFETCH_BYTES) /* behind, or an earlier pass */
+		done = end;
+	to = vd_min_u64(end + PREFETCH_BYTES, size);
+	if (to < done + PREFETCH_BYTES / 2 && to < size)
+		return; /* most of the window was asked for already */
+	__atomic_store_n(&c->ra_done, to, __ATOMIC_RELAXED);
+	for (unsigned l = 0; l <= level; l++)
+		runs[l].fd = -1;
+	vd_log_mute(true); /* a table that cannot be read: the read says so, if it comes */
+	for (pos = done; pos < to;) {
+		struct vd_map map;
+		struct prefetch_run *r;
+		uint64_t n;
+		int owner, st = chain_status(c, level, pos, to - pos, &n, &owner, &map);
+
+		if (st < 0)
+			break; /* the read will meet it and say so */
+		pos += n;
+		if (st != VD_DATA || map.fd < 0)
+			continue;
+		r = &runs[owner];
+		if (r->fd != map.fd || map.off < r->end || map.off > r->end + PREFETCH_GAP) {
+			prefetch_flush(r);
+			*r = (struct prefetch_run){map.fd, map.off, map.off};
+		}
+		r->end = map.off + n;
+	}
+	vd_log_mute(false);
+	for (unsigned l = 0; l <= level; l++)
+		prefetch_flush(&runs[l]);
+}
+
 int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
@@ -619,6 +699,8 @@ int vd_chain_read(struct vd_chain *c, unsigned level, void *buf, size_t len, uin
 	if (level >= c->depth)
 		return -EINVAL;
 	end = c->layers[level]->size;
+	if (off < end && len)
+		chain_prefetch(c, level, off, vd_min_u64(len, end - off));
 	while (len) {
 		struct vd_map map;
 		uint64_t n;

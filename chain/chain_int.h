@@ -33,6 +33,11 @@ struct vd_chain {
 	 * memory. skip_shift is set before the map is published. */
 	uint8_t *skip;
 	unsigned skip_shift;
+	/* Prefetch for a sequential reader (chain.c, chain_prefetch): where
+	 * the last read ended, and how far the kernel was asked to read ahead;
+	 * both atomic. */
+	uint64_t ra_next;
+	uint64_t ra_done;
 };
 
 /* chain.c: a write or discard of [off, off + len) is about to reach the top

@@ -112,6 +112,12 @@ int vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out)
 	return 0;
 }
 
+void vd_advise_willneed(int fd, uint64_t off, uint64_t len)
+{
+	if (off <= INT64_MAX && len <= INT64_MAX - off)
+		(void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 int vd_fd_size(int fd, uint64_t *out)
 {
 	struct stat st;

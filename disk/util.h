@@ -105,6 +105,12 @@ int vd_fd_size(int fd, uint64_t *out);
  * cannot tell). */
 int vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out);
 
+/* Asks the kernel to read [off, off + len) of fd into the page cache in the
+ * background (POSIX_FADV_WILLNEED), for a read that will come soon. Advice
+ * only: nothing waits for it and a failure changes nothing, so it has no
+ * result. */
+void vd_advise_willneed(int fd, uint64_t off, uint64_t len);
+
 /* Creating a file without ever replacing one (a new delta may sit beside
  * evidence). vd_create_tmp() opens a new, empty temporary file in path's
  * directory (mode 0644) and returns its fd, with its name in *tmp
