@@ -77,7 +77,7 @@ int64_t vd_mono_ns(void);
 uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_first, bool *set);
 
 /* The I/O seam. disk/ and chain/ reach input files only through the functions
- * below (no direct open, pread, lseek, fstat, stat, realpath or close of an input:
+ * below (no direct open, pread, lseek, fadvise, fstat, stat, realpath or close of an input:
  * add a function here for a new kind of access), so tests
  * can replace them at link time with ld's --wrap (tests/CMakeLists.txt,
  * vd_io_seam): the fuzz harnesses serve in-memory files through them and the

@@ -105,6 +105,15 @@ int __wrap_vd_seek_data(int fd, uint64_t off, int whence, uint64_t *out)
 	return eio_now() ? -EIO : __real_vd_seek_data(fd, off, whence, out);
 }
 
+/* Advice cannot fail (it has no result): passed through, so test_faults
+ * also runs every prefetch against real files. */
+void __real_vd_advise_willneed(int fd, uint64_t off, uint64_t len);
+void __wrap_vd_advise_willneed(int fd, uint64_t off, uint64_t len);
+void __wrap_vd_advise_willneed(int fd, uint64_t off, uint64_t len)
+{
+	__real_vd_advise_willneed(fd, off, len);
+}
+
 int __real_vd_fstat(int fd, struct stat *st);
 int __wrap_vd_fstat(int fd, struct stat *st);
 int __wrap_vd_fstat(int fd, struct stat *st)
