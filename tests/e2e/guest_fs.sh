@@ -36,7 +36,22 @@ ext_edit()
 		vd_die "cannot loop-mount $raw (offset $EXT_OFF)"
 	VD_MOUNTS+=("$dir")
 	(cd "$dir" && eval "$@")
-	umount "$dir"
+	# Everything the edit wrote must be in the file before qemu-img reads
+	# it: an unchecked umount that failed once left a dirty ext4 (no
+	# sub/big.bin, and a base that a read-only mount refused) in an ASan
+	# run beside other tests. Retry a busy umount, then wait until no loop
+	# device holds the file any more (autoclear detaches it).
+	local i
+	for ((i = 0; i < 20; i++)); do
+		umount "$dir" 2>/dev/null && break
+		sleep 0.5
+	done
+	! mountpoint -q "$dir" || vd_die "cannot unmount the edit of $raw"
+	for ((i = 0; i < 100; i++)); do
+		[ -z "$(losetup -j "$raw" 2>/dev/null)" ] && break
+		sleep 0.1
+	done
+	[ -z "$(losetup -j "$raw" 2>/dev/null)" ] || vd_die "a loop device still holds $raw"
 }
 
 loop_probe=$VD_TMP/probe.raw
