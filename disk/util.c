@@ -45,6 +45,39 @@ int vd_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int vd_preadv_full(int fd, const struct iovec *iov, int n, uint64_t off)
+{
+	uint64_t total = 0;
+	ssize_t got;
+	int i;
+
+	if (n < 1 || n > VD_PREADV_MAX)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	if (off > INT64_MAX || total > INT64_MAX - off)
+		return -EINVAL;
+	do
+		got = preadv(fd, iov, n, (off_t)off);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		return -errno;
+	if ((uint64_t)got == total)
+		return 0;
+	/* short (EOF, a signal, a file system's limit): the rest piece by piece */
+	for (i = 0; i < n; i++) {
+		size_t skip = vd_min_u64((uint64_t)got, iov[i].iov_len);
+		int r = vd_pread_full(fd, (uint8_t *)iov[i].iov_base + skip, iov[i].iov_len - skip,
+				      off + skip);
+
+		if (r < 0)
+			return r;
+		got -= (ssize_t)skip;
+		off += iov[i].iov_len;
+	}
+	return 0;
+}
+
 int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;

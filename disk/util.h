@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 /* Overflow-checked u64 arithmetic: return true on overflow (like the builtins). */
@@ -87,6 +88,11 @@ uint64_t vd_bitmap_run(const uint8_t *bm, uint64_t k, uint64_t limit, bool msb_f
 /* Reads exactly len bytes at off. Returns 0, -EIO on a short read (EOF), or -errno.
  * Safe on a descriptor shared between threads (pread only). */
 int vd_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* As vd_pread_full, scattered over n (1..VD_PREADV_MAX) buffers: one
+ * preadv(2) in the common case, vd_pread_full for what a short one left. */
+#define VD_PREADV_MAX 160
+int vd_preadv_full(int fd, const struct iovec *iov, int n, uint64_t off);
 
 /* Writes exactly len bytes at off. Returns 0 or -errno. */
 int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);

@@ -296,6 +296,22 @@ int __wrap_vd_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return n == len ? 0 : -EIO;
 }
 
+/* As preadv(2) in a loop: the pieces in turn. */
+int __wrap_vd_preadv_full(int fd, const struct iovec *iov, int n, uint64_t off);
+int __wrap_vd_preadv_full(int fd, const struct iovec *iov, int n, uint64_t off)
+{
+	if (n < 1 || n > VD_PREADV_MAX)
+		return -EINVAL;
+	for (int i = 0; i < n; i++) {
+		int r = __wrap_vd_pread_full(fd, iov[i].iov_base, iov[i].iov_len, off);
+
+		if (r < 0)
+			return r;
+		off += iov[i].iov_len;
+	}
+	return 0;
+}
+
 int __wrap_vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int __wrap_vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {

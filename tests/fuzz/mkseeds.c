@@ -83,6 +83,16 @@ static void pattern(uint8_t *p, size_t n, uint64_t off, unsigned seed)
 	}
 }
 
+/* Bytes that deflate cannot shrink (xorshift): it keeps them in stored
+ * blocks. */
+static void noise(uint8_t *p, size_t n, uint64_t x)
+{
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		p[i] = (uint8_t)(x >> 24);
+	}
+}
+
 /* ---- VMDK ----------------------------------------------------------------- */
 
 enum g_state { G_NONE, G_DATA, G_ZERO, G_UNMAP };
@@ -995,6 +1005,18 @@ static void seeds_vmx(void)
 
 static const uint8_t st_small[] = {G_DATA, G_ZERO, G_NONE, G_DATA, G_DATA, G_NONE, G_NONE, G_DATA};
 
+/* A stream of 32 KiB grains, three of noise (each in two stored blocks
+ * whose sizes differ from grain to grain: disk/stored.c reads the second
+ * and third straight into place) and one of text. */
+static void stored_stream(struct blob *b, const char *desc)
+{
+	static uint8_t raw[256 * 512];
+
+	noise(raw, 3 * 64 * 512, 31);
+	pattern(raw + 3 * 64 * 512, 64 * 512, 3 * 64 * 512, 7);
+	stream(b, raw, 256, 64, true, desc);
+}
+
 static void seeds_vmdk(void)
 {
 	static const uint8_t st_big[] = {
@@ -1026,6 +1048,8 @@ static void seeds_vmdk(void)
 	    &b, raw, 60, 16, true,
 	    desc_text("0000abcd", "ffffffff", "streamOptimized", NULL, "RW 60 SPARSE \"s.vmdk\""));
 	seed("vmdk_stream", "desc-partial.vmdk", b.p, b.len);
+	stored_stream(&b, NULL);
+	seed("vmdk_stream", "stored.vmdk", b.p, b.len);
 
 	cowd(&b, 64, 2, st_small, N(st_small), 7);
 	seed("vmdk_cowd", "grain2.vmdk", b.p, b.len);
@@ -1123,6 +1147,11 @@ static void seeds_vmdk(void)
 	stream(
 	    member(&c, "n.vmdk"), raw, 64, 8, false,
 	    desc_text("5754ea12", "ffffffff", "streamOptimized", NULL, "RW 64 SPARSE \"n.vmdk\""));
+	chain_emit(&c);
+
+	c = (struct chain){.name = "stream-stored"};
+	stored_stream(member(&c, "t.vmdk"), desc_text("5754ea13", "ffffffff", "streamOptimized",
+						      NULL, "RW 256 SPARSE \"t.vmdk\""));
 	chain_emit(&c);
 
 	c = (struct chain){.name = "kdmv-bare"};
@@ -1255,6 +1284,56 @@ static void seeds_desc(void)
 		  "ddb.encoding = \"UTF-8\"\r\n");
 }
 
+/* A seed of the stored harness: n guessed block sizes, then a 12-byte
+ * marker and a zlib stream of noise in m stored blocks of the sizes given
+ * (tests/fuzz/fuzz_stored.c). */
+static void stored_seed(const char *name, const uint16_t *guess, unsigned n, const uint16_t *len,
+			unsigned m)
+{
+	static uint8_t data[65536];
+	struct blob b = {0};
+	size_t out = 0, p;
+	uint8_t h[5];
+	uLong a;
+
+	for (unsigned i = 0; i < m; i++)
+		out += len[i];
+	noise(data, out, 77);
+	h[0] = (uint8_t)n;
+	vd_put_le16(h + 1, (uint16_t)(out - 1));
+	put(&b, 0, h, 3);
+	for (unsigned i = 0; i < n; i++)
+		put(&b, b.len, (uint8_t[2]){(uint8_t)guess[i], (uint8_t)(guess[i] >> 8)}, 2);
+	put(&b, b.len, "marker bytes", 12);
+	put(&b, b.len, "\x78\x01", 2);
+	for (unsigned i = 0, off = 0; i < m; off += len[i], i++) {
+		h[0] = i + 1 == m;
+		vd_put_le16(h + 1, len[i]);
+		vd_put_le16(h + 3, (uint16_t)~len[i]);
+		put(&b, b.len, h, 5);
+		put(&b, b.len, data + off, len[i]);
+	}
+	a = adler32(adler32(0, Z_NULL, 0), data, (uInt)out);
+	p = b.len;
+	put(&b, p,
+	    (uint8_t[4]){(uint8_t)(a >> 24), (uint8_t)(a >> 16), (uint8_t)(a >> 8), (uint8_t)a}, 4);
+	seed("stored", name, b.p, b.len);
+	free(b.p);
+}
+
+static void seeds_stored(void)
+{
+	stored_seed("exact", (const uint16_t[]){60, 70, 70}, 3, (const uint16_t[]){60, 70, 70}, 3);
+	stored_seed("shifted", (const uint16_t[]){58, 75, 67}, 3, (const uint16_t[]){60, 70, 70},
+		    3);
+	stored_seed("empty-block", (const uint16_t[]){40, 5, 55}, 3, (const uint16_t[]){50, 0, 50},
+		    3);
+	stored_seed("other-count", (const uint16_t[]){100, 100}, 2, (const uint16_t[]){60, 70, 70},
+		    3);
+	stored_seed("zlib-like", (const uint16_t[]){16389, 16391, 16395, 16361}, 4,
+		    (const uint16_t[]){16391, 16389, 16393, 16363}, 4);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3 || (strcmp(argv[1], "corpus") && strcmp(argv[1], "chains"))) {
@@ -1278,6 +1357,7 @@ int main(int argc, char **argv)
 		seeds_desc();
 		seeds_part();
 		seeds_vmx();
+		seeds_stored();
 	}
 	return 0;
 }

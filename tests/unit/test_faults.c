@@ -2,18 +2,18 @@
  * open, its reads and describe make to reach an input file fails, for every
  * N in turn and every seed chain of every format (seam_helper.h).
  *
- *   EIO:   vd_open_ro, vd_pread_full, vd_fd_size, vd_fstat, vd_stat,
+ *   EIO:   vd_open_ro, vd_pread_full, vd_preadv_full, vd_fd_size, vd_fstat, vd_stat,
  *          vd_realpath or vd_fd_realpath fails
  *          with -EIO: the open or the read fails cleanly (-errno, an error
  *          line) or the run gives the clean run's bytes; a second pass of
  *          reads in the same open gives the clean bytes (nothing
  *          half-initialised is used later); no descriptor is left open.
- *   short, EINTR: the Nth pread(2) returns half of what was asked, or fails
- *          with EINTR: vd_pread_full() must hide both; the run is identical
- *          to the clean one.
+ *   short, EINTR: the Nth pread(2) or preadv(2) returns half of what was
+ *          asked, or fails with EINTR: vd_pread_full() and vd_preadv_full()
+ *          must hide both; the run is identical to the clean one.
  * Each run has SEAM_HANG_S seconds (SIGALRM aborts a hang). Under ASan (the
  * asan tree of scripts/test.sh) every run is also checked for memory errors
- * and, at exit, leaks. Linked with vd_io_seam() and --wrap=pread64
+ * and, at exit, leaks. Linked with vd_io_seam() and --wrap=pread64,preadv64
  * (tests/CMakeLists.txt). */
 #include <errno.h>
 #include <setjmp.h>
@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -81,6 +82,13 @@ int __wrap_vd_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int __wrap_vd_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	return eio_now() ? -EIO : __real_vd_pread_full(fd, buf, len, off);
+}
+
+int __real_vd_preadv_full(int fd, const struct iovec *iov, int n, uint64_t off);
+int __wrap_vd_preadv_full(int fd, const struct iovec *iov, int n, uint64_t off);
+int __wrap_vd_preadv_full(int fd, const struct iovec *iov, int n, uint64_t off)
+{
+	return eio_now() ? -EIO : __real_vd_preadv_full(fd, iov, n, off);
 }
 
 int __real_vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
@@ -160,6 +168,24 @@ ssize_t __wrap_pread64(int fd, void *buf, size_t count, off_t off)
 	if (preads == fail_at && mode == F_SHORT && count > 1)
 		count /= 2;
 	return __real_pread64(fd, buf, count, off);
+}
+
+/* preadv(2), as vd_preadv_full() calls it: counted with pread(2). A short
+ * one reads everything but reports half. */
+ssize_t __real_preadv64(int fd, const struct iovec *iov, int n, off_t off);
+ssize_t __wrap_preadv64(int fd, const struct iovec *iov, int n, off_t off);
+ssize_t __wrap_preadv64(int fd, const struct iovec *iov, int n, off_t off)
+{
+	ssize_t got;
+
+	if (++preads == fail_at && mode != F_EIO)
+		fired = seam_phase;
+	if (preads == fail_at && mode == F_EINTR) {
+		errno = EINTR;
+		return -1;
+	}
+	got = __real_preadv64(fd, iov, n, off);
+	return preads == fail_at && mode == F_SHORT && got > 1 ? got / 2 : got;
 }
 
 static void on_alarm(int sig)
