@@ -122,7 +122,8 @@ static bool stored_fix(const struct zview *v, uint8_t *out, const uint64_t *rs, 
 	for (int pass = 0; pass < 2; pass++) {
 		t = 0;
 		for (unsigned i = 1; i < n; i++) {
-			uint64_t a = rs[i] < gs[i] ? rs[i] : gs[i], e = rs[i] < gs[i] ? gs[i] : rs[i];
+			uint64_t a = rs[i] < gs[i] ? rs[i] : gs[i],
+				 e = rs[i] < gs[i] ? gs[i] : rs[i];
 
 			if (e - a > STORED_FIX_MAX - t)
 				return false;
@@ -135,7 +136,8 @@ static bool stored_fix(const struct zview *v, uint8_t *out, const uint64_t *rs, 
 				unsigned h = heads_before(rs, n, x);
 				uint64_t run = vd_min_u64(e, h < n ? rs[h] : e) - x;
 
-				zview_copy(v, ZLIB_HEAD + (uint64_t)STORED_HEAD * h + x, run, tmp + t);
+				zview_copy(v, ZLIB_HEAD + (uint64_t)STORED_HEAD * h + x, run,
+					   tmp + t);
 				t += run;
 				x += run;
 			}
@@ -144,8 +146,8 @@ static bool stored_fix(const struct zview *v, uint8_t *out, const uint64_t *rs, 
 	return true;
 }
 
-int vd_stored_read(int fd, uint64_t off, uint8_t *pre, size_t pre_len, uint8_t *out,
-		   size_t out_len, struct vd_stored_guess *g, uint64_t *zlen)
+int vd_stored_read(int fd, uint64_t off, uint8_t *pre, size_t pre_len, uint8_t *out, size_t out_len,
+		   struct vd_stored_guess *g, uint64_t *zlen)
 {
 	uint8_t s[ZLIB_HEAD + STORED_HEAD * VD_STORED_MAX + ZLIB_ADLER];
 	struct iovec iov[2 + 2 * VD_STORED_MAX];

@@ -54,7 +54,7 @@ void vd_stored_learn(struct vd_stored_guess *g, const uint8_t *z, size_t zlen, s
  * checks it against its marker); 0 when the file does not hold a stream so
  * laid out (out and pre are then undefined: inflate it instead); -errno when
  * the read failed. Learns the layout it found. */
-int vd_stored_read(int fd, uint64_t off, uint8_t *pre, size_t pre_len, uint8_t *out,
-		   size_t out_len, struct vd_stored_guess *g, uint64_t *zlen);
+int vd_stored_read(int fd, uint64_t off, uint8_t *pre, size_t pre_len, uint8_t *out, size_t out_len,
+		   struct vd_stored_guess *g, uint64_t *zlen);
 
 #endif

@@ -301,6 +301,17 @@ int main(int argc, char **argv)
 	 * user's MALLOC_ARENA_MAX wins. */
 	if (!getenv("MALLOC_ARENA_MAX"))
 		mallopt(M_ARENA_MAX, 2);
+	/* libfuse allocates each read's reply buffer (up to 1 MiB) and frees
+	 * it after the reply. With the thresholds glibc adjusts itself, two
+	 * arenas shared by the FUSE threads gave those buffers back to the
+	 * kernel and faulted them in again: a buffered `cat` of a 1 GiB stream
+	 * took 31,000 page faults, 1/8 of the data zeroed for nothing, where
+	 * fixed thresholds take 1,100 (and the reads were 5-10% faster). Up to
+	 * 4 MiB of freed memory stays in each arena. */
+	if (!getenv("MALLOC_MMAP_THRESHOLD_") && !getenv("MALLOC_TRIM_THRESHOLD_")) {
+		mallopt(M_MMAP_THRESHOLD, 2 << 20);
+		mallopt(M_TRIM_THRESHOLD, 4 << 20);
+	}
 	nofile_raise(); /* --info and --check open every extent too */
 	r = fs_inspect_main(argc, argv);
 	if (r >= 0)

@@ -190,12 +190,11 @@ static void test_damage(void **st)
 		unsigned k;
 		uint8_t mask;
 	} hits[] = {
-	    {0, 0x01}, /* BFINAL: early, or missing at the end */
-	    {0, 0x02}, /* BTYPE 01: fixed Huffman */
-	    {0, 0x04}, /* BTYPE 10: dynamic Huffman */
-	    {1, 0x01}, /* LEN */
-	    {2, 0x80},
-	    {3, 0x10}, /* NLEN */
+	    {0, 0x01},		  /* BFINAL: early, or missing at the end */
+	    {0, 0x02},		  /* BTYPE 01: fixed Huffman */
+	    {0, 0x04},		  /* BTYPE 10: dynamic Huffman */
+	    {1, 0x01},		  /* LEN */
+	    {2, 0x80}, {3, 0x10}, /* NLEN */
 	    {4, 0x01},
 	};
 	uint64_t p = PRE + ZLIB_HEAD;
@@ -211,7 +210,7 @@ static void test_damage(void **st)
 		p += STORED_HEAD + zl[i];
 	}
 	assert_int_equal(read_with(zl, 4, z, zl, 4), 1); /* all put back */
-	flip(PRE, 0x01); /* compression method 9 */
+	flip(PRE, 0x01);				 /* compression method 9 */
 	assert_int_equal(read_with(zl, 4, z, zl, 4), 0);
 	flip(PRE, 0x01);
 	flip(PRE + 1, 0x02); /* check bits */
@@ -240,7 +239,7 @@ static void test_not_stored(void **st)
 
 	(void)st;
 	for (unsigned i = 0; i < OUT; i++)
-		text[i] = (uint8_t)"stored blocks only "[i % 19];
+		text[i] = (uint8_t) "stored blocks only "[i % 19];
 	assert_int_equal(compress2(z, &zl_len, text, OUT, 6), Z_OK);
 	guess(&g, zl, 4);
 	vd_stored_learn(&g, z, zl_len, OUT);
@@ -278,7 +277,8 @@ static void test_random(void **st)
 		int64_t drift = 0;
 
 		for (unsigned i = 0; i < n; i++) {
-			uint64_t l = i + 1 == n ? left : vd_min_u64(left, OUT / n + next_rand() % 64);
+			uint64_t l =
+			    i + 1 == n ? left : vd_min_u64(left, OUT / n + next_rand() % 64);
 
 			real[i] = (uint32_t)l;
 			left -= l;
@@ -288,7 +288,8 @@ static void test_random(void **st)
 		z = write_stream(real, n);
 		/* the guess: each boundary moved by up to 2^(4 * spread) bytes */
 		for (unsigned i = 0; i + 1 < n; i++) {
-			int64_t d = (int64_t)(next_rand() % (2u << (4 * spread))) - (1 << (4 * spread));
+			int64_t d =
+			    (int64_t)(next_rand() % (2u << (4 * spread))) - (1 << (4 * spread));
 			int64_t l = (int64_t)real[i] + d - drift;
 
 			if (l < 0 || l > 65535)
