@@ -43,6 +43,7 @@
 
 #include "chain/part.h"
 #include "fs/fs_int.h"
+#include "fs/split.h"
 #include "fs/vm.h"
 
 /* A node named name in dir (the root when dir is NULL), not yet linked. */
@@ -653,7 +654,7 @@ static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fu
 		return 0;
 	if (len > size - (uint64_t)off)
 		len = (size_t)(size - (uint64_t)off);
-	r = vd_view_read(&n->view, buf, len, (uint64_t)off);
+	r = fs_split_read(&n->view, buf, len, (uint64_t)off);
 	return r < 0 ? r : (int)len;
 }
 

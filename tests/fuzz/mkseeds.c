@@ -1330,6 +1330,7 @@ static void seeds_stored(void)
 		    3);
 	stored_seed("other-count", (const uint16_t[]){100, 100}, 2, (const uint16_t[]){60, 70, 70},
 		    3);
+	stored_seed("far-guess", (const uint16_t[]){1, 65535}, 2, (const uint16_t[]){65535, 1}, 2);
 	stored_seed("zlib-like", (const uint16_t[]){16389, 16391, 16395, 16361}, 4,
 		    (const uint16_t[]){16391, 16389, 16393, 16363}, 4);
 }
