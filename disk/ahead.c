@@ -178,6 +178,8 @@ static void worker_start(void)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	running = pthread_create(&worker, NULL, worker_main, (void *)(uintptr_t)generation) == 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (running) /* or it takes the name of the thread that started it */
+		(void)pthread_setname_np(worker, "vd-ahead");
 }
 
 void vd_ahead_init(struct vd_ahead *a, struct vd_tcache *cache, uint64_t limit, uint64_t window,

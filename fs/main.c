@@ -25,6 +25,7 @@
 #include "fs/vm.h"
 #include "fs/mnt.h"
 #include "fs/opts.h"
+#include "fs/split.h"
 
 /* Each image holds a descriptor per file (and a VMDK one per extent): many
  * images on one command line need more than the usual 1024. */
@@ -260,6 +261,7 @@ static int mount_main(struct vd_opts *o, const char *argv0)
 	if (fuse_set_signal_handlers(fuse_get_session(f)) != 0)
 		goto out;
 	if (o->single) {
+		fs_split_disable();
 		r = fuse_loop(f);
 	} else {
 		struct fuse_loop_config cfg = {.clone_fd = 0, .max_idle_threads = 16};

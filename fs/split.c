@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 
 /* Halves meet at a multiple of this, so that neither cuts a grain or block
@@ -45,13 +46,21 @@ static bool post(const struct vd_view *v, void *buf, size_t len, uint64_t off)
 		pthread_t t;
 		pthread_attr_t a;
 
-		state = HELPER_FAILED; /* no helper: every request read whole */
+		sigset_t all, old;
+
+		state = HELPER_FAILED; /* no helper: every request is read whole */
+		/* signals are for the FUSE threads (libfuse's handlers) */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
 		if (pthread_attr_init(&a) == 0) {
 			if (pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
-			    pthread_create(&t, &a, helper_main, NULL) == 0)
+			    pthread_create(&t, &a, helper_main, NULL) == 0) {
 				state = HELPER_IDLE;
+				(void)pthread_setname_np(t, "vd-split"); /* for ps and tests */
+			}
 			pthread_attr_destroy(&a);
 		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 	if (state != HELPER_IDLE)
 		return false;
@@ -62,6 +71,13 @@ static bool post(const struct vd_view *v, void *buf, size_t len, uint64_t off)
 	state = HELPER_BUSY;
 	pthread_cond_signal(&posted);
 	return true;
+}
+
+void fs_split_disable(void)
+{
+	pthread_mutex_lock(&lock);
+	state = HELPER_FAILED;
+	pthread_mutex_unlock(&lock);
 }
 
 int fs_split_read(const struct vd_view *v, void *buf, size_t len, uint64_t off)

@@ -24,4 +24,8 @@
  * call only after the daemon forked. */
 int fs_split_read(const struct vd_view *v, void *buf, size_t len, uint64_t off);
 
+/* No helper: every request is read whole by the thread that got it
+ * (--single-thread). Call before the first read. */
+void fs_split_disable(void);
+
 #endif

@@ -109,6 +109,30 @@ done
 vd_check "stream: random grains read straight from their stored blocks" \
 	grep -Eq '"grains_read_stored": [1-9]' "$VD_TMP/stream.json"
 
+# helper_threads PID: how many helper threads (fs/split.c) the daemon has.
+helper_threads()
+{
+	grep -lx vd-split /proc/"$1"/task/*/comm 2>/dev/null | wc -l
+}
+
+# The helper is started by the first large read, and --single-thread has none.
+mnt=$M/threads
+for mode in default single; do
+	opts=()
+	[ $mode = single ] && opts=(-s)
+	if vd_mount "${opts[@]}" "$W/stream.vmdk" "$mnt"; then
+		pid=$(vd_daemon_pid "$mnt")
+		vd_check "$mode: O_DIRECT in 1M blocks" same_direct "$mnt" disk.raw 1M
+		want=1
+		[ $mode = single ] && want=0
+		vd_check "$mode: $want helper thread(s) after large reads" \
+			test "$(helper_threads "$pid")" = $want
+		vd_check "$mode: unmount" vd_umount "$mnt"
+	else
+		vd_fail "$mode: mount"
+	fi
+done
+
 # A damaged grain at 2.5 MiB: in the second half of a 1 MiB read from 2 MiB,
 # in the first half of one from 2.25 MiB (the kernel cuts larger O_DIRECT
 # reads into requests of 1 MiB, and those of one reader at once may find the
