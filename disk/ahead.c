@@ -32,6 +32,9 @@ static bool disabled;	    /* vd_ahead_disable(); atomic */
 /* fork(2): see fork_prepare(). Both protected by lock. */
 static struct vd_ahead *loading; /* the user whose table the worker loads now */
 static bool forking;
+/* The worker waits for work (in pthread_cond_wait on work): it holds nothing,
+ * not even a lock of the allocator's, that a fork could copy half-taken. */
+static bool parked;
 
 /* Caller holds lock. */
 static void queue_add(struct vd_ahead *a)
@@ -94,7 +97,10 @@ static void *worker_main(void *arg)
 		bool loaded;
 
 		if (!a || forking) {
+			parked = true;
+			pthread_cond_broadcast(&done);
 			pthread_cond_wait(&work, &lock);
+			parked = false;
 			continue;
 		}
 		qhead = a->qnext;
@@ -124,12 +130,16 @@ static void *worker_main(void *arg)
  * marked busy by a worker it does not have, and readers waiting for it
  * forever (vdmount reads partition tables before it daemonizes). So the
  * worker is held between two tables across a fork, and the child starts
- * without one: its next sequential read starts its own. */
+ * without one: its next sequential read starts its own. The fork also waits
+ * until the worker is parked: one started just before it may still be in
+ * its thread's start-up, which under ASan allocates with the sanitizer's
+ * allocator locked, and a child that copied that lock taken hung in its
+ * first free() (a -s mount in large_reads.sh, built with ASan). */
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&lock);
 	forking = true;
-	while (loading)
+	while (loading || (running && !parked))
 		pthread_cond_wait(&done, &lock);
 }
 
@@ -156,6 +166,7 @@ static void fork_child(void)
 	qhead = qtail = NULL;
 	forking = false;
 	running = false;
+	parked = false;
 	generation++;
 	pthread_mutex_unlock(&lock);
 }

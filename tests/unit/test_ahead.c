@@ -261,6 +261,34 @@ static void test_fork_child_loads_ahead(void **state)
 	user_free(u);
 }
 
+/* A fork right after the first request started the worker: the child must
+ * not inherit a lock the worker's start-up held (under ASan, the allocator's:
+ * a child hung in its first free()). The fork waits until the worker is
+ * parked; each child allocates and exits, 200 times, each within 10 s. */
+static void test_fork_as_worker_starts(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 200; round++) {
+		struct user *u = user_new(4);
+		int status = -1;
+		pid_t pid;
+
+		vd_ahead_note(&u->ahead, 0, 0, true); /* starts the worker */
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			alarm(10);
+			for (int i = 0; i < 64; i++)
+				free(malloc(4096u << (i % 8)));
+			_exit(0);
+		}
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			fail_msg("round %d: the child hung or failed (status %#x)", round, status);
+		user_free(u); /* stops the worker: the next round starts one */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -270,6 +298,7 @@ int main(void)
 	    cmocka_unit_test(test_reader_waits_for_busy_table),
 	    cmocka_unit_test(test_destroy_waits_for_worker),
 	    cmocka_unit_test(test_fork_child_loads_ahead),
+	    cmocka_unit_test(test_fork_as_worker_starts),
 	};
 	return cmocka_run_group_tests_name("ahead", tests, NULL, NULL);
 }
