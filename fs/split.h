@@ -5,9 +5,9 @@
  * waits for the whole MiB before asking for the next, so one FUSE thread
  * resolves, reads, inflates and checks it while the other core idles. A
  * request of at least FS_SPLIT_MIN bytes has its second half read by a helper
- * thread meanwhile, when the helper is free; when it is not (buffered reads
- * keep several requests in flight, which use both cores already), the
- * request is read whole as before. Reads of a view may run concurrently
+ * thread meanwhile, when it is the only read in flight and the helper is
+ * free; otherwise (buffered reads keep several requests in flight, which use
+ * both cores already) the request is read whole as before. Reads of a view may run concurrently
  * (chain/part.h), so the halves need nothing more. */
 #ifndef VD_FS_SPLIT_H
 #define VD_FS_SPLIT_H
