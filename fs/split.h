@@ -7,8 +7,8 @@
  * request of at least FS_SPLIT_MIN bytes has its second half read by a helper
  * thread meanwhile, when it is the only read in flight and the helper is
  * free; otherwise (buffered reads keep several requests in flight, which use
- * both cores already) the request is read whole as before. Reads of a view may run concurrently
- * (chain/part.h), so the halves need nothing more. */
+ * both cores already) the request is read whole as before. Reads of a view
+ * may run concurrently (chain/part.h), so the halves need nothing more. */
 #ifndef VD_FS_SPLIT_H
 #define VD_FS_SPLIT_H
 

@@ -80,7 +80,8 @@ static void check_bytes(const uint8_t *buf, size_t len, uint64_t off)
 {
 	for (size_t i = 0; i < len; i++)
 		if (buf[i] != byte_at(off + i))
-			fail_msg("byte %zu of the read at %llu is wrong", i, (unsigned long long)off);
+			fail_msg("byte %zu of the read at %llu is wrong", i,
+				 (unsigned long long)off);
 }
 
 static void test_alone_splits(void **st)
@@ -88,7 +89,8 @@ static void test_alone_splits(void **st)
 	static const struct {
 		size_t len;
 		uint64_t off;
-	} cases[] = {{1u << 20, 0}, {FS_SPLIT_MIN, 4096}, {(1u << 20) + 12345, 777}, {8u << 20, 1u << 30}};
+	} cases[] = {
+	    {1u << 20, 0}, {FS_SPLIT_MIN, 4096}, {(1u << 20) + 12345, 777}, {8u << 20, 1u << 30}};
 	struct vd_view v = {0};
 
 	(void)st;
